@@ -1,0 +1,35 @@
+/**
+ * Bad input: a spec field, CLI argument or environment that corral refuses.
+ * The CLI prints it on one line and exits with code 2, before anything is created.
+ */
+export class UsageError extends Error {
+  /** Exit code for bad input. */
+  static readonly EXIT_CODE = 2;
+
+  /**
+   * @param field where the problem is: a YAML path such as `tasks.map.chunkSize`, or a CLI flag such as `--concurrency`
+   * @param problem what is wrong, in a few words
+   * @param fix what the user should do instead
+   * @param location optional `file:line:col` of the field in its source file
+   */
+  constructor(
+    readonly field: string,
+    readonly problem: string,
+    readonly fix?: string,
+    readonly location?: string,
+  ) {
+    super(formatUsage(field, problem, fix, location));
+    this.name = 'UsageError';
+  }
+}
+
+function formatUsage(field: string, problem: string, fix?: string, location?: string): string {
+  const where = location ? `${location}: ` : '';
+  const name = field ? `${field}: ` : '';
+  return `${where}${name}${problem}${fix ? ` (fix: ${fix})` : ''}`;
+}
+
+/** True for errors that must exit with code 2. */
+export function isUsageError(err: unknown): err is UsageError {
+  return err instanceof UsageError;
+}
