@@ -1,0 +1,55 @@
+import path from 'node:path';
+import type { Command } from 'commander';
+import { resolveStateDir } from '../../engine/state-dir.js';
+import { printJson } from '../output.js';
+
+/** `corral status [JOB]`: jobs in the state folder, or one job's counts, workers and failures. */
+export function register(program: Command): void {
+  program
+    .command('status')
+    .description("show the jobs in the state folder, or one job's progress, workers and failed tasks")
+    .argument('[JOB]', 'job name')
+    .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
+    .option('--json', 'print JSON on stdout')
+    .action(async (name: string | undefined, flags: { stateDir?: string; json?: boolean }) => {
+      const { listJobs, readJobStatus } = await import('../../engine/job-state.js');
+      const stateDir = resolveStateDir(flags.stateDir);
+      const out = process.stdout;
+      if (name === undefined) {
+        const jobs = await Promise.all(listJobs(stateDir).map((j) => readJobStatus(stateDir, j)));
+        if (flags.json) {
+          printJson(jobs.map((j) => ({ job: j.job, status: j.status, counts: j.counts })));
+          return;
+        }
+        if (jobs.length === 0) out.write(`no jobs in ${stateDir}\n`);
+        for (const j of jobs) {
+          const c = j.counts;
+          out.write(`${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed\n`);
+        }
+        return;
+      }
+      const s = await readJobStatus(stateDir, name);
+      if (flags.json) {
+        printJson(s);
+        return;
+      }
+      const c = s.counts;
+      out.write(`job ${s.job}: ${s.status}\n`);
+      out.write(`tasks: ${c.total} total, ${c.done} done, ${c.leased} running, ${c.pending} pending, ${c.dead} failed\n`);
+      if (Object.keys(s.steps).length > 1) {
+        for (const [step, sc] of Object.entries(s.steps)) out.write(`  step ${step}: ${sc.done}/${sc.total} done, ${sc.dead} failed\n`);
+      }
+      if (s.startedAt) out.write(`started: ${s.startedAt}${s.finishedAt ? `  finished: ${s.finishedAt}` : ''}\n`);
+      const live = s.workers.filter((w) => w.state === 'running');
+      if (live.length) {
+        out.write('workers:\n');
+        for (const w of live) out.write(`  ${w.id} pid ${w.pid} on ${w.host}, last heartbeat ${w.lastHeartbeat}\n`);
+      }
+      if (s.deadLetters.length) {
+        out.write('failed tasks (dead letters):\n');
+        for (const d of s.deadLetters) {
+          out.write(`  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`);
+        }
+      }
+    });
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { isUsageError, UsageError } from '../spec/errors.js';
+import { register as registerLogs } from './commands/logs.js';
+import { register as registerRun } from './commands/run.js';
+import { register as registerStatus } from './commands/status.js';
+
+/** Exit code for an error inside corral itself (not bad input, not a failed job). */
+const EXIT_INTERNAL = 70;
+
+function buildProgram(): Command {
+  const program = new Command('corral')
+    .description('Run embarrassingly parallel jobs on this machine or on a private AWS cluster, from one typed spec.')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const register of [registerRun, registerStatus, registerLogs]) register(program);
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // help and version exit 0; anything commander refuses is bad input
+      process.exitCode = err.exitCode === 0 ? 0 : UsageError.EXIT_CODE;
+      return;
+    }
+    if (isUsageError(err)) {
+      process.stderr.write(`corral: error: ${err.message}\n`);
+      process.exitCode = UsageError.EXIT_CODE;
+      return;
+    }
+    process.stderr.write(`corral: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = EXIT_INTERNAL;
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,26 @@
+/** Writes one JSON document to stdout (for `--json`). */
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Formats seconds as `1h02m`, `3m05s` or `12.3s`. */
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
+}
+
+/** Parses a positive integer CLI flag, naming the flag on bad input. */
+export function parsePositiveInt(flag: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new (class extends Error {
+        override name = 'InvalidArgumentError';
+      })(`${flag} must be a whole number of at least 1, not "${v}"`);
+    }
+    return n;
+  };
+}

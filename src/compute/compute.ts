@@ -1,0 +1,22 @@
+/**
+ * The Compute port: starts and stops the workers of a job. Adapters: `local` (child processes on
+ * this machine) and, on AWS, Auto Scaling groups or ECS services from the cluster stack.
+ */
+export interface Compute {
+  /** Starts workers until `count` run. */
+  scaleTo(count: number): Promise<void>;
+  /** Asks every worker to finish its current task, hand back the rest and exit; resolves when they have. */
+  drain(): Promise<void>;
+  /** Stops every worker at once (their tasks are killed and their leases handed back). */
+  abort(): Promise<void>;
+  /** Workers running now. */
+  running(): number;
+}
+
+/** Something that happened to a worker, for the coordinator's event log. */
+export interface WorkerEvent {
+  readonly worker: string;
+  readonly type: 'started' | 'exited' | 'lost';
+  readonly code?: number | null;
+  readonly signal?: string | null;
+}

@@ -1,0 +1,286 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import { type Logger, pino } from 'pino';
+import { LocalCompute } from '../compute/local/local-compute.js';
+import type { DeadLetter, NewTask, TaskCounts } from '../queue/queue.js';
+import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { UsageError } from '../spec/errors.js';
+import type { LoadedJob } from '../spec/job.js';
+import { FsStore } from '../store/fs/fs-store.js';
+import { expandTasks } from './expand.js';
+import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
+
+/** The step name of a map job's tasks. */
+export const MAP_STEP = 'map';
+
+/** Progress of a running job, as reported to the CLI. */
+export interface Progress extends TaskCounts {
+  /** Worker processes running now. */
+  readonly workers: number;
+  /** Tasks finished per second, over the last few seconds. */
+  readonly rate: number;
+  /** Seconds since the run started. */
+  readonly elapsed: number;
+}
+
+/** How a run ended. */
+export interface RunSummary {
+  readonly job: string;
+  readonly status: 'succeeded' | 'failed' | 'interrupted';
+  readonly counts: TaskCounts;
+  readonly deadLetters: DeadLetter[];
+  /** Where committed outputs are (the job folder), when the job has outputs. */
+  readonly outputs?: string;
+  readonly stateDir: string;
+  readonly seconds: number;
+  /** True when this run continued an earlier one. */
+  readonly resumed: boolean;
+}
+
+/** Options of a run. */
+export interface RunOptions {
+  /** State folder. @default ./.corral */
+  readonly stateDir: string;
+  /** Forget the job's earlier state (committed outputs still count as done). @default false */
+  readonly fresh?: boolean;
+  /** Overrides the spec's concurrency. @default - the spec's */
+  readonly concurrency?: number;
+  /** Called a few times a second while the job runs. */
+  readonly onProgress?: (p: Progress) => void;
+  /** Aborting stops the workers, hands their tasks back and ends the run as `interrupted`. */
+  readonly signal?: AbortSignal;
+  /** Milliseconds between progress checks. @default 200 */
+  readonly tickMs?: number;
+}
+
+/** A digest of what defines a job's tasks; a changed spec cannot resume old state. */
+export function fingerprint(job: LoadedJob): string {
+  const { spec } = job;
+  return createHash('sha256')
+    .update(JSON.stringify({ tasks: spec.tasks, outputs: spec.outputs, base: job.baseDir }))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Checks what must be true before anything is created: inputs and modules exist, the state dir is writable. */
+async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
+  assertWritableStateDir(stateDir);
+  const { tasks } = job.spec;
+  if (tasks.module !== undefined) {
+    const m = path.resolve(job.baseDir, tasks.module);
+    try {
+      await access(m);
+    } catch {
+      throw new UsageError('tasks.module', `${m} does not exist`, 'fix the path (relative to the job file)');
+    }
+  }
+  // The first task proves the input source resolves (a glob that matches, a file that exists).
+  const it = expandTasks(job);
+  try {
+    const first = await it.next();
+    if (first.done) {
+      throw new UsageError('tasks.map', 'the inputs give no task (empty file or no lines)', 'add inputs');
+    }
+  } finally {
+    await it.return(undefined);
+  }
+}
+
+function acquireLock(paths: JobPaths, name: string): void {
+  if (existsSync(paths.lock)) {
+    const pid = Number(readFileSync(paths.lock, 'utf8').trim());
+    if (pid && pid !== process.pid && pidAlive(pid)) {
+      throw new UsageError('JOB', `job ${name} is already running (coordinator pid ${pid})`, 'wait for it, or stop it first');
+    }
+  }
+  writeFileSync(paths.lock, String(process.pid));
+}
+
+/**
+ * Runs a job to its end on this machine: expands its tasks into the sqlite queue (once),
+ * reconciles with the store, starts local workers, watches leases and progress, and drains.
+ * Safe to call again after any interruption: completed tasks never run again.
+ */
+export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSummary> {
+  const started = Date.now();
+  const name = job.spec.name;
+  await preflight(job, opts.stateDir);
+  const paths = jobPaths(opts.stateDir, name);
+  const existed = existsSync(paths.db);
+  if (existsSync(paths.dir)) acquireLock(paths, name);
+  if (opts.fresh && existed) {
+    for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) rmSync(f, { force: true });
+  }
+  const resumed = existed && !opts.fresh;
+  createJobDirs(paths);
+  acquireLock(paths, name);
+  const log = pino({ base: { job: name } }, pino.destination({ dest: paths.events, sync: true }));
+  const queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
+  const store = new FsStore(job.baseDir);
+  let compute: LocalCompute | undefined;
+  try {
+    const fp = fingerprint(job);
+    const old = queue.getMeta('fingerprint');
+    if (old !== undefined && old !== fp) {
+      throw new UsageError(
+        'FILE',
+        `the spec of job ${name} changed since its state was created`,
+        `run with --fresh to plan its tasks again (committed outputs are kept and not redone), or rename the job`,
+      );
+    }
+    queue.setMeta('fingerprint', fp);
+    queue.setMeta('spec', JSON.stringify(job));
+    writeFileSync(paths.jobJson, JSON.stringify(job));
+    if (queue.getMeta('expanded') !== '1') {
+      let batch: NewTask[] = [];
+      let total = 0;
+      for await (const p of expandTasks(job)) {
+        batch.push({ key: String(p.i), step: MAP_STEP, payload: p });
+        total++;
+        if (batch.length >= 5000) {
+          queue.enqueueSync(batch);
+          batch = [];
+        }
+      }
+      queue.enqueueSync(batch);
+      queue.setMeta('expanded', '1');
+      queue.setMeta('total', String(total));
+      log.info({ event: 'planned', tasks: total }, `planned ${total} tasks`);
+    }
+    if (resumed) await reconcile(queue, store, log);
+    queue.setMeta('started_at', String(started));
+    log.info({ event: resumed ? 'resumed' : 'started', pid: process.pid }, resumed ? 'job resumed' : 'job started');
+
+    let counts = queue.countsSync();
+    const remaining = counts.pending + counts.leased;
+    const workers = Math.max(0, Math.min(opts.concurrency ?? job.concurrency, remaining));
+    const runId = randomBytes(3).toString('hex');
+    compute = new LocalCompute({
+      jobJson: paths.jobJson,
+      db: paths.db,
+      logsDir: paths.logs,
+      storeRoot: store.root,
+      workersDir: paths.workers,
+      idPrefix: `w${runId}`,
+      onEvent: (e) => {
+        if (e.type === 'lost') {
+          const n = queue.expireOwner(e.worker, `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`);
+          log.warn({ event: 'worker-lost', ...e, leases: n }, `worker ${e.worker} lost; ${n} task(s) back to the queue`);
+        } else log.info({ event: `worker-${e.type}`, ...e });
+      },
+    });
+    await compute.scaleTo(workers);
+
+    const tick = opts.tickMs ?? 200;
+    const window: Array<[number, number]> = [];
+    let interrupted = false;
+    while (counts.pending + counts.leased > 0) {
+      if (opts.signal?.aborted) {
+        interrupted = true;
+        break;
+      }
+      await sleep(tick, opts.signal);
+      await queue.reapExpired();
+      counts = queue.countsSync();
+      const now = Date.now();
+      const finished = counts.done + counts.dead;
+      window.push([now, finished]);
+      while (window.length > 2 && now - window[0]![0] > 5000) window.shift();
+      const [t0, f0] = window[0]!;
+      const rate = now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
+      opts.onProgress?.({ ...counts, workers: compute.running(), rate, elapsed: (now - started) / 1000 });
+    }
+    if (interrupted) await compute.abort();
+    else await compute.drain();
+    store.cleanStaging();
+    counts = queue.countsSync();
+    const deadLetters = await queue.deadLetters(100);
+    const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';
+    queue.setMeta('status', status);
+    queue.setMeta('finished_at', String(Date.now()));
+    log.info({ event: 'finished', status, ...counts }, `job ${status}`);
+    return {
+      job: name,
+      status,
+      counts,
+      deadLetters,
+      outputs: job.spec.outputs ? outputsDir(job) : undefined,
+      stateDir: paths.dir,
+      seconds: (Date.now() - started) / 1000,
+      resumed,
+    };
+  } catch (err) {
+    if (compute) await compute.abort();
+    if (!existed && err instanceof UsageError) {
+      await queue.close();
+      rmSync(paths.dir, { recursive: true, force: true });
+    }
+    throw err;
+  } finally {
+    await queue.close();
+    rmSync(paths.lock, { force: true });
+  }
+}
+
+/**
+ * Makes the state agree with the store, which is the truth: tasks whose output is committed are
+ * done, and leases of workers from an earlier, dead coordinator are handed back.
+ */
+async function reconcile(queue: SqliteQueue, store: FsStore, log: Logger): Promise<void> {
+  for (const w of queue.workers()) {
+    if (w.state === 'running' && !pidAlive(w.pid)) {
+      const n = queue.releaseOwner(w.id);
+      queue.workerBeat(w.id, w.pid, w.host, [], 'lost');
+      if (n) log.info({ event: 'released', worker: w.id, leases: n }, `handed back ${n} lease(s) of ${w.id}`);
+    }
+  }
+  const rows = queue.db
+    .prepare("SELECT id, key, step, payload, attempts, max_attempts FROM tasks WHERE state IN ('pending', 'leased')")
+    .iterate() as IterableIterator<{ id: number; key: string; step: string; payload: string; attempts: number; max_attempts: number }>;
+  const found: number[] = [];
+  for (const r of rows) {
+    const o = (JSON.parse(r.payload) as { o?: string }).o;
+    if (o !== undefined && (await store.exists(o))) found.push(r.id);
+  }
+  if (found.length) {
+    const now = Date.now();
+    const upd = queue.db.prepare(
+      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ?",
+    );
+    queue.db.transaction(() => {
+      for (const id of found) upd.run(now, id);
+    })();
+    log.info({ event: 'reconciled', found: found.length }, `${found.length} task(s) already had their output`);
+  }
+}
+
+/** The folder holding a job's outputs: the pattern's part before its first placeholder. */
+function outputsDir(job: LoadedJob): string {
+  const pattern = job.spec.outputs ?? '';
+  const fixed = pattern.slice(0, pattern.search(/\{|$/));
+  const dir = fixed.endsWith('/') ? fixed : path.posix.dirname(fixed);
+  return path.resolve(job.baseDir, dir);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,79 @@
+import { existsSync, readdirSync } from 'node:fs';
+import type { DeadLetter, TaskCounts } from '../queue/queue.js';
+import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
+import { UsageError } from '../spec/errors.js';
+import { jobPaths } from './state-dir.js';
+
+/** What `corral status JOB` reports. */
+export interface JobStatus {
+  readonly job: string;
+  /** `running` while a coordinator holds the job, else how the last run ended. */
+  readonly status: string;
+  readonly counts: TaskCounts;
+  readonly steps: Record<string, TaskCounts>;
+  readonly startedAt?: string;
+  readonly finishedAt?: string;
+  readonly workers: Array<Pick<WorkerRow, 'id' | 'pid' | 'host' | 'state'> & { lastHeartbeat: string }>;
+  readonly deadLetters: DeadLetter[];
+  readonly stateDir: string;
+}
+
+/** Names of the jobs in a state folder. */
+export function listJobs(stateDir: string): string[] {
+  const dir = `${stateDir}/jobs`;
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(jobPaths(stateDir, d.name).db))
+    .map((d) => d.name)
+    .sort();
+}
+
+/** Opens a job's state file, or says which jobs exist. */
+export function openJob(stateDir: string, name: string): SqliteQueue {
+  const paths = jobPaths(stateDir, name);
+  if (!existsSync(paths.db)) {
+    const jobs = listJobs(stateDir);
+    throw new UsageError(
+      'JOB',
+      `no job named "${name}" in ${stateDir}`,
+      jobs.length ? `use one of: ${jobs.join(', ')}` : 'run a job first with corral run FILE, or pass --state-dir',
+    );
+  }
+  return new SqliteQueue(paths.db);
+}
+
+function iso(ms: string | undefined): string | undefined {
+  return ms ? new Date(Number(ms)).toISOString() : undefined;
+}
+
+/** Reads a job's status from its state file. */
+export async function readJobStatus(stateDir: string, name: string): Promise<JobStatus> {
+  const q = openJob(stateDir, name);
+  try {
+    const lock = jobPaths(stateDir, name).lock;
+    const counts = q.countsSync();
+    const steps: Record<string, TaskCounts> = {};
+    for (const { step } of q.db.prepare('SELECT DISTINCT step FROM counts').all() as { step: string }[]) {
+      steps[step] = q.countsSync(step);
+    }
+    return {
+      job: name,
+      status: existsSync(lock) ? 'running' : (q.getMeta('status') ?? 'planned'),
+      counts,
+      steps,
+      startedAt: iso(q.getMeta('started_at')),
+      finishedAt: iso(q.getMeta('finished_at')),
+      workers: q.workers().map((w) => ({
+        id: w.id,
+        pid: w.pid,
+        host: w.host,
+        state: w.state,
+        lastHeartbeat: new Date(w.heartbeat_at).toISOString(),
+      })),
+      deadLetters: await q.deadLetters(1000),
+      stateDir: jobPaths(stateDir, name).dir,
+    };
+  } finally {
+    await q.close();
+  }
+}

@@ -1,0 +1,72 @@
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { UsageError } from '../spec/errors.js';
+
+/** Default state folder, relative to the current directory. */
+export const DEFAULT_STATE_DIR = '.corral';
+
+/** Where a job's state lives inside the state folder. */
+export interface JobPaths {
+  readonly dir: string;
+  readonly db: string;
+  readonly jobJson: string;
+  readonly logs: string;
+  readonly workers: string;
+  readonly events: string;
+  readonly lock: string;
+}
+
+/** The state folder from `--state-dir`, `CORRAL_STATE_DIR` or `./.corral`. */
+export function resolveStateDir(flag?: string): string {
+  return path.resolve(flag ?? process.env.CORRAL_STATE_DIR ?? DEFAULT_STATE_DIR);
+}
+
+/** Paths of a job's state. */
+export function jobPaths(stateDir: string, name: string): JobPaths {
+  const dir = path.join(stateDir, 'jobs', name);
+  return {
+    dir,
+    db: path.join(dir, 'state.db'),
+    jobJson: path.join(dir, 'job.json'),
+    logs: path.join(dir, 'logs'),
+    workers: path.join(dir, 'workers'),
+    events: path.join(dir, 'events.log'),
+    lock: path.join(dir, 'coordinator.pid'),
+  };
+}
+
+/**
+ * Checks, before anything is created, that the state folder can be written: it exists and is a
+ * writable folder, or the nearest existing parent is.
+ */
+export function assertWritableStateDir(stateDir: string): void {
+  let p = stateDir;
+  while (!existsSync(p)) {
+    const parent = path.dirname(p);
+    if (parent === p) break;
+    p = parent;
+  }
+  try {
+    if (!statSync(p).isDirectory()) {
+      throw new UsageError('--state-dir', `${p} is not a folder`, 'pass a folder with --state-dir or CORRAL_STATE_DIR');
+    }
+    accessSync(p, constants.W_OK | constants.X_OK);
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(
+      '--state-dir',
+      `${stateDir} is not writable (${(err as NodeJS.ErrnoException).code})`,
+      'pass a writable folder with --state-dir or CORRAL_STATE_DIR',
+    );
+  }
+}
+
+/** Creates a job's state folders. */
+export function createJobDirs(paths: JobPaths): void {
+  for (const d of [paths.dir, paths.logs, paths.workers]) mkdirSync(d, { recursive: true });
+}
+
+/** File name of a task's log, from its key. */
+export function taskLogName(key: string): string {
+  return `${key.replace(/[^A-Za-z0-9._-]/g, '_')}.log`;
+}

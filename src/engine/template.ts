@@ -1,0 +1,60 @@
+import path from 'node:path';
+import type { TaskPayload } from '../queue/queue.js';
+
+/** Values a task's placeholders stand for. */
+export type TaskVars = Record<string, string>;
+
+/** Quotes a value for /bin/sh so that it is always one word and never code. */
+export function shellQuote(v: string): string {
+  if (/^[A-Za-z0-9_\-+=/.,:@%]+$/.test(v)) return v;
+  return `'${v.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The placeholder values of a task. `input` is a path (absolute) or the line's text. */
+export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}): TaskVars {
+  const vars: TaskVars = { index: String(p.i), ...extra };
+  if (p.p !== undefined) {
+    const abs = path.resolve(baseDir, p.p);
+    const name = path.basename(abs);
+    vars.input = abs;
+    vars['input.path'] = p.p;
+    vars['input.name'] = name;
+    vars['input.stem'] = name.replace(/\.[^.]*$/, '') || name;
+  } else if (p.l !== undefined) {
+    vars.input = p.l;
+    vars['input.path'] = p.l;
+    vars['input.name'] = p.l;
+    vars['input.stem'] = p.l;
+  }
+  if (p.s !== undefined && p.e !== undefined) {
+    vars['chunk.start'] = String(p.s);
+    vars['chunk.end'] = String(p.e);
+    vars['chunk.length'] = String(p.e - p.s);
+  }
+  return vars;
+}
+
+/** Fills `{name}` placeholders; each value passes through `quote`. Unknown placeholders are left as they are. */
+export function render(template: string, vars: TaskVars, quote: (v: string) => string = (v) => v): string {
+  return template.replace(/\{([a-z.]+)\}/g, (m, name: string) => {
+    const v = vars[name];
+    return v === undefined ? m : quote(v);
+  });
+}
+
+/** Makes a value safe as part of a file name in an output path (no separators, no `..`). */
+export function pathSegmentSafe(v: string): string {
+  const s = v.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\.+/, (m) => '_'.repeat(m.length));
+  return s.slice(0, 200) || '_';
+}
+
+/** Output key of a task: the `outputs` pattern filled with path-safe values. */
+export function outputKey(pattern: string, p: TaskPayload, baseDir: string): string {
+  const vars = taskVars(p, baseDir);
+  const safe: TaskVars = {};
+  for (const [k, v] of Object.entries(vars)) {
+    // input.path keeps its folders (it is relative to the job folder and was matched there).
+    safe[k] = k === 'input.path' && p.p !== undefined ? v.split('/').map(pathSegmentSafe).join('/') : pathSegmentSafe(v);
+  }
+  return path.posix.normalize(render(pattern, safe));
+}

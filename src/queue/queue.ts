@@ -1,0 +1,111 @@
+/**
+ * The Queue port: how tasks are handed to workers and how their fate is recorded.
+ * Adapters: `sqlite` (embedded default, one WAL file shared by the coordinator and local workers)
+ * and, on AWS, `sqs` (the visibility timeout is the lease).
+ */
+
+/** What a task runs on: one file, line or byte range, and the output it must commit. */
+export interface TaskPayload {
+  /** The task's index in the job, from 0. */
+  readonly i: number;
+  /** Input file, relative to the job folder (glob and chunk maps). */
+  readonly p?: string;
+  /** Input line text (line maps). */
+  readonly l?: string;
+  /** Chunk start byte, inclusive (chunk maps). */
+  readonly s?: number;
+  /** Chunk end byte, exclusive (chunk maps). */
+  readonly e?: number;
+  /** Output key in the store, relative to its root. */
+  readonly o?: string;
+}
+
+/** A task to add to the queue. */
+export interface NewTask {
+  /** Unique, stable key of the task within its job (its index as text for map jobs). */
+  readonly key: string;
+  /** Step of the job the task belongs to. */
+  readonly step: string;
+  readonly payload: TaskPayload;
+}
+
+/** A worker's claim on one task, valid until it expires or is acked, failed or released. */
+export interface Lease {
+  readonly taskId: number;
+  readonly key: string;
+  readonly step: string;
+  /** Attempt number of this claim, from 1. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly payload: TaskPayload;
+  /** The worker holding it. */
+  readonly owner: string;
+}
+
+/** How one attempt ended successfully. */
+export interface Completion {
+  readonly lease: Lease;
+  /** `committed`: this attempt's output became the result; `duplicate`: an earlier attempt's had; `found`: the output was already in the store. */
+  readonly outcome: 'committed' | 'duplicate' | 'found' | 'ok';
+  readonly startedAt: number;
+  readonly finishedAt: number;
+}
+
+/** A failed attempt. */
+export interface Failure {
+  readonly lease: Lease;
+  readonly error: string;
+  /** Where the attempt's log is, if it wrote one. */
+  readonly logPath?: string;
+  /** Delay before the next attempt, if there is one. */
+  readonly retryDelayMs: number;
+  readonly startedAt: number;
+  readonly finishedAt: number;
+}
+
+/** Counts of tasks by state. */
+export interface TaskCounts {
+  pending: number;
+  leased: number;
+  done: number;
+  dead: number;
+  total: number;
+}
+
+/** A task that exhausted its attempts. */
+export interface DeadLetter {
+  readonly key: string;
+  readonly step: string;
+  readonly index: number;
+  readonly attempts: number;
+  readonly error: string;
+  readonly logPath?: string;
+}
+
+/** The Queue port. Every method is batch-friendly: one call, one round trip or transaction. */
+export interface Queue {
+  /** Adds tasks; tasks whose key exists already are left as they are. */
+  enqueue(tasks: readonly NewTask[]): Promise<void>;
+  /** Claims up to `max` ready tasks for `owner` for `leaseMs`. */
+  claim(owner: string, max: number, leaseMs: number): Promise<Lease[]>;
+  /** Extends every lease `owner` holds by `leaseMs` from now; returns how many it still holds. */
+  heartbeat(owner: string, leaseMs: number): Promise<number>;
+  /** Marks tasks done. */
+  complete(done: readonly Completion[]): Promise<void>;
+  /** Records failed attempts; each task is retried after its delay, or goes to the dead letters after its last attempt. */
+  fail(failures: readonly Failure[]): Promise<void>;
+  /** Hands leases back at once, without counting the attempt (spot notice, drain). */
+  release(leases: readonly Lease[]): Promise<void>;
+  /** Returns expired leases to the queue (or the dead letters); returns how many. */
+  reapExpired(now?: number): Promise<number>;
+  /** Counts tasks by state. */
+  counts(): Promise<TaskCounts>;
+  /** Lists the dead letters. */
+  deadLetters(limit?: number): Promise<DeadLetter[]>;
+  close(): Promise<void>;
+}
+
+/** Delay before attempt `attempt + 1`, given the attempt that just failed. */
+export function backoffDelay(attempt: number, policy: { initial: number; factor: number; max: number }): number {
+  return Math.min(policy.max, policy.initial * policy.factor ** Math.max(0, attempt - 1));
+}

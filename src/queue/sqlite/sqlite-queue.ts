@@ -1,0 +1,319 @@
+import Database from 'better-sqlite3';
+import type {
+  Completion,
+  DeadLetter,
+  Failure,
+  Lease,
+  NewTask,
+  Queue,
+  TaskCounts,
+  TaskPayload,
+} from '../queue.js';
+import { MIGRATIONS } from './migrations.js';
+
+/** Options of the sqlite queue. */
+export interface SqliteQueueOptions {
+  /** Attempts per task before it goes to the dead letters. @default 3 */
+  readonly maxAttempts?: number;
+  /** How long a writer waits for the file lock before failing. @default 30s */
+  readonly busyTimeoutMs?: number;
+  /** Open without creating or migrating (status, logs). @default false */
+  readonly readonly?: boolean;
+}
+
+interface ClaimRow {
+  id: number;
+  key: string;
+  step: string;
+  payload: string;
+  attempts: number;
+  max_attempts: number;
+}
+
+/** A worker process as recorded in the state file. */
+export interface WorkerRow {
+  id: string;
+  pid: number;
+  host: string;
+  started_at: number;
+  heartbeat_at: number;
+  task_pgids: string | null;
+  state: string;
+}
+
+/** Opens (creating and migrating if needed) a state file with WAL and sane pragmas. */
+export function openStateDb(file: string, opts: SqliteQueueOptions = {}): Database.Database {
+  const db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+  db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
+  if (!opts.readonly) {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    migrate(db);
+  }
+  return db;
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+}
+
+/**
+ * The embedded Queue adapter: one sqlite file (WAL) that the coordinator and every local worker
+ * open. A claim is one `UPDATE … RETURNING` in an immediate transaction, so two workers never get
+ * the same task; a lease is `owner` + `lease_expires`; a heartbeat is one UPDATE per worker.
+ */
+export class SqliteQueue implements Queue {
+  readonly db: Database.Database;
+  private readonly defaultMaxAttempts: number;
+  private readonly st;
+
+  constructor(file: string, opts: SqliteQueueOptions = {}) {
+    this.db = openStateDb(file, opts);
+    this.defaultMaxAttempts = opts.maxAttempts ?? 3;
+    const db = this.db;
+    this.st = opts.readonly
+      ? undefined
+      : {
+          insert: db.prepare(
+            'INSERT OR IGNORE INTO tasks (key, step, payload, max_attempts) VALUES (?, ?, ?, ?)',
+          ),
+          claim: db.prepare<[string, number, number, number, number], ClaimRow>(
+            `UPDATE tasks SET state = 'leased', owner = ?, lease_expires = ?, started_at = ?, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_at <= ? ORDER BY run_at, id LIMIT ?)
+             RETURNING id, key, step, payload, attempts, max_attempts`,
+          ),
+          heartbeat: db.prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'"),
+          complete: db.prepare(
+            `UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = ?, last_error = NULL
+             WHERE id = ? AND state <> 'done'`,
+          ),
+          retry: db.prepare(
+            `UPDATE tasks SET state = 'pending', owner = NULL, lease_expires = NULL, run_at = ?, last_error = ?, log_path = ?
+             WHERE id = ? AND owner = ? AND state = 'leased'`,
+          ),
+          dead: db.prepare(
+            `UPDATE tasks SET state = 'dead', owner = NULL, lease_expires = NULL, finished_at = ?, last_error = ?, log_path = ?
+             WHERE id = ? AND owner = ? AND state = 'leased'`,
+          ),
+          release: db.prepare(
+            `UPDATE tasks SET state = 'pending', owner = NULL, lease_expires = NULL, attempts = attempts - 1, run_at = 0
+             WHERE id = ? AND owner = ? AND state = 'leased'`,
+          ),
+          attempt: db.prepare(
+            'INSERT INTO attempts (task_id, attempt, owner, started_at, finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)',
+          ),
+          expired: db.prepare<[number], { id: number; attempts: number; max_attempts: number; owner: string; started_at: number }>(
+            "SELECT id, attempts, max_attempts, owner, started_at FROM tasks WHERE state = 'leased' AND lease_expires <= ?",
+          ),
+          expireOne: db.prepare(
+            `UPDATE tasks SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+               owner = NULL, lease_expires = NULL, run_at = 0, last_error = ?,
+               finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE finished_at END
+             WHERE id = ? AND state = 'leased' AND lease_expires <= ?`,
+          ),
+        };
+  }
+
+  private get stmts() {
+    if (!this.st) throw new Error('the state file is open read-only');
+    return this.st;
+  }
+
+  async enqueue(tasks: readonly NewTask[]): Promise<void> {
+    this.enqueueSync(tasks);
+  }
+
+  /** Synchronous enqueue in one transaction (used by the task expansion loop). */
+  enqueueSync(tasks: readonly NewTask[], maxAttempts = this.defaultMaxAttempts): void {
+    const { insert } = this.stmts;
+    this.db
+      .transaction(() => {
+        for (const t of tasks) insert.run(t.key, t.step, JSON.stringify(t.payload), maxAttempts);
+      })
+      .immediate();
+  }
+
+  async claim(owner: string, max: number, leaseMs: number): Promise<Lease[]> {
+    return this.claimSync(owner, max, leaseMs);
+  }
+
+  claimSync(owner: string, max: number, leaseMs: number): Lease[] {
+    const now = Date.now();
+    const rows = this.db
+      .transaction(() => this.stmts.claim.all(owner, now + leaseMs, now, now, max))
+      .immediate();
+    return rows.map((r) => ({
+      taskId: r.id,
+      key: r.key,
+      step: r.step,
+      attempt: r.attempts,
+      maxAttempts: r.max_attempts,
+      payload: JSON.parse(r.payload) as TaskPayload,
+      owner,
+    }));
+  }
+
+  async heartbeat(owner: string, leaseMs: number): Promise<number> {
+    return this.stmts.heartbeat.run(Date.now() + leaseMs, owner).changes;
+  }
+
+  async complete(done: readonly Completion[]): Promise<void> {
+    const { complete, attempt } = this.stmts;
+    this.db
+      .transaction(() => {
+        for (const c of done) {
+          complete.run(c.finishedAt, c.outcome, c.lease.taskId);
+          attempt.run(c.lease.taskId, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
+        }
+      })
+      .immediate();
+  }
+
+  async fail(failures: readonly Failure[]): Promise<void> {
+    const { retry, dead, attempt } = this.stmts;
+    this.db
+      .transaction(() => {
+        for (const f of failures) {
+          const l = f.lease;
+          const last = l.attempt >= l.maxAttempts;
+          if (last) dead.run(f.finishedAt, f.error, f.logPath ?? null, l.taskId, l.owner);
+          else retry.run(f.finishedAt + f.retryDelayMs, f.error, f.logPath ?? null, l.taskId, l.owner);
+          attempt.run(l.taskId, l.attempt, l.owner, f.startedAt, f.finishedAt, last ? 'dead' : 'failed', f.error);
+        }
+      })
+      .immediate();
+  }
+
+  async release(leases: readonly Lease[]): Promise<void> {
+    this.releaseSync(leases);
+  }
+
+  releaseSync(leases: readonly Lease[]): void {
+    const { release, attempt } = this.stmts;
+    const now = Date.now();
+    this.db
+      .transaction(() => {
+        for (const l of leases) {
+          if (release.run(l.taskId, l.owner).changes > 0) {
+            attempt.run(l.taskId, l.attempt, l.owner, null, now, 'released', null);
+          }
+        }
+      })
+      .immediate();
+  }
+
+  async reapExpired(now = Date.now()): Promise<number> {
+    return this.expire(now, now, 'lease expired: the worker stopped heartbeating');
+  }
+
+  /**
+   * Ends every lease held by `owner` now, as a failed attempt (the worker is known to be gone).
+   * Returns how many tasks it returned to the queue or the dead letters.
+   */
+  expireOwner(owner: string, reason: string): number {
+    const now = Date.now();
+    return this.db
+      .transaction(() => {
+        this.db.prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'").run(now, owner);
+        return this.expireSync(now, now, reason);
+      })
+      .immediate();
+  }
+
+  /** Hands back every lease held by `owner` without counting the attempts (its coordinator went away). */
+  releaseOwner(owner: string): number {
+    return this.db
+      .prepare(
+        `UPDATE tasks SET state = 'pending', owner = NULL, lease_expires = NULL, attempts = attempts - 1, run_at = 0
+         WHERE owner = ? AND state = 'leased'`,
+      )
+      .run(owner).changes;
+  }
+
+  private expire(cutoff: number, now: number, reason: string): number {
+    return this.db.transaction(() => this.expireSync(cutoff, now, reason)).immediate();
+  }
+
+  private expireSync(cutoff: number, now: number, reason: string): number {
+    const { expired, expireOne, attempt } = this.stmts;
+    let n = 0;
+    for (const r of expired.all(cutoff)) {
+      const last = r.attempts >= r.max_attempts;
+      if (expireOne.run(reason, now, r.id, cutoff).changes > 0) {
+        attempt.run(r.id, r.attempts, r.owner, r.started_at, now, last ? 'dead' : 'expired', reason);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  async counts(): Promise<TaskCounts> {
+    return this.countsSync();
+  }
+
+  countsSync(step?: string): TaskCounts {
+    const rows = (
+      step === undefined
+        ? this.db.prepare('SELECT state, sum(n) AS n FROM counts GROUP BY state').all()
+        : this.db.prepare('SELECT state, n FROM counts WHERE step = ?').all(step)
+    ) as { state: string; n: number }[];
+    const c: TaskCounts = { pending: 0, leased: 0, done: 0, dead: 0, total: 0 };
+    for (const r of rows) {
+      if (r.state in c) c[r.state as keyof TaskCounts] = r.n;
+      c.total += r.n;
+    }
+    return c;
+  }
+
+  async deadLetters(limit = 1000): Promise<DeadLetter[]> {
+    const rows = this.db
+      .prepare(
+        "SELECT key, step, payload, attempts, last_error, log_path FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?",
+      )
+      .all(limit) as { key: string; step: string; payload: string; attempts: number; last_error: string; log_path: string | null }[];
+    return rows.map((r) => ({
+      key: r.key,
+      step: r.step,
+      index: (JSON.parse(r.payload) as TaskPayload).i,
+      attempts: r.attempts,
+      error: r.last_error ?? '',
+      logPath: r.log_path ?? undefined,
+    }));
+  }
+
+  /** Reads a value of the job's metadata. */
+  getMeta(k: string): string | undefined {
+    return (this.db.prepare('SELECT v FROM meta WHERE k = ?').get(k) as { v: string } | undefined)?.v;
+  }
+
+  /** Writes a value of the job's metadata. */
+  setMeta(k: string, v: string): void {
+    this.db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+  }
+
+  /** Records a worker's liveness and the process groups of the tasks it runs. */
+  workerBeat(id: string, pid: number, host: string, taskPgids: number[], state = 'running'): void {
+    const now = Date.now();
+    this.db
+      .prepare(
+        `INSERT INTO workers (id, pid, host, started_at, heartbeat_at, task_pgids, state) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, task_pgids = excluded.task_pgids, state = excluded.state`,
+      )
+      .run(id, pid, host, now, now, JSON.stringify(taskPgids), state);
+  }
+
+  /** The workers recorded in the state file. */
+  workers(): WorkerRow[] {
+    return this.db.prepare('SELECT * FROM workers ORDER BY started_at').all() as WorkerRow[];
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * The Store port: where task outputs live. An attempt writes to a staging place of its own;
+ * `commit` makes it the task's output, and the first commit wins: a later attempt of the same
+ * task never replaces a committed output. The set of committed outputs is the truth of a job's
+ * completion. Adapters: `fs` (a folder; a hard link is the commit) and, on AWS, `s3`.
+ */
+export interface Store {
+  /** A human-readable description of where outputs go (a folder or an s3:// URL). */
+  readonly location: string;
+  /** A local file path where attempt `attemptId` of the task with output `key` writes its output. */
+  stage(key: string, attemptId: string): Promise<string>;
+  /** Makes the attempt's staged output the task's output, unless one is committed already. */
+  commit(key: string, attemptId: string): Promise<'committed' | 'duplicate' | 'missing'>;
+  /** Drops an attempt's staged output. */
+  discard(key: string, attemptId: string): Promise<void>;
+  /** Whether an output is committed. */
+  exists(key: string): Promise<boolean>;
+  /** Committed output keys below a prefix. */
+  list(prefix?: string): AsyncIterable<string>;
+}

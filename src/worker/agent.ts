@@ -1,0 +1,224 @@
+import os from 'node:os';
+import path from 'node:path';
+import { taskLogName } from '../engine/state-dir.js';
+import { render, shellQuote, taskVars } from '../engine/template.js';
+import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
+import type { LoadedJob } from '../spec/job.js';
+import type { Store } from '../store/store.js';
+import { runCommand, type TaskResult, type TaskStdin } from './run-command.js';
+import { loadTaskFunction, runModule } from './run-module.js';
+import { TaskLog } from './task-log.js';
+
+/** Options of a worker agent. */
+export interface WorkerAgentOptions {
+  /** This worker's id; leases are held in its name. */
+  readonly id: string;
+  readonly job: LoadedJob;
+  readonly queue: Queue;
+  readonly store: Store;
+  /** Folder of the per-task log files. */
+  readonly logsDir: string;
+  /** Called on each heartbeat with the process groups of running tasks (for liveness records). */
+  readonly onBeat?: (pgids: number[]) => void;
+  /** Stop when no task could be claimed for this long. @default - never */
+  readonly idleExitMs?: number;
+  /** Largest number of tasks claimed at once. @default 256 */
+  readonly maxBatch?: number;
+  /** Called when a task's process group starts (pgid) or ends (undefined). */
+  readonly onGroup?: (pgid: number, running: boolean) => void;
+}
+
+/** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
+const TARGET_BATCH_MS = 50;
+/** Longest time completed acks wait before they are flushed. */
+const FLUSH_MS = 200;
+
+/**
+ * A worker: claims tasks from the Queue port, runs each (shell command or module function),
+ * commits its output through the Store port, acks, and heartbeats its leases meanwhile.
+ * `stop('drain')` finishes the running task and hands the rest back; `stop('abort')` kills it too.
+ */
+export class WorkerAgent {
+  private stopping: 'drain' | 'abort' | undefined;
+  private readonly abort = new AbortController();
+  private readonly groups = new Set<number>();
+  private held: Lease[] = [];
+  private batch = 1;
+  private avgMs = 0;
+  /** Set when a task could not be stopped; the process should exit after `run` returns. */
+  poisoned = false;
+  /** Tasks this worker ran to the end (whatever the result). */
+  ran = 0;
+
+  constructor(private readonly o: WorkerAgentOptions) {}
+
+  stop(mode: 'drain' | 'abort'): void {
+    if (this.stopping !== 'abort') this.stopping = mode;
+    if (mode === 'abort') this.abort.abort(new Error('worker stopping'));
+  }
+
+  async run(): Promise<void> {
+    const { queue, job } = this.o;
+    const leaseMs = job.spec.lease;
+    const beat = setInterval(() => {
+      queue.heartbeat(this.o.id, leaseMs).catch(() => {});
+      this.o.onBeat?.([...this.groups]);
+    }, Math.max(500, Math.floor(leaseMs / 3)));
+    beat.unref();
+    this.o.onBeat?.([]);
+    let idleSince = Date.now();
+    let sleepMs = 5;
+    try {
+      while (!this.stopping && !this.poisoned) {
+        const leases = await queue.claim(this.o.id, this.batch, leaseMs);
+        if (leases.length === 0) {
+          if (this.o.idleExitMs !== undefined && Date.now() - idleSince > this.o.idleExitMs) break;
+          await sleep(sleepMs);
+          sleepMs = Math.min(250, sleepMs * 2);
+          continue;
+        }
+        sleepMs = 5;
+        await this.runBatch(leases);
+        idleSince = Date.now();
+      }
+    } finally {
+      clearInterval(beat);
+      if (this.held.length > 0) await queue.release(this.held);
+      this.held = [];
+    }
+  }
+
+  private async runBatch(leases: Lease[]): Promise<void> {
+    this.held = [...leases];
+    let completions: Completion[] = [];
+    let failures: Failure[] = [];
+    let lastFlush = Date.now();
+    const t0 = Date.now();
+    let n = 0;
+    const flush = async () => {
+      if (completions.length) await this.o.queue.complete(completions);
+      if (failures.length) await this.o.queue.fail(failures);
+      completions = [];
+      failures = [];
+      lastFlush = Date.now();
+    };
+    try {
+      for (const lease of leases) {
+        if (this.stopping || this.poisoned) break;
+        const startedAt = Date.now();
+        const r = await this.runOne(lease);
+        const finishedAt = Date.now();
+        if (this.stopping === 'abort' && !r.ok) break; // aborted mid-task: the lease is handed back below
+        this.held.shift();
+        n++;
+        this.ran++;
+        if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
+        else {
+          const delay = backoffDelay(lease.attempt, this.o.job.spec.retries.backoff);
+          failures.push({ lease, error: r.error ?? 'failed', logPath: r.logPath, retryDelayMs: delay, startedAt, finishedAt });
+        }
+        if (finishedAt - lastFlush > FLUSH_MS) await flush();
+      }
+    } finally {
+      await flush();
+    }
+    if (n > 0) {
+      const per = (Date.now() - t0) / n;
+      this.avgMs = this.avgMs === 0 ? per : this.avgMs * 0.7 + per * 0.3;
+      const max = this.o.maxBatch ?? 256;
+      this.batch = Math.max(1, Math.min(max, Math.floor(TARGET_BATCH_MS / Math.max(this.avgMs, 0.01))));
+    }
+  }
+
+  private async runOne(
+    lease: Lease,
+  ): Promise<{ ok: true; outcome: Completion['outcome'] } | { ok: false; error?: string; logPath?: string }> {
+    const { job, store } = this.o;
+    const { spec, baseDir } = job;
+    const p = lease.payload;
+    const key = p.o;
+    if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found' };
+    const attemptId = `${lease.attempt}-${this.o.id}`;
+    const staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
+    const logPath = path.join(this.o.logsDir, taskLogName(lease.key));
+    const log = new TaskLog(
+      logPath,
+      `--- ${new Date().toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${os.hostname()}\n`,
+    );
+    const vars = taskVars(p, baseDir, { attempt: String(lease.attempt), ...(staged ? { output: staged } : {}) });
+    const stdin: TaskStdin =
+      spec.tasks.stdin === 'none'
+        ? { kind: 'none' }
+        : p.l !== undefined
+          ? { kind: 'text', text: p.l }
+          : { kind: 'file', path: vars.input!, start: p.s, end: p.e };
+    let r: TaskResult;
+    try {
+      if (spec.tasks.command !== undefined) {
+        const usesOutput = spec.tasks.command.includes('{output}');
+        r = await runCommand({
+          command: render(spec.tasks.command, vars, shellQuote),
+          cwd: baseDir,
+          env: { ...process.env, ...spec.tasks.env, ...taskEnv(vars) },
+          stdin,
+          stdoutFile: staged && !usesOutput ? staged : undefined,
+          log,
+          timeoutMs: spec.timeout,
+          signal: this.abort.signal,
+          onGroup: (g) => {
+            if (g === undefined) {
+              for (const x of this.groups) this.o.onGroup?.(x, false);
+              this.groups.clear();
+            } else {
+              this.groups.add(g);
+              this.o.onGroup?.(g, true);
+            }
+          },
+        });
+      } else {
+        const fn = await loadTaskFunction(path.resolve(baseDir, spec.tasks.module!));
+        r = await runModule({
+          fn,
+          ctx: {
+            index: p.i,
+            input: vars.input,
+            chunk: p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined,
+            output: staged,
+            attempt: lease.attempt,
+            env: spec.tasks.env,
+          },
+          stdin,
+          log,
+          timeoutMs: spec.timeout,
+          signal: this.abort.signal,
+        });
+        if (r.poisoned) this.poisoned = true;
+      }
+    } catch (err) {
+      r = { ok: false, error: (err as Error).message.split('\n')[0] };
+    }
+    if (!r.ok) log.write(`corral: attempt failed: ${r.error}\n`);
+    log.close();
+    if (!r.ok) {
+      if (key !== undefined) await store.discard(key, attemptId);
+      return { ok: false, error: r.error, logPath: log.written ? logPath : undefined };
+    }
+    if (key === undefined) return { ok: true, outcome: 'ok' };
+    const c = await store.commit(key, attemptId);
+    if (c === 'missing') {
+      return { ok: false, error: `succeeded but wrote no output (expected ${key})`, logPath: log.written ? logPath : undefined };
+    }
+    return { ok: true, outcome: c };
+  }
+}
+
+/** Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START. */
+function taskEnv(vars: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(vars)) env[`CORRAL_${k.replace('.', '_').toUpperCase()}`] = v;
+  return env;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,134 @@
+import { spawn } from 'node:child_process';
+import { closeSync, createReadStream, openSync } from 'node:fs';
+import type { TaskLog } from './task-log.js';
+
+/** What a task reads on stdin. */
+export type TaskStdin =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'file'; readonly path: string; readonly start?: number; readonly end?: number }
+  | { readonly kind: 'text'; readonly text: string };
+
+/** How a task body ended. */
+export interface TaskResult {
+  readonly ok: boolean;
+  /** Why it failed, in one line. */
+  readonly error?: string;
+  /** The attempt ran past its timeout. */
+  readonly timedOut?: boolean;
+  /** The worker must restart before it runs another task (a module task could not be stopped). */
+  readonly poisoned?: boolean;
+}
+
+/** Options of one shell command run. */
+export interface RunCommandOptions {
+  /** The command line, already rendered and quoted. */
+  readonly command: string;
+  readonly cwd: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly stdin: TaskStdin;
+  /** Write stdout to this file (the task's staged output) instead of the log. */
+  readonly stdoutFile?: string;
+  readonly log: TaskLog;
+  readonly timeoutMs: number;
+  /** Aborting kills the task's process group at once. */
+  readonly signal: AbortSignal;
+  /** Called with the process group id when the task starts and with undefined when it ends. */
+  readonly onGroup?: (pgid: number | undefined) => void;
+}
+
+const KILL_GRACE_MS = 2000;
+
+function killGroup(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    // the group is gone already
+  }
+}
+
+/**
+ * Runs a shell command in a process group of its own. The task ends when the shell exits; any
+ * process it left behind in its group is killed then, and on timeout or abort the whole group is.
+ */
+export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
+  return new Promise((resolve) => {
+    const outFd = o.stdoutFile ? openSync(o.stdoutFile, 'w') : undefined;
+    const stdinSpec = o.stdin.kind === 'none' ? 'ignore' : 'pipe';
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn('/bin/sh', ['-c', o.command], {
+        cwd: o.cwd,
+        env: o.env,
+        detached: true,
+        stdio: [stdinSpec, outFd ?? 'pipe', 'pipe'],
+      });
+    } catch (err) {
+      if (outFd !== undefined) closeSync(outFd);
+      resolve({ ok: false, error: `could not start /bin/sh: ${(err as Error).message}` });
+      return;
+    }
+    if (outFd !== undefined) closeSync(outFd);
+    const pid = child.pid;
+    let timedOut = false;
+    let aborted = false;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+    if (pid !== undefined) o.onGroup?.(pid);
+
+    const timer = setTimeout(() => {
+      timedOut = true;
+      if (pid !== undefined) {
+        killGroup(pid, 'SIGTERM');
+        graceTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), KILL_GRACE_MS);
+      }
+    }, o.timeoutMs);
+    const onAbort = () => {
+      aborted = true;
+      if (pid !== undefined) killGroup(pid, 'SIGKILL');
+    };
+    o.signal.addEventListener('abort', onAbort, { once: true });
+
+    child.stdout?.on('data', (d: Buffer) => o.log.write(d));
+    child.stderr?.on('data', (d: Buffer) => o.log.write(d));
+    if (child.stdin) {
+      child.stdin.on('error', () => {}); // EPIPE when the command does not read its input
+      if (o.stdin.kind === 'text') child.stdin.end(o.stdin.text.endsWith('\n') ? o.stdin.text : `${o.stdin.text}\n`);
+      else if (o.stdin.kind === 'file') {
+        const end = o.stdin.end === undefined ? undefined : o.stdin.end - 1;
+        if (end !== undefined && o.stdin.start !== undefined && end < o.stdin.start) child.stdin.end();
+        else {
+          const rs = createReadStream(o.stdin.path, { start: o.stdin.start, end });
+          rs.on('error', (err) => {
+            o.log.write(`corral: cannot read input: ${err.message}\n`);
+            child.stdin?.destroy();
+          });
+          rs.pipe(child.stdin);
+        }
+      }
+    }
+
+    const finish = (r: TaskResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (graceTimer) clearTimeout(graceTimer);
+      o.signal.removeEventListener('abort', onAbort);
+      o.onGroup?.(undefined);
+      resolve(r);
+    };
+    child.on('error', (err) => finish({ ok: false, error: `could not start the command: ${err.message}` }));
+    child.on('exit', (code, sig) => {
+      // The shell is gone: whatever it left running in its group goes too, so the pipes close.
+      if (pid !== undefined) killGroup(pid, 'SIGKILL');
+      const done = () => {
+        if (timedOut) finish({ ok: false, timedOut: true, error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed` });
+        else if (aborted) finish({ ok: false, error: 'aborted: the worker stopped' });
+        else if (code === 0) finish({ ok: true });
+        else if (sig) finish({ ok: false, error: `killed by ${sig}` });
+        else finish({ ok: false, error: `exited with code ${code}` });
+      };
+      if (child.stdout || child.stderr) child.once('close', done);
+      else done();
+    });
+  });
+}

@@ -1,0 +1,118 @@
+import { createReadStream, existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
+import type { TaskResult, TaskStdin } from './run-command.js';
+import type { TaskLog } from './task-log.js';
+
+/** What a module task's function receives. */
+export interface TaskContext {
+  /** The task's index in the job, from 0. */
+  readonly index: number;
+  /** The input: an absolute file path (glob and chunk maps) or the line's text (line maps). */
+  readonly input?: string;
+  /** The byte range of a chunk map, end exclusive. */
+  readonly chunk?: { readonly start: number; readonly end: number };
+  /** Where to write the output, if the job has `outputs` (or return it instead). */
+  readonly output?: string;
+  /** Attempt number, from 1. */
+  readonly attempt: number;
+  /** Aborted when the attempt times out or the worker stops. */
+  readonly signal: AbortSignal;
+  /** The job's `tasks.env`. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Streams the input (the file, the chunk's bytes, or the line). */
+  read(): Readable;
+  /** Appends a line to the task's log. */
+  log(...args: unknown[]): void;
+}
+
+/** A module task's default export. Its result, if any, becomes the output. */
+export type TaskFunction = (task: TaskContext) => unknown | Promise<unknown>;
+
+const cache = new Map<string, Promise<TaskFunction>>();
+
+/** Loads a task module once per process (TypeScript through tsx). */
+export function loadTaskFunction(file: string): Promise<TaskFunction> {
+  let p = cache.get(file);
+  if (!p) {
+    p = (async () => {
+      const url = pathToFileURL(file).href;
+      const mod = /\.(c|m)?tsx?$/.test(file)
+        ? await (await import('tsx/esm/api')).tsImport(url, import.meta.url)
+        : await import(url);
+      const fn = (mod as { default?: unknown }).default;
+      const f = typeof fn === 'function' ? fn : (fn as { default?: unknown } | undefined)?.default;
+      if (typeof f !== 'function') throw new Error(`${path.basename(file)} has no default export function`);
+      return f as TaskFunction;
+    })();
+    cache.set(file, p);
+  }
+  return p;
+}
+
+/** Options of one module task run. */
+export interface RunModuleOptions {
+  readonly fn: TaskFunction;
+  readonly ctx: Omit<TaskContext, 'read' | 'log' | 'signal'>;
+  readonly stdin: TaskStdin;
+  readonly log: TaskLog;
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal;
+}
+
+function inputStream(stdin: TaskStdin): Readable {
+  if (stdin.kind === 'file') {
+    if (stdin.end !== undefined && stdin.start !== undefined && stdin.end <= stdin.start) return Readable.from([]);
+    return createReadStream(stdin.path, { start: stdin.start, end: stdin.end === undefined ? undefined : stdin.end - 1 });
+  }
+  if (stdin.kind === 'text') return Readable.from([Buffer.from(stdin.text)]);
+  return Readable.from([]);
+}
+
+async function writeResult(output: string, value: unknown): Promise<void> {
+  if (value === undefined || value === null) return;
+  if (existsSync(output)) return;
+  if (typeof value === 'string' || value instanceof Uint8Array) await writeFile(output, value);
+  else await writeFile(output, `${JSON.stringify(value)}\n`);
+}
+
+/**
+ * Runs a module task in this process. A task past its timeout is failed; since a function cannot
+ * be killed, the result says `poisoned` and the worker restarts before taking more work.
+ */
+export async function runModule(o: RunModuleOptions): Promise<TaskResult> {
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(o.signal.reason);
+  o.signal.addEventListener('abort', onAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((res) => {
+    timer = setTimeout(() => res('timeout'), o.timeoutMs);
+  });
+  const ctx: TaskContext = {
+    ...o.ctx,
+    signal: ac.signal,
+    read: () => inputStream(o.stdin),
+    log: (...args) => o.log.write(`${args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ')}\n`),
+  };
+  try {
+    const run = Promise.resolve().then(() => o.fn(ctx));
+    const r = await Promise.race([run, timeout]);
+    if (r === 'timeout') {
+      ac.abort(new Error('timeout'));
+      run.catch(() => {});
+      return { ok: false, timedOut: true, poisoned: true, error: `timed out after ${o.timeoutMs / 1000}s` };
+    }
+    if (o.signal.aborted) return { ok: false, error: 'aborted: the worker stopped' };
+    if (o.ctx.output) await writeResult(o.ctx.output, r);
+    return { ok: true };
+  } catch (err) {
+    const e = err as Error;
+    o.log.write(`${e?.stack ?? String(err)}\n`);
+    return { ok: false, error: `threw ${e?.name ?? 'Error'}: ${(e?.message ?? String(err)).split('\n')[0]}` };
+  } finally {
+    clearTimeout(timer);
+    o.signal.removeEventListener('abort', onAbort);
+  }
+}
