@@ -1,0 +1,314 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { CfnOutput, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import type { Construct } from 'constructs';
+import { type ClusterSpec, sourceFileOf, stackNameOf } from '../spec/cluster.js';
+import { UsageError } from '../spec/errors.js';
+import { ClusterAccess } from './cluster-access.js';
+import { ClusterBucket } from './cluster-bucket.js';
+import { Database } from './database.js';
+import { InstanceRole } from './instance-role.js';
+import { JobQueue } from './job-queue.js';
+import { LOG_GROUP_REMOVAL, Monitoring } from './monitoring.js';
+import { Network } from './network.js';
+import { Peering } from './peering.js';
+import { StaticInstances } from './static-instances.js';
+import { WorkerPool } from './worker-pool.js';
+
+/** Tag key every resource of a cluster carries, for `corral gc`. */
+export const CLUSTER_TAG = 'corral:cluster';
+
+/** Properties of a cluster stack. */
+export interface ClusterStackProps extends StackProps {
+  /** The validated cluster spec. */
+  readonly spec: ClusterSpec;
+  /**
+   * Folder that relative paths in the spec (publicKeyFile, script) are resolved from.
+   * @default - the folder of the spec file, or the working directory
+   */
+  readonly baseDir?: string;
+}
+
+const BASE_ENDPOINTS = ['sqs', 'logs', 'ssm', 'ssmmessages', 'ec2messages'];
+const ECS_ENDPOINTS = ['ecs', 'ecs-agent', 'ecs-telemetry', 'ecr.api', 'ecr.dkr'];
+
+/** The interface endpoints a spec gets: as written, or the default for its NAT and pools. */
+export function interfaceEndpointsOf(spec: ClusterSpec): string[] {
+  if (spec.network.interfaceEndpoints) return [...new Set(spec.network.interfaceEndpoints)];
+  if (spec.network.natGateways > 0) return [];
+  const names = [...BASE_ENDPOINTS];
+  if (spec.pools.some((p) => p.capacity === 'ecs')) names.push(...ECS_ENDPOINTS);
+  if (spec.database) names.push('secretsmanager');
+  return names;
+}
+
+function pascal(name: string): string {
+  return name
+    .split(/[^a-zA-Z0-9]/)
+    .filter(Boolean)
+    .map((w) => w[0]!.toUpperCase() + w.slice(1))
+    .join('');
+}
+
+/**
+ * The whole cluster from one spec: network, security group and key pair, bucket, job queue,
+ * named instances, worker pools, optional database and peerings, monitoring; tagged with
+ * `corral:cluster=<name>` and the spec's tags. Outputs are what the AWS runtime reads.
+ */
+export class ClusterStack extends Stack {
+  /** The spec the stack was built from. */
+  readonly spec: ClusterSpec;
+  readonly network: Network;
+  readonly access: ClusterAccess;
+  readonly jobQueue: JobQueue;
+  readonly clusterBucket: ClusterBucket;
+  readonly logGroup: logs.LogGroup;
+  readonly staticInstances?: StaticInstances;
+  readonly pools = new Map<string, WorkerPool>();
+  readonly database?: Database;
+  readonly peerings: Peering[] = [];
+  readonly monitoring: Monitoring;
+  /** Topic of alarms and pool scaling notifications (email-subscribed when monitoring.alarmEmail is set). */
+  readonly notifications: sns.Topic;
+
+  constructor(scope: Construct, id: string, props: ClusterStackProps) {
+    const spec = props.spec;
+    super(scope, id, {
+      stackName: stackNameOf(spec.name),
+      description: `corral cluster ${spec.name}`,
+      ...props,
+      env: props.env ?? { account: spec.account, region: spec.region },
+    });
+    this.spec = spec;
+    Validations.of(this).acknowledge({
+      id: 'CloudFormation-Validate::W3010',
+      reason: 'corral pins the availability zones written in the spec, so synthesis needs no account lookup',
+    });
+    const specFile = sourceFileOf(spec);
+    const baseDir = props.baseDir ?? (specFile ? path.dirname(path.resolve(specFile)) : process.cwd());
+
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      retention: spec.monitoring.logRetentionDays as logs.RetentionDays,
+      removalPolicy: LOG_GROUP_REMOVAL,
+    });
+    this.network = new Network(this, 'Network', {
+      cidr: spec.network.cidr,
+      azs: spec.network.azs,
+      publicSubnets: spec.network.publicSubnets,
+      privateSubnets: spec.network.privateSubnets,
+      natGateways: spec.network.natGateways,
+      flowLogGroup: spec.network.flowLogs ? this.logGroup : undefined,
+    });
+    const keyPair = spec.access.keyPair;
+    this.access = new ClusterAccess(this, 'Access', {
+      vpc: this.network.vpc,
+      adminCidr: spec.access.adminCidr,
+      keyPairName: keyPair?.name,
+      publicKeyMaterial: keyPair?.publicKeyFile
+        ? readSpecFile(baseDir, keyPair.publicKeyFile, 'access.keyPair.publicKeyFile')
+        : undefined,
+      importedKeyPairName: keyPair?.publicKeyFile ? `corral-${spec.name}` : undefined,
+    });
+    const sg = this.access.securityGroup;
+    this.network.addInterfaceEndpoints(interfaceEndpointsOf(spec), sg);
+
+    this.jobQueue = new JobQueue(this, 'JobQueue', {
+      visibilityTimeoutMs: spec.queue.visibilityTimeout,
+      retentionMs: spec.queue.retention,
+      maxReceiveCount: spec.queue.maxReceiveCount,
+    });
+    const b = spec.bucket;
+    this.clusterBucket = new ClusterBucket(this, 'Storage', {
+      bucketName: b.name,
+      versioned: b.versioned,
+      removalPolicy: b.removalPolicy,
+      autoDeleteObjects: b.autoDeleteObjects,
+      accessLogs: b.accessLogs,
+      expireAfterDays: b.lifecycle.expireAfterDays,
+      infrequentAccessAfterDays: b.lifecycle.infrequentAccessAfterDays,
+      abortIncompleteUploadsAfterDays: b.lifecycle.abortIncompleteUploadsAfterDays,
+      noncurrentVersionsExpireAfterDays: b.lifecycle.noncurrentVersionsExpireAfterDays,
+    });
+    const bucket = this.clusterBucket.bucket;
+    this.notifications = new sns.Topic(this, 'Notifications', {
+      enforceSSL: true,
+      displayName: `corral ${spec.name}`,
+    });
+    const queues = [this.jobQueue.queue, this.jobQueue.deadLetterQueue];
+
+    if (spec.database) {
+      const d = spec.database;
+      this.database = new Database(this, 'Database', {
+        network: this.network,
+        clientSecurityGroup: sg,
+        engineVersion: d.engineVersion,
+        instanceClass: d.instanceClass,
+        allocatedStorage: d.allocatedStorage,
+        multiAz: d.multiAz,
+        port: d.port,
+        backupRetentionDays: d.backupRetentionDays,
+        removalPolicy: d.removalPolicy,
+        deletionProtection: d.deletionProtection,
+        databaseName: d.databaseName,
+      });
+    }
+
+    if (spec.instances.length > 0) {
+      const role = new InstanceRole(this, 'InstancesRole', {
+        bucket,
+        queues,
+        logGroup: this.logGroup,
+        description: `corral ${spec.name}: named instances`,
+      });
+      this.database?.instance.secret?.grantRead(role.role);
+      this.staticInstances = new StaticInstances(this, 'Instances', {
+        clusterName: spec.name,
+        network: this.network,
+        securityGroup: sg,
+        role: role.role,
+        keyPair: this.access.keyPair,
+        coordinatorEnv: {
+          CORRAL_CLUSTER: spec.name,
+          AWS_REGION: spec.region,
+          CORRAL_QUEUE_URL: this.jobQueue.queue.queueUrl,
+          CORRAL_DEAD_LETTER_QUEUE_URL: this.jobQueue.deadLetterQueue.queueUrl,
+          CORRAL_BUCKET: bucket.bucketName,
+          CORRAL_LOG_GROUP: this.logGroup.logGroupName,
+          CORRAL_BACKEND: spec.backend,
+          ...(this.database?.instance.secret
+            ? { CORRAL_DATABASE_SECRET_ARN: this.database.instance.secret.secretArn }
+            : {}),
+        },
+        instances: spec.instances.map((i, n) => ({
+          name: i.name,
+          type: i.type,
+          az: i.az,
+          subnet: i.subnet,
+          elasticIp: i.elasticIp,
+          role: i.role,
+          image: i.image,
+          ami: i.ami,
+          volumeSize: i.volumeSize,
+          script:
+            i.script !== undefined ? readSpecFile(baseDir, i.script, `instances[${n}].script`) : i.userData,
+        })),
+      });
+    }
+
+    for (const p of spec.pools) {
+      const role = new InstanceRole(this, `PoolRole-${p.name}`, {
+        bucket,
+        queues,
+        logGroup: this.logGroup,
+        ecsTasks: p.capacity === 'ecs',
+        description: `corral ${spec.name}: pool ${p.name}`,
+      });
+      this.pools.set(
+        p.name,
+        new WorkerPool(this, `Pool-${p.name}`, {
+          clusterName: spec.name,
+          poolName: p.name,
+          network: this.network,
+          securityGroup: sg,
+          role: role.role,
+          queue: this.jobQueue.queue,
+          bucketName: bucket.bucketName,
+          logGroup: this.logGroup,
+          instanceTypes: p.instanceTypes,
+          gpu: p.gpu,
+          minCapacity: p.min,
+          maxCapacity: p.max,
+          desiredCapacity: p.desired,
+          onDemandBase: p.spot.onDemandBase,
+          onDemandAbovePercent: p.spot.onDemandAbovePercent,
+          spotAllocationStrategy: p.spot.allocationStrategy,
+          capacity: p.capacity,
+          image: p.image,
+          backlogPerInstance: p.scaling.backlogPerInstance,
+          scaleToZeroAfterMs: p.scaling.scaleToZeroAfter,
+          subnet: p.subnet,
+          volumeSize: p.volumeSize,
+          keyPair: this.access.keyPair,
+          notificationTopic: this.notifications,
+        }),
+      );
+    }
+
+    spec.peering.forEach((peer, i) => {
+      this.peerings.push(
+        new Peering(this, `Peering${i}`, {
+          network: this.network,
+          access: this.access,
+          peerVpcId: peer.vpcId,
+          peerCidr: peer.cidr,
+          peerRegion: peer.region,
+          peerAccountId: peer.accountId,
+          peerRoleArn: peer.peerRoleArn,
+          peerRouteTableIds: peer.routeTableIds,
+          ports: peer.ports,
+        }),
+      );
+    });
+
+    this.monitoring = new Monitoring(this, 'Monitoring', {
+      clusterName: spec.name,
+      queue: this.jobQueue.queue,
+      deadLetterQueue: this.jobQueue.deadLetterQueue,
+      logGroup: this.logGroup,
+      instances: this.staticInstances?.instances,
+      pools: new Map([...this.pools].map(([name, pool]) => [name, pool.autoScalingGroup])),
+      queueAgeAlarmMs: spec.monitoring.queueAgeAlarm,
+      topic: this.notifications,
+      alarmEmail: spec.monitoring.alarmEmail,
+      dashboard: spec.monitoring.dashboard,
+    });
+
+    new CfnOutput(this, 'QueueUrl', { value: this.jobQueue.queue.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.jobQueue.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
+    new CfnOutput(this, 'Region', { value: this.region });
+    new CfnOutput(this, 'LogGroupName', { value: this.logGroup.logGroupName });
+    new CfnOutput(this, 'ClusterName', { value: spec.name });
+    for (const [name, eip] of this.staticInstances?.elasticIps ?? []) {
+      new CfnOutput(this, `${pascal(name)}PublicIp`, {
+        value: eip.ref,
+        description: `Elastic IP of ${name}`,
+      });
+    }
+    for (const [name, pool] of this.pools) {
+      new CfnOutput(this, `Pool${pascal(name)}GroupName`, {
+        value: pool.autoScalingGroup.autoScalingGroupName,
+        description: `Auto Scaling group of pool ${name}`,
+      });
+    }
+    if (this.database) {
+      new CfnOutput(this, 'DatabaseEndpoint', { value: this.database.instance.dbInstanceEndpointAddress });
+      new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.instance.secret!.secretArn });
+    }
+
+    Tags.of(this).add(CLUSTER_TAG, spec.name);
+    for (const [k, v] of Object.entries(spec.tags)) Tags.of(this).add(k, v);
+  }
+
+  /** The AZs come from the spec, so synthesis never looks them up in an account. */
+  override get availabilityZones(): string[] {
+    // Called before the constructor body has run when the base class needs the zones early.
+    const azs = (this as { spec?: ClusterSpec }).spec?.network.azs;
+    return azs ? [...azs] : super.availabilityZones;
+  }
+}
+
+function readSpecFile(baseDir: string, file: string, field: string): string {
+  const full = path.resolve(baseDir, file);
+  try {
+    return readFileSync(full, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      field,
+      `cannot read ${full}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      'check the path (relative to the spec file)',
+    );
+  }
+}

@@ -1,0 +1,206 @@
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { App, Stack } from 'aws-cdk-lib';
+import { type ClusterSpec, stackNameOf } from '../spec/cluster.js';
+import { UsageError } from '../spec/errors.js';
+import { ClusterStack, interfaceEndpointsOf } from './cluster-stack.js';
+import { type PlanReport, planCluster } from './plan.js';
+import { type CostEstimate, estimateCost } from './prices.js';
+
+/** Where `up` and `down` look for AWS credentials, and how they report. */
+export interface AwsCallOptions {
+  /**
+   * Environment variables to read credentials and region from.
+   * @default process.env
+   */
+  readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Home folder holding ~/.aws.
+   * @default os.homedir()
+   */
+  readonly home?: string;
+  /**
+   * Where progress lines go.
+   * @default - standard error
+   */
+  readonly log?: (line: string) => void;
+}
+
+/** Options of `up`. */
+export interface UpOptions extends AwsCallOptions {
+  /**
+   * Folder relative paths of the spec are resolved from.
+   * @default - the spec file's folder
+   */
+  readonly baseDir?: string;
+  /**
+   * Deploy even if the plan has unsuppressed cdk-nag errors.
+   * @default false
+   */
+  readonly ignorePlanErrors?: boolean;
+}
+
+/** What `up` returns. */
+export interface UpResult {
+  readonly stackName: string;
+  /** Stack outputs: QueueUrl, DeadLetterQueueUrl, BucketName, Region, LogGroupName… */
+  readonly outputs: Readonly<Record<string, string>>;
+  readonly plan: PlanReport;
+}
+
+/** Options of `down`. */
+export interface DownOptions extends AwsCallOptions {
+  /**
+   * Region of the cluster.
+   * @default - AWS_REGION, else AWS_DEFAULT_REGION
+   */
+  readonly region?: string;
+}
+
+/**
+ * Finds where AWS credentials would come from, without any network call: environment keys,
+ * a profile, web identity, container credentials, or ~/.aws files. Undefined when none.
+ * Instance-profile (IMDS) credentials are not probed; on EC2 set AWS_PROFILE or
+ * CORRAL_AWS_IMDS=1 to declare them.
+ */
+export function findCredentialSource(opts: AwsCallOptions = {}): string | undefined {
+  const env = opts.env ?? process.env;
+  if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) return 'environment (AWS_ACCESS_KEY_ID)';
+  if (env.AWS_PROFILE) return `profile ${env.AWS_PROFILE}`;
+  if (env.AWS_WEB_IDENTITY_TOKEN_FILE && env.AWS_ROLE_ARN)
+    return 'web identity (AWS_WEB_IDENTITY_TOKEN_FILE)';
+  if (env.AWS_CONTAINER_CREDENTIALS_RELATIVE_URI || env.AWS_CONTAINER_CREDENTIALS_FULL_URI)
+    return 'container credentials';
+  if (env.CORRAL_AWS_IMDS === '1') return 'instance profile (CORRAL_AWS_IMDS=1)';
+  const home = opts.home ?? os.homedir();
+  const files = [
+    env.AWS_SHARED_CREDENTIALS_FILE ?? path.join(home, '.aws', 'credentials'),
+    env.AWS_CONFIG_FILE ?? path.join(home, '.aws', 'config'),
+  ];
+  const found = files.find((f) => existsSync(f));
+  return found ? `file ${found}` : undefined;
+}
+
+/** Throws the `credentials` UsageError when no credentials can be found. */
+export function requireCredentials(opts: AwsCallOptions = {}): string {
+  const source = findCredentialSource(opts);
+  if (!source) {
+    throw new UsageError('credentials', 'no AWS credentials found', 'run aws configure or set AWS_PROFILE');
+  }
+  return source;
+}
+
+/** Throws the `budget.maxHourly` UsageError when the expected cost at full scale is above the budget. */
+export function checkBudget(spec: ClusterSpec): CostEstimate {
+  const cost = estimateCost(spec, interfaceEndpointsOf(spec).length);
+  const max = spec.budget?.maxHourly;
+  if (max === undefined) return cost;
+  if (cost.unpriced.some((u) => !u.startsWith('region'))) {
+    throw new UsageError(
+      'budget.maxHourly',
+      `cannot check the budget: no price for ${cost.unpriced.join(', ')}`,
+      'use instance types from the price table (docs/cluster.md) or remove the budget',
+    );
+  }
+  if (cost.peakHourly.expected > max) {
+    throw new UsageError(
+      'budget.maxHourly',
+      `the cluster may cost $${cost.peakHourly.expected.toFixed(3)}/h at full scale (expected spot), above the budget of $${max}/h`,
+      'lower pools[].max, use cheaper instance types or more spot, or raise budget.maxHourly',
+    );
+  }
+  return cost;
+}
+
+type ToolkitLib = typeof import('@aws-cdk/toolkit-lib');
+
+async function toolkitOf(log: (line: string) => void) {
+  const lib: ToolkitLib = await import('@aws-cdk/toolkit-lib');
+  const toolkit = new lib.Toolkit({
+    ioHost: {
+      async notify(msg) {
+        if (msg.level === 'error' || msg.level === 'warn' || msg.level === 'result' || msg.level === 'info') {
+          log(msg.message);
+        }
+      },
+      async requestResponse(msg) {
+        // corral asks for confirmation itself (--yes) before calling the toolkit.
+        return msg.defaultResponse;
+      },
+    },
+    emojis: false,
+    color: false,
+  });
+  return { lib, toolkit };
+}
+
+/**
+ * Creates or updates the cluster stack. Checks the budget and the credentials before any
+ * call to AWS, refuses a failing plan, then deploys with @aws-cdk/toolkit-lib.
+ */
+export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpResult> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  checkBudget(spec);
+  requireCredentials(opts);
+  const plan = planCluster(spec, { baseDir: opts.baseDir });
+  if (!plan.ok && !opts.ignorePlanErrors) {
+    throw new UsageError(
+      'suppressions',
+      `the plan fails: ${plan.problems[0]}${plan.problems.length > 1 ? ` (and ${plan.problems.length - 1} more)` : ''}`,
+      'run corral plan FILE, then fix the spec or add a suppression with a reason',
+    );
+  }
+  const { lib, toolkit } = await toolkitOf(log);
+  const stackName = stackNameOf(spec.name);
+  const cx = await toolkit.fromAssemblyBuilder(
+    async (props) => {
+      const app = new App({ outdir: props.outdir, context: props.context, analyticsReporting: false });
+      new ClusterStack(app, stackName, {
+        spec,
+        baseDir: opts.baseDir,
+        env: { account: spec.account ?? props.env.CDK_DEFAULT_ACCOUNT, region: spec.region },
+      });
+      return app.synth();
+    },
+    { clobberEnv: false },
+  );
+  const result = await toolkit.deploy(cx, {
+    stacks: { strategy: lib.StackSelectionStrategy.PATTERN_MUST_MATCH, patterns: [stackName] },
+  });
+  const deployed = result.stacks.find((s) => s.stackName === stackName);
+  return { stackName, outputs: { ...(deployed?.outputs ?? {}) }, plan };
+}
+
+/**
+ * Deletes the cluster stack `corral-<name>` and everything in it; the bucket is emptied and
+ * deleted unless the spec asked to retain it.
+ */
+export async function down(name: string, opts: DownOptions = {}): Promise<void> {
+  const env = opts.env ?? process.env;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(name)) {
+    throw new UsageError(
+      'NAME',
+      `"${name}" is not a cluster name`,
+      'pass the name field of the cluster spec',
+    );
+  }
+  const region = opts.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  if (!region) throw new UsageError('--region', 'no region given', 'pass --region or set AWS_REGION');
+  requireCredentials(opts);
+  const { lib, toolkit } = await toolkitOf(log);
+  const stackName = stackNameOf(name);
+  const cx = await toolkit.fromAssemblyBuilder(
+    async (props) => {
+      // Destroy needs only the stack's name and environment, not the spec.
+      const app = new App({ outdir: props.outdir, context: props.context, analyticsReporting: false });
+      new Stack(app, stackName, { stackName, env: { account: props.env.CDK_DEFAULT_ACCOUNT, region } });
+      return app.synth();
+    },
+    { clobberEnv: false },
+  );
+  await toolkit.destroy(cx, {
+    stacks: { strategy: lib.StackSelectionStrategy.PATTERN_MUST_MATCH, patterns: [stackName] },
+  });
+}

@@ -1,0 +1,105 @@
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as logs from 'aws-cdk-lib/aws-logs';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+
+/** Properties of an instance role. */
+export interface InstanceRoleProps {
+  /** The cluster bucket: read and write objects. */
+  readonly bucket: s3.IBucket;
+  /** Queues the role claims from and sends to. */
+  readonly queues: readonly sqs.IQueue[];
+  /** The cluster log group: write events. */
+  readonly logGroup: logs.ILogGroup;
+  /**
+   * Also trusted by ECS tasks (the pool's containers use the same permissions).
+   * @default false
+   */
+  readonly ecsTasks?: boolean;
+  /**
+   * Description of the role.
+   * @default - none
+   */
+  readonly description?: string;
+}
+
+/** Actions that AWS does not scope by resource: Session Manager and custom metrics. */
+export const UNSCOPED_ACTIONS: readonly string[] = [
+  'ssm:UpdateInstanceInformation',
+  'ssmmessages:CreateControlChannel',
+  'ssmmessages:CreateDataChannel',
+  'ssmmessages:OpenControlChannel',
+  'ssmmessages:OpenDataChannel',
+  'ec2messages:AcknowledgeMessage',
+  'ec2messages:DeleteMessage',
+  'ec2messages:FailMessage',
+  'ec2messages:GetEndpoint',
+  'ec2messages:GetMessages',
+  'ec2messages:SendReply',
+  'cloudwatch:PutMetricData',
+];
+
+/**
+ * An EC2 instance role scoped by ARN to the cluster's bucket, queues and log group, with
+ * SSM Session Manager (no open ports, no keys on hosts). The actions AWS cannot scope are in a
+ * separate `SessionManager` policy so that the cdk-nag wildcard finding can be accepted for it alone.
+ */
+export class InstanceRole extends Construct {
+  /** The role. */
+  readonly role: iam.Role;
+
+  constructor(scope: Construct, id: string, props: InstanceRoleProps) {
+    super(scope, id);
+    const principal = props.ecsTasks
+      ? new iam.CompositePrincipal(
+          new iam.ServicePrincipal('ec2.amazonaws.com'),
+          new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+        )
+      : new iam.ServicePrincipal('ec2.amazonaws.com');
+    this.role = new iam.Role(this, 'Role', { assumedBy: principal, description: props.description });
+    const b = props.bucket;
+    const data = new iam.Policy(this, 'ClusterData', {
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['s3:ListBucket', 's3:GetBucketLocation'],
+          resources: [b.bucketArn],
+        }),
+        new iam.PolicyStatement({
+          actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
+          resources: [b.arnForObjects('*')],
+        }),
+        new iam.PolicyStatement({
+          actions: [
+            'sqs:ReceiveMessage',
+            'sqs:DeleteMessage',
+            'sqs:ChangeMessageVisibility',
+            'sqs:SendMessage',
+            'sqs:GetQueueAttributes',
+            'sqs:GetQueueUrl',
+          ],
+          resources: props.queues.map((q) => q.queueArn),
+        }),
+        new iam.PolicyStatement({
+          actions: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
+          resources: [props.logGroup.logGroupArn],
+        }),
+      ],
+    });
+    data.attachToRole(this.role);
+    const unscoped = new iam.Policy(this, 'SessionManager', {
+      statements: [
+        new iam.PolicyStatement({
+          actions: UNSCOPED_ACTIONS.filter((a) => a !== 'cloudwatch:PutMetricData'),
+          resources: ['*'],
+        }),
+        new iam.PolicyStatement({
+          actions: ['cloudwatch:PutMetricData'],
+          resources: ['*'],
+          conditions: { StringEquals: { 'cloudwatch:namespace': 'Corral' } },
+        }),
+      ],
+    });
+    unscoped.attachToRole(this.role);
+  }
+}

@@ -1,0 +1,130 @@
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import type * as iam from 'aws-cdk-lib/aws-iam';
+import { Construct } from 'constructs';
+import type { Network } from './network.js';
+import { instanceUserData } from './user-data.js';
+
+/** One named instance. */
+export interface StaticInstanceSpec {
+  /** Name, unique in the cluster. */
+  readonly name: string;
+  /** EC2 instance type. */
+  readonly type: string;
+  /** Availability zone. */
+  readonly az: string;
+  /** Subnet kind. */
+  readonly subnet: 'public' | 'private';
+  /**
+   * Associate an Elastic IP.
+   * @default false
+   */
+  readonly elasticIp?: boolean;
+  /**
+   * Role in the cluster.
+   * @default 'custom'
+   */
+  readonly role?: 'coordinator' | 'custom';
+  /**
+   * Startup script text.
+   * @default - none
+   */
+  readonly script?: string;
+  /**
+   * Container image started at boot.
+   * @default - none
+   */
+  readonly image?: string;
+  /**
+   * AMI id.
+   * @default - latest Amazon Linux 2023
+   */
+  readonly ami?: string;
+  /**
+   * Root volume size in GiB.
+   * @default 20
+   */
+  readonly volumeSize?: number;
+}
+
+/** Properties of the named instances. */
+export interface StaticInstancesProps {
+  /** Cluster name. */
+  readonly clusterName: string;
+  /** Cluster network. */
+  readonly network: Network;
+  /** Cluster security group. */
+  readonly securityGroup: ec2.ISecurityGroup;
+  /** Role shared by the named instances. */
+  readonly role: iam.IRole;
+  /** The instances. */
+  readonly instances: readonly StaticInstanceSpec[];
+  /**
+   * SSH key pair.
+   * @default - none
+   */
+  readonly keyPair?: ec2.IKeyPair;
+  /**
+   * Environment written to /etc/corral/coordinator.env on the coordinator.
+   * @default {}
+   */
+  readonly coordinatorEnv?: Readonly<Record<string, string>>;
+}
+
+/** Named, long-lived EC2 instances, each with its startup script and optionally an Elastic IP. */
+export class StaticInstances extends Construct {
+  /** Instances by name. */
+  readonly instances = new Map<string, ec2.Instance>();
+  /** Elastic IPs by instance name. */
+  readonly elasticIps = new Map<string, ec2.CfnEIP>();
+
+  constructor(scope: Construct, id: string, props: StaticInstancesProps) {
+    super(scope, id);
+    for (const spec of props.instances) {
+      const machineImage = spec.ami
+        ? ec2.MachineImage.genericLinux({ [props.network.vpc.stack.region]: spec.ami })
+        : ec2.MachineImage.latestAmazonLinux2023();
+      const userData = ec2.UserData.custom(
+        instanceUserData({
+          name: spec.name,
+          clusterName: props.clusterName,
+          role: spec.role ?? 'custom',
+          env: props.coordinatorEnv,
+          script: spec.script,
+          image: spec.image,
+        }),
+      );
+      const instance = new ec2.Instance(this, spec.name, {
+        vpc: props.network.vpc,
+        vpcSubnets: props.network.subnets(spec.subnet, spec.az),
+        availabilityZone: spec.az,
+        instanceType: new ec2.InstanceType(spec.type),
+        machineImage,
+        securityGroup: props.securityGroup,
+        role: props.role,
+        userData,
+        keyPair: props.keyPair,
+        requireImdsv2: true,
+        detailedMonitoring: true,
+        associatePublicIpAddress: spec.subnet === 'public' && !spec.elasticIp ? true : undefined,
+        blockDevices: [
+          {
+            deviceName: '/dev/xvda',
+            volume: ec2.BlockDeviceVolume.ebs(spec.volumeSize ?? 20, {
+              encrypted: true,
+              volumeType: ec2.EbsDeviceVolumeType.GP3,
+            }),
+          },
+        ],
+      });
+      this.instances.set(spec.name, instance);
+      if (spec.elasticIp) {
+        const eip = new ec2.CfnEIP(this, `${spec.name}-Eip`, { domain: 'vpc' });
+        new ec2.CfnEIPAssociation(this, `${spec.name}-EipAssociation`, {
+          allocationId: eip.attrAllocationId,
+          instanceId: instance.instanceId,
+        });
+        this.elasticIps.set(spec.name, eip);
+      }
+    }
+  }
+}

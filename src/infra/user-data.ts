@@ -1,0 +1,154 @@
+/*
+ * Startup scripts as pure functions of their inputs, so they can be tested without synthesis.
+ * Values may be CDK tokens (strings); the caller wraps the text in `UserData.custom`.
+ */
+
+/** Where a worker finds its cluster: the values of the stack outputs. */
+export interface WorkerUserDataOptions {
+  /** Cluster name. */
+  readonly clusterName: string;
+  /** Pool name. */
+  readonly poolName: string;
+  /** AWS region. */
+  readonly region: string;
+  /** URL of the job queue. */
+  readonly queueUrl: string;
+  /** Name of the cluster bucket. */
+  readonly bucketName: string;
+  /** Name of the cluster log group. */
+  readonly logGroupName: string;
+  /** Idle time, in seconds, after which the worker exits. */
+  readonly idleExitSeconds: number;
+  /**
+   * Version of corral installed from npm.
+   * @default 'latest'
+   */
+  readonly corralVersion?: string;
+  /**
+   * ECS cluster to join (capacity: ecs); the corral worker is then not started on the host.
+   * @default - none (the corral worker runs on the host under systemd)
+   */
+  readonly ecsClusterName?: string;
+}
+
+/** Quotes a value for a POSIX shell (single quotes). */
+export function shellQuote(v: string): string {
+  return `'${v.replace(/'/g, `'"'"'`)}'`;
+}
+
+/**
+ * The worker bootstrap: installs Node and corral, writes /etc/corral/worker.env from the stack
+ * outputs and starts `corral worker` under systemd. A later issue replaces the placeholder
+ * install with a pinned, offline-capable one.
+ */
+export function workerUserData(o: WorkerUserDataOptions): string {
+  const version = o.corralVersion ?? 'latest';
+  const env = [
+    `CORRAL_CLUSTER=${o.clusterName}`,
+    `CORRAL_POOL=${o.poolName}`,
+    `AWS_REGION=${o.region}`,
+    `CORRAL_QUEUE_URL=${o.queueUrl}`,
+    `CORRAL_BUCKET=${o.bucketName}`,
+    `CORRAL_LOG_GROUP=${o.logGroupName}`,
+    `CORRAL_IDLE_EXIT_SECONDS=${o.idleExitSeconds}`,
+  ];
+  const lines = [
+    '#!/bin/bash',
+    'set -euo pipefail',
+    '# corral worker bootstrap (generated; see src/infra/user-data.ts)',
+    'mkdir -p /etc/corral',
+    "cat > /etc/corral/worker.env <<'CORRAL_ENV'",
+    ...env,
+    'CORRAL_ENV',
+  ];
+  if (o.ecsClusterName) {
+    lines.push(
+      '# capacity: ecs — this host only runs ECS tasks',
+      'mkdir -p /etc/ecs',
+      `echo ECS_CLUSTER=${o.ecsClusterName} >> /etc/ecs/ecs.config`,
+      'echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config',
+    );
+    return `${lines.join('\n')}\n`;
+  }
+  lines.push(
+    'dnf install -y nodejs20 || dnf install -y nodejs',
+    `npm install -g ${shellQuote(`corral@${version}`)}`,
+    "cat > /etc/systemd/system/corral-worker.service <<'CORRAL_UNIT'",
+    '[Unit]',
+    'Description=corral worker',
+    'After=network-online.target',
+    'Wants=network-online.target',
+    '[Service]',
+    'EnvironmentFile=/etc/corral/worker.env',
+    'ExecStart=/usr/bin/env corral worker',
+    'Restart=on-failure',
+    'RestartPreventExitStatus=0',
+    'ExecStopPost=/bin/sh -c \'[ "$EXIT_STATUS" = 0 ] && shutdown -h now || true\'',
+    'KillSignal=SIGTERM',
+    'TimeoutStopSec=120',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    'CORRAL_UNIT',
+    'systemctl daemon-reload',
+    'systemctl enable --now corral-worker.service',
+  );
+  return `${lines.join('\n')}\n`;
+}
+
+/** What a named instance runs at first boot. */
+export interface InstanceUserDataOptions {
+  /** Instance name. */
+  readonly name: string;
+  /** Cluster name. */
+  readonly clusterName: string;
+  /** `coordinator` also gets /etc/corral/coordinator.env. */
+  readonly role: 'coordinator' | 'custom';
+  /**
+   * Environment for the coordinator (queue URL, bucket…).
+   * @default {}
+   */
+  readonly env?: Readonly<Record<string, string>>;
+  /**
+   * The user's startup script (inline text or the content of `script`).
+   * @default - none
+   */
+  readonly script?: string;
+  /**
+   * Container image started with docker (restart always, host network).
+   * @default - none
+   */
+  readonly image?: string;
+}
+
+/** The startup script of a named instance: docker + container if an image is set, then the user's script. */
+export function instanceUserData(o: InstanceUserDataOptions): string {
+  const lines = [
+    '#!/bin/bash',
+    'set -euo pipefail',
+    `# corral instance ${o.name} of cluster ${o.clusterName}`,
+  ];
+  if (o.role === 'coordinator') {
+    lines.push('mkdir -p /etc/corral', "cat > /etc/corral/coordinator.env <<'CORRAL_ENV'");
+    for (const [k, v] of Object.entries(o.env ?? {})) lines.push(`${k}=${v}`);
+    lines.push('CORRAL_ENV');
+  }
+  if (o.image) {
+    lines.push(
+      '(command -v docker >/dev/null) || dnf install -y docker || (apt-get update && apt-get install -y docker.io)',
+      'systemctl enable --now docker',
+      `docker run -d --restart always --network host --name ${shellQuote(o.name)} ${shellQuote(o.image)}`,
+    );
+  }
+  let text = `${lines.join('\n')}\n`;
+  if (o.script) {
+    // The user's script runs as written, from its own file, so its shebang and `set` options apply.
+    const body = o.script.endsWith('\n') ? o.script : `${o.script}\n`;
+    text +=
+      "cat > /var/lib/corral-startup.sh <<'CORRAL_SCRIPT'\n" +
+      body +
+      'CORRAL_SCRIPT\n' +
+      'chmod 700 /var/lib/corral-startup.sh\n' +
+      `${body.startsWith('#!') ? '' : '/bin/bash '}/var/lib/corral-startup.sh\n`;
+  }
+  return text;
+}
