@@ -1,9 +1,19 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { CfnOutput, Stack, type StackProps, Tags, Validations } from 'aws-cdk-lib';
+import {
+  Aspects,
+  CfnOutput,
+  CfnResource,
+  type IAspect,
+  Stack,
+  type StackProps,
+  TagManager,
+  Tags,
+  Validations,
+} from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
-import type { Construct } from 'constructs';
+import type { Construct, IConstruct } from 'constructs';
 import { type ClusterSpec, sourceFileOf, stackNameOf } from '../spec/cluster.js';
 import { UsageError } from '../spec/errors.js';
 import { ClusterAccess } from './cluster-access.js';
@@ -288,8 +298,9 @@ export class ClusterStack extends Stack {
       new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.instance.secret!.secretArn });
     }
 
-    Tags.of(this).add(CLUSTER_TAG, spec.name);
-    for (const [k, v] of Object.entries(spec.tags)) Tags.of(this).add(k, v);
+    const tags = { ...spec.tags, [CLUSTER_TAG]: spec.name };
+    for (const [k, v] of Object.entries(tags)) Tags.of(this).add(k, v);
+    Aspects.of(this).add(new TagUntaggable(tags));
   }
 
   /** The AZs come from the spec, so synthesis never looks them up in an account. */
@@ -297,6 +308,27 @@ export class ClusterStack extends Stack {
     // Called before the constructor body has run when the base class needs the zones early.
     const azs = (this as { spec?: ClusterSpec }).spec?.network.azs;
     return azs ? [...azs] : super.availabilityZones;
+  }
+}
+
+/** Types that accept Tags but that aws-cdk-lib creates as plain CfnResources (custom resource providers). */
+const TAGGABLE_RAW_TYPES = new Set(['AWS::IAM::Role', 'AWS::Lambda::Function']);
+
+/** Tags the raw resources `Tags.of` cannot reach, such as the auto-delete-objects provider's role and function. */
+class TagUntaggable implements IAspect {
+  constructor(private readonly tags: Readonly<Record<string, string>>) {}
+
+  visit(node: IConstruct): void {
+    if (
+      CfnResource.isCfnResource(node) &&
+      TAGGABLE_RAW_TYPES.has(node.cfnResourceType) &&
+      !TagManager.isTaggable(node)
+    ) {
+      node.addPropertyOverride(
+        'Tags',
+        Object.entries(this.tags).map(([Key, Value]) => ({ Key, Value })),
+      );
+    }
   }
 }
 

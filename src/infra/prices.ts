@@ -30,6 +30,8 @@ export const EC2_ON_DEMAND: Readonly<Record<string, number>> = {
   't3.medium': 0.0416,
   't3.large': 0.0832,
   't3.xlarge': 0.1664,
+  't3a.small': 0.0188,
+  't3a.medium': 0.0376,
   't4g.micro': 0.0084,
   't4g.small': 0.0168,
   't4g.medium': 0.0336,
