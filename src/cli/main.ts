@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { isUsageError, UsageError } from '../spec/errors.js';
+import { register as registerDown } from './commands/down.js';
 import { register as registerLogs } from './commands/logs.js';
+import { register as registerPlan } from './commands/plan.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerStatus } from './commands/status.js';
+import { register as registerUp } from './commands/up.js';
 
 /** Exit code for an error inside corral itself (not bad input, not a failed job). */
 const EXIT_INTERNAL = 70;
@@ -14,12 +17,17 @@ function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  for (const register of [registerRun, registerStatus, registerLogs]) register(program);
+  for (const register of [registerRun, registerStatus, registerLogs, registerPlan, registerUp, registerDown]) register(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
 
 async function main(argv: string[]): Promise<void> {
+  // `corral … | head` closes stdout early: that is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

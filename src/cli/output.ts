@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from 'commander';
+
 /** Writes one JSON document to stdout (for `--json`). */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -17,9 +19,7 @@ export function parsePositiveInt(flag: string) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) {
-      throw new (class extends Error {
-        override name = 'InvalidArgumentError';
-      })(`${flag} must be a whole number of at least 1, not "${v}"`);
+      throw new InvalidArgumentError(`${flag} must be a whole number of at least 1, not "${v}"`);
     }
     return n;
   };

@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../spec/errors.js';
 
@@ -51,6 +51,8 @@ export function assertWritableStateDir(stateDir: string): void {
       throw new UsageError('--state-dir', `${p} is not a folder`, 'pass a folder with --state-dir or CORRAL_STATE_DIR');
     }
     accessSync(p, constants.W_OK | constants.X_OK);
+    // access(2) says yes to root everywhere; only a real write proves it (e.g. /proc says no here).
+    rmdirSync(mkdtempSync(path.join(p, '.corral-probe-')));
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(

@@ -6,6 +6,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
  */
 export class TaskLog {
   private fd: number | undefined;
+  private wrote = false;
 
   constructor(
     readonly path: string,
@@ -14,12 +15,13 @@ export class TaskLog {
 
   /** Whether anything was written. */
   get written(): boolean {
-    return this.fd !== undefined;
+    return this.wrote;
   }
 
   write(chunk: string | Uint8Array): void {
     if (this.fd === undefined) {
       this.fd = openSync(this.path, 'a');
+      this.wrote = true;
       writeSync(this.fd, this.header);
     }
     if (typeof chunk === 'string') writeSync(this.fd, chunk);

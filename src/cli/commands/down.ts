@@ -1,7 +1,5 @@
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { down, requireCredentials } from '../../infra/deploy.js';
-import { stackNameOf } from '../../spec/cluster.js';
 import { UsageError } from '../../spec/errors.js';
 
 /** Adds `corral down NAME [--yes] [--region REGION]`. */
@@ -17,6 +15,8 @@ export function register(program: Command): void {
       '\nThe bucket is emptied and deleted unless the spec set bucket.removalPolicy: retain; the database\nfollows database.removalPolicy. Nothing else is left behind.',
     )
     .action(async (name: string, opts: { yes?: boolean; region?: string }) => {
+      const { down, requireCredentials } = await import('../../infra/deploy.js');
+      const { stackNameOf } = await import('../../spec/cluster.js');
       requireCredentials();
       if (!opts.yes) {
         if (!process.stdin.isTTY) {

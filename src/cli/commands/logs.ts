@@ -24,10 +24,17 @@ export function register(program: Command): void {
           const row = q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(task) as
             | { key: string; state: string; attempts: number }
             | undefined;
-          if (!row) throw new UsageError('TASK', `job ${name} has no task "${task}"`, 'pass a task key as shown by corral status');
+          if (!row)
+            throw new UsageError(
+              'TASK',
+              `job ${name} has no task "${task}"`,
+              'pass a task key as shown by corral status',
+            );
           const file = path.join(paths.logs, taskLogName(row.key));
           if (!existsSync(file)) {
-            process.stdout.write(`task ${row.key} (${row.state}, ${row.attempts} attempt(s)) wrote no log output\n`);
+            process.stdout.write(
+              `task ${row.key} (${row.state}, ${row.attempts} attempt(s)) wrote no log output\n`,
+            );
             return;
           }
           await new Promise<void>((resolve, reject) => {
@@ -39,20 +46,31 @@ export function register(program: Command): void {
           return;
         }
         if (!existsSync(paths.events)) return;
-        const rl = createInterface({ input: createReadStream(paths.events), crlfDelay: Number.POSITIVE_INFINITY });
+        const rl = createInterface({
+          input: createReadStream(paths.events),
+          crlfDelay: Number.POSITIVE_INFINITY,
+        });
         for await (const line of rl) {
           if (flags.raw) {
             process.stdout.write(`${line}\n`);
             continue;
           }
           try {
-            const e = JSON.parse(line) as { time: number; level: number; msg?: string; event?: string; [k: string]: unknown };
+            const e = JSON.parse(line) as {
+              time: number;
+              level: number;
+              msg?: string;
+              event?: string;
+              [k: string]: unknown;
+            };
             const { time, level, msg, event, pid: _p, hostname: _h, job: _j, ...rest } = e;
             const lvl = level >= 50 ? 'ERROR' : level >= 40 ? 'WARN ' : 'INFO ';
             const extra = Object.entries(rest)
               .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
               .join(' ');
-            process.stdout.write(`${new Date(time).toISOString()} ${lvl} ${msg ?? event ?? ''}${extra ? ` ${extra}` : ''}\n`);
+            process.stdout.write(
+              `${new Date(time).toISOString()} ${lvl} ${msg ?? event ?? ''}${extra ? ` ${extra}` : ''}\n`,
+            );
           } catch {
             process.stdout.write(`${line}\n`);
           }

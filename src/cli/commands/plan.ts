@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { formatPlan, planCluster } from '../../infra/plan.js';
-import { loadClusterFile } from '../../spec/cluster.js';
 
 /** Adds `corral plan FILE [--json]`. */
 export function register(program: Command): void {
@@ -15,7 +13,10 @@ export function register(program: Command): void {
       'after',
       '\nNeeds no AWS credentials. Exits 1 when cdk-nag reports unsuppressed errors or a CloudFormation\nlimit is exceeded, 2 when the spec is invalid. See docs/cluster.md.',
     )
-    .action((file: string, opts: { json?: boolean }) => {
+    .action(async (file: string, opts: { json?: boolean }) => {
+      // loaded on use: the CDK takes a second to import, and --help should not wait for it
+      const { formatPlan, planCluster } = await import('../../infra/plan.js');
+      const { loadClusterFile } = await import('../../spec/cluster.js');
       const spec = loadClusterFile(file);
       const report = planCluster(spec);
       if (opts.json) process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -19,8 +19,15 @@ export function register(program: Command): void {
     .description('run a job (map of tasks) on this machine; run it again to resume after any interruption')
     .argument('<FILE>', 'job spec (YAML)')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)', '.corral')
-    .option('-c, --concurrency <N>', "tasks at once (overrides the spec's concurrency)", parsePositiveInt('--concurrency'))
-    .option('--fresh', 'forget earlier state of this job and plan its tasks again (committed outputs still count)')
+    .option(
+      '-c, --concurrency <N>',
+      "tasks at once (overrides the spec's concurrency)",
+      parsePositiveInt('--concurrency'),
+    )
+    .option(
+      '--fresh',
+      'forget earlier state of this job and plan its tasks again (committed outputs still count)',
+    )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
     .addHelpText(
@@ -32,12 +39,16 @@ export function register(program: Command): void {
       const { runJob } = await import('../../engine/coordinator.js');
       const job = loadJobFile(file);
       const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
-      const view = createProgressView({ tty: Boolean(process.stderr.isTTY) && !flags.json, quiet: flags.quiet });
+      const view = createProgressView({
+        tty: Boolean(process.stderr.isTTY) && !flags.json,
+        quiet: flags.quiet,
+      });
       const ac = new AbortController();
       const onSignal = () => ac.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      if (!flags.quiet && !flags.json) process.stderr.write(`corral: running job ${job.spec.name} from ${file}\n`);
+      if (!flags.quiet && !flags.json)
+        process.stderr.write(`corral: running job ${job.spec.name} from ${file}\n`);
       let summary: Awaited<ReturnType<typeof runJob>>;
       try {
         summary = await runJob(job, {
@@ -63,12 +74,17 @@ export function register(program: Command): void {
         if (summary.deadLetters.length > 0) {
           out.write('failed tasks (dead letters):\n');
           for (const d of summary.deadLetters.slice(0, 20)) {
-            out.write(`  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`);
+            out.write(
+              `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+            );
           }
           if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);
         }
-        if (summary.status === 'interrupted') out.write(`interrupted: run the same command again to resume\n`);
-        out.write(`state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`);
+        if (summary.status === 'interrupted')
+          out.write(`interrupted: run the same command again to resume\n`);
+        out.write(
+          `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,
+        );
       }
       process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
     });

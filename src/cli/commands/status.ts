@@ -24,7 +24,9 @@ export function register(program: Command): void {
         if (jobs.length === 0) out.write(`no jobs in ${stateDir}\n`);
         for (const j of jobs) {
           const c = j.counts;
-          out.write(`${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed\n`);
+          out.write(
+            `${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed\n`,
+          );
         }
         return;
       }
@@ -35,20 +37,27 @@ export function register(program: Command): void {
       }
       const c = s.counts;
       out.write(`job ${s.job}: ${s.status}\n`);
-      out.write(`tasks: ${c.total} total, ${c.done} done, ${c.leased} running, ${c.pending} pending, ${c.dead} failed\n`);
+      out.write(
+        `tasks: ${c.total} total, ${c.done} done, ${c.leased} running, ${c.pending} pending, ${c.dead} failed\n`,
+      );
       if (Object.keys(s.steps).length > 1) {
-        for (const [step, sc] of Object.entries(s.steps)) out.write(`  step ${step}: ${sc.done}/${sc.total} done, ${sc.dead} failed\n`);
+        for (const [step, sc] of Object.entries(s.steps))
+          out.write(`  step ${step}: ${sc.done}/${sc.total} done, ${sc.dead} failed\n`);
       }
-      if (s.startedAt) out.write(`started: ${s.startedAt}${s.finishedAt ? `  finished: ${s.finishedAt}` : ''}\n`);
+      if (s.startedAt)
+        out.write(`started: ${s.startedAt}${s.finishedAt ? `  finished: ${s.finishedAt}` : ''}\n`);
       const live = s.workers.filter((w) => w.state === 'running');
       if (live.length) {
         out.write('workers:\n');
-        for (const w of live) out.write(`  ${w.id} pid ${w.pid} on ${w.host}, last heartbeat ${w.lastHeartbeat}\n`);
+        for (const w of live)
+          out.write(`  ${w.id} pid ${w.pid} on ${w.host}, last heartbeat ${w.lastHeartbeat}\n`);
       }
       if (s.deadLetters.length) {
         out.write('failed tasks (dead letters):\n');
         for (const d of s.deadLetters) {
-          out.write(`  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`);
+          out.write(
+            `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+          );
         }
       }
     });

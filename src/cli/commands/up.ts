@@ -1,8 +1,5 @@
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { checkBudget, requireCredentials, up } from '../../infra/deploy.js';
-import { formatPlan, planCluster } from '../../infra/plan.js';
-import { loadClusterFile } from '../../spec/cluster.js';
 import { UsageError } from '../../spec/errors.js';
 
 /** Adds `corral up FILE [--yes] [--json]`. */
@@ -18,6 +15,9 @@ export function register(program: Command): void {
       '\nChecks budget.maxHourly and AWS credentials before any call to AWS, and refuses a spec whose\nplan fails. Without --yes, prints the plan and asks for confirmation (needs a terminal).',
     )
     .action(async (file: string, opts: { yes?: boolean; json?: boolean }) => {
+      const { checkBudget, requireCredentials, up } = await import('../../infra/deploy.js');
+      const { formatPlan, planCluster } = await import('../../infra/plan.js');
+      const { loadClusterFile } = await import('../../spec/cluster.js');
       const spec = loadClusterFile(file);
       checkBudget(spec);
       requireCredentials();

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { runCli, tempDir, writeFiles } from './helpers.js';
+
+test('a 200-task shell job on 2 workers commits every output once', async (t) => {
+  const dir = tempDir(t);
+  const lines = Array.from({ length: 200 }, (_, i) => `item-${i}`).join('\n');
+  writeFiles(dir, {
+    'items.txt': `${lines}\n`,
+    'job.yaml': `name: two-hundred
+tasks:
+  map: { lines: items.txt }
+  command: "echo {input} {index} > {output}; echo ran {index} >> runs/{index}"
+outputs: out/{index}.txt
+concurrency: 2
+`,
+    'runs/.keep': '',
+  });
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  assert.equal(summary.status, 'succeeded');
+  assert.deepEqual(
+    { done: summary.counts.done, dead: summary.counts.dead, total: summary.counts.total },
+    { done: 200, dead: 0, total: 200 },
+  );
+  const outs = readdirSync(path.join(dir, 'out'));
+  assert.equal(outs.length, 200);
+  for (let i = 0; i < 200; i += 37) {
+    assert.equal(readFileSync(path.join(dir, 'out', `${i}.txt`), 'utf8'), `item-${i} ${i}\n`);
+    assert.equal(readFileSync(path.join(dir, 'runs', String(i)), 'utf8'), `ran ${i}\n`);
+  }
+  // status --json agrees with the summary, and shows two workers were used
+  const s = await runCli(['status', 'two-hundred', '--json'], { cwd: dir });
+  assert.equal(s.code, 0, s.stderr);
+  const status = JSON.parse(s.stdout);
+  assert.equal(status.status, 'succeeded');
+  assert.equal(status.counts.done, 200);
+  assert.equal(status.workers.length, 2);
+});
+
+test('module tasks: a TypeScript function over a glob returns its output; shell-unsafe file names stay data', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'hello\n',
+    'in/b c.txt': 'two words\n',
+    'in/$(touch PWNED); x.txt': 'tricky\n',
+    'upper.ts': `import { readFile } from 'node:fs/promises';
+export default async (task: { input: string; index: number; log: (m: string) => void }) => {
+  task.log('upper ' + task.index);
+  const text: string = await readFile(task.input, 'utf8');
+  return text.toUpperCase();
+};
+`,
+    'job.yaml': `name: upper
+tasks:
+  map: { glob: "in/*.txt" }
+  module: ./upper.ts
+outputs: out/{input.stem}.up
+`,
+    'shell.yaml': `name: names
+tasks:
+  map: { glob: "in/*.txt" }
+  command: "cat {input} > {output}; echo {input.name} >> {output}"
+outputs: shell/{index}.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const outs = readdirSync(path.join(dir, 'out')).sort();
+  assert.equal(outs.length, 3);
+  assert.equal(readFileSync(path.join(dir, 'out', 'a.up'), 'utf8'), 'HELLO\n');
+  assert.equal(readFileSync(path.join(dir, 'out', 'b_c.up'), 'utf8'), 'TWO WORDS\n');
+  const s = await runCli(['run', 'shell.yaml'], { cwd: dir });
+  assert.equal(s.code, 0, s.stderr);
+  const texts = readdirSync(path.join(dir, 'shell')).map((f) => readFileSync(path.join(dir, 'shell', f), 'utf8'));
+  assert.ok(texts.includes('tricky\n$(touch PWNED); x.txt\n'), texts.join('|'));
+  assert.equal(readdirSync(dir).includes('PWNED'), false, 'a file name ran as a command');
+  // the module's task.log lines are in the task log
+  const logs = await runCli(['logs', 'upper', '0'], { cwd: dir });
+  assert.match(logs.stdout, /upper 0/);
+});
+
+test('re-running a finished job runs nothing again', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'a\nb\nc\n',
+    'job.yaml': `name: again
+tasks:
+  map: { lines: items.txt }
+  command: "echo {input} >> ran.txt; echo {input}"
+outputs: out/{index}
+`,
+  });
+  assert.equal((await runCli(['run', 'job.yaml'], { cwd: dir })).code, 0);
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /3\/3 tasks done/);
+  assert.equal(readFileSync(path.join(dir, 'ran.txt'), 'utf8').trim().split('\n').length, 3);
+  // --fresh plans again, but committed outputs still count as done
+  const f = await runCli(['run', 'job.yaml', '--fresh'], { cwd: dir });
+  assert.equal(f.code, 0, f.stderr);
+  assert.equal(readFileSync(path.join(dir, 'ran.txt'), 'utf8').trim().split('\n').length, 3);
+  assert.equal(readFileSync(path.join(dir, 'out', '1'), 'utf8'), 'b\n');
+});
