@@ -4,16 +4,14 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { type Logger, pino } from 'pino';
 import { LocalCompute } from '../compute/local/local-compute.js';
-import type { DeadLetter, NewTask, TaskCounts } from '../queue/queue.js';
+import type { DeadLetter, TaskCounts } from '../queue/queue.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
-import { expandTasks } from './expand.js';
+import { type DagEvents, DagState } from './dag.js';
+import { expandFileMap } from './expand.js';
 import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
-
-/** The step name of a map job's tasks. */
-export const MAP_STEP = 'map';
 
 /** Progress of a running job, as reported to the CLI. */
 export interface Progress extends TaskCounts {
@@ -31,7 +29,11 @@ export interface RunSummary {
   readonly status: 'succeeded' | 'failed' | 'interrupted';
   readonly counts: TaskCounts;
   readonly deadLetters: DeadLetter[];
-  /** Where committed outputs are (the job folder), when the job has outputs. */
+  /** How failures spread through the workflow, e.g. `split/3 failed → count/3 skipped → step total skipped`. */
+  readonly failedPaths: string[];
+  /** Steps never planned because a step they need failed. */
+  readonly skippedSteps: string[];
+  /** Where committed outputs are, when the job has outputs. */
   readonly outputs?: string;
   readonly stateDir: string;
   readonly seconds: number;
@@ -59,7 +61,15 @@ export interface RunOptions {
 export function fingerprint(job: LoadedJob): string {
   const { spec } = job;
   return createHash('sha256')
-    .update(JSON.stringify({ tasks: spec.tasks, outputs: spec.outputs, base: job.baseDir }))
+    .update(
+      JSON.stringify({
+        // what decides the tasks and their results; retries, timeouts and env may change between runs
+        steps: job.steps.map(({ name, needs, map, reduce, outputs, command, module, exec, stdin }) => ({
+          name, needs, map, reduce, outputs, command, module, exec, stdin,
+        })),
+        base: job.baseDir,
+      }),
+    )
     .digest('hex')
     .slice(0, 16);
 }
@@ -76,24 +86,26 @@ function pidAlive(pid: number): boolean {
 /** Checks what must be true before anything is created: inputs and modules exist, the state dir is writable. */
 async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
   assertWritableStateDir(stateDir);
-  const { tasks } = job.spec;
-  if (tasks.module !== undefined) {
-    const m = path.resolve(job.baseDir, tasks.module);
-    try {
-      await access(m);
-    } catch {
-      throw new UsageError('tasks.module', `${m} does not exist`, 'fix the path (relative to the job file)');
+  for (const [i, st] of job.steps.entries()) {
+    const field = job.spec.tasks ? 'tasks' : `steps[${i}]`;
+    if (st.module !== undefined) {
+      const m = path.resolve(job.baseDir, st.module);
+      try {
+        await access(m);
+      } catch {
+        throw new UsageError(`${field}.module`, `${m} does not exist`, 'fix the path (relative to the job file)');
+      }
     }
-  }
-  // The first task proves the input source resolves (a glob that matches, a file that exists).
-  const it = expandTasks(job);
-  try {
-    const first = await it.next();
-    if (first.done) {
-      throw new UsageError('tasks.map', 'the inputs give no task (empty file or no lines)', 'add inputs');
+    // a file map that waits for no step must find its inputs now (a glob that matches, a file that exists)
+    if (st.map && st.map.outputsOf === undefined && st.needs.length === 0) {
+      const it = expandFileMap(job, st);
+      try {
+        const first = await it.next();
+        if (first.done) throw new UsageError(`${field}.map`, 'the inputs give no task (empty file or no lines)', 'add inputs');
+      } finally {
+        await it.return(undefined);
+      }
     }
-  } finally {
-    await it.return(undefined);
   }
 }
 
@@ -142,28 +154,19 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     queue.setMeta('fingerprint', fp);
     queue.setMeta('spec', JSON.stringify(job));
     writeFileSync(paths.jobJson, JSON.stringify(job));
-    if (queue.getMeta('expanded') !== '1') {
-      let batch: NewTask[] = [];
-      let total = 0;
-      for await (const p of expandTasks(job)) {
-        batch.push({ key: String(p.i), step: MAP_STEP, payload: p });
-        total++;
-        if (batch.length >= 5000) {
-          queue.enqueueSync(batch);
-          batch = [];
-        }
-      }
-      queue.enqueueSync(batch);
-      queue.setMeta('expanded', '1');
-      queue.setMeta('total', String(total));
-      log.info({ event: 'planned', tasks: total }, `planned ${total} tasks`);
-    }
-    if (resumed) await reconcile(queue, store, log);
+    const dag = new DagState(queue, job);
+    const logDag = (ev: DagEvents) => {
+      for (const e of ev.expanded) log.info({ event: 'planned', step: e.step, tasks: e.tasks }, `planned ${e.tasks} task(s) of step ${e.step}`);
+      for (const e of ev.released) log.info({ event: 'released', step: e.step, needs: e.needs }, `step ${e.step}: ${e.needs} finished`);
+      for (const e of ev.skipped) log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
+    };
+    if (resumed) await reconcile(queue, dag, store, log);
+    logDag(await dag.advance());
     queue.setMeta('started_at', String(started));
     log.info({ event: resumed ? 'resumed' : 'started', pid: process.pid }, resumed ? 'job resumed' : 'job started');
 
     let counts = queue.countsSync();
-    const remaining = counts.pending + counts.leased;
+    const remaining = counts.pending + counts.leased + counts.blocked;
     const workers = Math.max(0, Math.min(opts.concurrency ?? job.concurrency, remaining));
     const runId = randomBytes(3).toString('hex');
     compute = new LocalCompute({
@@ -185,14 +188,21 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     const tick = opts.tickMs ?? 200;
     const window: Array<[number, number]> = [];
     let interrupted = false;
-    while (counts.pending + counts.leased > 0) {
+    const open = (c: TaskCounts) => c.pending + c.leased + c.blocked > 0 || !dag.allExpanded();
+    while (open(counts)) {
       if (opts.signal?.aborted) {
         interrupted = true;
         break;
       }
       await sleep(tick, opts.signal);
       await queue.reapExpired();
+      logDag(await dag.advance());
       counts = queue.countsSync();
+      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
+        const n = dag.skipUnreachable();
+        log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
+        counts = queue.countsSync();
+      }
       const now = Date.now();
       const finished = counts.done + counts.dead;
       window.push([now, finished]);
@@ -206,7 +216,10 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     store.cleanStaging();
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
-    const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';
+    const skippedSteps = dag.skippedSteps();
+    const status =
+      interrupted ? 'interrupted' : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 ? 'failed' : 'succeeded';
+    const failedPaths = dag.failedPaths();
     queue.setMeta('status', status);
     queue.setMeta('finished_at', String(Date.now()));
     log.info({ event: 'finished', status, ...counts }, `job ${status}`);
@@ -215,7 +228,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       status,
       counts,
       deadLetters,
-      outputs: job.spec.outputs ? outputsDir(job) : undefined,
+      failedPaths,
+      skippedSteps,
+      outputs: outputsDir(job),
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
       resumed,
@@ -237,7 +252,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
  * Makes the state agree with the store, which is the truth: tasks whose output is committed are
  * done, and leases of workers from an earlier, dead coordinator are handed back.
  */
-async function reconcile(queue: SqliteQueue, store: FsStore, log: Logger): Promise<void> {
+async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log: Logger): Promise<void> {
   for (const w of queue.workers()) {
     if (w.state === 'running' && !pidAlive(w.pid)) {
       const n = queue.releaseOwner(w.id);
@@ -246,28 +261,23 @@ async function reconcile(queue: SqliteQueue, store: FsStore, log: Logger): Promi
     }
   }
   const rows = queue.db
-    .prepare("SELECT id, key, step, payload, attempts, max_attempts FROM tasks WHERE state IN ('pending', 'leased')")
-    .iterate() as IterableIterator<{ id: number; key: string; step: string; payload: string; attempts: number; max_attempts: number }>;
+    .prepare("SELECT id, payload FROM tasks WHERE state IN ('pending', 'leased', 'blocked')")
+    .all() as { id: number; payload: string }[];
   const found: number[] = [];
   for (const r of rows) {
     const o = (JSON.parse(r.payload) as { o?: string }).o;
     if (o !== undefined && (await store.exists(o))) found.push(r.id);
   }
   if (found.length) {
-    const now = Date.now();
-    const upd = queue.db.prepare(
-      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ?",
-    );
-    queue.db.transaction(() => {
-      for (const id of found) upd.run(now, id);
-    })();
+    dag.markFound(found);
     log.info({ event: 'reconciled', found: found.length }, `${found.length} task(s) already had their output`);
   }
 }
 
-/** The folder holding a job's outputs: the pattern's part before its first placeholder. */
-function outputsDir(job: LoadedJob): string {
-  const pattern = job.spec.outputs ?? '';
+/** The folder holding a job's outputs: the part of the (last) outputs pattern before its first placeholder. */
+function outputsDir(job: LoadedJob): string | undefined {
+  const pattern = [...job.steps].reverse().find((s) => s.outputs)?.outputs;
+  if (!pattern) return undefined;
   const fixed = pattern.slice(0, pattern.search(/\{|$/));
   const dir = fixed.endsWith('/') ? fixed : path.posix.dirname(fixed);
   return path.resolve(job.baseDir, dir);

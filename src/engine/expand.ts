@@ -4,7 +4,7 @@ import { createInterface } from 'node:readline';
 import fg from 'fast-glob';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
-import type { LoadedJob } from '../spec/job.js';
+import type { LoadedJob, StepDef } from '../spec/job.js';
 import { outputKey } from './template.js';
 
 const NEWLINE_WINDOW = 64 * 1024;
@@ -71,27 +71,34 @@ export async function chunkRanges(
 }
 
 /**
- * The tasks of a map job, in order, without holding them all in memory (line maps stream
- * their file; glob and chunk maps hold the list of file names).
+ * The tasks of a step whose inputs are files, lines or chunks, in order, without holding them all
+ * in memory (line maps stream their file; glob and chunk maps hold the list of file names).
  */
-export async function* expandTasks(job: LoadedJob): AsyncGenerator<TaskPayload> {
-  const { spec, baseDir } = job;
-  const map = spec.tasks.map;
-  const withOutput = (p: TaskPayload): TaskPayload => (spec.outputs ? { ...p, o: outputKey(spec.outputs, p, baseDir) } : p);
+export async function* expandFileMap(job: LoadedJob, step: StepDef): AsyncGenerator<TaskPayload> {
+  const { baseDir } = job;
+  const map = step.map;
+  if (!map) return;
+  const field = job.spec.tasks ? 'tasks.map' : `steps[${job.steps.indexOf(step)}].map`;
+  const withOutput = (p: TaskPayload): TaskPayload => (step.outputs ? { ...p, o: outputKey(step.outputs, p, baseDir) } : p);
   let i = 0;
   if (map.glob !== undefined) {
-    for (const f of await matchFiles(baseDir, map.glob, 'tasks.map.glob')) yield withOutput({ i: i++, p: relPath(baseDir, f) });
+    for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`)) yield withOutput({ i: i++, p: relPath(baseDir, f) });
   } else if (map.chunks !== undefined) {
-    for (const f of await matchFiles(baseDir, map.chunks, 'tasks.map.chunks')) {
+    for (const f of await matchFiles(baseDir, map.chunks, `${field}.chunks`)) {
       const p = relPath(baseDir, f);
       for (const [s, e] of await chunkRanges(f, map.chunkSize, map.align)) yield withOutput({ i: i++, p, s, e });
     }
   } else if (map.lines !== undefined) {
-    const [file] = await matchFiles(baseDir, map.lines, 'tasks.map.lines');
+    const [file] = await matchFiles(baseDir, map.lines, `${field}.lines`);
     const rl = createInterface({ input: createReadStream(file!), crlfDelay: Number.POSITIVE_INFINITY });
     for await (const line of rl) {
       if (line.trim() === '') continue;
       yield withOutput({ i: i++, l: line });
     }
   }
+}
+
+/** The tasks of a map job (its one step). */
+export function expandTasks(job: LoadedJob): AsyncGenerator<TaskPayload> {
+  return expandFileMap(job, job.steps[0]!);
 }

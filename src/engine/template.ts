@@ -26,6 +26,7 @@ export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}):
     vars['input.name'] = p.l;
     vars['input.stem'] = p.l;
   }
+  if (p.ins !== undefined) vars.inputs = p.ins.map((k) => path.resolve(baseDir, k)).join('\n');
   if (p.s !== undefined && p.e !== undefined) {
     vars['chunk.start'] = String(p.s);
     vars['chunk.end'] = String(p.e);
@@ -38,7 +39,10 @@ export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}):
 export function render(template: string, vars: TaskVars, quote: (v: string) => string = (v) => v): string {
   return template.replace(/\{([a-z.]+)\}/g, (m, name: string) => {
     const v = vars[name];
-    return v === undefined ? m : quote(v);
+    if (v === undefined) return m;
+    // {inputs} is a list: each path is its own quoted word
+    if (name === 'inputs') return v === '' ? '' : v.split('\n').map(quote).join(' ');
+    return quote(v);
   });
 }
 

@@ -18,6 +18,10 @@ export interface TaskPayload {
   readonly e?: number;
   /** Output key in the store, relative to its root. */
   readonly o?: string;
+  /** Input keys in the store (a reduce's inputs; a HyperFlow process's input files). */
+  readonly ins?: readonly string[];
+  /** Files the task writes in place in the job folder (a HyperFlow process's outputs). */
+  readonly outs?: readonly string[];
 }
 
 /** A task to add to the queue. */
@@ -65,10 +69,17 @@ export interface Failure {
 
 /** Counts of tasks by state. */
 export interface TaskCounts {
+  /** Ready to run (or waiting for a retry's backoff). */
   pending: number;
+  /** Claimed by a worker. */
   leased: number;
+  /** Waiting for tasks or steps they need. */
+  blocked: number;
   done: number;
+  /** Failed every attempt (dead letters). */
   dead: number;
+  /** Not run because something they need failed. */
+  skipped: number;
   total: number;
 }
 

@@ -1,9 +1,10 @@
+import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
 import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
-import type { LoadedJob } from '../spec/job.js';
+import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, type TaskResult, type TaskStdin } from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
@@ -50,7 +51,11 @@ export class WorkerAgent {
   /** Tasks this worker ran to the end (whatever the result). */
   ran = 0;
 
-  constructor(private readonly o: WorkerAgentOptions) {}
+  private readonly steps: Map<string, StepDef>;
+
+  constructor(private readonly o: WorkerAgentOptions) {
+    this.steps = new Map(o.job.steps.map((st) => [st.name, st]));
+  }
 
   stop(mode: 'drain' | 'abort'): void {
     if (this.stopping !== 'abort') this.stopping = mode;
@@ -114,7 +119,7 @@ export class WorkerAgent {
         this.ran++;
         if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
         else {
-          const delay = backoffDelay(lease.attempt, this.o.job.spec.retries.backoff);
+          const delay = backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff);
           failures.push({ lease, error: r.error ?? 'failed', logPath: r.logPath, retryDelayMs: delay, startedAt, finishedAt });
         }
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
@@ -130,11 +135,18 @@ export class WorkerAgent {
     }
   }
 
+  private stepOf(lease: Lease): StepDef {
+    const st = this.steps.get(lease.step);
+    if (!st) throw new Error(`task ${lease.key} belongs to step ${lease.step}, which this job does not have`);
+    return st;
+  }
+
   private async runOne(
     lease: Lease,
   ): Promise<{ ok: true; outcome: Completion['outcome'] } | { ok: false; error?: string; logPath?: string }> {
     const { job, store } = this.o;
-    const { spec, baseDir } = job;
+    const { baseDir } = job;
+    const step = this.stepOf(lease);
     const p = lease.payload;
     const key = p.o;
     if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found' };
@@ -147,23 +159,23 @@ export class WorkerAgent {
     );
     const vars = taskVars(p, baseDir, { attempt: String(lease.attempt), ...(staged ? { output: staged } : {}) });
     const stdin: TaskStdin =
-      spec.tasks.stdin === 'none'
+      step.stdin === 'none'
         ? { kind: 'none' }
         : p.l !== undefined
           ? { kind: 'text', text: p.l }
           : { kind: 'file', path: vars.input!, start: p.s, end: p.e };
     let r: TaskResult;
     try {
-      if (spec.tasks.command !== undefined) {
-        const usesOutput = spec.tasks.command.includes('{output}');
+      if (step.command !== undefined || step.exec !== undefined) {
+        const usesOutput = step.command?.includes('{output}') ?? false;
         r = await runCommand({
-          command: render(spec.tasks.command, vars, shellQuote),
+          command: step.exec ? { file: step.exec.executable, args: step.exec.args } : render(step.command!, vars, shellQuote),
           cwd: baseDir,
-          env: { ...process.env, ...spec.tasks.env, ...taskEnv(vars) },
+          env: { ...process.env, ...step.env, ...taskEnv(vars) },
           stdin,
           stdoutFile: staged && !usesOutput ? staged : undefined,
           log,
-          timeoutMs: spec.timeout,
+          timeoutMs: step.timeout,
           signal: this.abort.signal,
           onGroup: (g) => {
             if (g === undefined) {
@@ -176,20 +188,21 @@ export class WorkerAgent {
           },
         });
       } else {
-        const fn = await loadTaskFunction(path.resolve(baseDir, spec.tasks.module!));
+        const fn = await loadTaskFunction(path.resolve(baseDir, step.module!));
         r = await runModule({
           fn,
           ctx: {
             index: p.i,
             input: vars.input,
+            inputs: p.ins?.map((k) => path.resolve(baseDir, k)),
             chunk: p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined,
             output: staged,
             attempt: lease.attempt,
-            env: spec.tasks.env,
+            env: step.env,
           },
           stdin,
           log,
-          timeoutMs: spec.timeout,
+          timeoutMs: step.timeout,
           signal: this.abort.signal,
         });
         if (r.poisoned) this.poisoned = true;
@@ -197,7 +210,15 @@ export class WorkerAgent {
     } catch (err) {
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
     }
-    if (!r.ok) log.write(`corral: attempt failed: ${r.error}\n`);
+    if (r.ok && p.outs) {
+      // a process that writes in place (HyperFlow) must have written every one of its outputs
+      const missing = p.outs.filter((f) => !existsSync(path.resolve(baseDir, f)));
+      if (missing.length) r = { ok: false, error: `succeeded but did not write ${missing.join(', ')}` };
+    }
+    if (!r.ok) {
+      log.write(`corral: attempt failed: ${r.error}\n`);
+      for (const f of p.outs ?? []) rmSync(path.resolve(baseDir, f), { force: true });
+    }
     log.close();
     if (!r.ok) {
       if (key !== undefined) await store.discard(key, attemptId);

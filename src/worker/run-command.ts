@@ -21,8 +21,8 @@ export interface TaskResult {
 
 /** Options of one shell command run. */
 export interface RunCommandOptions {
-  /** The command line, already rendered and quoted. */
-  readonly command: string;
+  /** The command line, already rendered and quoted (run by /bin/sh), or an executable and its arguments (run directly). */
+  readonly command: string | { readonly file: string; readonly args: readonly string[] };
   readonly cwd: string;
   readonly env: NodeJS.ProcessEnv;
   readonly stdin: TaskStdin;
@@ -56,7 +56,8 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     const stdinSpec = o.stdin.kind === 'none' ? 'ignore' : 'pipe';
     let child: ReturnType<typeof spawn>;
     try {
-      child = spawn('/bin/sh', ['-c', o.command], {
+      const [file, args] = typeof o.command === 'string' ? ['/bin/sh', ['-c', o.command]] : [o.command.file, [...o.command.args]];
+      child = spawn(file, args, {
         cwd: o.cwd,
         env: o.env,
         detached: true,
@@ -64,7 +65,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       });
     } catch (err) {
       if (outFd !== undefined) closeSync(outFd);
-      resolve({ ok: false, error: `could not start /bin/sh: ${(err as Error).message}` });
+      resolve({ ok: false, error: `could not start the command: ${(err as Error).message}` });
       return;
     }
     if (outFd !== undefined) closeSync(outFd);

@@ -12,6 +12,8 @@ export interface TaskContext {
   readonly index: number;
   /** The input: an absolute file path (glob and chunk maps) or the line's text (line maps). */
   readonly input?: string;
+  /** The inputs of a reduce: absolute paths of every output of the reduced step. */
+  readonly inputs?: readonly string[];
   /** The byte range of a chunk map, end exclusive. */
   readonly chunk?: { readonly start: number; readonly end: number };
   /** Where to write the output, if the job has `outputs` (or return it instead). */

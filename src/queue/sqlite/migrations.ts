@@ -20,11 +20,22 @@ export const MIGRATIONS: readonly string[] = [
     finished_at   INTEGER,
     last_error    TEXT,
     log_path      TEXT,
-    outcome       TEXT
+    outcome       TEXT,
+    deps_left     INTEGER NOT NULL DEFAULT 0,
+    propagated    INTEGER NOT NULL DEFAULT 0
   );
   CREATE INDEX tasks_ready ON tasks (run_at, id) WHERE state = 'pending';
   CREATE INDEX tasks_leased ON tasks (lease_expires) WHERE state = 'leased';
   CREATE INDEX tasks_owner ON tasks (owner) WHERE state = 'leased';
+  CREATE INDEX tasks_step ON tasks (step, id);
+  CREATE INDEX tasks_unpropagated ON tasks (id) WHERE state IN ('dead', 'skipped') AND propagated = 0;
+  -- task_id must be done before dependent_id may run (a map over the outputs of an earlier step)
+  CREATE TABLE deps (task_id INTEGER NOT NULL, dependent_id INTEGER NOT NULL);
+  CREATE INDEX deps_by_task ON deps (task_id);
+  -- a step's expansion: waiting (inputs not there yet), expanded, or skipped (a step it needs failed)
+  CREATE TABLE steps (name TEXT PRIMARY KEY, state TEXT NOT NULL, tasks INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+  -- step barriers: every task of step waits until needs has finished
+  CREATE TABLE step_deps (step TEXT NOT NULL, needs TEXT NOT NULL, satisfied INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (step, needs)) WITHOUT ROWID;
   CREATE TABLE counts (step TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (step, state)) WITHOUT ROWID;
   CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
     INSERT INTO counts (step, state, n) VALUES (NEW.step, NEW.state, 1)

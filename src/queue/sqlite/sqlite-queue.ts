@@ -83,6 +83,11 @@ export class SqliteQueue implements Queue {
           insert: db.prepare(
             'INSERT OR IGNORE INTO tasks (key, step, payload, max_attempts) VALUES (?, ?, ?, ?)',
           ),
+          release_dependents: db.prepare(
+            `UPDATE tasks SET deps_left = deps_left - 1,
+               state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
+             WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?)`,
+          ),
           claim: db.prepare<[string, number, number, number, number], ClaimRow>(
             `UPDATE tasks SET state = 'leased', owner = ?, lease_expires = ?, started_at = ?, attempts = attempts + 1
              WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_at <= ? ORDER BY run_at, id LIMIT ?)
@@ -164,11 +169,11 @@ export class SqliteQueue implements Queue {
   }
 
   async complete(done: readonly Completion[]): Promise<void> {
-    const { complete, attempt } = this.stmts;
+    const { complete, attempt, release_dependents } = this.stmts;
     this.db
       .transaction(() => {
         for (const c of done) {
-          complete.run(c.finishedAt, c.outcome, c.lease.taskId);
+          if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0) release_dependents.run(c.lease.taskId);
           attempt.run(c.lease.taskId, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
         }
       })
@@ -263,7 +268,7 @@ export class SqliteQueue implements Queue {
         ? this.db.prepare('SELECT state, sum(n) AS n FROM counts GROUP BY state').all()
         : this.db.prepare('SELECT state, n FROM counts WHERE step = ?').all(step)
     ) as { state: string; n: number }[];
-    const c: TaskCounts = { pending: 0, leased: 0, done: 0, dead: 0, total: 0 };
+    const c: TaskCounts = { pending: 0, leased: 0, blocked: 0, done: 0, dead: 0, skipped: 0, total: 0 };
     for (const r of rows) {
       if (r.state in c) c[r.state as keyof TaskCounts] = r.n;
       c.total += r.n;

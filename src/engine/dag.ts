@@ -1,0 +1,379 @@
+import type Database from 'better-sqlite3';
+import type { TaskPayload } from '../queue/queue.js';
+import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { UsageError } from '../spec/errors.js';
+import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
+import { expandFileMap } from './expand.js';
+import { outputKey } from './template.js';
+
+const INSERT_BATCH = 5000;
+
+/** A step's readiness to be expanded into tasks. */
+type StepState = 'waiting' | 'expanded' | 'skipped';
+
+/** What happened in one pass of the DAG bookkeeping, for the event log. */
+export interface DagEvents {
+  expanded: Array<{ step: string; tasks: number }>;
+  skipped: Array<{ step: string; reason: string; tasks: number }>;
+  released: Array<{ step: string; needs: string }>;
+}
+
+/**
+ * The workflow's bookkeeping in the sqlite state file: expands steps into tasks once their inputs
+ * are known, releases step barriers (`needs`, `reduce`) when the needed steps finish, and
+ * propagates failures (dependents of a dead task are skipped with the reason, unless the failed
+ * step has `continueOnFailure`). Task-to-task edges (a map over `outputsOf`) are released by the
+ * queue itself when a task completes, so each task starts as soon as its input is committed.
+ * Every decision is stored, so a coordinator that restarts continues where the last one stopped.
+ */
+export class DagState {
+  private readonly db: Database.Database;
+  private readonly steps: Map<string, StepDef>;
+
+  constructor(
+    private readonly queue: SqliteQueue,
+    private readonly job: LoadedJob,
+  ) {
+    this.db = queue.db;
+    this.steps = new Map(job.steps.map((s) => [s.name, s]));
+  }
+
+  /** Task key: the index for a map job (so `corral logs JOB 3` works), `step/index` in a workflow. */
+  keyOf(step: string, i: number): string {
+    return this.job.spec.tasks && step === MAP_STEP ? String(i) : `${step}/${i}`;
+  }
+
+  private stepState(name: string): StepState | undefined {
+    return (this.db.prepare('SELECT state FROM steps WHERE name = ?').get(name) as { state: StepState } | undefined)?.state;
+  }
+
+  private setStepState(name: string, state: StepState, tasks = 0): void {
+    this.db
+      .prepare('INSERT INTO steps (name, state, tasks) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, tasks = excluded.tasks')
+      .run(name, state, tasks);
+  }
+
+  /** Steps this one reads whole outputs of or waits for: barriers. */
+  private barriers(st: StepDef): string[] {
+    const b = new Set(st.needs);
+    if (st.reduce) b.add(st.reduce);
+    return [...b];
+  }
+
+  /** Whether a step has finished: expanded (or skipped) and none of its tasks can still run. */
+  private finished(name: string): { done: boolean; failed: boolean } {
+    const state = this.stepState(name);
+    if (state === 'skipped') return { done: true, failed: true };
+    if (state !== 'expanded') return { done: false, failed: false };
+    const c = this.queue.countsSync(name);
+    const open = c.pending + c.leased + c.blocked;
+    const failed = c.skipped > 0 || (c.dead > 0 && !this.steps.get(name)!.continueOnFailure);
+    return { done: open === 0, failed };
+  }
+
+  /**
+   * One pass: expand what can be expanded, release satisfied barriers, skip what cannot run.
+   * Repeats until nothing changes; returns what it did.
+   */
+  async advance(): Promise<DagEvents> {
+    const ev: DagEvents = { expanded: [], skipped: [], released: [] };
+    for (let changed = true; changed; ) {
+      changed = false;
+      changed = this.propagateFailures() > 0 || changed;
+      for (const st of this.job.steps) {
+        const state = this.stepState(st.name);
+        if (state === undefined) {
+          const r = await this.tryExpand(st);
+          if (r) {
+            changed = true;
+            if (r.skipped) ev.skipped.push({ step: st.name, reason: r.skipped, tasks: 0 });
+            else ev.expanded.push({ step: st.name, tasks: r.tasks });
+          }
+        } else if (state === 'expanded') {
+          for (const need of this.unsatisfied(st.name)) {
+            const f = this.finished(need);
+            if (!f.done) continue;
+            changed = true;
+            if (f.failed) {
+              const n = this.skipStepTasks(st.name, `skipped: step ${need}, which it needs, failed`);
+              ev.skipped.push({ step: st.name, reason: `step ${need} failed`, tasks: n });
+            } else {
+              this.releaseBarrier(st.name);
+              ev.released.push({ step: st.name, needs: need });
+            }
+            this.db.prepare('UPDATE step_deps SET satisfied = 1 WHERE step = ? AND needs = ?').run(st.name, need);
+          }
+        }
+      }
+    }
+    return ev;
+  }
+
+  private unsatisfied(step: string): string[] {
+    return (this.db.prepare('SELECT needs FROM step_deps WHERE step = ? AND satisfied = 0').all(step) as { needs: string }[]).map(
+      (r) => r.needs,
+    );
+  }
+
+  /** Expands a step if its inputs are known; returns undefined when it must wait. */
+  private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
+    const src = st.map?.outputsOf;
+    const refs = [...(src ? [src] : []), ...this.barriers(st)];
+    // a step whose inputs come from an earlier step needs that step's tasks to exist first
+    for (const r of refs) {
+      const s = this.stepState(r);
+      if (s === undefined || s === 'waiting') return undefined;
+    }
+    const isFileMap = st.map !== undefined && st.map.outputsOf === undefined;
+    const barriers = this.barriers(st);
+    if (isFileMap && barriers.length > 0) {
+      // files produced by earlier steps: list them only once those steps have finished
+      for (const b of barriers) {
+        const f = this.finished(b);
+        if (!f.done) return undefined;
+        if (f.failed) {
+          this.setStepState(st.name, 'skipped');
+          return { tasks: 0, skipped: `step ${b} failed` };
+        }
+      }
+      const n = await this.insertStream(st, expandFileMap(this.job, st), 0, []);
+      if (n === 0) throw new UsageError(`steps.${st.name}.map`, 'matched no input after the steps it needs ran', 'check the glob against what they write');
+      this.setStepState(st.name, 'expanded', n);
+      return { tasks: n };
+    }
+    const skippedSrc = refs.find((r) => this.stepState(r) === 'skipped');
+    if (skippedSrc) {
+      this.setStepState(st.name, 'skipped');
+      return { tasks: 0, skipped: `step ${skippedSrc} failed` };
+    }
+    let n: number;
+    if (isFileMap) n = await this.insertStream(st, expandFileMap(this.job, st), 0, []);
+    else if (src) n = this.insertOutputsOf(st, src, barriers);
+    else n = this.insertSingle(st, barriers);
+    if (n === 0 && isFileMap) {
+      throw new UsageError(this.job.spec.tasks ? 'tasks.map' : `steps.${st.name}.map`, 'the inputs give no task (empty file or no lines)', 'add inputs');
+    }
+    this.setStepState(st.name, 'expanded', n);
+    return { tasks: n };
+  }
+
+  private insertBarriers(st: StepDef, barriers: string[]): void {
+    const ins = this.db.prepare('INSERT OR IGNORE INTO step_deps (step, needs) VALUES (?, ?)');
+    for (const b of barriers) ins.run(st.name, b);
+  }
+
+  private insertRow(st: StepDef, p: TaskPayload, depsLeft: number): number {
+    const r = this.db
+      .prepare(
+        'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
+      )
+      .get(this.keyOf(st.name, p.i), st.name, JSON.stringify(p), st.retries.maxAttempts, depsLeft > 0 ? 'blocked' : 'pending', depsLeft) as {
+      id: number;
+    };
+    return r.id;
+  }
+
+  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): void {
+    this.db
+      .prepare(
+        "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?)",
+      )
+      .run(this.keyOf(st.name, p.i), st.name, JSON.stringify(p), st.retries.maxAttempts, reason, Date.now());
+  }
+
+  /**
+   * Blocked tasks that nothing can release any more (all else has finished) are skipped, so that a
+   * run always ends; returns how many.
+   */
+  skipUnreachable(): number {
+    return this.db
+      .prepare("UPDATE tasks SET state = 'skipped', last_error = 'skipped: its inputs can no longer be produced', finished_at = ? WHERE state = 'blocked'")
+      .run(Date.now()).changes;
+  }
+
+  /**
+   * How each failure spread, e.g. `split/3 failed → count/3 skipped → step total skipped`, for
+   * the first `limit` dead tasks.
+   */
+  failedPaths(limit = 10): string[] {
+    const dead = this.db.prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?").all(limit) as {
+      id: number;
+      key: string;
+      step: string;
+    }[];
+    const next = this.db.prepare(
+      "SELECT t.id, t.key, t.step FROM deps d JOIN tasks t ON t.id = d.dependent_id WHERE d.task_id = ? AND t.state = 'skipped' LIMIT 1",
+    );
+    const stepNext = this.db.prepare(
+      "SELECT sd.step FROM step_deps sd WHERE sd.needs = ? AND (EXISTS (SELECT 1 FROM tasks t WHERE t.step = sd.step AND t.state = 'skipped') OR EXISTS (SELECT 1 FROM steps s WHERE s.name = sd.step AND s.state = 'skipped')) LIMIT 1",
+    );
+    return dead.map((d) => {
+      const parts = [`${d.key} failed`];
+      let cur: { id: number; key: string; step: string } | undefined = d;
+      let step = d.step;
+      for (let hops = 0; hops < 50 && cur; hops++) {
+        const n = next.get(cur.id) as { id: number; key: string; step: string } | undefined;
+        if (n) parts.push(`${n.key} skipped`);
+        cur = n;
+        if (n) step = n.step;
+      }
+      const seen = new Set<string>([step]);
+      for (let hops = 0; hops < 50; hops++) {
+        const s = (stepNext.get(step) as { step: string } | undefined)?.step ?? this.fileMapSkippedAfter(step);
+        if (!s || seen.has(s)) break;
+        parts.push(`step ${s} skipped`);
+        seen.add(s);
+        step = s;
+      }
+      return parts.join(' → ');
+    });
+  }
+
+  private fileMapSkippedAfter(step: string): string | undefined {
+    const st = this.job.steps.find((s) => this.stepState(s.name) === 'skipped' && this.barriers(s).includes(step));
+    return st?.name;
+  }
+
+  private async insertStream(st: StepDef, it: AsyncIterable<TaskPayload>, depsLeft: number, barriers: string[]): Promise<number> {
+    let batch: TaskPayload[] = [];
+    let n = 0;
+    const flush = () => {
+      const rows = batch;
+      this.db.transaction(() => {
+        for (const p of rows) this.insertRow(st, p, depsLeft);
+      })();
+      batch = [];
+    };
+    for await (const p of it) {
+      batch.push(p);
+      n++;
+      if (batch.length >= INSERT_BATCH) flush();
+    }
+    this.db.transaction(() => {
+      for (const p of batch) this.insertRow(st, p, depsLeft);
+      this.insertBarriers(st, barriers);
+    })();
+    return n;
+  }
+
+  /** One task per task of `src`; each depends on its source task (and on the step's barriers). */
+  private insertOutputsOf(st: StepDef, src: string, barriers: string[]): number {
+    const rows = this.db
+      .prepare("SELECT id, payload, state FROM tasks WHERE step = ? ORDER BY id")
+      .all(src) as { id: number; payload: string; state: string }[];
+    const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
+    const own = barriers.filter((b) => b !== src);
+    this.db.transaction(() => {
+      let i = 0;
+      for (const r of rows) {
+        const up = JSON.parse(r.payload) as TaskPayload;
+        const base: TaskPayload = { i: i++, p: up.o! };
+        const p = st.outputs ? { ...base, o: outputKey(st.outputs, base, this.job.baseDir) } : base;
+        // an input that is already committed is no reason to wait
+        if (r.state === 'dead' || r.state === 'skipped') {
+          // its input will never come: decided now, since the source's fate was passed on already
+          if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure) this.insertRow(st, p, own.length);
+          else this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`);
+          continue;
+        }
+        // an input that is already committed is no reason to wait
+        const id = this.insertRow(st, p, own.length + (r.state === 'done' ? 0 : 1));
+        if (r.state !== 'done') edge.run(r.id, id);
+      }
+      this.insertBarriers(st, own);
+    })();
+    return rows.length;
+  }
+
+  /** One task (a reduce over all outputs of a step, or a plain task) behind the step's barriers. */
+  private insertSingle(st: StepDef, barriers: string[]): number {
+    let p: TaskPayload = { i: 0 };
+    if (st.reduce) {
+      const ins = (this.db.prepare('SELECT payload FROM tasks WHERE step = ? ORDER BY id').all(st.reduce) as { payload: string }[])
+        .map((r) => (JSON.parse(r.payload) as TaskPayload).o!)
+        .filter(Boolean);
+      p = { i: 0, ins };
+    }
+    if (st.outputs) p = { ...p, o: outputKey(st.outputs, p, this.job.baseDir) };
+    const task = p;
+    this.db.transaction(() => {
+      this.insertRow(st, task, barriers.length);
+      this.insertBarriers(st, barriers);
+    })();
+    return 1;
+  }
+
+  private releaseBarrier(step: string): void {
+    this.db
+      .prepare(
+        `UPDATE tasks SET deps_left = deps_left - 1,
+           state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
+         WHERE step = ? AND state = 'blocked'`,
+      )
+      .run(step);
+  }
+
+  private skipStepTasks(step: string, reason: string): number {
+    return this.db
+      .prepare("UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ? WHERE step = ? AND state IN ('blocked', 'pending')")
+      .run(reason, Date.now(), step).changes;
+  }
+
+  /**
+   * Dead and skipped tasks pass their fate along task edges: dependents are skipped, or, below a
+   * step with `continueOnFailure`, released as if the input were done (it is just missing).
+   */
+  private propagateFailures(): number {
+    const rows = this.db
+      .prepare("SELECT id, key, step, state FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT 10000")
+      .all() as { id: number; key: string; step: string; state: string }[];
+    if (rows.length === 0) return 0;
+    const mark = this.db.prepare('UPDATE tasks SET propagated = 1 WHERE id = ?');
+    const release = this.db.prepare(
+      `UPDATE tasks SET deps_left = deps_left - 1,
+         state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
+       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?)`,
+    );
+    const skip = this.db.prepare(
+      `UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ?
+       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?) AND state IN ('blocked', 'pending')`,
+    );
+    this.db.transaction(() => {
+      for (const r of rows) {
+        if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure) release.run(r.id);
+        else skip.run(`skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`, Date.now(), r.id);
+        mark.run(r.id);
+      }
+    })();
+    return rows.length;
+  }
+
+  /** Every step expanded or skipped. */
+  allExpanded(): boolean {
+    return this.job.steps.every((s) => {
+      const st = this.stepState(s.name);
+      return st === 'expanded' || st === 'skipped';
+    });
+  }
+
+  /** Steps that were skipped whole (never expanded) because a step they need failed. */
+  skippedSteps(): string[] {
+    return (this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]).map((r) => r.name);
+  }
+
+  /** Marks tasks done whose outputs the store already has, releasing their dependents. */
+  markFound(ids: readonly number[]): void {
+    const upd = this.db.prepare(
+      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state <> 'done'",
+    );
+    const release = this.db.prepare(
+      `UPDATE tasks SET deps_left = deps_left - 1,
+         state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
+       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?)`,
+    );
+    const now = Date.now();
+    this.db.transaction(() => {
+      for (const id of ids) if (upd.run(now, id).changes > 0) release.run(id);
+    })();
+  }
+}

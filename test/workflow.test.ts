@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
+
+test('map → map over outputs → reduce: the result is verified, and a task starts before its whole upstream step ends', async (t) => {
+  const dir = tempDir(t);
+  const n = 30;
+  writeFiles(dir, {
+    'nums.txt': `${Array.from({ length: n }, (_, i) => i + 1).join('\n')}\n`,
+    'job.yaml': `name: sumsq
+steps:
+  - name: square
+    map: { lines: nums.txt }
+    # task 0 is slow: its dependents must not wait for it
+    command: 'if [ {index} = 0 ]; then sleep 1.5; fi; echo $(({input} * {input})); date +%s%N > t/square-{index}'
+    outputs: sq/{index}
+  - name: plus1
+    map: { outputsOf: square }
+    command: 'echo $(( $(cat {input}) + 1 )); date +%s%N > t/plus1-{index}'
+    outputs: p1/{index}
+  - name: total
+    reduce: plus1
+    command: 'cat {inputs} | awk "{s+=\\$1} END {print s}"'
+    outputs: total.txt
+concurrency: 2
+`,
+    't/.keep': '',
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const expected = Array.from({ length: n }, (_, i) => (i + 1) ** 2 + 1).reduce((a, b) => a + b, 0);
+  assert.equal(readFileSync(path.join(dir, 'total.txt'), 'utf8').trim(), String(expected));
+  const ts = (name: string) => BigInt(readFileSync(path.join(dir, 't', name), 'utf8').trim());
+  // no stage barrier: plus1 of a fast input finished before the slow square/0 did
+  assert.ok(ts('plus1-5') < ts('square-0'), 'plus1/5 waited for the whole square step');
+  const st = JSON.parse((await runCli(['status', 'sumsq', '--json'], { cwd: dir })).stdout);
+  assert.deepEqual(
+    Object.fromEntries(Object.entries(st.steps).map(([k, v]) => [k, (v as { done: number }).done])),
+    { square: n, plus1: n, total: 1 },
+  );
+});
+
+test('a 1,000-task diamond DAG runs every task once in dependency order', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'ids.txt': `${Array.from({ length: 499 }, (_, i) => `n${i}`).join('\n')}\n`,
+    'job.yaml': `name: diamond
+steps:
+  - name: top
+    command: 'echo top'
+    outputs: top.txt
+  - name: left
+    needs: [top]
+    map: { lines: ids.txt }
+    command: 'cat top.txt; echo left {input}'
+    outputs: left/{index}
+  - name: right
+    map: { outputsOf: left }
+    command: 'cat {input}; echo right'
+    outputs: right/{index}
+  - name: bottom
+    needs: [left]
+    reduce: right
+    command: 'cat {inputs} | grep -c right'
+    outputs: bottom.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir, timeoutMs: 240_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.counts.total, 1000);
+  assert.equal(s.counts.done, 1000);
+  assert.equal(readFileSync(path.join(dir, 'bottom.txt'), 'utf8').trim(), '499');
+  assert.equal(readFileSync(path.join(dir, 'right', '7'), 'utf8'), 'top\nleft n7\nright\n');
+  assert.equal(readdirSync(path.join(dir, 'right')).length, 499);
+});
+
+test('a dead task skips its dependents with the reason; continueOnFailure lets the reduce run', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'xs.txt': 'a\nbad\nc\n',
+    'job.yaml': `name: failpath
+retries: { maxAttempts: 2, backoff: { initial: 10ms } }
+steps:
+  - name: parse
+    map: { lines: xs.txt }
+    command: '[ {input} != bad ] && echo {input}'
+    outputs: parsed/{index}
+  - name: enrich
+    map: { outputsOf: parse }
+    command: 'cat {input}'
+    outputs: enriched/{index}
+  - name: report
+    reduce: enrich
+    command: 'cat {inputs}'
+    outputs: report.txt
+`,
+    'tolerant.yaml': `name: tolerant
+retries: { maxAttempts: 1 }
+steps:
+  - name: parse
+    map: { lines: xs.txt }
+    command: '[ {input} != bad ] && echo {input}'
+    outputs: parsed2/{index}
+    continueOnFailure: true
+  - name: report
+    reduce: parse
+    command: 'cat {inputs} 2>/dev/null; true'
+    outputs: report2.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stdout, /job failpath failed: 4\/7 tasks done, 1 failed, 2 skipped/);
+  assert.match(r.stdout, /parse\/1 failed → enrich\/1 skipped → step report skipped/);
+  const st = JSON.parse((await runCli(['status', 'failpath', '--json'], { cwd: dir })).stdout);
+  assert.equal(st.steps.enrich.skipped, 1);
+  assert.equal(st.steps.report.skipped, 1);
+  const t2 = await runCli(['run', 'tolerant.yaml'], { cwd: dir });
+  assert.equal(t2.code, 1, t2.stderr);
+  assert.equal(readFileSync(path.join(dir, 'report2.txt'), 'utf8'), 'a\nc\n');
+});
+
+test('workflow validation: cycles, unknown steps and missing outputs exit 2 naming them; nothing is created', async (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[string, RegExp]> = [
+    [
+      `name: c\nsteps:\n  - { name: a, needs: [b], command: "true" }\n  - { name: b, needs: [a], command: "true" }\n`,
+      /steps\[0\]\.needs: steps form a cycle: a → b → a/,
+    ],
+    [`name: u\nsteps:\n  - { name: a, needs: [nope], command: "true" }\n`, /steps\[0\]\.needs\[0\]: names step "nope", which does not exist/],
+    [
+      `name: o\nsteps:\n  - { name: a, command: "true" }\n  - { name: b, map: { outputsOf: a }, command: "true" }\n`,
+      /steps\[1\]\.map\.outputsOf: step "a" has no outputs to take/,
+    ],
+  ];
+  for (const [yaml, re] of cases) {
+    writeFiles(dir, { 'bad.yaml': yaml });
+    const r = await runCli(['run', 'bad.yaml'], { cwd: dir });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, re);
+  }
+  assert.deepEqual(readdirSync(dir), ['bad.yaml']);
+});
+
+test('SIGKILL of the coordinator mid-DAG: the resumed run re-runs no completed task', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'xs.txt': `${Array.from({ length: 20 }, (_, i) => `x${i}`).join('\n')}\n`,
+    'job.yaml': `name: resume-dag
+steps:
+  - name: a
+    map: { lines: xs.txt }
+    command: 'echo run >> runs/a-{index}; sleep 0.1; echo {input}'
+    outputs: a/{index}
+  - name: b
+    map: { outputsOf: a }
+    command: 'echo run >> runs/b-{index}; sleep 0.1; cat {input}'
+    outputs: b/{index}
+  - name: all
+    reduce: b
+    command: 'echo run >> runs/all; cat {inputs}'
+    outputs: all.txt
+concurrency: 2
+`,
+    'runs/.keep': '',
+  });
+  const first = startCli(['run', 'job.yaml'], { cwd: dir });
+  await waitFor(() => readdirSync(path.join(dir, 'runs')).filter((f) => f.startsWith('b-')).length >= 4);
+  first.kill('SIGKILL');
+  await first.result;
+  const committed = [
+    ...readdirSync(path.join(dir, 'a')).map((f) => `a-${f}`),
+    ...readdirSync(path.join(dir, 'b')).map((f) => `b-${f}`),
+  ];
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  for (const f of committed) assert.equal(readFileSync(path.join(dir, 'runs', f), 'utf8'), 'run\n', `${f} ran again`);
+  assert.equal(readFileSync(path.join(dir, 'all.txt'), 'utf8').split('\n').filter(Boolean).length, 20);
+});
