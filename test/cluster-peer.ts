@@ -1,0 +1,167 @@
+/**
+ * The local AWS peer of the AWS runtime tests: fauxqs (SQS + S3) on 127.0.0.1 with a random port,
+ * plus a fake IMDSv2 server. fauxqs 1.9.2 ignores `If-None-Match: *` on PutObject (real S3
+ * honours it since 2024), so the peer adds it with a pre-handler: a PUT with that header on a key
+ * that exists gets 412 PreconditionFailed, exactly like S3. fauxqs stores objects synchronously,
+ * so the check and the write cannot interleave with another request.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { buildApp } from 'fauxqs';
+
+/** Dummy credentials for the peer (never real ones). */
+export const PEER_ENV = {
+  AWS_ACCESS_KEY_ID: 'corral-test',
+  AWS_SECRET_ACCESS_KEY: 'corral-test-secret',
+  AWS_REGION: 'us-east-1',
+  AWS_EC2_METADATA_DISABLED: 'true',
+} as const;
+
+for (const [k, v] of Object.entries(PEER_ENV)) process.env[k] = v;
+delete process.env.AWS_PROFILE;
+
+/** A running peer. */
+export interface Peer {
+  readonly endpoint: string;
+  /** Counts of requests by action (SQS `X-Amz-Target` action or S3 method). */
+  readonly requests: Map<string, number>;
+  readonly sqs: SQSClient;
+  readonly s3: S3Client;
+  /** Creates a queue with a DLQ and redrive after `maxReceiveCount`; returns both URLs. */
+  createQueues(
+    name: string,
+    opts?: { visibility?: number; maxReceiveCount?: number },
+  ): Promise<{ queueUrl: string; dlqUrl: string }>;
+  createBucket(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts fauxqs on 127.0.0.1:0 with conditional PUTs. */
+export async function startPeer(): Promise<Peer> {
+  const app = buildApp({ logger: false, host: 'localhost' });
+  const existing = new Set<string>();
+  const requests = new Map<string, number>();
+  app.addHook('onRequest', async (req) => {
+    const target = req.headers['x-amz-target'];
+    const action = typeof target === 'string' ? `sqs:${target.split('.').pop()}` : `s3:${req.method}`;
+    requests.set(action, (requests.get(action) ?? 0) + 1);
+  });
+  app.addHook('preHandler', async (req, reply) => {
+    if (req.headers['x-amz-target'] !== undefined) return;
+    const url = new URL(req.url, 'http://x');
+    const objectKey = decodeURIComponent(url.pathname);
+    const isObject = objectKey.split('/').filter(Boolean).length >= 2;
+    if (!isObject) return;
+    if (req.method === 'DELETE' && !url.searchParams.has('uploadId')) existing.delete(objectKey);
+    if (req.method !== 'PUT' && req.method !== 'POST') return;
+    if (url.searchParams.has('partNumber')) return;
+    if (req.method === 'POST' && !url.searchParams.has('uploadId')) return;
+    if (req.headers['if-none-match'] === '*' && existing.has(objectKey)) {
+      reply
+        .code(412)
+        .header('content-type', 'application/xml')
+        .send(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>',
+        );
+      return reply;
+    }
+    if (req.method === 'PUT' && !url.searchParams.has('uploadId')) existing.add(objectKey);
+    if (req.method === 'POST') existing.add(objectKey);
+  });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const port = (app.server.address() as AddressInfo).port;
+  const endpoint = `http://127.0.0.1:${port}`;
+  const cfg = {
+    endpoint,
+    region: PEER_ENV.AWS_REGION,
+    credentials: { accessKeyId: 'corral-test', secretAccessKey: 'corral-test-secret' },
+  };
+  const sqs = new SQSClient(cfg);
+  const s3 = new S3Client({ ...cfg, forcePathStyle: true });
+  return {
+    endpoint,
+    requests,
+    sqs,
+    s3,
+    async createQueues(name, opts = {}) {
+      const dlq = await sqs.send(new CreateQueueCommand({ QueueName: `${name}-dlq` }));
+      const attrs = await sqs.send(
+        new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ['QueueArn'] }),
+      );
+      const q = await sqs.send(
+        new CreateQueueCommand({
+          QueueName: name,
+          Attributes: {
+            VisibilityTimeout: String(opts.visibility ?? 30),
+            RedrivePolicy: JSON.stringify({
+              deadLetterTargetArn: attrs.Attributes!.QueueArn,
+              maxReceiveCount: String(opts.maxReceiveCount ?? 5),
+            }),
+          },
+        }),
+      );
+      return { queueUrl: q.QueueUrl!, dlqUrl: dlq.QueueUrl! };
+    },
+    async createBucket(name) {
+      await s3.send(new CreateBucketCommand({ Bucket: name }));
+    },
+    async stop() {
+      sqs.destroy();
+      s3.destroy();
+      await app.close();
+    },
+  };
+}
+
+/** A fake IMDSv2 on 127.0.0.1: a token, then the two spot paths (404 until a notice is set). */
+export interface FakeImds {
+  readonly endpoint: string;
+  /** Sets the interruption notice; returns nothing, `servedAt` tells when it was first served. */
+  notice(): void;
+  /** Time the notice was first served to a client with a valid token. */
+  servedAt: number | undefined;
+  /** Requests without a valid token (IMDSv1 style), which must never happen. */
+  tokenless: number;
+  stop(): Promise<void>;
+}
+
+export async function startFakeImds(): Promise<FakeImds> {
+  const token = `tok-${Math.random().toString(36).slice(2)}`;
+  let action: string | undefined;
+  const state: FakeImds = {
+    endpoint: '',
+    notice() {
+      action = JSON.stringify({ action: 'terminate', time: new Date(Date.now() + 120_000).toISOString() });
+    },
+    servedAt: undefined,
+    tokenless: 0,
+    stop: () => new Promise<void>((r) => server.close(() => r())),
+  };
+  const server = http.createServer((req, res) => {
+    if (req.method === 'PUT' && req.url === '/latest/api/token') {
+      if (!req.headers['x-aws-ec2-metadata-token-ttl-seconds']) {
+        res.writeHead(400).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(token);
+      return;
+    }
+    if (req.headers['x-aws-ec2-metadata-token'] !== token) {
+      state.tokenless++;
+      res.writeHead(401).end();
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/latest/meta-data/spot/instance-action' && action) {
+      state.servedAt ??= Date.now();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(action);
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return Object.assign(state, { endpoint: `http://127.0.0.1:${port}` });
+}

@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { createSqsClient } from '../src/aws/clients.js';
+import type { Failure, Lease, NewTask } from '../src/queue/queue.js';
+import { SqsQueue, type SqsQueueOptions } from '../src/queue/sqs/sqs-queue.js';
+import { type Peer, startPeer } from './cluster-peer.js';
+
+let peer: Peer;
+let n = 0;
+before(async () => {
+  peer = await startPeer();
+});
+after(async () => {
+  await peer.stop();
+});
+
+async function queue(opts: Partial<SqsQueueOptions> = {}, maxReceiveCount = 5) {
+  const { queueUrl, dlqUrl } = await peer.createQueues(`q${n++}`, { maxReceiveCount });
+  const client = createSqsClient({ region: 'us-east-1', endpointUrl: peer.endpoint });
+  const q = new SqsQueue({
+    client,
+    queueUrl,
+    deadLetterQueueUrl: dlqUrl,
+    waitTimeSeconds: 0,
+    ackDelayMs: 50,
+    ...opts,
+  });
+  return { q, queueUrl, dlqUrl, client };
+}
+
+const tasks = (count: number): NewTask[] =>
+  Array.from({ length: count }, (_, i) => ({ key: String(i), step: 'map', payload: { i, o: `out/${i}` } }));
+
+const failure = (lease: Lease, retryDelayMs = 0): Failure => ({
+  lease,
+  error: 'exited with code 1',
+  retryDelayMs,
+  startedAt: Date.now(),
+  finishedAt: Date.now(),
+});
+
+test('batch enqueue and claim: 25 tasks in 3 sends, claims of 10, each task once', async () => {
+  const { q } = await queue();
+  const before = peer.requests.get('sqs:SendMessageBatch') ?? 0;
+  await q.enqueue(tasks(25));
+  assert.equal((peer.requests.get('sqs:SendMessageBatch') ?? 0) - before, 3);
+  const got: Lease[] = [];
+  for (let i = 0; i < 6 && got.length < 25; i++) got.push(...(await q.claim('w1', 10, 30_000)));
+  assert.deepEqual(
+    got.map((l) => l.payload.i).sort((a, b) => a - b),
+    [...Array(25).keys()],
+  );
+  assert.ok(got.every((l) => l.attempt === 1 && l.step === 'map' && l.owner === 'w1'));
+  await q.complete(
+    got.map((lease) => ({ lease, outcome: 'committed' as const, startedAt: 0, finishedAt: 0 })),
+  );
+  await q.flushDeletes();
+  const c = await q.counts();
+  assert.deepEqual(
+    { pending: c.pending, leased: c.leased, done: c.done },
+    { pending: 0, leased: 0, done: 25 },
+  );
+  await q.close();
+});
+
+test('a claim of one buffers the rest of the receive for its owner (one receive serves 10 tasks)', async () => {
+  const { q } = await queue();
+  await q.enqueue(tasks(10));
+  const before = peer.requests.get('sqs:ReceiveMessage') ?? 0;
+  const seen = new Set<number>();
+  for (let i = 0; i < 10; i++) for (const l of await q.claim('w1', 1, 30_000)) seen.add(l.payload.i);
+  assert.equal(seen.size, 10);
+  assert.equal((peer.requests.get('sqs:ReceiveMessage') ?? 0) - before, 1);
+  await q.close();
+});
+
+test('an expired lease returns the task with the next attempt number; a heartbeat keeps it', async () => {
+  const { q } = await queue({ prefetch: 1 });
+  await q.enqueue(tasks(2));
+  const [a] = await q.claim('w1', 1, 1000);
+  const [b] = await q.claim('w2', 1, 1000);
+  assert.ok(a && b);
+  // w1 heartbeats, w2 does not
+  const beat = setInterval(() => q.heartbeat('w1', 1000).catch(() => {}), 300);
+  let back: Lease | undefined;
+  for (let i = 0; i < 40 && !back; i++) {
+    [back] = await q.claim('w3', 1, 30_000);
+    if (!back) await new Promise((r) => setTimeout(r, 100));
+  }
+  clearInterval(beat);
+  assert.ok(back, 'the expired task came back');
+  assert.equal(back.key, b.key, 'only the task without heartbeats expired');
+  assert.equal(back.attempt, 2);
+  assert.equal(await q.heartbeat('w1', 30_000), 1);
+  await q.close();
+});
+
+test('fail with retry delays the next attempt; the last failure dead-letters it with its error', async () => {
+  const dead: string[] = [];
+  const { q, dlqUrl, client } = await queue({
+    maxAttempts: 2,
+    prefetch: 1,
+    onDeadLetter: (d) => void dead.push(d.key),
+  });
+  await q.enqueue(tasks(1));
+  const [l1] = await q.claim('w1', 1, 30_000);
+  assert.equal(l1!.attempt, 1);
+  await q.fail([failure(l1!, 1000)]);
+  assert.deepEqual(await q.claim('w1', 1, 30_000), [], 'not visible during its backoff');
+  let l2: Lease | undefined;
+  for (let i = 0; i < 30 && !l2; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    [l2] = await q.claim('w1', 1, 30_000);
+  }
+  assert.equal(l2?.attempt, 2);
+  await q.fail([failure(l2!)]);
+  assert.deepEqual(dead, ['0']);
+  const dl = await q.deadLetters();
+  assert.equal(dl.length, 1);
+  assert.deepEqual(
+    { key: dl[0]!.key, attempts: dl[0]!.attempts, error: dl[0]!.error },
+    { key: '0', attempts: 2, error: 'exited with code 1' },
+  );
+  assert.equal((await q.counts()).dead, 1);
+  const left = await client.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 0 }));
+  assert.equal(left.Messages?.length, 1);
+  await q.close();
+});
+
+test('release hands a lease back at once, and a lease that expired on its last attempt is a dead letter', async () => {
+  const dead: string[] = [];
+  const { q } = await queue({ maxAttempts: 1, prefetch: 1, onDeadLetter: (d) => void dead.push(d.error) });
+  await q.enqueue(tasks(1));
+  const [l] = await q.claim('w1', 1, 30_000);
+  await q.release([l!]);
+  // released: visible again at once, and the released attempt does not count
+  const [again] = await q.claim('w2', 1, 1000);
+  assert.equal(again?.key, '0');
+  assert.equal(again?.attempt, 1);
+  await new Promise((r) => setTimeout(r, 1300));
+  // w2's lease expired on attempt 1 of 1: dead
+  assert.deepEqual(await q.claim('w3', 1, 1000), []);
+  assert.equal(dead.length, 1);
+  assert.match(dead[0]!, /lease expired/);
+  await q.close();
+});
+
+test('the redrive policy moves a message received maxReceiveCount times to the DLQ (backstop)', async () => {
+  const { q, dlqUrl, client } = await queue({ maxAttempts: 10, prefetch: 1, releaseMode: 'visibility' }, 2);
+  await q.enqueue(tasks(1));
+  for (let i = 0; i < 2; i++) {
+    const [l] = await q.claim('w1', 1, 30_000);
+    assert.ok(l);
+    await q.release([l]);
+  }
+  assert.deepEqual(await q.claim('w1', 1, 30_000), []);
+  const r = await client.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 0 }));
+  assert.equal(r.Messages?.length, 1, 'redriven');
+  await q.close();
+});
+
+test('a queue scoped to a job hands other jobs their messages back', async () => {
+  const { q: a, queueUrl, client } = await queue({ job: 'a', prefetch: 10 });
+  const b = new SqsQueue({ client, queueUrl, job: 'b', waitTimeSeconds: 0 });
+  await a.enqueue(tasks(3));
+  await b.enqueue(tasks(3));
+  const gotB = await b.claim('w', 10, 30_000);
+  assert.ok(gotB.length <= 3);
+  let all = gotB.length;
+  for (let i = 0; i < 5 && all < 3; i++) all += (await b.claim('w', 10, 30_000)).length;
+  assert.equal(all, 3);
+  const gotA: Lease[] = [];
+  for (let i = 0; i < 5 && gotA.length < 3; i++) gotA.push(...(await a.claim('w', 10, 30_000)));
+  assert.equal(gotA.length, 3);
+  await a.close();
+  await b.close();
+});
