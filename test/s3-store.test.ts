@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { createS3Client } from '../src/aws/clients.js';
+import { S3Store } from '../src/store/s3/s3-store.js';
+import { type Peer, startPeer } from './cluster-peer.js';
+import { tempDir } from './helpers.js';
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+let peer: Peer;
+let n = 0;
+before(async () => {
+  peer = await startPeer();
+});
+after(async () => {
+  await peer.stop();
+});
+
+async function store(t: { after: (fn: () => void) => void }) {
+  const bucket = `b${n++}`;
+  await peer.createBucket(bucket);
+  const dir = tempDir(t);
+  const client = createS3Client({ region: 'us-east-1', endpointUrl: peer.endpoint });
+  return {
+    s: new S3Store({
+      client,
+      bucket,
+      prefix: 'jobs/j/',
+      stagingDir: path.join(dir, 'staging'),
+      partSize: 5 * 1024 * 1024,
+    }),
+    dir,
+  };
+}
+
+test('commit-once: of two attempts of a task, the first commit wins and a late duplicate never replaces it', async (t) => {
+  const { s, dir } = await store(t);
+  writeFileSync(await s.stage('out/1.txt', '1-wa'), 'from a\n');
+  writeFileSync(await s.stage('out/1.txt', '2-wb'), 'from b\n');
+  assert.equal(await s.exists('out/1.txt'), false);
+  assert.equal(await s.commit('out/1.txt', '1-wa'), 'committed');
+  assert.equal(await s.commit('out/1.txt', '2-wb'), 'duplicate');
+  assert.equal(await s.exists('out/1.txt'), true);
+  assert.ok(await s.download('out/1.txt', path.join(dir, 'got')));
+  assert.equal(readFileSync(path.join(dir, 'got'), 'utf8'), 'from a\n');
+  assert.equal(await s.commit('out/2.txt', '1-wa'), 'missing', 'nothing staged');
+  assert.deepEqual(await collect(s.list()), ['out/1.txt']);
+});
+
+test('commit-once under a race: 8 attempts commit the same output at once, exactly one wins', async (t) => {
+  const { s, dir } = await store(t);
+  const ids = Array.from({ length: 8 }, (_, i) => `1-w${i}`);
+  for (const id of ids) writeFileSync(await s.stage('race', id), id);
+  const results = await Promise.all(ids.map((id) => s.commit('race', id)));
+  assert.equal(results.filter((r) => r === 'committed').length, 1, results.join(','));
+  assert.equal(results.filter((r) => r === 'duplicate').length, 7);
+  const winner = ids[results.indexOf('committed')]!;
+  await s.download('race', path.join(dir, 'race'));
+  assert.equal(readFileSync(path.join(dir, 'race'), 'utf8'), winner);
+  // the losers' uploads are gone: one attempt object is left
+  assert.deepEqual(await collect(s.keysBelow('attempts/')), [`race/${winner}`]);
+});
+
+test('a large output goes up in parts (multipart) and downloads intact', async (t) => {
+  const { s, dir } = await store(t);
+  const big = Buffer.alloc(11 * 1024 * 1024);
+  for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(i, i);
+  writeFileSync(await s.stage('big.bin', '1-w'), big);
+  const posts = peer.requests.get('s3:POST') ?? 0;
+  assert.equal(await s.commit('big.bin', '1-w'), 'committed');
+  assert.ok((peer.requests.get('s3:POST') ?? 0) - posts >= 2, 'create + complete multipart upload');
+  await s.download('big.bin', path.join(dir, 'big'));
+  assert.ok(readFileSync(path.join(dir, 'big')).equals(big));
+});
+
+test('tasks without output commit an empty marker once; failures are recorded and listed', async (t) => {
+  const { s } = await store(t);
+  assert.equal(await s.commitEmpty('.tasks/3', '1-w'), true);
+  assert.equal(await s.commitEmpty('.tasks/3', '2-w'), false);
+  await s.putFailure({ key: '4', error: 'exited with code 1', attempts: 3, at: new Date().toISOString() });
+  assert.deepEqual(
+    (await s.failures()).map((f) => [f.key, f.attempts]),
+    [['4', 3]],
+  );
+});
