@@ -115,8 +115,29 @@ export class DagState {
     );
   }
 
+  /** Plans every process of a HyperFlow workflow at once, with an edge per signal between processes. */
+  private expandHyperflow(): void {
+    const tasks = this.job.hyperflow ?? [];
+    const steps = this.steps;
+    const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
+    this.db.transaction(() => {
+      const ids: number[] = [];
+      for (const t of tasks) ids.push(this.insertRow(steps.get(t.step)!, t.payload, t.after.length));
+      tasks.forEach((t, k) => {
+        for (const a of t.after) edge.run(ids[a]!, ids[k]!);
+      });
+      for (const st of this.job.steps) {
+        this.setStepState(st.name, 'expanded', tasks.filter((t) => t.step === st.name).length);
+      }
+    })();
+  }
+
   /** Expands a step if its inputs are known; returns undefined when it must wait. */
   private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
+    if (this.job.format === 'hyperflow') {
+      this.expandHyperflow();
+      return { tasks: this.job.hyperflow?.filter((t) => t.step === st.name).length ?? 0 };
+    }
     const src = st.map?.outputsOf;
     const refs = [...(src ? [src] : []), ...this.barriers(st)];
     // a step whose inputs come from an earlier step needs that step's tasks to exist first

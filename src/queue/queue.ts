@@ -22,6 +22,8 @@ export interface TaskPayload {
   readonly ins?: readonly string[];
   /** Files the task writes in place in the job folder (a HyperFlow process's outputs). */
   readonly outs?: readonly string[];
+  /** Executable and arguments, run without a shell in the job folder (a HyperFlow process). */
+  readonly argv?: readonly string[];
 }
 
 /** A task to add to the queue. */

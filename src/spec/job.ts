@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from './errors.js';
 import { readYamlFile, resolveFrom, validate } from './load.js';
 import { durationField, sizeField } from './units.js';
@@ -344,6 +345,10 @@ export interface LoadedJob {
   readonly concurrency: number;
   /** What the job was written as. @default 'corral' */
   readonly format?: 'corral' | 'hyperflow';
+  /** A HyperFlow workflow's tasks (one per process), planned all at once. @default - none */
+  readonly hyperflow?: ReadonlyArray<{ readonly step: string; readonly payload: TaskPayload; readonly after: readonly number[] }>;
+  /** Files a HyperFlow workflow promises (its `outs`), checked when it ends. @default - none */
+  readonly outs?: readonly string[];
 }
 
 /** The step name of a map job's tasks. */

@@ -169,7 +169,11 @@ export class WorkerAgent {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command?.includes('{output}') ?? false;
         r = await runCommand({
-          command: step.exec ? { file: step.exec.executable, args: step.exec.args } : render(step.command!, vars, shellQuote),
+          command: p.argv
+            ? { file: p.argv[0]!, args: p.argv.slice(1) }
+            : step.exec
+              ? { file: step.exec.executable, args: step.exec.args }
+              : render(step.command!, vars, shellQuote),
           cwd: baseDir,
           env: { ...process.env, ...step.env, ...taskEnv(vars) },
           stdin,
