@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { isUsageError, UsageError } from '../spec/errors.js';
+import { register as registerDashboard } from './commands/dashboard.js';
 import { register as registerDown } from './commands/down.js';
 import { register as registerLogs } from './commands/logs.js';
 import { register as registerPlan } from './commands/plan.js';
+import { register as registerReport } from './commands/report.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerStatus } from './commands/status.js';
 import { register as registerUp } from './commands/up.js';
@@ -13,11 +15,35 @@ const EXIT_INTERNAL = 70;
 
 function buildProgram(): Command {
   const program = new Command('corral')
-    .description('Run embarrassingly parallel jobs on this machine or on a private AWS cluster, from one typed spec.')
+    .description(
+      'Run embarrassingly parallel jobs on this machine or on a private AWS cluster, from one typed spec.',
+    )
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
+    .option(
+      '--log-format <FORMAT>',
+      "also print the coordinator's events on stderr: json or pretty (env CORRAL_LOG_FORMAT)",
+    )
+    .option(
+      '--log-level <LEVEL>',
+      'least level logged: trace, debug, info, warn, error, fatal, silent (env CORRAL_LOG_LEVEL)',
+    )
+    .hook('preAction', async (cmd) => {
+      const { applyLogFlags } = await import('../observe/log.js');
+      applyLogFlags(cmd.opts<{ logFormat?: string; logLevel?: string }>());
+    })
     .exitOverride();
-  for (const register of [registerRun, registerStatus, registerLogs, registerPlan, registerUp, registerDown]) register(program);
+  for (const register of [
+    registerRun,
+    registerStatus,
+    registerLogs,
+    registerDashboard,
+    registerReport,
+    registerPlan,
+    registerUp,
+    registerDown,
+  ])
+    register(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -5,7 +5,13 @@ import type { Command } from 'commander';
 import { jobPaths, resolveStateDir, taskLogName } from '../../engine/state-dir.js';
 import { UsageError } from '../../spec/errors.js';
 
-/** `corral logs JOB [TASK]`: the job's event log, or one task's log (every attempt). */
+interface LogsFlags {
+  stateDir?: string;
+  raw?: boolean;
+  follow?: boolean;
+}
+
+/** `corral logs JOB [TASK]`: the job's event log, or one task's log (every attempt); `-f` follows it while the job runs. */
 export function register(program: Command): void {
   program
     .command('logs')
@@ -14,11 +20,15 @@ export function register(program: Command): void {
     .argument('[TASK]', 'task key (its index for map jobs)')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
     .option('--raw', 'print the event log as JSON lines')
-    .action(async (name: string, task: string | undefined, flags: { stateDir?: string; raw?: boolean }) => {
+    .option('-f, --follow', 'keep printing new lines until the job is no longer running')
+    .action(async (name: string, task: string | undefined, flags: LogsFlags) => {
       const { openJob } = await import('../../engine/job-state.js');
+      const { formatEvent } = await import('../../observe/log.js');
       const stateDir = resolveStateDir(flags.stateDir);
       const q = openJob(stateDir, name);
       const paths = jobPaths(stateDir, name);
+      let file = paths.events;
+      let pretty = !flags.raw;
       try {
         if (task !== undefined) {
           const row = q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(task) as
@@ -30,53 +40,44 @@ export function register(program: Command): void {
               `job ${name} has no task "${task}"`,
               'pass a task key as shown by corral status',
             );
-          const file = path.join(paths.logs, taskLogName(row.key));
-          if (!existsSync(file)) {
+          file = path.join(paths.logs, taskLogName(row.key));
+          pretty = false;
+          if (!existsSync(file) && !flags.follow) {
             process.stdout.write(
               `task ${row.key} (${row.state}, ${row.attempts} attempt(s)) wrote no log output\n`,
             );
             return;
           }
-          await new Promise<void>((resolve, reject) => {
-            const rs = createReadStream(file);
-            rs.on('error', reject);
-            rs.on('end', resolve);
-            rs.pipe(process.stdout, { end: false });
-          });
-          return;
-        }
-        if (!existsSync(paths.events)) return;
-        const rl = createInterface({
-          input: createReadStream(paths.events),
-          crlfDelay: Number.POSITIVE_INFINITY,
-        });
-        for await (const line of rl) {
-          if (flags.raw) {
-            process.stdout.write(`${line}\n`);
-            continue;
-          }
-          try {
-            const e = JSON.parse(line) as {
-              time: number;
-              level: number;
-              msg?: string;
-              event?: string;
-              [k: string]: unknown;
-            };
-            const { time, level, msg, event, pid: _p, hostname: _h, job: _j, ...rest } = e;
-            const lvl = level >= 50 ? 'ERROR' : level >= 40 ? 'WARN ' : 'INFO ';
-            const extra = Object.entries(rest)
-              .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-              .join(' ');
-            process.stdout.write(
-              `${new Date(time).toISOString()} ${lvl} ${msg ?? event ?? ''}${extra ? ` ${extra}` : ''}\n`,
-            );
-          } catch {
-            process.stdout.write(`${line}\n`);
-          }
         }
       } finally {
         await q.close();
       }
+      const print = (line: string) => process.stdout.write(`${pretty ? formatEvent(line) : line}\n`);
+      if (flags.follow) {
+        const { followFile } = await import('../../observe/follow.js');
+        const ac = new AbortController();
+        const stop = () => ac.abort();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        try {
+          await followFile(file, { onLine: print, running: () => existsSync(paths.lock), signal: ac.signal });
+        } finally {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+        }
+        return;
+      }
+      if (!existsSync(file)) return;
+      if (!pretty) {
+        await new Promise<void>((resolve, reject) => {
+          const rs = createReadStream(file);
+          rs.on('error', reject);
+          rs.on('end', resolve);
+          rs.pipe(process.stdout, { end: false });
+        });
+        return;
+      }
+      const rl = createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY });
+      for await (const line of rl) print(line);
     });
 }

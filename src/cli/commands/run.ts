@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
+import { parsePort } from './dashboard.js';
 
 interface RunFlags {
   stateDir?: string;
@@ -10,6 +11,10 @@ interface RunFlags {
   fresh?: boolean;
   json?: boolean;
   quiet?: boolean;
+  ui?: boolean;
+  uiPort: number;
+  uiHost: string;
+  token?: string;
 }
 
 /** `corral run FILE`: runs a job on this machine, resuming it if it was interrupted. */
@@ -30,6 +35,13 @@ export function register(program: Command): void {
     )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
+    .option('--ui', 'serve a live web dashboard of the run (URL printed on stderr; stops when the run ends)')
+    .option('--ui-port <N>', 'port of the dashboard (0: any free port)', parsePort('--ui-port'), 0)
+    .option('--ui-host <ADDR>', 'address of the dashboard; other than loopback needs --token', '127.0.0.1')
+    .option(
+      '--token <SECRET>',
+      'password of the dashboard, checked on every request (env CORRAL_DASHBOARD_TOKEN)',
+    )
     .addHelpText(
       'after',
       '\nExit codes: 0 all tasks done, 1 some tasks failed (dead letters), 2 bad input, 130 interrupted.\nExample: corral run examples/checksums/job.yaml',
@@ -39,6 +51,19 @@ export function register(program: Command): void {
       const { runJob } = await import('../../engine/coordinator.js');
       const job = loadJobFile(file);
       const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
+      const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
+      // The dashboard starts now and shows the job once its state file exists.
+      const ui = flags.ui
+        ? await (await import('../../observe/dashboard-server.js')).startDashboard({
+            stateDir,
+            job: job.spec.name,
+            host: flags.uiHost,
+            port: flags.uiPort,
+            token,
+            flags: { host: '--ui-host', port: '--ui-port', token: '--token' },
+          })
+        : undefined;
+      if (ui) process.stderr.write(`corral: dashboard at ${ui.url}${token ? '?token=<your token>' : ''}\n`);
       const view = createProgressView({
         tty: Boolean(process.stderr.isTTY) && !flags.json,
         quiet: flags.quiet,
@@ -59,6 +84,7 @@ export function register(program: Command): void {
           signal: ac.signal,
         });
       } finally {
+        await ui?.close();
         view.stop();
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

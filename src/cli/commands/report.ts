@@ -1,0 +1,52 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { resolveStateDir } from '../../engine/state-dir.js';
+
+interface ReportFlags {
+  stateDir?: string;
+  output?: string;
+  instanceType?: string;
+  region?: string;
+  spot?: boolean;
+}
+
+/** `corral report JOB`: writes a self-contained HTML report of a run. */
+export function register(program: Command): void {
+  program
+    .command('report')
+    .description(
+      'write a self-contained HTML report of a job: summary, step durations, timeline per worker, failures, retries, cost',
+    )
+    .argument('<JOB>', 'job name')
+    .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
+    .option('-o, --output <FILE>', 'where to write the report (- for stdout)', 'report.html')
+    .option(
+      '--instance-type <TYPE>',
+      'price the run as if its hosts were these EC2 instances (default: what a cluster run recorded)',
+    )
+    .option('--region <REGION>', 'region of those instances (default us-east-1)')
+    .option('--spot', 'price those instances as spot')
+    .addHelpText(
+      'after',
+      '\nThe file opens offline in any browser.\nExample: corral report checksums -o checksums.html',
+    )
+    .action(async (name: string, flags: ReportFlags) => {
+      const { assertJobExists } = await import('../../observe/snapshot.js');
+      const { buildReport } = await import('../../observe/report.js');
+      const stateDir = resolveStateDir(flags.stateDir);
+      assertJobExists(stateDir, name);
+      const html = buildReport(stateDir, name, {
+        pricing: { instanceType: flags.instanceType, region: flags.region, spot: flags.spot },
+      });
+      if (flags.output === '-') {
+        process.stdout.write(html);
+        return;
+      }
+      const out = path.resolve(flags.output ?? 'report.html');
+      writeFileSync(out, html);
+      process.stderr.write(
+        `corral: wrote the report of job ${name} to ${path.relative(process.cwd(), out) || out}\n`,
+      );
+    });
+}
