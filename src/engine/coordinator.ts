@@ -34,6 +34,8 @@ export interface RunSummary {
   readonly failedPaths: string[];
   /** Steps never planned because a step they need failed. */
   readonly skippedSteps: string[];
+  /** Promised workflow outputs (HyperFlow `outs`) that are not there at the end. */
+  readonly missingOutputs: string[];
   /** Where committed outputs are, when the job has outputs. */
   readonly outputs?: string;
   readonly stateDir: string;
@@ -69,6 +71,7 @@ export function fingerprint(job: LoadedJob): string {
           name, needs, map, reduce, outputs, command, module, exec, stdin,
         })),
         base: job.baseDir,
+        hyperflow: job.hyperflow,
       }),
     )
     .digest('hex')
@@ -218,8 +221,12 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
     const skippedSteps = dag.skippedSteps();
-    const status =
-      interrupted ? 'interrupted' : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 ? 'failed' : 'succeeded';
+    const missingOutputs = interrupted ? [] : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
+    const status = interrupted
+      ? 'interrupted'
+      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
+        ? 'failed'
+        : 'succeeded';
     const failedPaths = dag.failedPaths();
     queue.setMeta('status', status);
     queue.setMeta('finished_at', String(Date.now()));
@@ -231,6 +238,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       deadLetters,
       failedPaths,
       skippedSteps,
+      missingOutputs,
       outputs: outputsDir(job),
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
@@ -277,6 +285,7 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
 
 /** The folder holding a job's outputs: the part of the (last) outputs pattern before its first placeholder. */
 function outputsDir(job: LoadedJob): string | undefined {
+  if (job.format === 'hyperflow') return job.baseDir;
   const pattern = [...job.steps].reverse().find((s) => s.outputs)?.outputs;
   if (!pattern) return undefined;
   const fixed = pattern.slice(0, pattern.search(/\{|$/));
