@@ -226,6 +226,11 @@ export class SqsQueue implements Queue {
     return out;
   }
 
+  /** The job of a held lease's message. */
+  jobOf(lease: Lease): string | undefined {
+    return this.held.get(lease.taskId)?.body.j;
+  }
+
   /** The leases an owner holds (handed out or buffered). */
   private heldBy(owner: string): Held[] {
     return [...this.held.values()].filter((h) => h.lease.owner === owner);

@@ -1,0 +1,331 @@
+/**
+ * The worker of the AWS runtime (`corral worker`): pulls tasks from the cluster's SQS queue,
+ * stages their inputs from S3 into a host-wide cache, runs them with the WorkerAgent, commits
+ * outputs to S3, ships task logs to the bucket, heartbeats, hands its leases back at once on a
+ * spot notice, drains on SIGTERM, and exits after `idleExitMs` without work so the pool scales in.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
+import { taskLogName } from '../engine/state-dir.js';
+import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue/queue.js';
+import { SqsQueue } from '../queue/sqs/sqs-queue.js';
+import type { LoadedJob } from '../spec/job.js';
+import { S3Store } from '../store/s3/s3-store.js';
+import { WorkerAgent } from './agent.js';
+import { dockerCommand } from './docker-command.js';
+import { InputCache } from './input-cache.js';
+import { SpotWatcher } from './spot-watcher.js';
+
+/** Options of a cluster worker (from flags or the environment the bootstrap writes). */
+export interface ClusterWorkerOptions {
+  /** URL of the job queue (CORRAL_QUEUE_URL). */
+  readonly queueUrl: string;
+  /** URL of the dead-letter queue (CORRAL_DLQ_URL). @default - none */
+  readonly deadLetterQueueUrl?: string;
+  /** The cluster bucket (CORRAL_BUCKET). */
+  readonly bucket: string;
+  /** @default - AWS_REGION */
+  readonly region?: string;
+  /** @default - CORRAL_ENDPOINT_URL, else AWS_ENDPOINT_URL */
+  readonly endpointUrl?: string;
+  /** Folder of the input cache, staging and task logs. @default <tmp>/corral-worker */
+  readonly cacheDir?: string;
+  /** Size cap of the input cache. @default 10 GiB */
+  readonly cacheBytes?: number;
+  /** Exit after this long without a task (the pool's scaleToZeroAfter). @default 600000 */
+  readonly idleExitMs?: number;
+  /** Messages received per call. @default 10 */
+  readonly prefetch?: number;
+  /** Poll IMDSv2 for spot notices. @default true */
+  readonly spot?: boolean;
+  /** Between IMDS polls. @default 2000 */
+  readonly spotIntervalMs?: number;
+  /** IMDS base URL. @default - CORRAL_IMDS_ENDPOINT, else http://169.254.169.254 */
+  readonly imdsEndpoint?: string;
+  /** Run each command in this image with `docker run` (the pool's image). @default - on the host */
+  readonly image?: string;
+  /** Worker id. @default <hostname>-<pid>-<random> */
+  readonly id?: string;
+  /** Progress lines. @default - standard error */
+  readonly log?: (line: string) => void;
+}
+
+/** How a worker ended. */
+export interface ClusterWorkerResult {
+  readonly reason: 'idle' | 'spot' | 'drain' | 'abort';
+  readonly ran: number;
+  /** Milliseconds from seeing the spot notice to having handed every lease back. */
+  readonly releaseMs?: number;
+}
+
+/** Bucket prefix of a job. */
+export function jobPrefix(job: string): string {
+  return `jobs/${job}/`;
+}
+
+/** Bucket key (relative to the job prefix) of the marker of a task without output. */
+export function doneKey(taskKey: string): string {
+  return `.tasks/${taskKey}`;
+}
+
+/**
+ * The Queue a job's agent sees: the SQS queue plus what the AWS runtime adds around it (stage
+ * inputs on claim; empty markers, failure markers and task logs on complete/fail).
+ */
+class ClusterJobQueue implements Queue {
+  stopped = false;
+  constructor(
+    private readonly sqs: SqsQueue,
+    private readonly job: LoadedJob,
+    private readonly store: S3Store,
+    private readonly cache: InputCache,
+    private readonly logsDir: string,
+  ) {}
+
+  enqueue(tasks: readonly NewTask[]): Promise<void> {
+    return this.sqs.enqueue(tasks);
+  }
+
+  async claim(owner: string, max: number, leaseMs: number): Promise<Lease[]> {
+    if (this.stopped) return [];
+    const leases = await this.sqs.claim(owner, max, leaseMs);
+    for (const l of leases) {
+      const p = l.payload;
+      if (p.p === undefined) continue;
+      const key = `${jobPrefix(this.job.spec.name)}inputs/${p.p}`;
+      await this.cache.fetch(
+        this.store.bucket,
+        key,
+        p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined,
+      );
+    }
+    return leases;
+  }
+
+  heartbeat(owner: string, leaseMs: number): Promise<number> {
+    return this.sqs.heartbeat(owner, leaseMs);
+  }
+
+  private async shipLog(taskKey: string): Promise<void> {
+    const file = path.join(this.logsDir, taskLogName(taskKey));
+    if (existsSync(file)) await this.store.putText(`logs/${taskLogName(taskKey)}`, await fsp.readFile(file));
+  }
+
+  async complete(done: readonly Completion[]): Promise<void> {
+    for (const c of done) {
+      if (c.lease.payload.o === undefined)
+        await this.store.commitEmpty(doneKey(c.lease.key), `${c.lease.attempt}-${c.lease.owner}`);
+      await this.shipLog(c.lease.key);
+    }
+    await this.sqs.complete(done);
+  }
+
+  async fail(failures: readonly Failure[]): Promise<void> {
+    await this.sqs.fail(failures);
+    for (const f of failures) {
+      await this.shipLog(f.lease.key);
+      if (f.lease.attempt >= f.lease.maxAttempts) {
+        await this.store.putFailure({
+          key: f.lease.key,
+          error: f.error,
+          attempts: f.lease.attempt,
+          at: new Date().toISOString(),
+        });
+      }
+    }
+  }
+
+  release(leases: readonly Lease[]): Promise<void> {
+    return this.sqs.release(leases);
+  }
+
+  reapExpired(): Promise<number> {
+    return this.sqs.reapExpired();
+  }
+
+  counts(): Promise<TaskCounts> {
+    return this.sqs.counts();
+  }
+
+  deadLetters(limit?: number): Promise<DeadLetter[]> {
+    return this.sqs.deadLetters(limit);
+  }
+
+  close(): Promise<void> {
+    return this.sqs.close();
+  }
+}
+
+/** Reads a job's spec from the bucket and places it in the cache folder of its inputs. */
+async function loadJob(
+  bucketStore: S3Store,
+  name: string,
+  cache: InputCache,
+  image?: string,
+): Promise<LoadedJob | undefined> {
+  const text = await bucketStore.getText(`${jobPrefix(name)}job.json`);
+  if (!text) return undefined;
+  const job = JSON.parse(text) as LoadedJob;
+  const baseDir = cache.pathOf(bucketStore.bucket, `${jobPrefix(name)}inputs`);
+  await fsp.mkdir(baseDir, { recursive: true });
+  const steps = job.steps.map((st) => {
+    if (st.module !== undefined) return st;
+    return image && st.command
+      ? {
+          ...st,
+          command: dockerCommand(st.command, { image, mounts: [cache.pathOf('', '')], workdir: baseDir }),
+        }
+      : st;
+  });
+  for (const st of steps) {
+    if (st.module !== undefined)
+      await cache.fetch(bucketStore.bucket, `${jobPrefix(name)}inputs/${st.module.replace(/^\.\//, '')}`);
+  }
+  return { ...job, steps, baseDir, file: path.join(baseDir, 'job.yaml') };
+}
+
+/** Runs a cluster worker until it is idle, drained, aborted or told of a spot interruption. */
+export async function runClusterWorker(
+  o: ClusterWorkerOptions,
+  signal?: AbortSignal,
+): Promise<ClusterWorkerResult> {
+  const log = o.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const settings = resolveAwsSettings({ region: o.region, endpointUrl: o.endpointUrl });
+  const sqsClient = createSqsClient(settings);
+  const s3 = createS3Client(settings);
+  const id = o.id ?? `${os.hostname()}-${process.pid}-${randomBytes(2).toString('hex')}`;
+  const root = o.cacheDir ?? path.join(os.tmpdir(), 'corral-worker');
+  const cache = new InputCache({ client: s3, dir: path.join(root, 'inputs'), maxBytes: o.cacheBytes });
+  const logsDir = path.join(root, 'logs', id);
+  await fsp.mkdir(logsDir, { recursive: true });
+  const bucketStore = new S3Store({ client: s3, bucket: o.bucket, stagingDir: path.join(root, 'staging') });
+  const idleExitMs = o.idleExitMs ?? 600_000;
+  const jobs = new Map<string, LoadedJob>();
+  let reason: ClusterWorkerResult['reason'] | undefined;
+  let current: { agent: WorkerAgent; queue: ClusterJobQueue; sqs: SqsQueue } | undefined;
+  let releaseMs: number | undefined;
+  let ran = 0;
+
+  const discovery = new SqsQueue({
+    client: sqsClient,
+    queueUrl: o.queueUrl,
+    deadLetterQueueUrl: o.deadLetterQueueUrl,
+    prefetch: 1,
+    waitTimeSeconds: 2,
+  });
+
+  const stop = (why: 'drain' | 'abort') => {
+    reason ??= why;
+    discovery.interrupt();
+    current?.agent.stop(why);
+  };
+  signal?.addEventListener('abort', () => stop('drain'), { once: true });
+
+  const watcher =
+    o.spot === false
+      ? undefined
+      : new SpotWatcher({
+          endpoint: o.imdsEndpoint,
+          intervalMs: o.spotIntervalMs,
+          onError: () => {},
+          onNotice: (n) => {
+            reason ??= 'spot';
+            const t0 = Date.now();
+            discovery.interrupt();
+            if (current) {
+              current.queue.stopped = true;
+              current.agent.stop('drain');
+            }
+            const handBack = async () => {
+              const a = current ? await current.sqs.releaseAll(id) : 0;
+              const b = await discovery.releaseAll(id);
+              releaseMs = Date.now() - t0;
+              log(
+                `corral worker ${id}: spot ${n.kind} notice; handed back ${a + b} lease(s) in ${releaseMs} ms; draining`,
+              );
+            };
+            handBack().catch((err) =>
+              log(`corral worker ${id}: hand-back failed: ${(err as Error).message}`),
+            );
+          },
+        });
+  watcher?.start();
+  log(`corral worker ${id}: polling ${o.queueUrl} (bucket ${o.bucket})`);
+
+  let idleSince = Date.now();
+  try {
+    while (!reason) {
+      const [first] = await discovery.claim(id, 1, 60_000);
+      if (!first) {
+        if (Date.now() - idleSince > idleExitMs) {
+          reason = 'idle';
+          break;
+        }
+        continue;
+      }
+      const name = discovery.jobOf(first);
+      await discovery.release([first]);
+      if (!name) continue;
+      let job = jobs.get(name);
+      if (!job) {
+        job = await loadJob(bucketStore, name, cache, o.image);
+        if (!job) {
+          log(
+            `corral worker ${id}: job ${name} has no spec in s3://${o.bucket}/${jobPrefix(name)}job.json; leaving its task`,
+          );
+          continue;
+        }
+        jobs.set(name, job);
+      }
+      const sqs = new SqsQueue({
+        client: sqsClient,
+        queueUrl: o.queueUrl,
+        deadLetterQueueUrl: o.deadLetterQueueUrl,
+        job: name,
+        maxAttempts: job.steps[0]?.retries.maxAttempts,
+        prefetch: o.prefetch,
+        waitTimeSeconds: 1,
+        onDeadLetter: (d) =>
+          store.putFailure({
+            key: d.key,
+            error: d.error,
+            attempts: d.attempts,
+            at: new Date().toISOString(),
+          }),
+      });
+      const store = new S3Store({
+        client: s3,
+        bucket: o.bucket,
+        prefix: jobPrefix(name),
+        stagingDir: path.join(root, 'staging'),
+      });
+      const queue = new ClusterJobQueue(sqs, job, store, cache, logsDir);
+      const agent = new WorkerAgent({
+        id,
+        job,
+        queue,
+        store,
+        logsDir,
+        idleExitMs: Math.min(idleExitMs, 3000),
+        maxBatch: 10,
+      });
+      current = { agent, queue, sqs };
+      log(`corral worker ${id}: running tasks of job ${name}`);
+      await agent.run();
+      ran += agent.ran;
+      current = undefined;
+      await sqs.close();
+      idleSince = Date.now();
+    }
+  } finally {
+    watcher?.stop();
+    await discovery.close();
+    sqsClient.destroy();
+    s3.destroy();
+  }
+  log(`corral worker ${id}: exiting (${reason}) after ${ran} task(s)`);
+  return { reason: reason ?? 'idle', ran, releaseMs };
+}

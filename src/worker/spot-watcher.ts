@@ -1,0 +1,78 @@
+import { Imds, type ImdsOptions } from './imds.js';
+
+/** Paths that announce the end of a spot instance. */
+export const SPOT_PATHS = [
+  '/latest/meta-data/spot/instance-action',
+  '/latest/meta-data/events/recommendations/rebalance',
+] as const;
+
+/** A notice read from IMDS. */
+export interface SpotNotice {
+  /** `instance-action` (interruption in ~2 minutes) or `rebalance` (elevated risk). */
+  readonly kind: 'instance-action' | 'rebalance';
+  /** The notice's JSON text. */
+  readonly detail: string;
+  /** When the watcher saw it. */
+  readonly seenAt: number;
+}
+
+/** Options of the spot watcher. */
+export interface SpotWatcherOptions extends ImdsOptions {
+  /** Time between polls. @default 2000 */
+  readonly intervalMs?: number;
+  /** Called once, on the first notice. */
+  readonly onNotice: (n: SpotNotice) => void;
+  /** Called on polling errors (IMDS unreachable). @default - ignored */
+  readonly onError?: (err: Error) => void;
+}
+
+/**
+ * Polls IMDSv2 for a spot interruption notice or a rebalance recommendation every few seconds and
+ * calls `onNotice` once. AWS gives two minutes between the notice and the interruption; the
+ * worker hands its leases back at once and drains.
+ */
+export class SpotWatcher {
+  private timer: NodeJS.Timeout | undefined;
+  private fired = false;
+  private readonly imds: Imds;
+
+  constructor(private readonly o: SpotWatcherOptions) {
+    this.imds = new Imds(o);
+  }
+
+  start(): void {
+    const tick = async () => {
+      try {
+        const n = await this.check();
+        if (n && !this.fired) {
+          this.fired = true;
+          this.stop();
+          this.o.onNotice(n);
+          return;
+        }
+      } catch (err) {
+        this.o.onError?.(err as Error);
+      }
+      if (!this.fired) this.schedule(tick);
+    };
+    this.schedule(tick, 0);
+  }
+
+  private schedule(fn: () => void, ms = this.o.intervalMs ?? 2000): void {
+    this.timer = setTimeout(fn, ms);
+    this.timer.unref();
+  }
+
+  /** One poll of both paths. */
+  async check(): Promise<SpotNotice | undefined> {
+    const [action, rebalance] = await Promise.all(SPOT_PATHS.map((p) => this.imds.get(p)));
+    if (action) return { kind: 'instance-action', detail: action, seenAt: Date.now() };
+    if (rebalance) return { kind: 'rebalance', detail: rebalance, seenAt: Date.now() };
+    return undefined;
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
