@@ -1,7 +1,8 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
+import { UsageError } from '../../spec/errors.js';
 
 interface ReportFlags {
   stateDir?: string;
@@ -44,7 +45,16 @@ export function register(program: Command): void {
         return;
       }
       const out = path.resolve(flags.output ?? 'report.html');
-      writeFileSync(out, html);
+      try {
+        mkdirSync(path.dirname(out), { recursive: true });
+        writeFileSync(out, html);
+      } catch (err) {
+        throw new UsageError(
+          '--output',
+          `cannot write ${out} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+          'pass a writable file path with -o',
+        );
+      }
       process.stderr.write(
         `corral: wrote the report of job ${name} to ${path.relative(process.cwd(), out) || out}\n`,
       );
