@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { runClusterJob } from '../src/engine/cluster-run.js';
+import { loadJobFile } from '../src/spec/job.js';
+import { runClusterWorker } from '../src/worker/cluster-main.js';
+import { type FakeImds, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
+import { tempDir, writeFiles } from './helpers.js';
+
+let peer: Peer;
+let imds: FakeImds;
+before(async () => {
+  peer = await startPeer();
+  imds = await startFakeImds();
+});
+after(async () => {
+  await imds.stop();
+  await peer.stop();
+});
+
+test('a cluster run: coordinator + 2 workers (one gets a spot notice mid-task) commit every output once', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'alpha\n',
+    'in/b.txt': 'beta\n',
+    'in/c.txt': 'gamma\n',
+    'in/d.txt': 'delta\n',
+    'job.yaml': `name: cl1
+tasks:
+  map: { glob: "in/*.txt" }
+  command: 'sleep 0.3; tr a-z A-Z < {input}'
+outputs: out/{input.stem}.txt
+lease: 5s
+`,
+  });
+  const { queueUrl, dlqUrl } = await peer.createQueues('cl1');
+  await peer.createBucket('cl1-bucket');
+  const target = {
+    name: 'cl1',
+    queueUrl,
+    deadLetterQueueUrl: dlqUrl,
+    bucket: 'cl1-bucket',
+    region: 'us-east-1',
+  };
+  const job = loadJobFile(path.join(dir, 'job.yaml'));
+  const run = runClusterJob(job, target, {
+    stateDir: path.join(dir, '.corral'),
+    endpointUrl: peer.endpoint,
+    tickMs: 200,
+  });
+  const common = {
+    ...target,
+    endpointUrl: peer.endpoint,
+    idleExitMs: 1500,
+    prefetch: 1,
+    spotIntervalMs: 100,
+    log: () => {},
+  };
+  const spotty = runClusterWorker({
+    ...common,
+    id: 'spot',
+    cacheDir: path.join(dir, 'w1'),
+    imdsEndpoint: imds.endpoint,
+  });
+  setTimeout(() => imds.notice(), 400);
+  const steady = runClusterWorker({ ...common, id: 'steady', cacheDir: path.join(dir, 'w2'), spot: false });
+  const [summary, r1, r2] = await Promise.all([run, spotty, steady]);
+  assert.equal(summary.status, 'succeeded');
+  assert.equal(summary.counts.done, 4);
+  assert.equal(r1.reason, 'spot');
+  assert.ok(
+    r1.releaseMs !== undefined && r1.releaseMs < 1000,
+    `leases back in ${r1.releaseMs} ms (must be < 1000)`,
+  );
+  assert.equal(r2.reason, 'idle');
+  for (const [stem, text] of [
+    ['a', 'ALPHA'],
+    ['b', 'BETA'],
+    ['c', 'GAMMA'],
+    ['d', 'DELTA'],
+  ]) {
+    assert.equal(readFileSync(path.join(dir, 'out', `${stem}.txt`), 'utf8'), `${text}\n`);
+  }
+  assert.equal(imds.tokenless, 0, 'IMDSv2 only');
+});
