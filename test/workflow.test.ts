@@ -180,3 +180,34 @@ concurrency: 2
   for (const f of committed) assert.equal(readFileSync(path.join(dir, 'runs', f), 'utf8'), 'run\n', `${f} ran again`);
   assert.equal(readFileSync(path.join(dir, 'all.txt'), 'utf8').split('\n').filter(Boolean).length, 20);
 });
+
+test('batch: N claims small tasks of a step N at a time (agglomeration)', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'xs.txt': `${Array.from({ length: 20 }, (_, i) => `x${i}`).join('\n')}\n`,
+    'job.yaml': `name: batched
+steps:
+  - name: tiny
+    map: { lines: xs.txt }
+    command: 'echo {input}'
+    outputs: out/{index}
+    batch: 5
+concurrency: 2
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const Database = (await import('better-sqlite3')).default;
+  const db = new Database(path.join(dir, '.corral/jobs/batched/state.db'), { readonly: true });
+  t.after(() => db.close());
+  // tasks claimed together share their owner and claim time
+  const groups = db.prepare('SELECT owner, count(*) AS n FROM attempts GROUP BY owner, (SELECT started_at FROM tasks WHERE id = task_id)').all() as {
+    n: number;
+  }[];
+  const sizes = groups.map((g) => g.n);
+  assert.equal(
+    sizes.reduce((a, b) => a + b, 0),
+    20,
+  );
+  assert.ok(Math.max(...sizes) === 5, `claim sizes ${sizes.join(',')}`);
+});

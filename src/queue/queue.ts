@@ -99,8 +99,8 @@ export interface DeadLetter {
 export interface Queue {
   /** Adds tasks; tasks whose key exists already are left as they are. */
   enqueue(tasks: readonly NewTask[]): Promise<void>;
-  /** Claims up to `max` ready tasks for `owner` for `leaseMs`. */
-  claim(owner: string, max: number, leaseMs: number): Promise<Lease[]>;
+  /** Claims up to `max` ready tasks (of `step`, if given) for `owner` for `leaseMs`. */
+  claim(owner: string, max: number, leaseMs: number, step?: string): Promise<Lease[]>;
   /** Extends every lease `owner` holds by `leaseMs` from now; returns how many it still holds. */
   heartbeat(owner: string, leaseMs: number): Promise<number>;
   /** Marks tasks done. */

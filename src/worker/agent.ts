@@ -83,7 +83,7 @@ export class WorkerAgent {
           continue;
         }
         sleepMs = 5;
-        await this.runBatch(leases);
+        await this.runBatch(await this.agglomerate(leases, leaseMs));
         idleSince = Date.now();
       }
     } finally {
@@ -91,6 +91,26 @@ export class WorkerAgent {
       if (this.held.length > 0) await queue.release(this.held);
       this.held = [];
     }
+  }
+
+  /**
+   * Tops the claim up to `batch` tasks for steps that ask for it, so small tasks of one step share
+   * one claim (HyperFlow-style agglomeration).
+   */
+  private async agglomerate(leases: Lease[], leaseMs: number): Promise<Lease[]> {
+    const perStep = new Map<string, Lease[]>();
+    for (const l of leases) perStep.set(l.step, [...(perStep.get(l.step) ?? []), l]);
+    const out: Lease[] = [];
+    for (const [name, got] of perStep) {
+      const batch = this.steps.get(name)?.batch;
+      if (batch === undefined) out.push(...got);
+      else if (got.length > batch) {
+        // exactly `batch` per claim: hand the extra ones back for other workers
+        out.push(...got.slice(0, batch));
+        await this.o.queue.release(got.slice(batch));
+      } else out.push(...got, ...(await this.o.queue.claim(this.o.id, batch - got.length, leaseMs, name)));
+    }
+    return out;
   }
 
   private async runBatch(leases: Lease[]): Promise<void> {

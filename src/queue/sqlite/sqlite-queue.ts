@@ -93,6 +93,11 @@ export class SqliteQueue implements Queue {
              WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_at <= ? ORDER BY run_at, id LIMIT ?)
              RETURNING id, key, step, payload, attempts, max_attempts`,
           ),
+          claimStep: db.prepare<[string, number, number, number, string, number], ClaimRow>(
+            `UPDATE tasks SET state = 'leased', owner = ?, lease_expires = ?, started_at = ?, attempts = attempts + 1
+             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_at <= ? AND step = ? ORDER BY run_at, id LIMIT ?)
+             RETURNING id, key, step, payload, attempts, max_attempts`,
+          ),
           heartbeat: db.prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'"),
           complete: db.prepare(
             `UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = ?, last_error = NULL
@@ -144,14 +149,18 @@ export class SqliteQueue implements Queue {
       .immediate();
   }
 
-  async claim(owner: string, max: number, leaseMs: number): Promise<Lease[]> {
-    return this.claimSync(owner, max, leaseMs);
+  async claim(owner: string, max: number, leaseMs: number, step?: string): Promise<Lease[]> {
+    return this.claimSync(owner, max, leaseMs, step);
   }
 
-  claimSync(owner: string, max: number, leaseMs: number): Lease[] {
+  claimSync(owner: string, max: number, leaseMs: number, step?: string): Lease[] {
     const now = Date.now();
     const rows = this.db
-      .transaction(() => this.stmts.claim.all(owner, now + leaseMs, now, now, max))
+      .transaction(() =>
+        step === undefined
+          ? this.stmts.claim.all(owner, now + leaseMs, now, now, max)
+          : this.stmts.claimStep.all(owner, now + leaseMs, now, now, step, max),
+      )
       .immediate();
     return rows.map((r) => ({
       taskId: r.id,
