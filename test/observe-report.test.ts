@@ -61,14 +61,12 @@ concurrency: 2
   );
   assert.ok(bars.every((b) => b.outcome === 'ok' && b.end >= b.start && b.visible));
   // bars sit in the group of the worker that ran them: two workers (concurrency 2)
-  const groups = await page
-    .locator('#gantt g.worker')
-    .evaluateAll((els) =>
-      els.map((g) => ({
-        worker: g.getAttribute('data-worker'),
-        bars: g.querySelectorAll('rect.bar').length,
-      })),
-    );
+  const groups = await page.locator('#gantt g.worker').evaluateAll((els) =>
+    els.map((g) => ({
+      worker: g.getAttribute('data-worker'),
+      bars: g.querySelectorAll('rect.bar').length,
+    })),
+  );
   assert.equal(groups.length, 2);
   assert.equal(
     groups.reduce((n, g) => n + g.bars, 0),
