@@ -9,6 +9,7 @@ import { register as registerReport } from './commands/report.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerStatus } from './commands/status.js';
 import { register as registerUp } from './commands/up.js';
+import { register as registerWorker } from './commands/worker.js';
 
 /** Exit code for an error inside corral itself (not bad input, not a failed job). */
 const EXIT_INTERNAL = 70;
@@ -42,6 +43,7 @@ function buildProgram(): Command {
     registerPlan,
     registerUp,
     registerDown,
+    registerWorker,
   ])
     register(program);
   for (const c of program.commands) c.exitOverride();

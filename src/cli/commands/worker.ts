@@ -1,0 +1,93 @@
+import type { Command } from 'commander';
+import { UsageError } from '../../spec/errors.js';
+import { parsePositiveInt } from '../output.js';
+
+interface WorkerFlags {
+  queueUrl?: string;
+  dlqUrl?: string;
+  bucket?: string;
+  region?: string;
+  endpointUrl?: string;
+  cacheDir?: string;
+  idleExit?: number;
+  prefetch?: number;
+  image?: string;
+  spot: boolean;
+}
+
+/** `corral worker`: the cluster worker, configured by flags or the env the bootstrap writes. */
+export function register(program: Command): void {
+  program
+    .command('worker')
+    .description('pull tasks from a cluster queue and run them (started by the pool bootstrap under systemd)')
+    .option('--queue-url <URL>', 'job queue (env CORRAL_QUEUE_URL)')
+    .option('--dlq-url <URL>', 'dead-letter queue (env CORRAL_DLQ_URL)')
+    .option('--bucket <NAME>', 'cluster bucket (env CORRAL_BUCKET)')
+    .option('--region <REGION>', 'AWS region (env AWS_REGION)')
+    .option(
+      '--endpoint-url <URL>',
+      'endpoint of every AWS client (env CORRAL_ENDPOINT_URL, AWS_ENDPOINT_URL)',
+    )
+    .option('--cache-dir <DIR>', 'input cache, staging and logs (env CORRAL_CACHE_DIR)')
+    .option(
+      '--idle-exit <SECONDS>',
+      'exit after this long without work (env CORRAL_IDLE_EXIT_SECONDS)',
+      parsePositiveInt('--idle-exit'),
+    )
+    .option('--prefetch <N>', 'messages received per call, 1-10', parsePositiveInt('--prefetch'))
+    .option('--image <IMAGE>', 'run commands in this image with docker run (env CORRAL_IMAGE)')
+    .option('--no-spot', 'do not poll IMDSv2 for spot notices')
+    .action(async (flags: WorkerFlags) => {
+      const env = process.env;
+      const queueUrl = flags.queueUrl ?? env.CORRAL_QUEUE_URL;
+      const bucket = flags.bucket ?? env.CORRAL_BUCKET;
+      if (!queueUrl)
+        throw new UsageError(
+          '--queue-url',
+          'no job queue given',
+          'pass --queue-url or set CORRAL_QUEUE_URL (stack output QueueUrl)',
+        );
+      if (!bucket)
+        throw new UsageError(
+          '--bucket',
+          'no bucket given',
+          'pass --bucket or set CORRAL_BUCKET (stack output BucketName)',
+        );
+      if (flags.prefetch !== undefined && flags.prefetch > 10)
+        throw new UsageError('--prefetch', 'is more than 10', 'pass 1 to 10');
+      const { runClusterWorker } = await import('../../worker/cluster-main.js');
+      const { createS3Client, createSqsClient, resolveAwsSettings } = await import('../../aws/clients.js');
+      const { preflightAws } = await import('../../aws/preflight.js');
+      const settings = resolveAwsSettings({ region: flags.region, endpointUrl: flags.endpointUrl });
+      const s3 = createS3Client(settings);
+      const sqs = createSqsClient(settings);
+      try {
+        await preflightAws({ s3, sqs, bucket, queueUrl, endpoint: settings.endpointUrl });
+      } finally {
+        s3.destroy();
+        sqs.destroy();
+      }
+      const ac = new AbortController();
+      process.once('SIGTERM', () => ac.abort());
+      process.once('SIGINT', () => ac.abort());
+      const idle =
+        flags.idleExit ?? (env.CORRAL_IDLE_EXIT_SECONDS ? Number(env.CORRAL_IDLE_EXIT_SECONDS) : undefined);
+      const r = await runClusterWorker(
+        {
+          queueUrl,
+          deadLetterQueueUrl: flags.dlqUrl ?? env.CORRAL_DLQ_URL,
+          bucket,
+          region: settings.region,
+          endpointUrl: settings.endpointUrl,
+          cacheDir: flags.cacheDir ?? env.CORRAL_CACHE_DIR,
+          idleExitMs: idle !== undefined ? idle * 1000 : undefined,
+          prefetch: flags.prefetch,
+          image: flags.image ?? env.CORRAL_IMAGE,
+          spot: flags.spot,
+        },
+        ac.signal,
+      );
+      process.exitCode = 0;
+      if (r.reason === 'spot') process.stderr.write('corral worker: stopped for a spot interruption\n');
+    });
+}
