@@ -1,0 +1,122 @@
+/**
+ * Target 1: N no-op shell tasks (`true`), two at a time. Like with like: corral runs each task as
+ * `/bin/sh -c true` in a process group of its own; the peers run one `/bin/sh -c true` per input
+ * line too: `xargs -P2 -n1 sh -c true` and `SHELL=/bin/sh parallel -j2 true` (GNU parallel always
+ * runs the command line through $SHELL).
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import {
+  type Bench,
+  corralRun,
+  execWindow,
+  fmtMs,
+  fmtRate,
+  fmtX,
+  interleaved,
+  mustSucceed,
+  onPath,
+  type Row,
+  scratch,
+  timeRun,
+  writeLines,
+} from './lib.js';
+
+/** Installs GNU parallel from Debian if it is missing; returns why not when it cannot. */
+function ensureParallel(log: (s: string) => void): string | undefined {
+  if (onPath('parallel')) return undefined;
+  if (process.getuid?.() !== 0)
+    return 'GNU parallel is not installed and the bench is not root (apt-get install -y parallel)';
+  log('installing GNU parallel (apt-get install -y parallel)…');
+  try {
+    execFileSync('apt-get', ['install', '-y', 'parallel'], {
+      stdio: 'ignore',
+      timeout: 180_000,
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  } catch (err) {
+    return `apt-get install -y parallel failed: ${(err as Error).message.split('\n')[0]}`;
+  }
+  return onPath('parallel') ? undefined : 'GNU parallel is still not on PATH after apt-get';
+}
+
+export const run: Bench = async (ctx) => {
+  const n = ctx.size === 'full' ? 2000 : 50;
+  const dir = scratch(ctx, 'shell-noop');
+  writeLines(path.join(dir, 'lines.txt'), n);
+  const input = Array.from({ length: n }, (_, i) => `${i + 1}\n`).join('');
+  writeFileSync(
+    path.join(dir, 'job.yaml'),
+    [
+      'name: shell-noop',
+      'tasks:',
+      '  map:',
+      '    lines: lines.txt',
+      '  command: "true"',
+      'concurrency: 2',
+      '',
+    ].join('\n'),
+  );
+  const noParallel = ensureParallel(ctx.log);
+  const env = { SHELL: '/bin/sh' };
+  const contenders = {
+    xargs: () => timeRun('xargs', ['-P2', '-n1', 'sh', '-c', 'true'], { cwd: dir, input, env }),
+    corral: async () => {
+      const r = mustSucceed('corral run', await corralRun(dir, 'job.yaml'));
+      const w = execWindow(path.join(dir, '.corral/jobs/shell-noop/state.db'));
+      if (w.done !== n) throw new Error(`corral finished ${w.done}/${n} tasks`);
+      return { ...r, execMs: w.ms };
+    },
+    ...(noParallel
+      ? {}
+      : { parallel: () => timeRun('parallel', ['--will-cite', '-j2', 'true'], { cwd: dir, input, env }) }),
+  } as Record<string, () => Promise<{ ms: number; code: number | null; execMs?: number }>>;
+  ctx.log(`shell-noop: ${n} tasks × ${ctx.reps} reps of ${Object.keys(contenders).join(', ')}`);
+  const res = await interleaved(ctx.reps, contenders, (v) => v.ms);
+  for (const [k, v] of Object.entries(res))
+    for (const r of v.all) if (r.code !== 0) throw new Error(`${k} exited with ${r.code}`);
+  const corral = res.corral!.best;
+  const xargs = res.xargs!.best;
+  const rate = (ms: number) => (n * 1000) / ms;
+  const cmd = `corral run job.yaml (${n} × \`true\` via /bin/sh -c, lines map, concurrency 2)`;
+  const rows: Row[] = [
+    {
+      id: '1a',
+      what: `${n} no-op shell tasks, end to end`,
+      corral: `${fmtMs(corral.ms)} (${fmtRate(rate(corral.ms))})`,
+      peer: `xargs -P2 -n1 sh -c true: ${fmtMs(xargs.ms)} (${fmtRate(rate(xargs.ms))})`,
+      ratio: `${fmtX(xargs.ms / corral.ms)} xargs throughput`,
+      target: '≥0.8× xargs',
+      status: xargs.ms / corral.ms >= 0.8 ? 'met' : 'missed',
+      command: cmd,
+      note: `wall clock from \`node dist/cli/main.js run\` to its exit, including Node start, the state file, forking 2 workers and draining; execution window (first task start to last finish) ${fmtMs(corral.execMs ?? 0)}`,
+    },
+  ];
+  const par = res.parallel?.best;
+  rows.push(
+    par
+      ? {
+          id: '1b',
+          what: `${n} no-op shell tasks, end to end`,
+          corral: `${fmtMs(corral.ms)} (${fmtRate(rate(corral.ms))})`,
+          peer: `SHELL=/bin/sh parallel -j2 true: ${fmtMs(par.ms)} (${fmtRate(rate(par.ms))})`,
+          ratio: `${fmtX(par.ms / corral.ms)} GNU parallel throughput`,
+          target: '≥4× GNU parallel',
+          status: par.ms / corral.ms >= 4 ? 'met' : 'missed',
+          command: cmd,
+        }
+      : {
+          id: '1b',
+          what: `${n} no-op shell tasks vs GNU parallel`,
+          corral: `${fmtMs(corral.ms)}`,
+          peer: 'GNU parallel: not run',
+          ratio: '–',
+          target: '≥4× GNU parallel',
+          status: 'skipped',
+          command: cmd,
+          note: noParallel,
+        },
+  );
+  return rows;
+};
