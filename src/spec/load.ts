@@ -60,13 +60,14 @@ export function parseYamlText(text: string, file: string): SourceDocument {
     locate(fieldPath) {
       let node: unknown = doc.contents;
       let last: Node | undefined = doc.contents ?? undefined;
-      for (const key of fieldPath) {
+      for (const [k, key] of fieldPath.entries()) {
         if (isMap(node)) {
           const pair = node.items.find((p) => String((p.key as { value?: unknown })?.value ?? p.key) === String(key));
           if (!pair) break;
           last = (pair.key as Node) ?? last;
           node = pair.value;
-          if (node && typeof node === 'object' && 'range' in (node as object)) last = node as Node;
+          // point at the field's key; at its value only on the way down
+          if (k < fieldPath.length - 1 && node && typeof node === 'object' && 'range' in (node as object)) last = node as Node;
         } else if (isSeq(node) && typeof key === 'number') {
           node = node.items[key];
           if (node && typeof node === 'object' && 'range' in (node as object)) last = node as Node;
