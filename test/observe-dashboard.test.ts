@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
+import { cpSync } from 'node:fs';
+import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
+import { ROOT, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 import { hasChromium, launchBrowser, parseProm } from './observe-browser.js';
 
 const noBrowser = hasChromium ? false : 'needs Debian chromium at /usr/bin/chromium (installed by .ci/run)';
@@ -169,4 +171,36 @@ retries: { maxAttempts: 2, backoff: { initial: 100ms } }
   assert.match(unknown.stderr, /no job named "nope".*flaky/);
   const port = await runCli(['dashboard', 'flaky', '--port', '70000'], { cwd: dir });
   assert.equal(port.code, 2);
+});
+
+test('workflow: the view has each step with its needs and its own counts', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir(t);
+  cpSync(path.join(ROOT, 'examples/wordcount'), path.join(dir, 'wordcount'), { recursive: true });
+  cpSync(path.join(ROOT, 'examples/checksums/data'), path.join(dir, 'checksums/data'), { recursive: true });
+  const cwd = path.join(dir, 'wordcount');
+  const r = await runCli(['run', 'job.yaml', '--quiet'], { cwd });
+  assert.equal(r.code, 0, r.stderr);
+  const dash = startCli(['dashboard', 'wordcount'], { cwd });
+  t.after(() => {
+    dash.kill('SIGKILL');
+  });
+  let stderr = '';
+  dash.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  const url = (await waitFor(() => /at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stderr), 20_000))[1]!;
+  const view = await (await fetch(`${url}api/view`)).json();
+  const steps = Object.fromEntries(
+    view.steps.map((s: { name: string; needs: string[]; counts: { done: number; total: number } }) => [
+      s.name,
+      { needs: s.needs, done: s.counts.done === s.counts.total && s.counts.total > 0 },
+    ]),
+  );
+  assert.deepEqual(steps, {
+    count: { needs: [], done: true },
+    merge: { needs: ['count'], done: true },
+    top: { needs: ['merge'], done: true },
+  });
+  dash.kill('SIGINT');
+  assert.equal((await dash.result).code, 0);
 });

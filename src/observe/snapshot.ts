@@ -116,9 +116,17 @@ export function isRunning(lockFile: string): boolean {
   }
 }
 
+interface StepSpec {
+  name: string;
+  needs?: unknown;
+  reduce?: unknown;
+  map?: { outputsOf?: unknown };
+}
+
 /**
  * The steps and their `needs` from a serialized LoadedJob (`spec.steps`, or `steps` beside it);
- * none for a map job, whose one step (`map`) is then known from the counts alone.
+ * none for a map job, whose one step (`map`) is then known from the counts alone. A step's
+ * `reduce` and `map.outputsOf` count as needs too.
  */
 export function stepsOf(jobJson: string | undefined): Array<{ name: string; needs: string[] }> {
   if (!jobJson) return [];
@@ -127,13 +135,14 @@ export function stepsOf(jobJson: string | undefined): Array<{ name: string; need
     const steps = Array.isArray(job.spec?.steps) ? job.spec.steps : job.steps;
     if (!Array.isArray(steps)) return [];
     return steps
-      .filter(
-        (s): s is { name: string; needs?: unknown } => typeof (s as { name?: unknown })?.name === 'string',
-      )
-      .map((s) => ({
-        name: s.name,
-        needs: Array.isArray(s.needs) ? s.needs.filter((n): n is string => typeof n === 'string') : [],
-      }));
+      .filter((s): s is StepSpec => typeof (s as { name?: unknown })?.name === 'string')
+      .map((s) => {
+        const needs = Array.isArray(s.needs) ? s.needs.filter((n): n is string => typeof n === 'string') : [];
+        // a reduce, or a map over another step's outputs, also waits for that step
+        for (const from of [s.reduce, s.map?.outputsOf])
+          if (typeof from === 'string' && !needs.includes(from)) needs.push(from);
+        return { name: s.name, needs };
+      });
   } catch {
     return [];
   }
