@@ -11,6 +11,8 @@ interface RunFlags {
   fresh?: boolean;
   json?: boolean;
   quiet?: boolean;
+  var: string[];
+  workdir?: string;
   ui?: boolean;
   uiPort: number;
   uiHost: string;
@@ -22,7 +24,7 @@ export function register(program: Command): void {
   program
     .command('run')
     .description('run a job (map of tasks) on this machine; run it again to resume after any interruption')
-    .argument('<FILE>', 'job spec (YAML)')
+    .argument('<FILE>', 'job spec (YAML), or a HyperFlow workflow (JSON, detected by content)')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)', '.corral')
     .option(
       '-c, --concurrency <N>',
@@ -35,6 +37,8 @@ export function register(program: Command): void {
     )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
+    .option('--var <NAME=VALUE>', 'value of a {{NAME}} placeholder of a HyperFlow workflow (repeatable)', (v: string, all: string[]) => [...all, v], [])
+    .option('--workdir <DIR>', "HyperFlow working directory: where signals are files and commands run (default: the JSON file's folder)")
     .option('--ui', 'serve a live web dashboard of the run (URL printed on stderr; stops when the run ends)')
     .option('--ui-port <N>', 'port of the dashboard (0: any free port)', parsePort('--ui-port'), 0)
     .option('--ui-host <ADDR>', 'address of the dashboard; other than loopback needs --token', '127.0.0.1')
@@ -47,9 +51,9 @@ export function register(program: Command): void {
       '\nExit codes: 0 all tasks done, 1 some tasks failed (dead letters), 2 bad input, 130 interrupted.\nExample: corral run examples/checksums/job.yaml',
     )
     .action(async (file: string, flags: RunFlags) => {
-      const { loadJobFile } = await import('../../spec/job.js');
+      const { loadJob, parseVars } = await import('../../spec/load-job.js');
       const { runJob } = await import('../../engine/coordinator.js');
-      const job = loadJobFile(file);
+      const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
       const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
       const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
       // The dashboard starts now and shows the job once its state file exists.
@@ -94,7 +98,7 @@ export function register(program: Command): void {
         const c = summary.counts;
         const out = process.stdout;
         out.write(
-          `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
+          `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
         );
         if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
         if (summary.deadLetters.length > 0) {
@@ -105,6 +109,11 @@ export function register(program: Command): void {
             );
           }
           if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);
+        }
+        const spread = summary.failedPaths.filter((fp) => fp.includes('→'));
+        if (spread.length > 0) {
+          out.write('failed paths through the workflow:\n');
+          for (const fp of spread) out.write(`  ${fp}\n`);
         }
         if (summary.status === 'interrupted')
           out.write(`interrupted: run the same command again to resume\n`);
