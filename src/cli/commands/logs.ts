@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { jobPaths, resolveStateDir, taskLogName } from '../../engine/state-dir.js';
 import { UsageError } from '../../spec/errors.js';
+import { addClusterOptions, type ClusterFlags, logsOnCluster } from './cluster.js';
 
 interface LogsFlags {
   stateDir?: string;
@@ -22,6 +23,7 @@ export function register(program: Command): void {
     .option('--raw', 'print the event log as JSON lines')
     .option('-f, --follow', 'keep printing new lines until the job is no longer running')
     .action(async (name: string, task: string | undefined, flags: LogsFlags) => {
+      if ((flags as ClusterFlags).cluster) return logsOnCluster(name, task, flags as ClusterFlags);
       const { openJob } = await import('../../engine/job-state.js');
       const { formatEvent } = await import('../../observe/log.js');
       const stateDir = resolveStateDir(flags.stateDir);
@@ -80,4 +82,5 @@ export function register(program: Command): void {
       const rl = createInterface({ input: createReadStream(file), crlfDelay: Number.POSITIVE_INFINITY });
       for await (const line of rl) print(line);
     });
+  addClusterOptions(program.commands.find((c) => c.name() === 'logs')!);
 }

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { printJson } from '../output.js';
+import { addClusterOptions, type ClusterFlags, statusOnCluster } from './cluster.js';
 
 /** `corral status [JOB]`: jobs in the state folder, or one job's counts, workers and failures. */
 export function register(program: Command): void {
@@ -12,6 +13,7 @@ export function register(program: Command): void {
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
     .option('--json', 'print JSON on stdout')
     .action(async (name: string | undefined, flags: { stateDir?: string; json?: boolean }) => {
+      if ((flags as ClusterFlags).cluster) return statusOnCluster(name, flags as ClusterFlags);
       const { listJobs, readJobStatus } = await import('../../engine/job-state.js');
       const stateDir = resolveStateDir(flags.stateDir);
       const out = process.stdout;
@@ -61,4 +63,5 @@ export function register(program: Command): void {
         }
       }
     });
+  addClusterOptions(program.commands.find((c) => c.name() === 'status')!);
 }

@@ -84,6 +84,7 @@ export function register(program: Command): void {
           prefetch: flags.prefetch,
           image: flags.image ?? env.CORRAL_IMAGE,
           spot: flags.spot,
+          spotIntervalMs: env.CORRAL_SPOT_INTERVAL_MS ? Number(env.CORRAL_SPOT_INTERVAL_MS) : undefined,
         },
         ac.signal,
       );
