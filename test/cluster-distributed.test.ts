@@ -180,6 +180,25 @@ lease: 3s
   // Nothing committed before the coordinator died ran again.
   for (const [k, n] of runsAtKill) assert.equal(runsOf(path.basename(k, '.txt')).length, n, `${k} re-ran`);
   for (const i of imds) assert.equal(i.tokenless, 0, 'IMDSv2 only');
+
+  // status and logs --cluster read the queue and the bucket.
+  const st = await runCli(['status', '--cluster', 'dist', ...where, '--json'], { cwd: dir, env });
+  assert.equal(st.code, 0, st.stderr);
+  const s = JSON.parse(st.stdout) as {
+    queue: { pending: number };
+    jobs: Array<{ job: string; done: number; total: number; failed: number; workers: string[] }>;
+  };
+  assert.equal(s.queue.pending, 0);
+  assert.deepEqual(
+    s.jobs.map((j) => [j.job, j.done, j.total, j.failed]),
+    [['dist', TASKS, TASKS, 0]],
+  );
+  assert.ok(s.jobs[0]!.workers.length >= 1 && s.jobs[0]!.workers.length <= 3, String(s.jobs[0]!.workers));
+  const text = await runCli(['status', 'dist', '--cluster', 'dist', ...where], { cwd: dir, env });
+  assert.match(text.stdout, /job dist: 10\/10 done, 0 failed; workers seen: \d/);
+  const logs = await runCli(['logs', 'dist', '0', '--cluster', 'dist', ...where], { cwd: dir, env });
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /task 0 of job dist|\S/);
   t.diagnostic(
     `executions: ${execs().length} for ${TASKS} tasks; ${committedAtKill.length} committed when the coordinator was killed`,
   );
