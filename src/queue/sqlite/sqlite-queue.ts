@@ -83,6 +83,7 @@ export class SqliteQueue implements Queue {
           insert: db.prepare(
             'INSERT OR IGNORE INTO tasks (key, step, payload, max_attempts) VALUES (?, ?, ?, ?)',
           ),
+          has_deps: db.prepare<[], { x: number }>('SELECT 1 AS x FROM deps LIMIT 1'),
           release_dependents: db.prepare(
             `UPDATE tasks SET deps_left = deps_left - 1,
                state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
@@ -178,11 +179,13 @@ export class SqliteQueue implements Queue {
   }
 
   async complete(done: readonly Completion[]): Promise<void> {
-    const { complete, attempt, release_dependents } = this.stmts;
+    const { complete, attempt, release_dependents, has_deps } = this.stmts;
     this.db
       .transaction(() => {
+        // read inside the write transaction: no task can gain a dependent between this and the updates
+        const deps = has_deps.get() !== undefined;
         for (const c of done) {
-          if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0) release_dependents.run(c.lease.taskId);
+          if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0 && deps) release_dependents.run(c.lease.taskId);
           attempt.run(c.lease.taskId, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
         }
       })
