@@ -17,6 +17,7 @@ import {
   interleaved,
   mustSucceed,
   onPath,
+  ROOT,
   type Row,
   scratch,
   timeRun,
@@ -62,6 +63,10 @@ export const run: Bench = async (ctx) => {
   const env = { SHELL: '/bin/sh' };
   const contenders = {
     xargs: () => timeRun('xargs', ['-P2', '-n1', 'sh', '-c', 'true'], { cwd: dir, input, env }),
+    nodeSpawn: () =>
+      timeRun(process.execPath, [path.join(ROOT, 'bench/peers/node-spawn.mjs'), String(n), '2'], {
+        cwd: dir,
+      }),
     corral: async () => {
       const r = mustSucceed('corral run', await corralRun(dir, 'job.yaml'));
       const w = execWindow(path.join(dir, '.corral/jobs/shell-noop/state.db'));
@@ -93,6 +98,18 @@ export const run: Bench = async (ctx) => {
       note: `wall clock from \`node dist/cli/main.js run\` to its exit, including Node start, the state file, forking 2 workers and draining; execution window (first task start to last finish) ${fmtMs(corral.execMs ?? 0)}`,
     },
   ];
+  const floor = res.nodeSpawn!.best;
+  rows.push({
+    id: '1c',
+    what: `${n} no-op shell tasks vs the Node spawn floor`,
+    corral: `${fmtMs(corral.ms)} (${fmtRate(rate(corral.ms))})`,
+    peer: `2 Node processes doing only spawn(/bin/sh -c true): ${fmtMs(floor.ms)} (${fmtRate(rate(floor.ms))}); that floor is ${fmtX(xargs.ms / floor.ms)} xargs`,
+    ratio: `${fmtX(floor.ms / corral.ms)} floor throughput`,
+    target: '– (floor of 1a)',
+    status: 'info',
+    command: 'node bench/peers/node-spawn.mjs N 2',
+    note: 'bounds 1a from above for any runner whose workers are Node processes spawning each task',
+  });
   const par = res.parallel?.best;
   rows.push(
     par
@@ -118,5 +135,5 @@ export const run: Bench = async (ctx) => {
           note: noParallel,
         },
   );
-  return rows;
+  return rows.sort((a, b) => a.id.localeCompare(b.id));
 };
