@@ -29,6 +29,10 @@ export interface WorkerUserDataOptions {
    * @default - none (the corral worker runs on the host under systemd)
    */
   readonly ecsClusterName?: string;
+  /** URL of the dead-letter queue. @default - none (the redrive policy still applies) */
+  readonly deadLetterQueueUrl?: string;
+  /** Run each task in this image (`docker run`). @default - on the host */
+  readonly image?: string;
 }
 
 /** Quotes a value for a POSIX shell (single quotes). */
@@ -36,10 +40,20 @@ export function shellQuote(v: string): string {
   return `'${v.replace(/'/g, `'"'"'`)}'`;
 }
 
+/** Marks the agent part of the worker bootstrap (what runs the worker, without installing anything). */
+export const AGENT_BEGIN = '# >>> corral agent';
+export const AGENT_END = '# <<< corral agent';
+
 /**
- * The worker bootstrap: installs Node and corral, writes /etc/corral/worker.env from the stack
- * outputs and starts `corral worker` under systemd. A later issue replaces the placeholder
- * install with a pinned, offline-capable one.
+ * The worker bootstrap (EC2 user data of a pool): writes `$CORRAL_ETC_DIR/worker.env` (default
+ * /etc/corral) from the stack outputs, installs Node 20 and corral from npm, and starts
+ * `corral worker` under systemd (`corral-worker.service`, Restart=on-failure; a clean exit after
+ * the idle time powers the instance off, which is how the pool scales in). No credential is
+ * written: the worker uses the instance role through IMDSv2.
+ *
+ * `CORRAL_BOOTSTRAP_SKIP_INSTALL=1` in the environment skips installation and systemd and runs
+ * the worker in the foreground (`corral` must be on PATH): the agent part between
+ * {@link AGENT_BEGIN} and {@link AGENT_END}, which is how the bootstrap is tested off EC2.
  */
 export function workerUserData(o: WorkerUserDataOptions): string {
   const version = o.corralVersion ?? 'latest';
@@ -48,18 +62,24 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     `CORRAL_POOL=${o.poolName}`,
     `AWS_REGION=${o.region}`,
     `CORRAL_QUEUE_URL=${o.queueUrl}`,
+    ...(o.deadLetterQueueUrl ? [`CORRAL_DLQ_URL=${o.deadLetterQueueUrl}`] : []),
     `CORRAL_BUCKET=${o.bucketName}`,
     `CORRAL_LOG_GROUP=${o.logGroupName}`,
     `CORRAL_IDLE_EXIT_SECONDS=${o.idleExitSeconds}`,
+    ...(o.image ? [`CORRAL_IMAGE=${o.image}`] : []),
   ];
   const lines = [
     '#!/bin/bash',
     'set -euo pipefail',
     '# corral worker bootstrap (generated; see src/infra/user-data.ts)',
-    'mkdir -p /etc/corral',
-    "cat > /etc/corral/worker.env <<'CORRAL_ENV'",
+    '# CORRAL_BOOTSTRAP_SKIP_INSTALL=1: no install, no systemd, the worker runs in the foreground',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion
+    'CORRAL_ETC_DIR="${CORRAL_ETC_DIR:-/etc/corral}"',
+    'mkdir -p "$CORRAL_ETC_DIR"',
+    'cat > "$CORRAL_ETC_DIR/worker.env" <<\'CORRAL_ENV\'',
     ...env,
     'CORRAL_ENV',
+    'chmod 644 "$CORRAL_ETC_DIR/worker.env"',
   ];
   if (o.ecsClusterName) {
     lines.push(
@@ -71,19 +91,44 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     return `${lines.join('\n')}\n`;
   }
   lines.push(
-    'dnf install -y nodejs20 || dnf install -y nodejs',
+    AGENT_BEGIN,
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion
+    'if [ "${CORRAL_BOOTSTRAP_SKIP_INSTALL:-}" = 1 ]; then',
+    '  set -a',
+    '  . "$CORRAL_ETC_DIR/worker.env"',
+    '  set +a',
+    '  exec corral worker',
+    'fi',
+    AGENT_END,
+    '# Node 20 and corral',
+    'dnf install -y nodejs20 nodejs20-npm || dnf install -y nodejs npm',
+    'command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node',
+    'command -v npm >/dev/null || ln -sf "$(command -v npm-20)" /usr/local/bin/npm',
     `npm install -g ${shellQuote(`corral@${version}`)}`,
+    'id corral >/dev/null 2>&1 || useradd --system --home-dir /var/lib/corral --shell /sbin/nologin corral',
+    ...(o.image
+      ? [
+          '(command -v docker >/dev/null) || dnf install -y docker',
+          'systemctl enable --now docker',
+          'usermod -aG docker corral',
+        ]
+      : []),
     "cat > /etc/systemd/system/corral-worker.service <<'CORRAL_UNIT'",
     '[Unit]',
     'Description=corral worker',
     'After=network-online.target',
     'Wants=network-online.target',
     '[Service]',
+    'User=corral',
+    'StateDirectory=corral',
     'EnvironmentFile=/etc/corral/worker.env',
+    'Environment=CORRAL_CACHE_DIR=/var/lib/corral/cache',
     'ExecStart=/usr/bin/env corral worker',
     'Restart=on-failure',
+    'RestartSec=5',
     'RestartPreventExitStatus=0',
-    'ExecStopPost=/bin/sh -c \'[ "$EXIT_STATUS" = 0 ] && shutdown -h now || true\'',
+    // PermissionsStartOnly is gone; `+` runs the power-off as root.
+    'ExecStopPost=+/bin/sh -c \'[ "$EXIT_STATUS" = 0 ] && shutdown -h now || true\'',
     'KillSignal=SIGTERM',
     'TimeoutStopSec=120',
     '[Install]',
@@ -93,6 +138,13 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     'systemctl enable --now corral-worker.service',
   );
   return `${lines.join('\n')}\n`;
+}
+
+/** The agent part of a rendered worker bootstrap (between the markers), or undefined. */
+export function agentPart(text: string): string | undefined {
+  const a = text.indexOf(AGENT_BEGIN);
+  const b = text.indexOf(AGENT_END);
+  return a >= 0 && b > a ? text.slice(a, b + AGENT_END.length) : undefined;
 }
 
 /** What a named instance runs at first boot. */
