@@ -42,6 +42,7 @@ export interface Peer {
 export async function startPeer(): Promise<Peer> {
   const app = buildApp({ logger: false, host: 'localhost' });
   const existing = new Set<string>();
+  const bucketTags = new Map<string, string>();
   const requests = new Map<string, number>();
   app.addHook('onRequest', async (req) => {
     const target = req.headers['x-amz-target'];
@@ -53,6 +54,25 @@ export async function startPeer(): Promise<Peer> {
     const url = new URL(req.url, 'http://x');
     const objectKey = decodeURIComponent(url.pathname);
     const isObject = objectKey.split('/').filter(Boolean).length >= 2;
+    // Bucket tagging (fauxqs 1.9.2 has none): PUT/GET/DELETE ?tagging on a bucket, kept in memory.
+    if (!isObject && url.searchParams.has('tagging')) {
+      const bucket = objectKey.replace(/^\/|\/$/g, '');
+      if (req.method === 'PUT') bucketTags.set(bucket, String(req.body ?? ''));
+      if (req.method === 'DELETE') bucketTags.delete(bucket);
+      const tags = bucketTags.get(bucket);
+      if (req.method === 'GET' && tags === undefined) {
+        reply
+          .code(404)
+          .header('content-type', 'application/xml')
+          .send(
+            `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchTagSet</Code><Message>The TagSet does not exist</Message><BucketName>${bucket}</BucketName></Error>`,
+          );
+        return reply;
+      }
+      reply.code(req.method === 'PUT' || req.method === 'DELETE' ? 204 : 200);
+      reply.header('content-type', 'application/xml').send(req.method === 'GET' ? tags : '');
+      return reply;
+    }
     if (!isObject) return;
     if (req.method === 'DELETE' && !url.searchParams.has('uploadId')) existing.delete(objectKey);
     if (req.method !== 'PUT' && req.method !== 'POST') return;

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { isUsageError, UsageError } from '../spec/errors.js';
 import { register as registerDashboard } from './commands/dashboard.js';
 import { register as registerDown } from './commands/down.js';
+import { register as registerGc } from './commands/gc.js';
 import { register as registerLogs } from './commands/logs.js';
 import { register as registerPlan } from './commands/plan.js';
 import { register as registerReport } from './commands/report.js';
@@ -44,6 +45,7 @@ function buildProgram(): Command {
     registerUp,
     registerDown,
     registerWorker,
+    registerGc,
   ])
     register(program);
   for (const c of program.commands) c.exitOverride();
