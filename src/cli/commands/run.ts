@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
+import { addClusterOptions, type ClusterFlags, runOnCluster } from './cluster.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
@@ -51,6 +52,7 @@ export function register(program: Command): void {
       '\nExit codes: 0 all tasks done, 1 some tasks failed (dead letters), 2 bad input, 130 interrupted.\nExample: corral run examples/checksums/job.yaml',
     )
     .action(async (file: string, flags: RunFlags) => {
+      if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
       const { loadJob, parseVars } = await import('../../spec/load-job.js');
       const { runJob } = await import('../../engine/coordinator.js');
       const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
@@ -123,4 +125,5 @@ export function register(program: Command): void {
       }
       process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
     });
+  addClusterOptions(program.commands.find((c) => c.name() === 'run')!);
 }
