@@ -1,9 +1,9 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { addClusterOptions, type ClusterFlags, runOnCluster } from './cluster.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
+import { addClusterOptions, type ClusterFlags, runOnCluster } from './cluster.js';
 import { parsePort } from './dashboard.js';
 
 interface RunFlags {
@@ -38,8 +38,16 @@ export function register(program: Command): void {
     )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
-    .option('--var <NAME=VALUE>', 'value of a {{NAME}} placeholder of a HyperFlow workflow (repeatable)', (v: string, all: string[]) => [...all, v], [])
-    .option('--workdir <DIR>', "HyperFlow working directory: where signals are files and commands run (default: the JSON file's folder)")
+    .option(
+      '--var <NAME=VALUE>',
+      'value of a {{NAME}} placeholder of a HyperFlow workflow (repeatable)',
+      (v: string, all: string[]) => [...all, v],
+      [],
+    )
+    .option(
+      '--workdir <DIR>',
+      "HyperFlow working directory: where signals are files and commands run (default: the JSON file's folder)",
+    )
     .option('--ui', 'serve a live web dashboard of the run (URL printed on stderr; stops when the run ends)')
     .option('--ui-port <N>', 'port of the dashboard (0: any free port)', parsePort('--ui-port'), 0)
     .option('--ui-host <ADDR>', 'address of the dashboard; other than loopback needs --token', '127.0.0.1')
