@@ -28,7 +28,9 @@ lease: 2s
   const r = await run.result;
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.match(r.stdout, /6\/6 tasks done, 0 failed/);
-  const runs0 = readFileSync(path.join(dir, 'runs', '0'), 'utf8').trim().split('\n');
+  const runs0 = readFileSync(path.join(dir, 'runs', '0'), 'utf8')
+    .trim()
+    .split('\n');
   assert.equal(runs0.length, 2, 'the killed task ran again');
   assert.notEqual(runs0[1], runs0[0], 'on another worker');
   for (let i = 0; i < 6; i++) assert.equal(readFileSync(path.join(dir, 'out', String(i)), 'utf8'), `t${i}\n`);

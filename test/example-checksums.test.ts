@@ -21,7 +21,9 @@ test('the checksums example runs end to end and its results verify against the w
   assert.match(a.stdout, /job checksums succeeded: 16\/16 tasks done, 0 failed/);
   assert.match(a.stdout, /results: checksums\/out\//);
   assert.equal(readdirSync(path.join(dir, 'checksums/out')).length, 16);
-  const verify = execFileSync(process.execPath, [path.join(dir, 'checksums/verify.mjs')], { encoding: 'utf8' });
+  const verify = execFileSync(process.execPath, [path.join(dir, 'checksums/verify.mjs')], {
+    encoding: 'utf8',
+  });
   assert.match(verify, /ok: 16 chunks cover 1048588 bytes and 21079 lines/);
   // AND no staging leftovers are visible among the outputs
   assert.deepEqual(readdirSync(path.join(dir, 'checksums')).sort(), [

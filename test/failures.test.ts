@@ -21,7 +21,10 @@ retries:
   const r = await runCli(['run', 'job.yaml'], { cwd: dir });
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stdout, /job flaky failed: 2\/3 tasks done, 1 failed/);
-  assert.match(r.stdout, /task 1: exited with code 3 after 3 attempt\(s\); log: \.corral\/jobs\/flaky\/logs\/1\.log/);
+  assert.match(
+    r.stdout,
+    /task 1: exited with code 3 after 3 attempt\(s\); log: \.corral\/jobs\/flaky\/logs\/1\.log/,
+  );
   assert.equal(readFileSync(path.join(dir, 'tries-1'), 'utf8'), 'attempt\n'.repeat(3));
   assert.equal(readFileSync(path.join(dir, 'tries-0'), 'utf8'), 'attempt\n');
   assert.equal(existsSync(path.join(dir, 'out', '1')), false, 'a failed attempt left an output');

@@ -39,7 +39,8 @@ test('chunk ranges cover the file exactly; aligned ones start after a newline', 
     assert.equal(ranges.at(-1)![1], data.length);
     for (let i = 1; i < ranges.length; i++) {
       assert.equal(ranges[i]![0], ranges[i - 1]![1], 'gap or overlap');
-      if (align === 'newline') assert.equal(data[ranges[i]![0] - 1], 10, 'chunk does not start after a newline');
+      if (align === 'newline')
+        assert.equal(data[ranges[i]![0] - 1], 10, 'chunk does not start after a newline');
       else assert.equal(ranges[i]![0], i * 1000);
     }
   }
@@ -51,6 +52,12 @@ test('templates quote every substituted value for the shell; output keys are pat
   assert.equal(shellQuote("it's $(rm -rf /); `x`"), `'it'\\''s $(rm -rf /); \`x\`'`);
   assert.equal(render('cat {input} > {output}', { input: 'a b', output: 'o' }, shellQuote), "cat 'a b' > o");
   assert.equal(render('wc {inputs}', { inputs: 'a\nb c' }, shellQuote), "wc a 'b c'");
-  assert.equal(outputKey('out/{input.stem}-{index}.txt', { i: 3, p: 'in/../x y.csv' }, '/base'), 'out/x_y-3.txt');
-  assert.equal(outputKey('out/{input.name}', { i: 0, l: '../../etc/passwd' }, '/base'), 'out/___.._etc_passwd');
+  assert.equal(
+    outputKey('out/{input.stem}-{index}.txt', { i: 3, p: 'in/../x y.csv' }, '/base'),
+    'out/x_y-3.txt',
+  );
+  assert.equal(
+    outputKey('out/{input.name}', { i: 0, l: '../../etc/passwd' }, '/base'),
+    'out/___.._etc_passwd',
+  );
 });

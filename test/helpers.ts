@@ -23,7 +23,10 @@ export interface CliResult {
 }
 
 /** Starts the CLI; the caller may kill it. */
-export function startCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv }): ChildProcess & { result: Promise<CliResult> } {
+export function startCli(
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv },
+): ChildProcess & { result: Promise<CliResult> } {
   const child = spawn(process.execPath, [CLI, ...args], {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
@@ -44,7 +47,10 @@ export function startCli(args: string[], opts: { cwd: string; env?: NodeJS.Proce
 }
 
 /** Runs the CLI to its end (bounded by `timeoutMs`). */
-export async function runCli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  opts: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+): Promise<CliResult> {
   const child = startCli(args, opts);
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
   const r = await child.result;
@@ -62,7 +68,11 @@ export function writeFiles(dir: string, files: Record<string, string>): void {
 }
 
 /** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
-export async function waitFor<T>(fn: () => T | undefined | false | null, timeoutMs = 30_000, everyMs = 25): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | undefined | false | null,
+  timeoutMs = 30_000,
+  everyMs = 25,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = fn();

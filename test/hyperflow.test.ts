@@ -20,19 +20,51 @@ function mosaic(form: 'index' | 'name') {
     function: 'command',
     type: 'dataflow',
     parlevel: 0,
-    config: { executor: { executable: 'sh', args: ['-c', `echo "$0 $(date +%s%N)" >> trace.log; ${script}`, name, ...extra, ...ins, ...outs] } },
+    config: {
+      executor: {
+        executable: 'sh',
+        args: ['-c', `echo "$0 $(date +%s%N)" >> trace.log; ${script}`, name, ...extra, ...ins, ...outs],
+      },
+    },
     ins: ins.map(sig),
     outs: outs.map(sig),
   });
   const processes = [];
-  for (let i = 0; i < N; i++) processes.push(sh('echo "projected $(cat "$2") x$1" > "$3"', [`in_${i}.txt`], [`proj_${i}.txt`], 'mProject', ['{{scale}}']));
-  for (let i = 0; i < N - 1; i++) processes.push(sh('cat "$1" "$2" | wc -l > "$3"', [`proj_${i}.txt`, `proj_${i + 1}.txt`], [`diff_${i}.txt`], 'mDiff'));
+  for (let i = 0; i < N; i++)
+    processes.push(
+      sh('echo "projected $(cat "$2") x$1" > "$3"', [`in_${i}.txt`], [`proj_${i}.txt`], 'mProject', [
+        '{{scale}}',
+      ]),
+    );
+  for (let i = 0; i < N - 1; i++)
+    processes.push(
+      sh('cat "$1" "$2" | wc -l > "$3"', [`proj_${i}.txt`, `proj_${i + 1}.txt`], [`diff_${i}.txt`], 'mDiff'),
+    );
   const diffs = Array.from({ length: N - 1 }, (_, i) => `diff_${i}.txt`);
-  processes.push(sh('shift 0; out=$(eval echo \\${$#}); cat $(echo "$@" | tr " " "\\n" | head -n -1) > "$out"', diffs, ['diffs.tbl'], 'mConcatFit'));
+  processes.push(
+    sh(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: ${$#} is a shell expression (the last argument)
+      'shift 0; out=$(eval echo \\${$#}); cat $(echo "$@" | tr " " "\\n" | head -n -1) > "$out"',
+      diffs,
+      ['diffs.tbl'],
+      'mConcatFit',
+    ),
+  );
   processes.push(sh('wc -l < "$1" > "$2"', ['diffs.tbl'], ['corrections.tbl'], 'mBgModel'));
-  for (let i = 0; i < N; i++) processes.push(sh('cat "$1" "$2" > "$3"', [`proj_${i}.txt`, 'corrections.tbl'], [`bg_${i}.txt`], 'mBackground'));
+  for (let i = 0; i < N; i++)
+    processes.push(
+      sh('cat "$1" "$2" > "$3"', [`proj_${i}.txt`, 'corrections.tbl'], [`bg_${i}.txt`], 'mBackground'),
+    );
   const bgs = Array.from({ length: N }, (_, i) => `bg_${i}.txt`);
-  processes.push(sh('out=$(eval echo \\${$#}); cat $(echo "$@" | tr " " "\\n" | head -n -1) > "$out"', bgs, ['mosaic.txt'], 'mAdd'));
+  processes.push(
+    sh(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: ${$#} is a shell expression (the last argument)
+      'out=$(eval echo \\${$#}); cat $(echo "$@" | tr " " "\\n" | head -n -1) > "$out"',
+      bgs,
+      ['mosaic.txt'],
+      'mAdd',
+    ),
+  );
   const ins = Array.from({ length: N }, (_, i) => sig(`in_${i}.txt`));
   return { name: 'mosaic', processes, signals, ins, outs: [sig('mosaic.txt')] };
 }
@@ -57,9 +89,16 @@ for (const form of ['index', 'name'] as const) {
     // every edge producer → consumer: the producer finished before the consumer started
     const db = new Database(path.join(dir, '.corral/jobs/mosaic/state.db'), { readonly: true });
     t.after(() => db.close());
-    const rows = db.prepare('SELECT id, started_at, finished_at FROM tasks').all() as { id: number; started_at: number; finished_at: number }[];
+    const rows = db.prepare('SELECT id, started_at, finished_at FROM tasks').all() as {
+      id: number;
+      started_at: number;
+      finished_at: number;
+    }[];
     const byId = new Map(rows.map((x) => [x.id, x]));
-    const edges = db.prepare('SELECT task_id, dependent_id FROM deps').all() as { task_id: number; dependent_id: number }[];
+    const edges = db.prepare('SELECT task_id, dependent_id FROM deps').all() as {
+      task_id: number;
+      dependent_id: number;
+    }[];
     assert.equal(edges.length, 2 * (N - 1) + (N - 1) + 1 + 2 * N + N, 'edges of the mosaic');
     for (const e of edges) {
       const a = byId.get(e.task_id)!;
@@ -83,10 +122,19 @@ test('HyperFlow: missing inputs, unset {{vars}} and unsupported functions exit 2
   writeFiles(dir, inputs());
   const b = await runCli(['run', 'workflow.json'], { cwd: dir });
   assert.equal(b.code, 2);
-  assert.match(b.stderr, /processes\[0\]\.config\.executor\.args\[3\]: uses \{\{scale\}\}, which has no value \(fix: pass --var scale=VALUE\)/);
-  const js = { ...wf, processes: [...wf.processes, { name: 'sum', function: 'add', ins: ['diffs.tbl'], outs: [] }] };
+  assert.match(
+    b.stderr,
+    /processes\[0\]\.config\.executor\.args\[3\]: uses \{\{scale\}\}, which has no value \(fix: pass --var scale=VALUE\)/,
+  );
+  const js = {
+    ...wf,
+    processes: [...wf.processes, { name: 'sum', function: 'add', ins: ['diffs.tbl'], outs: [] }],
+  };
   writeFiles(dir, { 'workflow.json': JSON.stringify(js) });
   const c = await runCli(['run', 'workflow.json', '--var', 'scale=1'], { cwd: dir });
   assert.equal(c.code, 2);
-  assert.match(c.stderr, /processes\[26\]\.function: process "sum" uses function "add", which corral does not run/);
+  assert.match(
+    c.stderr,
+    /processes\[26\]\.function: process "sum" uses function "add", which corral does not run/,
+  );
 });

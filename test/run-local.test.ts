@@ -75,7 +75,9 @@ outputs: shell/{index}.txt
   assert.equal(readFileSync(path.join(dir, 'out', 'b_c.up'), 'utf8'), 'TWO WORDS\n');
   const s = await runCli(['run', 'shell.yaml'], { cwd: dir });
   assert.equal(s.code, 0, s.stderr);
-  const texts = readdirSync(path.join(dir, 'shell')).map((f) => readFileSync(path.join(dir, 'shell', f), 'utf8'));
+  const texts = readdirSync(path.join(dir, 'shell')).map((f) =>
+    readFileSync(path.join(dir, 'shell', f), 'utf8'),
+  );
   assert.ok(texts.includes('tricky\n$(touch PWNED); x.txt\n'), texts.join('|'));
   assert.equal(readdirSync(dir).includes('PWNED'), false, 'a file name ran as a command');
   // the module's task.log lines are in the task log

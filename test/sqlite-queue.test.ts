@@ -10,7 +10,8 @@ function open(t: Parameters<typeof tempDir>[0]) {
   t.after(() => q.close());
   return { q, file };
 }
-const tasks = (n: number) => Array.from({ length: n }, (_, i) => ({ key: String(i), step: 'map', payload: { i } }));
+const tasks = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({ key: String(i), step: 'map', payload: { i } }));
 
 test('two connections to one file never claim the same task', async (t) => {
   const { q, file } = open(t);
@@ -30,7 +31,15 @@ test('two connections to one file never claim the same task', async (t) => {
     }
   }
   assert.equal(seen.size, 500);
-  assert.deepEqual(q.countsSync(), { pending: 0, leased: 500, blocked: 0, done: 0, dead: 0, skipped: 0, total: 500 });
+  assert.deepEqual(q.countsSync(), {
+    pending: 0,
+    leased: 500,
+    blocked: 0,
+    done: 0,
+    dead: 0,
+    skipped: 0,
+    total: 500,
+  });
 });
 
 test('an expired lease returns the task, counted as an attempt; the last expiry makes it a dead letter', async (t) => {
@@ -73,10 +82,22 @@ test('fail retries after the backoff delay, then dead-letters after maxAttempts;
   q.db.prepare('UPDATE tasks SET run_at = 0').run();
   const [a2] = q.claimSync('w', 5, 5000);
   assert.equal(a2!.attempt, 2);
-  await q.fail([{ lease: a2!, error: 'boom again', logPath: '/x.log', retryDelayMs: 0, startedAt: now, finishedAt: now }]);
+  await q.fail([
+    { lease: a2!, error: 'boom again', logPath: '/x.log', retryDelayMs: 0, startedAt: now, finishedAt: now },
+  ]);
   const done = { lease: b!, outcome: 'committed' as const, startedAt: now, finishedAt: now };
   await q.complete([done]);
   await q.complete([done]);
-  assert.deepEqual(q.countsSync(), { pending: 0, leased: 0, blocked: 0, done: 1, dead: 1, skipped: 0, total: 2 });
-  assert.deepEqual(await q.deadLetters(), [{ key: '0', step: 'map', index: 0, attempts: 2, error: 'boom again', logPath: '/x.log' }]);
+  assert.deepEqual(q.countsSync(), {
+    pending: 0,
+    leased: 0,
+    blocked: 0,
+    done: 1,
+    dead: 1,
+    skipped: 0,
+    total: 2,
+  });
+  assert.deepEqual(await q.deadLetters(), [
+    { key: '0', step: 'map', index: 0, attempts: 2, error: 'boom again', logPath: '/x.log' },
+  ]);
 });

@@ -130,7 +130,10 @@ test('workflow validation: cycles, unknown steps and missing outputs exit 2 nami
       `name: c\nsteps:\n  - { name: a, needs: [b], command: "true" }\n  - { name: b, needs: [a], command: "true" }\n`,
       /steps\[0\]\.needs: steps form a cycle: a → b → a/,
     ],
-    [`name: u\nsteps:\n  - { name: a, needs: [nope], command: "true" }\n`, /steps\[0\]\.needs\[0\]: names step "nope", which does not exist/],
+    [
+      `name: u\nsteps:\n  - { name: a, needs: [nope], command: "true" }\n`,
+      /steps\[0\]\.needs\[0\]: names step "nope", which does not exist/,
+    ],
     [
       `name: o\nsteps:\n  - { name: a, command: "true" }\n  - { name: b, map: { outputsOf: a }, command: "true" }\n`,
       /steps\[1\]\.map\.outputsOf: step "a" has no outputs to take/,
@@ -177,7 +180,8 @@ concurrency: 2
   ];
   const r = await runCli(['run', 'job.yaml'], { cwd: dir });
   assert.equal(r.code, 0, r.stderr + r.stdout);
-  for (const f of committed) assert.equal(readFileSync(path.join(dir, 'runs', f), 'utf8'), 'run\n', `${f} ran again`);
+  for (const f of committed)
+    assert.equal(readFileSync(path.join(dir, 'runs', f), 'utf8'), 'run\n', `${f} ran again`);
   assert.equal(readFileSync(path.join(dir, 'all.txt'), 'utf8').split('\n').filter(Boolean).length, 20);
 });
 

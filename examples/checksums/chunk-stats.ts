@@ -11,5 +11,12 @@ export default async function chunkStats(task: TaskContext) {
     bytes += buf.length;
     for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) lines++;
   }
-  return { index: task.index, start: task.chunk?.start, end: task.chunk?.end, bytes, lines, sha256: hash.digest('hex') };
+  return {
+    index: task.index,
+    start: task.chunk?.start,
+    end: task.chunk?.end,
+    bytes,
+    lines,
+    sha256: hash.digest('hex'),
+  };
 }

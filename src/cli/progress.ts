@@ -14,12 +14,17 @@ function eta(p: Progress): string {
 }
 
 /** A progress view for stderr: a live bar on a TTY, plain lines every `plainEveryMs` otherwise. */
-export function createProgressView(opts: { tty: boolean; quiet?: boolean; plainEveryMs?: number }): ProgressView {
+export function createProgressView(opts: {
+  tty: boolean;
+  quiet?: boolean;
+  plainEveryMs?: number;
+}): ProgressView {
   if (opts.quiet) return { update() {}, stop() {} };
   if (opts.tty) {
     const bar = new cliProgress.SingleBar(
       {
-        format: ' {bar} {percentage}% | {finished}/{total} done {done} · running {leased} · failed {dead} | {rate}/s | ETA {eta}',
+        format:
+          ' {bar} {percentage}% | {finished}/{total} done {done} · running {leased} · failed {dead} | {rate}/s | ETA {eta}',
         barsize: 24,
         hideCursor: true,
         stream: process.stderr,
@@ -30,7 +35,14 @@ export function createProgressView(opts: { tty: boolean; quiet?: boolean; plainE
     let started = false;
     return {
       update(p) {
-        const payload = { done: p.done, leased: p.leased, dead: p.dead, rate: p.rate.toFixed(1), eta: eta(p), finished: p.done + p.dead };
+        const payload = {
+          done: p.done,
+          leased: p.leased,
+          dead: p.dead,
+          rate: p.rate.toFixed(1),
+          eta: eta(p),
+          finished: p.done + p.dead,
+        };
         if (!started) {
           bar.start(p.total, p.done + p.dead, payload);
           started = true;

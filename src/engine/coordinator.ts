@@ -62,13 +62,20 @@ export interface RunOptions {
 
 /** A digest of what defines a job's tasks; a changed spec cannot resume old state. */
 export function fingerprint(job: LoadedJob): string {
-  const { spec } = job;
   return createHash('sha256')
     .update(
       JSON.stringify({
         // what decides the tasks and their results; retries, timeouts and env may change between runs
         steps: job.steps.map(({ name, needs, map, reduce, outputs, command, module, exec, stdin }) => ({
-          name, needs, map, reduce, outputs, command, module, exec, stdin,
+          name,
+          needs,
+          map,
+          reduce,
+          outputs,
+          command,
+          module,
+          exec,
+          stdin,
         })),
         base: job.baseDir,
         hyperflow: job.hyperflow,
@@ -97,7 +104,11 @@ async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
       try {
         await access(m);
       } catch {
-        throw new UsageError(`${field}.module`, `${m} does not exist`, 'fix the path (relative to the job file)');
+        throw new UsageError(
+          `${field}.module`,
+          `${m} does not exist`,
+          'fix the path (relative to the job file)',
+        );
       }
     }
     // a file map that waits for no step must find its inputs now (a glob that matches, a file that exists)
@@ -105,7 +116,12 @@ async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
       const it = expandFileMap(job, st);
       try {
         const first = await it.next();
-        if (first.done) throw new UsageError(`${field}.map`, 'the inputs give no task (empty file or no lines)', 'add inputs');
+        if (first.done)
+          throw new UsageError(
+            `${field}.map`,
+            'the inputs give no task (empty file or no lines)',
+            'add inputs',
+          );
       } finally {
         await it.return(undefined);
       }
@@ -117,7 +133,11 @@ function acquireLock(paths: JobPaths, name: string): void {
   if (existsSync(paths.lock)) {
     const pid = Number(readFileSync(paths.lock, 'utf8').trim());
     if (pid && pid !== process.pid && pidAlive(pid)) {
-      throw new UsageError('JOB', `job ${name} is already running (coordinator pid ${pid})`, 'wait for it, or stop it first');
+      throw new UsageError(
+        'JOB',
+        `job ${name} is already running (coordinator pid ${pid})`,
+        'wait for it, or stop it first',
+      );
     }
   }
   writeFileSync(paths.lock, String(process.pid));
@@ -160,14 +180,23 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     writeFileSync(paths.jobJson, JSON.stringify(job));
     const dag = new DagState(queue, job);
     const logDag = (ev: DagEvents) => {
-      for (const e of ev.expanded) log.info({ event: 'planned', step: e.step, tasks: e.tasks }, `planned ${e.tasks} task(s) of step ${e.step}`);
-      for (const e of ev.released) log.info({ event: 'released', step: e.step, needs: e.needs }, `step ${e.step}: ${e.needs} finished`);
-      for (const e of ev.skipped) log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
+      for (const e of ev.expanded)
+        log.info(
+          { event: 'planned', step: e.step, tasks: e.tasks },
+          `planned ${e.tasks} task(s) of step ${e.step}`,
+        );
+      for (const e of ev.released)
+        log.info({ event: 'released', step: e.step, needs: e.needs }, `step ${e.step}: ${e.needs} finished`);
+      for (const e of ev.skipped)
+        log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
     };
     if (resumed) await reconcile(queue, dag, store, log);
     logDag(await dag.advance());
     queue.setMeta('started_at', String(started));
-    log.info({ event: resumed ? 'resumed' : 'started', pid: process.pid }, resumed ? 'job resumed' : 'job started');
+    log.info(
+      { event: resumed ? 'resumed' : 'started', pid: process.pid },
+      resumed ? 'job resumed' : 'job started',
+    );
 
     let counts = queue.countsSync();
     const remaining = counts.pending + counts.leased + counts.blocked;
@@ -183,7 +212,10 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       onEvent: (e) => {
         if (e.type === 'lost') {
           const n = queue.expireOwner(e.worker, `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`);
-          log.warn({ event: 'worker-lost', ...e, leases: n }, `worker ${e.worker} lost; ${n} task(s) back to the queue`);
+          log.warn(
+            { event: 'worker-lost', ...e, leases: n },
+            `worker ${e.worker} lost; ${n} task(s) back to the queue`,
+          );
         } else log.info({ event: `worker-${e.type}`, ...e });
       },
     });
@@ -221,7 +253,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
     const skippedSteps = dag.skippedSteps();
-    const missingOutputs = interrupted ? [] : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
+    const missingOutputs = interrupted
+      ? []
+      : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
     const status = interrupted
       ? 'interrupted'
       : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
@@ -279,7 +313,10 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
   }
   if (found.length) {
     dag.markFound(found);
-    log.info({ event: 'reconciled', found: found.length }, `${found.length} task(s) already had their output`);
+    log.info(
+      { event: 'reconciled', found: found.length },
+      `${found.length} task(s) already had their output`,
+    );
   }
 }
 

@@ -44,12 +44,16 @@ export class DagState {
   }
 
   private stepState(name: string): StepState | undefined {
-    return (this.db.prepare('SELECT state FROM steps WHERE name = ?').get(name) as { state: StepState } | undefined)?.state;
+    return (
+      this.db.prepare('SELECT state FROM steps WHERE name = ?').get(name) as { state: StepState } | undefined
+    )?.state;
   }
 
   private setStepState(name: string, state: StepState, tasks = 0): void {
     this.db
-      .prepare('INSERT INTO steps (name, state, tasks) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, tasks = excluded.tasks')
+      .prepare(
+        'INSERT INTO steps (name, state, tasks) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET state = excluded.state, tasks = excluded.tasks',
+      )
       .run(name, state, tasks);
   }
 
@@ -101,7 +105,9 @@ export class DagState {
               this.releaseBarrier(st.name);
               ev.released.push({ step: st.name, needs: need });
             }
-            this.db.prepare('UPDATE step_deps SET satisfied = 1 WHERE step = ? AND needs = ?').run(st.name, need);
+            this.db
+              .prepare('UPDATE step_deps SET satisfied = 1 WHERE step = ? AND needs = ?')
+              .run(st.name, need);
           }
         }
       }
@@ -110,9 +116,11 @@ export class DagState {
   }
 
   private unsatisfied(step: string): string[] {
-    return (this.db.prepare('SELECT needs FROM step_deps WHERE step = ? AND satisfied = 0').all(step) as { needs: string }[]).map(
-      (r) => r.needs,
-    );
+    return (
+      this.db.prepare('SELECT needs FROM step_deps WHERE step = ? AND satisfied = 0').all(step) as {
+        needs: string;
+      }[]
+    ).map((r) => r.needs);
   }
 
   /** Plans every process of a HyperFlow workflow at once, with an edge per signal between processes. */
@@ -158,7 +166,12 @@ export class DagState {
         }
       }
       const n = await this.insertStream(st, expandFileMap(this.job, st), 0, []);
-      if (n === 0) throw new UsageError(`steps.${st.name}.map`, 'matched no input after the steps it needs ran', 'check the glob against what they write');
+      if (n === 0)
+        throw new UsageError(
+          `steps.${st.name}.map`,
+          'matched no input after the steps it needs ran',
+          'check the glob against what they write',
+        );
       this.setStepState(st.name, 'expanded', n);
       return { tasks: n };
     }
@@ -172,7 +185,11 @@ export class DagState {
     else if (src) n = this.insertOutputsOf(st, src, barriers);
     else n = this.insertSingle(st, barriers);
     if (n === 0 && isFileMap) {
-      throw new UsageError(this.job.spec.tasks ? 'tasks.map' : `steps.${st.name}.map`, 'the inputs give no task (empty file or no lines)', 'add inputs');
+      throw new UsageError(
+        this.job.spec.tasks ? 'tasks.map' : `steps.${st.name}.map`,
+        'the inputs give no task (empty file or no lines)',
+        'add inputs',
+      );
     }
     this.setStepState(st.name, 'expanded', n);
     return { tasks: n };
@@ -190,8 +207,14 @@ export class DagState {
     this.insertStmt ??= this.db.prepare(
       'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
     );
-    const r = this.insertStmt
-      .get(this.keyOf(st.name, p.i), st.name, JSON.stringify(p), st.retries.maxAttempts, depsLeft > 0 ? 'blocked' : 'pending', depsLeft) as {
+    const r = this.insertStmt.get(
+      this.keyOf(st.name, p.i),
+      st.name,
+      JSON.stringify(p),
+      st.retries.maxAttempts,
+      depsLeft > 0 ? 'blocked' : 'pending',
+      depsLeft,
+    ) as {
       id: number;
     };
     return r.id;
@@ -211,7 +234,9 @@ export class DagState {
    */
   skipUnreachable(): number {
     return this.db
-      .prepare("UPDATE tasks SET state = 'skipped', last_error = 'skipped: its inputs can no longer be produced', finished_at = ? WHERE state = 'blocked'")
+      .prepare(
+        "UPDATE tasks SET state = 'skipped', last_error = 'skipped: its inputs can no longer be produced', finished_at = ? WHERE state = 'blocked'",
+      )
       .run(Date.now()).changes;
   }
 
@@ -220,7 +245,9 @@ export class DagState {
    * the first `limit` dead tasks.
    */
   failedPaths(limit = 10): string[] {
-    const dead = this.db.prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?").all(limit) as {
+    const dead = this.db
+      .prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?")
+      .all(limit) as {
       id: number;
       key: string;
       step: string;
@@ -243,7 +270,8 @@ export class DagState {
       }
       const seen = new Set<string>([step]);
       for (let hops = 0; hops < 50; hops++) {
-        const s = (stepNext.get(step) as { step: string } | undefined)?.step ?? this.fileMapSkippedAfter(step);
+        const s =
+          (stepNext.get(step) as { step: string } | undefined)?.step ?? this.fileMapSkippedAfter(step);
         if (!s || seen.has(s)) break;
         parts.push(`step ${s} skipped`);
         seen.add(s);
@@ -254,11 +282,18 @@ export class DagState {
   }
 
   private fileMapSkippedAfter(step: string): string | undefined {
-    const st = this.job.steps.find((s) => this.stepState(s.name) === 'skipped' && this.barriers(s).includes(step));
+    const st = this.job.steps.find(
+      (s) => this.stepState(s.name) === 'skipped' && this.barriers(s).includes(step),
+    );
     return st?.name;
   }
 
-  private async insertStream(st: StepDef, it: AsyncIterable<TaskPayload>, depsLeft: number, barriers: string[]): Promise<number> {
+  private async insertStream(
+    st: StepDef,
+    it: AsyncIterable<TaskPayload>,
+    depsLeft: number,
+    barriers: string[],
+  ): Promise<number> {
     let batch: TaskPayload[] = [];
     let n = 0;
     const flush = () => {
@@ -283,7 +318,7 @@ export class DagState {
   /** One task per task of `src`; each depends on its source task (and on the step's barriers). */
   private insertOutputsOf(st: StepDef, src: string, barriers: string[]): number {
     const rows = this.db
-      .prepare("SELECT id, payload, state FROM tasks WHERE step = ? ORDER BY id")
+      .prepare('SELECT id, payload, state FROM tasks WHERE step = ? ORDER BY id')
       .all(src) as { id: number; payload: string; state: string }[];
     const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
     const own = barriers.filter((b) => b !== src);
@@ -313,7 +348,11 @@ export class DagState {
   private insertSingle(st: StepDef, barriers: string[]): number {
     let p: TaskPayload = { i: 0 };
     if (st.reduce) {
-      const ins = (this.db.prepare('SELECT payload FROM tasks WHERE step = ? ORDER BY id').all(st.reduce) as { payload: string }[])
+      const ins = (
+        this.db.prepare('SELECT payload FROM tasks WHERE step = ? ORDER BY id').all(st.reduce) as {
+          payload: string;
+        }[]
+      )
         .map((r) => (JSON.parse(r.payload) as TaskPayload).o!)
         .filter(Boolean);
       p = { i: 0, ins };
@@ -339,7 +378,9 @@ export class DagState {
 
   private skipStepTasks(step: string, reason: string): number {
     return this.db
-      .prepare("UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ? WHERE step = ? AND state IN ('blocked', 'pending')")
+      .prepare(
+        "UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ? WHERE step = ? AND state IN ('blocked', 'pending')",
+      )
       .run(reason, Date.now(), step).changes;
   }
 
@@ -349,7 +390,9 @@ export class DagState {
    */
   private propagateFailures(): number {
     const rows = this.db
-      .prepare("SELECT id, key, step, state FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT 10000")
+      .prepare(
+        "SELECT id, key, step, state FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT 10000",
+      )
       .all() as { id: number; key: string; step: string; state: string }[];
     if (rows.length === 0) return 0;
     const mark = this.db.prepare('UPDATE tasks SET propagated = 1 WHERE id = ?');
@@ -365,7 +408,12 @@ export class DagState {
     this.db.transaction(() => {
       for (const r of rows) {
         if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure) release.run(r.id);
-        else skip.run(`skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`, Date.now(), r.id);
+        else
+          skip.run(
+            `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
+            Date.now(),
+            r.id,
+          );
         mark.run(r.id);
       }
     })();
@@ -382,7 +430,9 @@ export class DagState {
 
   /** Steps that were skipped whole (never expanded) because a step they need failed. */
   skippedSteps(): string[] {
-    return (this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]).map((r) => r.name);
+    return (
+      this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]
+    ).map((r) => r.name);
   }
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */

@@ -19,16 +19,31 @@ async function matchFiles(baseDir: string, pattern: string, field: string): Prom
     const abs = path.resolve(baseDir, pattern);
     try {
       const st = await fsp.stat(abs);
-      if (!st.isFile()) throw new UsageError(field, `${pattern} is not a file`, 'point it at a file or a glob of files');
+      if (!st.isFile())
+        throw new UsageError(field, `${pattern} is not a file`, 'point it at a file or a glob of files');
     } catch (err) {
       if (err instanceof UsageError) throw err;
-      throw new UsageError(field, `input ${abs} does not exist`, 'create the input or fix the path (relative to the job file)');
+      throw new UsageError(
+        field,
+        `input ${abs} does not exist`,
+        'create the input or fix the path (relative to the job file)',
+      );
     }
     return [abs];
   }
-  const found = await fg(pattern, { cwd: baseDir, absolute: true, onlyFiles: true, dot: false, followSymbolicLinks: true });
+  const found = await fg(pattern, {
+    cwd: baseDir,
+    absolute: true,
+    onlyFiles: true,
+    dot: false,
+    followSymbolicLinks: true,
+  });
   if (found.length === 0) {
-    throw new UsageError(field, `"${pattern}" matches no file in ${baseDir}`, 'fix the glob or add the input files');
+    throw new UsageError(
+      field,
+      `"${pattern}" matches no file in ${baseDir}`,
+      'fix the glob or add the input files',
+    );
   }
   return found.sort();
 }
@@ -79,14 +94,17 @@ export async function* expandFileMap(job: LoadedJob, step: StepDef): AsyncGenera
   const map = step.map;
   if (!map) return;
   const field = job.spec.tasks ? 'tasks.map' : `steps[${job.steps.indexOf(step)}].map`;
-  const withOutput = (p: TaskPayload): TaskPayload => (step.outputs ? { ...p, o: outputKey(step.outputs, p, baseDir) } : p);
+  const withOutput = (p: TaskPayload): TaskPayload =>
+    step.outputs ? { ...p, o: outputKey(step.outputs, p, baseDir) } : p;
   let i = 0;
   if (map.glob !== undefined) {
-    for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`)) yield withOutput({ i: i++, p: relPath(baseDir, f) });
+    for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`))
+      yield withOutput({ i: i++, p: relPath(baseDir, f) });
   } else if (map.chunks !== undefined) {
     for (const f of await matchFiles(baseDir, map.chunks, `${field}.chunks`)) {
       const p = relPath(baseDir, f);
-      for (const [s, e] of await chunkRanges(f, map.chunkSize, map.align)) yield withOutput({ i: i++, p, s, e });
+      for (const [s, e] of await chunkRanges(f, map.chunkSize, map.align))
+        yield withOutput({ i: i++, p, s, e });
     }
   } else if (map.lines !== undefined) {
     const [file] = await matchFiles(baseDir, map.lines, `${field}.lines`);

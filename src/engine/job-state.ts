@@ -36,7 +36,9 @@ export function openJob(stateDir: string, name: string): SqliteQueue {
     throw new UsageError(
       'JOB',
       `no job named "${name}" in ${stateDir}`,
-      jobs.length ? `use one of: ${jobs.join(', ')}` : 'run a job first with corral run FILE, or pass --state-dir',
+      jobs.length
+        ? `use one of: ${jobs.join(', ')}`
+        : 'run a job first with corral run FILE, or pass --state-dir',
     );
   }
   return new SqliteQueue(paths.db);

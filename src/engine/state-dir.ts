@@ -48,7 +48,11 @@ export function assertWritableStateDir(stateDir: string): void {
   }
   try {
     if (!statSync(p).isDirectory()) {
-      throw new UsageError('--state-dir', `${p} is not a folder`, 'pass a folder with --state-dir or CORRAL_STATE_DIR');
+      throw new UsageError(
+        '--state-dir',
+        `${p} is not a folder`,
+        'pass a folder with --state-dir or CORRAL_STATE_DIR',
+      );
     }
     accessSync(p, constants.W_OK | constants.X_OK);
     // access(2) says yes to root everywhere; only a real write proves it (e.g. /proc says no here).

@@ -58,7 +58,10 @@ export function outputKey(pattern: string, p: TaskPayload, baseDir: string): str
   const safe: TaskVars = {};
   for (const [k, v] of Object.entries(vars)) {
     // input.path keeps its folders (it is relative to the job folder and was matched there).
-    safe[k] = k === 'input.path' && p.p !== undefined ? v.split('/').map(pathSegmentSafe).join('/') : pathSegmentSafe(v);
+    safe[k] =
+      k === 'input.path' && p.p !== undefined
+        ? v.split('/').map(pathSegmentSafe).join('/')
+        : pathSegmentSafe(v);
   }
   return path.posix.normalize(render(pattern, safe));
 }

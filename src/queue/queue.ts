@@ -119,6 +119,9 @@ export interface Queue {
 }
 
 /** Delay before attempt `attempt + 1`, given the attempt that just failed. */
-export function backoffDelay(attempt: number, policy: { initial: number; factor: number; max: number }): number {
+export function backoffDelay(
+  attempt: number,
+  policy: { initial: number; factor: number; max: number },
+): number {
   return Math.min(policy.max, policy.initial * policy.factor ** Math.max(0, attempt - 1));
 }

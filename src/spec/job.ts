@@ -112,7 +112,11 @@ export const tasksSchema = z
   .superRefine((t, ctx) => {
     checkBody(t, ctx);
     if (t.map.outputsOf !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['map', 'outputsOf'], message: 'needs steps | fix: write the job with steps: to chain steps' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['map', 'outputsOf'],
+        message: 'needs steps | fix: write the job with steps: to chain steps',
+      });
     }
   });
 
@@ -140,7 +144,12 @@ const STEP_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export const stepSchema = z
   .strictObject({
     /** The step's name, unique in the job. */
-    name: z.string().regex(STEP_NAME_RE, 'must be 1-63 letters, digits, ., - or _ | fix: rename the step, e.g. count-words'),
+    name: z
+      .string()
+      .regex(
+        STEP_NAME_RE,
+        'must be 1-63 letters, digits, ., - or _ | fix: rename the step, e.g. count-words',
+      ),
     /** Steps that must finish before this one starts (a map over `outputsOf` needs only its own input). @default [] */
     needs: z.array(z.string()).default([]),
     /** Run one task per input (files, lines, chunks, or the outputs of an earlier step). @default - one task */
@@ -162,14 +171,22 @@ export const stepSchema = z
   .superRefine((st, ctx) => {
     checkBody(st, ctx);
     if (st.map && st.reduce) {
-      ctx.addIssue({ code: 'custom', message: 'has both map and reduce | fix: keep one; a reduce takes all outputs of one step' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'has both map and reduce | fix: keep one; a reduce takes all outputs of one step',
+      });
     }
     checkOutputs(st.outputs, ctx, Boolean(st.map));
   });
 
 function checkOutputs(outputs: string | undefined, ctx: z.RefinementCtx, perTask: boolean): void {
   if (!outputs) return;
-  checkPlaceholders(outputs, PLACEHOLDERS.filter((p) => !['output', 'attempt', 'input', 'inputs'].includes(p)), ctx, 'outputs');
+  checkPlaceholders(
+    outputs,
+    PLACEHOLDERS.filter((p) => !['output', 'attempt', 'input', 'inputs'].includes(p)),
+    ctx,
+    'outputs',
+  );
   const normalized = path.posix.normalize(outputs.replaceAll('\\', '/'));
   if (path.posix.isAbsolute(normalized) || normalized.split('/').includes('..')) {
     ctx.addIssue({
@@ -193,7 +210,10 @@ export const jobSchema = z
     /** The job's name: letters, digits, `-` and `_`; names its state in the state dir. */
     name: z
       .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, 'must be 1-63 letters, digits, - or _ | fix: rename it, e.g. my-job'),
+      .regex(
+        /^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/,
+        'must be 1-63 letters, digits, - or _ | fix: rename it, e.g. my-job',
+      ),
     /** The tasks of a map job. @default - none (give `tasks` or `steps`) */
     tasks: tasksSchema.optional(),
     /** The steps of a workflow, joined by `needs`, `map.outputsOf` and `reduce`. @default - none (give `tasks` or `steps`) */
@@ -217,11 +237,16 @@ export const jobSchema = z
     if ((j.tasks === undefined) === (j.steps === undefined)) {
       ctx.addIssue({
         code: 'custom',
-        message: 'needs exactly one of tasks or steps | fix: a map job has tasks: { map, command }; a workflow has steps: [...]',
+        message:
+          'needs exactly one of tasks or steps | fix: a map job has tasks: { map, command }; a workflow has steps: [...]',
       });
     }
     if (j.steps && j.outputs) {
-      ctx.addIssue({ code: 'custom', path: ['outputs'], message: 'is per step in a workflow | fix: move outputs into each step' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outputs'],
+        message: 'is per step in a workflow | fix: move outputs into each step',
+      });
     }
     checkOutputs(j.outputs, ctx, true);
     if (j.lease < 2000) {
@@ -237,7 +262,11 @@ function checkGraph(steps: StepIn[], ctx: z.RefinementCtx): void {
   const index = new Map<string, number>();
   steps.forEach((st, i) => {
     if (index.has(st.name)) {
-      ctx.addIssue({ code: 'custom', path: ['steps', i, 'name'], message: `"${st.name}" names two steps | fix: give each step its own name` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['steps', i, 'name'],
+        message: `"${st.name}" names two steps | fix: give each step its own name`,
+      });
     }
     index.set(st.name, i);
   });
@@ -258,7 +287,11 @@ function checkGraph(steps: StepIn[], ctx: z.RefinementCtx): void {
         });
       } else if (ref === st.name) {
         ok = false;
-        ctx.addIssue({ code: 'custom', path: ['steps', i, ...at], message: 'names the step itself | fix: remove it' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['steps', i, ...at],
+          message: 'names the step itself | fix: remove it',
+        });
       } else if ((at[0] === 'map' || at[0] === 'reduce') && !steps[index.get(ref)!]!.outputs) {
         ok = false;
         ctx.addIssue({
@@ -346,7 +379,11 @@ export interface LoadedJob {
   /** What the job was written as. @default 'corral' */
   readonly format?: 'corral' | 'hyperflow';
   /** A HyperFlow workflow's tasks (one per process), planned all at once. @default - none */
-  readonly hyperflow?: ReadonlyArray<{ readonly step: string; readonly payload: TaskPayload; readonly after: readonly number[] }>;
+  readonly hyperflow?: ReadonlyArray<{
+    readonly step: string;
+    readonly payload: TaskPayload;
+    readonly after: readonly number[];
+  }>;
   /** Files a HyperFlow workflow promises (its `outs`), checked when it ends. @default - none */
   readonly outs?: readonly string[];
 }
@@ -363,7 +400,12 @@ export function defineJob(spec: JobSpecInput): JobSpec {
 export function loadJobFile(file: string): LoadedJob {
   const src = readYamlFile(file);
   if (src.data === null || typeof src.data !== 'object' || Array.isArray(src.data)) {
-    throw new UsageError('(root)', 'a job spec must be a mapping', 'start the file with name: and tasks: (or steps:)', file);
+    throw new UsageError(
+      '(root)',
+      'a job spec must be a mapping',
+      'start the file with name: and tasks: (or steps:)',
+      file,
+    );
   }
   const spec = validate(jobSchema, src);
   return resolveJob(spec, path.resolve(file));

@@ -20,10 +20,19 @@ export function loadJob(file: string, opts: LoadJobOptions = {}): LoadedJob {
   const src = readYamlFile(file);
   if (isHyperflow(src.data)) return importHyperflow(src.data, file, opts);
   if (src.data === null || typeof src.data !== 'object' || Array.isArray(src.data)) {
-    throw new UsageError('(root)', 'a job spec must be a mapping', 'start the file with name: and tasks: (or steps:)', file);
+    throw new UsageError(
+      '(root)',
+      'a job spec must be a mapping',
+      'start the file with name: and tasks: (or steps:)',
+      file,
+    );
   }
   if (opts.workdir !== undefined) {
-    throw new UsageError('--workdir', 'applies to HyperFlow workflows only', 'remove --workdir; a corral job runs in its own folder');
+    throw new UsageError(
+      '--workdir',
+      'applies to HyperFlow workflows only',
+      'remove --workdir; a corral job runs in its own folder',
+    );
   }
   return resolveJob(validate(jobSchema, src), path.resolve(file));
 }

@@ -24,12 +24,20 @@ export function readYamlFile(file: string, field = 'FILE'): SourceDocument {
     const st = statSync(file);
     if (!st.isFile()) throw new UsageError(field, `${file} is not a file`, 'pass the path of a spec file');
     if (st.size > MAX_SPEC_BYTES) {
-      throw new UsageError(field, `${file} is ${st.size} bytes, more than ${MAX_SPEC_BYTES}`, 'pass a spec file, not data');
+      throw new UsageError(
+        field,
+        `${file} is ${st.size} bytes, more than ${MAX_SPEC_BYTES}`,
+        'pass a spec file, not data',
+      );
     }
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if (err instanceof UsageError) throw err;
-    throw new UsageError(field, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 'check the path');
+    throw new UsageError(
+      field,
+      `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      'check the path',
+    );
   }
   return parseYamlText(text, file);
 }
@@ -62,12 +70,15 @@ export function parseYamlText(text: string, file: string): SourceDocument {
       let last: Node | undefined = doc.contents ?? undefined;
       for (const [k, key] of fieldPath.entries()) {
         if (isMap(node)) {
-          const pair = node.items.find((p) => String((p.key as { value?: unknown })?.value ?? p.key) === String(key));
+          const pair = node.items.find(
+            (p) => String((p.key as { value?: unknown })?.value ?? p.key) === String(key),
+          );
           if (!pair) break;
           last = (pair.key as Node) ?? last;
           node = pair.value;
           // point at the field's key; at its value only on the way down
-          if (k < fieldPath.length - 1 && node && typeof node === 'object' && 'range' in (node as object)) last = node as Node;
+          if (k < fieldPath.length - 1 && node && typeof node === 'object' && 'range' in (node as object))
+            last = node as Node;
         } else if (isSeq(node) && typeof key === 'number') {
           node = node.items[key];
           if (node && typeof node === 'object' && 'range' in (node as object)) last = node as Node;
@@ -95,7 +106,10 @@ export function formatPath(p: readonly PropertyKey[]): string {
  * Validates data against a zod schema and returns the typed value, or throws the first
  * problem as a UsageError naming the YAML path, with a fix.
  */
-export function validate<S extends z.ZodType>(schema: S, src: SourceDocument | { data: unknown; file: string }): z.output<S> {
+export function validate<S extends z.ZodType>(
+  schema: S,
+  src: SourceDocument | { data: unknown; file: string },
+): z.output<S> {
   const res = schema.safeParse(src.data);
   if (res.success) return res.data;
   const issue = res.error.issues[0]!;

@@ -61,7 +61,10 @@ export const durationField = () =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
     const n = parseDuration(v);
     if (n === undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration | fix: write a duration such as 30s, 5m or 1h` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${v}" is not a duration | fix: write a duration such as 30s, 5m or 1h`,
+      });
       return z.NEVER;
     }
     return n;

@@ -67,10 +67,13 @@ export class WorkerAgent {
   async run(): Promise<void> {
     const { queue, job } = this.o;
     const leaseMs = job.spec.lease;
-    const beat = setInterval(() => {
-      queue.heartbeat(this.o.id, leaseMs).catch(() => {});
-      this.o.onBeat?.([...this.groups]);
-    }, Math.max(500, Math.floor(leaseMs / 3)));
+    const beat = setInterval(
+      () => {
+        queue.heartbeat(this.o.id, leaseMs).catch(() => {});
+        this.o.onBeat?.([...this.groups]);
+      },
+      Math.max(500, Math.floor(leaseMs / 3)),
+    );
     beat.unref();
     this.o.onBeat?.([]);
     let idleSince = Date.now();
@@ -142,7 +145,14 @@ export class WorkerAgent {
         if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
         else {
           const delay = backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff);
-          failures.push({ lease, error: r.error ?? 'failed', logPath: r.logPath, retryDelayMs: delay, startedAt, finishedAt });
+          failures.push({
+            lease,
+            error: r.error ?? 'failed',
+            logPath: r.logPath,
+            retryDelayMs: delay,
+            startedAt,
+            finishedAt,
+          });
         }
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
@@ -179,7 +189,10 @@ export class WorkerAgent {
       logPath,
       `--- ${new Date().toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
     );
-    const vars = taskVars(p, baseDir, { attempt: String(lease.attempt), ...(staged ? { output: staged } : {}) });
+    const vars = taskVars(p, baseDir, {
+      attempt: String(lease.attempt),
+      ...(staged ? { output: staged } : {}),
+    });
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }
@@ -253,7 +266,11 @@ export class WorkerAgent {
     if (key === undefined) return { ok: true, outcome: 'ok' };
     const c = await store.commit(key, attemptId);
     if (c === 'missing') {
-      return { ok: false, error: `succeeded but wrote no output (expected ${key})`, logPath: log.written ? logPath : undefined };
+      return {
+        ok: false,
+        error: `succeeded but wrote no output (expected ${key})`,
+        logPath: log.written ? logPath : undefined,
+      };
     }
     return { ok: true, outcome: c };
   }

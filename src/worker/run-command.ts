@@ -56,7 +56,10 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     const stdinSpec = o.stdin.kind === 'none' ? 'ignore' : 'pipe';
     let child: ReturnType<typeof spawn>;
     try {
-      const [file, args] = typeof o.command === 'string' ? ['/bin/sh', ['-c', o.command]] : [o.command.file, [...o.command.args]];
+      const [file, args] =
+        typeof o.command === 'string'
+          ? ['/bin/sh', ['-c', o.command]]
+          : [o.command.file, [...o.command.args]];
       child = spawn(file, args, {
         cwd: o.cwd,
         env: o.env,
@@ -93,7 +96,8 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     child.stderr?.on('data', (d: Buffer) => o.log.write(d));
     if (child.stdin) {
       child.stdin.on('error', () => {}); // EPIPE when the command does not read its input
-      if (o.stdin.kind === 'text') child.stdin.end(o.stdin.text.endsWith('\n') ? o.stdin.text : `${o.stdin.text}\n`);
+      if (o.stdin.kind === 'text')
+        child.stdin.end(o.stdin.text.endsWith('\n') ? o.stdin.text : `${o.stdin.text}\n`);
       else if (o.stdin.kind === 'file') {
         const end = o.stdin.end === undefined ? undefined : o.stdin.end - 1;
         if (end !== undefined && o.stdin.start !== undefined && end < o.stdin.start) child.stdin.end();
@@ -122,7 +126,12 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       // The shell is gone: whatever it left running in its group goes too, so the pipes close.
       if (pid !== undefined) killGroup(pid, 'SIGKILL');
       const done = () => {
-        if (timedOut) finish({ ok: false, timedOut: true, error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed` });
+        if (timedOut)
+          finish({
+            ok: false,
+            timedOut: true,
+            error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
+          });
         else if (aborted) finish({ ok: false, error: 'aborted: the worker stopped' });
         else if (code === 0) finish({ ok: true });
         else if (sig) finish({ ok: false, error: `killed by ${sig}` });

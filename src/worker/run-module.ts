@@ -66,8 +66,12 @@ export interface RunModuleOptions {
 
 function inputStream(stdin: TaskStdin): Readable {
   if (stdin.kind === 'file') {
-    if (stdin.end !== undefined && stdin.start !== undefined && stdin.end <= stdin.start) return Readable.from([]);
-    return createReadStream(stdin.path, { start: stdin.start, end: stdin.end === undefined ? undefined : stdin.end - 1 });
+    if (stdin.end !== undefined && stdin.start !== undefined && stdin.end <= stdin.start)
+      return Readable.from([]);
+    return createReadStream(stdin.path, {
+      start: stdin.start,
+      end: stdin.end === undefined ? undefined : stdin.end - 1,
+    });
   }
   if (stdin.kind === 'text') return Readable.from([Buffer.from(stdin.text)]);
   return Readable.from([]);
@@ -96,7 +100,8 @@ export async function runModule(o: RunModuleOptions): Promise<TaskResult> {
     ...o.ctx,
     signal: ac.signal,
     read: () => inputStream(o.stdin),
-    log: (...args) => o.log.write(`${args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ')}\n`),
+    log: (...args) =>
+      o.log.write(`${args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ')}\n`),
   };
   try {
     const run = Promise.resolve().then(() => o.fn(ctx));

@@ -63,25 +63,40 @@ const VAR_RE = /\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g;
  * all its input signals exist; signals are file names in the working directory; processes with
  * the same name form one step (so `status` counts them together).
  */
-export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptions = {}): LoadedJob & { hyperflow: HyperflowTask[] } {
+export function importHyperflow(
+  doc: unknown,
+  file: string,
+  opts: HyperflowOptions = {},
+): LoadedJob & { hyperflow: HyperflowTask[] } {
   const d = doc as Record<string, unknown>;
   const vars = opts.vars ?? {};
   const workdir = path.resolve(opts.workdir ?? path.dirname(path.resolve(file)));
   const fill = (v: string, where: string): string =>
     v.replace(VAR_RE, (_m, name: string) => {
       const val = vars[name];
-      if (val === undefined) throw new UsageError(where, `uses {{${name}}}, which has no value`, `pass --var ${name}=VALUE`, file);
+      if (val === undefined)
+        throw new UsageError(where, `uses {{${name}}}, which has no value`, `pass --var ${name}=VALUE`, file);
       return val;
     });
 
   const signals = (d.signals as RawSignal[]).map((s, i) => {
     if (!s || typeof s.name !== 'string' || s.name === '') {
-      throw new UsageError(`signals[${i}].name`, 'is missing', 'give every signal a name (its file name)', file);
+      throw new UsageError(
+        `signals[${i}].name`,
+        'is missing',
+        'give every signal a name (its file name)',
+        file,
+      );
     }
     const name = fill(s.name, `signals[${i}].name`);
     const norm = path.posix.normalize(name);
     if (path.isAbsolute(name) || norm.split('/').includes('..')) {
-      throw new UsageError(`signals[${i}].name`, `"${name}" leaves the working directory`, 'use a file name relative to the workflow folder', file);
+      throw new UsageError(
+        `signals[${i}].name`,
+        `"${name}" leaves the working directory`,
+        'use a file name relative to the workflow folder',
+        file,
+      );
     }
     return { name: norm, hasData: s.data !== undefined };
   });
@@ -92,7 +107,12 @@ export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptio
       const i = byName.get(path.posix.normalize(fill(ref, where)));
       if (i !== undefined) return i;
     }
-    throw new UsageError(where, `names signal ${JSON.stringify(ref)}, which does not exist`, 'use a signal index or name from signals', file);
+    throw new UsageError(
+      where,
+      `names signal ${JSON.stringify(ref)}, which does not exist`,
+      'use a signal index or name from signals',
+      file,
+    );
   };
 
   const procs = (Array.isArray(d.processes) ? d.processes : d.tasks) as RawProcess[];
@@ -112,20 +132,38 @@ export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptio
     }
     const type = p.type ?? 'dataflow';
     if (type !== 'dataflow') {
-      throw new UsageError(`${at}.type`, `process "${name}" has type ${JSON.stringify(type)}, which corral does not run`, 'use type dataflow', file);
+      throw new UsageError(
+        `${at}.type`,
+        `process "${name}" has type ${JSON.stringify(type)}, which corral does not run`,
+        'use type dataflow',
+        file,
+      );
     }
     const exe = p.config?.executor;
     if (!exe || typeof exe.executable !== 'string' || exe.executable === '') {
-      throw new UsageError(`${at}.config.executor.executable`, `process "${name}" has no executable`, 'add config.executor.executable', file);
+      throw new UsageError(
+        `${at}.config.executor.executable`,
+        `process "${name}" has no executable`,
+        'add config.executor.executable',
+        file,
+      );
     }
     const args = exe.args === undefined ? [] : Array.isArray(exe.args) ? exe.args : [exe.args];
-    const argv = [fill(exe.executable, `${at}.config.executor.executable`), ...args.map((a, k) => fill(String(a), `${at}.config.executor.args[${k}]`))];
+    const argv = [
+      fill(exe.executable, `${at}.config.executor.executable`),
+      ...args.map((a, k) => fill(String(a), `${at}.config.executor.args[${k}]`)),
+    ];
     const ins = (Array.isArray(p.ins) ? p.ins : []).map((r, k) => sigRef(r, `${at}.ins[${k}]`));
     const outs = (Array.isArray(p.outs) ? p.outs : []).map((r, k) => sigRef(r, `${at}.outs[${k}]`));
     for (const o of outs) {
       const other = producer.get(o);
       if (other !== undefined && other !== i) {
-        throw new UsageError(`${at}.outs`, `signal "${signals[o]!.name}" is written by two processes`, 'give each output its own name', file);
+        throw new UsageError(
+          `${at}.outs`,
+          `signal "${signals[o]!.name}" is written by two processes`,
+          'give each output its own name',
+          file,
+        );
       }
       producer.set(o, i);
     }
@@ -136,7 +174,9 @@ export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptio
   const wfIns = (Array.isArray(d.ins) ? d.ins : []).map((r, k) => sigRef(r, `ins[${k}]`));
   const needed = new Set<number>(wfIns);
   for (const p of parsed) for (const s of p.ins) if (!producer.has(s)) needed.add(s);
-  const missing = [...needed].filter((s) => !signals[s]!.hasData && !existsSync(path.join(workdir, signals[s]!.name)));
+  const missing = [...needed].filter(
+    (s) => !signals[s]!.hasData && !existsSync(path.join(workdir, signals[s]!.name)),
+  );
   if (missing.length) {
     const names = missing.map((s) => signals[s]!.name);
     throw new UsageError(
@@ -147,10 +187,21 @@ export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptio
     );
   }
   const cycle = findCycle(
-    parsed.map((p, i) => ({ name: String(i), deps: p.ins.map((s) => producer.get(s)).filter((x) => x !== undefined).map(String) })),
+    parsed.map((p, i) => ({
+      name: String(i),
+      deps: p.ins
+        .map((s) => producer.get(s))
+        .filter((x) => x !== undefined)
+        .map(String),
+    })),
   );
   if (cycle) {
-    throw new UsageError(listKey, `processes form a cycle: ${cycle.map((i) => parsed[Number(i)]!.name).join(' → ')}`, 'remove one of the signals that close it', file);
+    throw new UsageError(
+      listKey,
+      `processes form a cycle: ${cycle.map((i) => parsed[Number(i)]!.name).join(' → ')}`,
+      'remove one of the signals that close it',
+      file,
+    );
   }
 
   const perStep = new Map<string, number>();
@@ -163,12 +214,21 @@ export function importHyperflow(doc: unknown, file: string, opts: HyperflowOptio
       index,
       step,
       after,
-      payload: { i, argv: p.argv, ins: p.ins.map((s) => signals[s]!.name), outs: p.outs.map((s) => signals[s]!.name) },
+      payload: {
+        i,
+        argv: p.argv,
+        ins: p.ins.map((s) => signals[s]!.name),
+        outs: p.outs.map((s) => signals[s]!.name),
+      },
     };
   });
   const retries = retriesSchema.parse({});
   const rawName = typeof d.name === 'string' && d.name ? d.name : path.basename(file, path.extname(file));
-  const name = rawName.replace(/[^A-Za-z0-9_-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 63) || 'workflow';
+  const name =
+    rawName
+      .replace(/[^A-Za-z0-9_-]/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 63) || 'workflow';
   const spec: JobSpec = { name, retries, timeout: 3_600_000, lease: 30_000 };
   const steps: StepDef[] = [...perStep.keys()].map((n) => ({
     name: n,

@@ -119,7 +119,10 @@ export class SqliteQueue implements Queue {
           attempt: db.prepare(
             'INSERT INTO attempts (task_id, attempt, owner, started_at, finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)',
           ),
-          expired: db.prepare<[number], { id: number; attempts: number; max_attempts: number; owner: string; started_at: number }>(
+          expired: db.prepare<
+            [number],
+            { id: number; attempts: number; max_attempts: number; owner: string; started_at: number }
+          >(
             "SELECT id, attempts, max_attempts, owner, started_at FROM tasks WHERE state = 'leased' AND lease_expires <= ?",
           ),
           expireOne: db.prepare(
@@ -185,8 +188,17 @@ export class SqliteQueue implements Queue {
         // read inside the write transaction: no task can gain a dependent between this and the updates
         const deps = has_deps.get() !== undefined;
         for (const c of done) {
-          if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0 && deps) release_dependents.run(c.lease.taskId);
-          attempt.run(c.lease.taskId, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
+          if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0 && deps)
+            release_dependents.run(c.lease.taskId);
+          attempt.run(
+            c.lease.taskId,
+            c.lease.attempt,
+            c.lease.owner,
+            c.startedAt,
+            c.finishedAt,
+            c.outcome,
+            null,
+          );
         }
       })
       .immediate();
@@ -201,7 +213,15 @@ export class SqliteQueue implements Queue {
           const last = l.attempt >= l.maxAttempts;
           if (last) dead.run(f.finishedAt, f.error, f.logPath ?? null, l.taskId, l.owner);
           else retry.run(f.finishedAt + f.retryDelayMs, f.error, f.logPath ?? null, l.taskId, l.owner);
-          attempt.run(l.taskId, l.attempt, l.owner, f.startedAt, f.finishedAt, last ? 'dead' : 'failed', f.error);
+          attempt.run(
+            l.taskId,
+            l.attempt,
+            l.owner,
+            f.startedAt,
+            f.finishedAt,
+            last ? 'dead' : 'failed',
+            f.error,
+          );
         }
       })
       .immediate();
@@ -237,7 +257,9 @@ export class SqliteQueue implements Queue {
     const now = Date.now();
     return this.db
       .transaction(() => {
-        this.db.prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'").run(now, owner);
+        this.db
+          .prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'")
+          .run(now, owner);
         return this.expireSync(now, now, reason);
       })
       .immediate();
@@ -293,7 +315,14 @@ export class SqliteQueue implements Queue {
       .prepare(
         "SELECT key, step, payload, attempts, last_error, log_path FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?",
       )
-      .all(limit) as { key: string; step: string; payload: string; attempts: number; last_error: string; log_path: string | null }[];
+      .all(limit) as {
+      key: string;
+      step: string;
+      payload: string;
+      attempts: number;
+      last_error: string;
+      log_path: string | null;
+    }[];
     return rows.map((r) => ({
       key: r.key,
       step: r.step,
@@ -311,7 +340,9 @@ export class SqliteQueue implements Queue {
 
   /** Writes a value of the job's metadata. */
   setMeta(k: string, v: string): void {
-    this.db.prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v').run(k, v);
+    this.db
+      .prepare('INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v')
+      .run(k, v);
   }
 
   /** Records a worker's liveness and the process groups of the tasks it runs. */

@@ -33,7 +33,8 @@ export class FsStore implements Store {
   pathOf(key: string): string {
     const p = path.resolve(this.root, key);
     const rel = path.relative(this.root, p);
-    if (rel.startsWith('..') || path.isAbsolute(rel)) throw new Error(`output ${key} is outside the store root`);
+    if (rel.startsWith('..') || path.isAbsolute(rel))
+      throw new Error(`output ${key} is outside the store root`);
     return p;
   }
 
