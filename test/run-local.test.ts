@@ -107,3 +107,18 @@ outputs: out/{index}
   assert.equal(readFileSync(path.join(dir, 'ran.txt'), 'utf8').trim().split('\n').length, 3);
   assert.equal(readFileSync(path.join(dir, 'out', '1'), 'utf8'), 'b\n');
 });
+
+test('corral init writes a starter job that runs and a cluster spec that plans; it never overwrites', async (t) => {
+  const dir = tempDir(t);
+  const r = await runCli(['init', 'proj'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  const run = await runCli(['run', 'proj/job.yaml', '--json'], { cwd: dir });
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(JSON.parse(run.stdout).counts.done, 3);
+  assert.equal(readFileSync(path.join(dir, 'proj/out/1.txt'), 'utf8'), 'processing bravo\n6\n');
+  const plan = await runCli(['plan', 'proj/cluster.yaml', '--json'], { cwd: dir, timeoutMs: 120_000 });
+  assert.equal(plan.code, 0, plan.stderr + plan.stdout.slice(0, 2000));
+  const again = await runCli(['init', 'proj'], { cwd: dir });
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /DIR: job\.yaml, inputs\.txt, cluster\.yaml already exist/);
+});

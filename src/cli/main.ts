@@ -4,6 +4,7 @@ import { isUsageError, UsageError } from '../spec/errors.js';
 import { register as registerDashboard } from './commands/dashboard.js';
 import { register as registerDown } from './commands/down.js';
 import { register as registerGc } from './commands/gc.js';
+import { register as registerInit } from './commands/init.js';
 import { register as registerLogs } from './commands/logs.js';
 import { register as registerPlan } from './commands/plan.js';
 import { register as registerReport } from './commands/report.js';
@@ -36,6 +37,7 @@ function buildProgram(): Command {
     })
     .exitOverride();
   for (const register of [
+    registerInit,
     registerRun,
     registerStatus,
     registerLogs,
