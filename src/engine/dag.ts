@@ -396,18 +396,14 @@ export class DagState {
       .all() as { id: number; key: string; step: string; state: string }[];
     if (rows.length === 0) return 0;
     const mark = this.db.prepare('UPDATE tasks SET propagated = 1 WHERE id = ?');
-    const release = this.db.prepare(
-      `UPDATE tasks SET deps_left = deps_left - 1,
-         state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
-       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?)`,
-    );
     const skip = this.db.prepare(
       `UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ?
        WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?) AND state IN ('blocked', 'pending')`,
     );
     this.db.transaction(() => {
       for (const r of rows) {
-        if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure) release.run(r.id);
+        if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure)
+          this.queue.releaseDependents(r.id);
         else
           skip.run(
             `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
@@ -440,14 +436,9 @@ export class DagState {
     const upd = this.db.prepare(
       "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state <> 'done'",
     );
-    const release = this.db.prepare(
-      `UPDATE tasks SET deps_left = deps_left - 1,
-         state = CASE WHEN state = 'blocked' AND deps_left <= 1 THEN 'pending' ELSE state END
-       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?)`,
-    );
     const now = Date.now();
     this.db.transaction(() => {
-      for (const id of ids) if (upd.run(now, id).changes > 0) release.run(id);
+      for (const id of ids) if (upd.run(now, id).changes > 0) this.queue.releaseDependents(id);
     })();
   }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from './errors.js';
-import { readYamlFile, resolveFrom, validate } from './load.js';
+import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { durationField, sizeField } from './units.js';
 
 /** Placeholders a command template or an `outputs` pattern may use. */
@@ -396,19 +396,22 @@ export function defineJob(spec: JobSpecInput): JobSpec {
   return validate(jobSchema, { data: spec, file: 'defineJob' });
 }
 
-/** Reads, parses and validates a job YAML file. */
+/** Reads, parses and validates a corral job YAML file (see `loadJob` for every format). */
 export function loadJobFile(file: string): LoadedJob {
-  const src = readYamlFile(file);
+  return jobFromDocument(readYamlFile(file));
+}
+
+/** Validates a parsed corral job document and resolves it against its file. */
+export function jobFromDocument(src: SourceDocument): LoadedJob {
   if (src.data === null || typeof src.data !== 'object' || Array.isArray(src.data)) {
     throw new UsageError(
       '(root)',
       'a job spec must be a mapping',
       'start the file with name: and tasks: (or steps:)',
-      file,
+      src.file,
     );
   }
-  const spec = validate(jobSchema, src);
-  return resolveJob(spec, path.resolve(file));
+  return resolveJob(validate(jobSchema, src), path.resolve(src.file));
 }
 
 /** The engine's steps of a spec. */

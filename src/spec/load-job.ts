@@ -1,8 +1,7 @@
-import path from 'node:path';
 import { importHyperflow, isHyperflow } from '../workflow/hyperflow.js';
 import { UsageError } from './errors.js';
-import { jobSchema, type LoadedJob, resolveJob } from './job.js';
-import { readYamlFile, validate } from './load.js';
+import { jobFromDocument, type LoadedJob } from './job.js';
+import { readYamlFile } from './load.js';
 
 /** Options that apply to some job formats only. */
 export interface LoadJobOptions {
@@ -19,14 +18,6 @@ export interface LoadJobOptions {
 export function loadJob(file: string, opts: LoadJobOptions = {}): LoadedJob {
   const src = readYamlFile(file);
   if (isHyperflow(src.data)) return importHyperflow(src.data, file, opts);
-  if (src.data === null || typeof src.data !== 'object' || Array.isArray(src.data)) {
-    throw new UsageError(
-      '(root)',
-      'a job spec must be a mapping',
-      'start the file with name: and tasks: (or steps:)',
-      file,
-    );
-  }
   if (opts.workdir !== undefined) {
     throw new UsageError(
       '--workdir',
@@ -34,7 +25,7 @@ export function loadJob(file: string, opts: LoadJobOptions = {}): LoadedJob {
       'remove --workdir; a corral job runs in its own folder',
     );
   }
-  return resolveJob(validate(jobSchema, src), path.resolve(file));
+  return jobFromDocument(src);
 }
 
 /** Parses `--var name=value` flags into a map, naming the bad one. */

@@ -265,6 +265,11 @@ export class SqliteQueue implements Queue {
       .immediate();
   }
 
+  /** Counts one input of each task waiting on `taskId` as there; a task with none left becomes pending. */
+  releaseDependents(taskId: number): void {
+    this.stmts.release_dependents.run(taskId);
+  }
+
   /** Hands back every lease held by `owner` without counting the attempts (its coordinator went away). */
   releaseOwner(owner: string): number {
     return this.db
