@@ -8,11 +8,11 @@ test('SIGKILL of a worker mid-task: its task runs again elsewhere and the job co
   const dir = tempDir(t);
   writeFiles(dir, {
     'items.txt': Array.from({ length: 6 }, (_, i) => `t${i}`).join('\n'),
-    // each attempt records its worker's pid ($PPID is the worker that started the shell)
+    // each attempt records its worker's pid: the parent of the forker that started the shell ($PPID)
     'job.yaml': `name: killworker
 tasks:
   map: { lines: items.txt }
-  command: 'echo $PPID >> runs/{index}; sleep 1; echo {input}'
+  command: 'echo $(cut -d" " -f4 /proc/$PPID/stat) >> runs/{index}; sleep 1; echo {input}'
 outputs: out/{index}
 concurrency: 2
 lease: 2s

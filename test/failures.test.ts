@@ -40,24 +40,30 @@ retries:
   );
 });
 
-test('a task past its timeout is killed with its whole process group', async (t) => {
-  const dir = tempDir(t);
-  writeFiles(dir, {
-    'items.txt': 'slow\n',
-    'job.yaml': `name: slow
+for (const runner of ['perl', 'node'] as const) {
+  test(`a task past its timeout is killed with its whole process group (${runner} forker)`, async (t) => {
+    const dir = tempDir(t);
+    writeFiles(dir, {
+      'items.txt': 'slow\n',
+      'job.yaml': `name: slow
 tasks:
   map: { lines: items.txt }
   command: 'sleep 60 & echo $! > bg.pid; wait'
 timeout: 1s
 retries: { maxAttempts: 1 }
 `,
+    });
+    const r = await runCli(['run', 'job.yaml'], {
+      cwd: dir,
+      timeoutMs: 30_000,
+      env: { CORRAL_SHELL_RUNNER: runner },
+    });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /task 0: timed out after 1s; its process group was killed after 1 attempt/);
+    const bg = Number(readFileSync(path.join(dir, 'bg.pid'), 'utf8'));
+    await waitFor(() => !alive(bg), 5000);
   });
-  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 30_000 });
-  assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stdout, /task 0: timed out after 1s; its process group was killed after 1 attempt/);
-  const bg = Number(readFileSync(path.join(dir, 'bg.pid'), 'utf8'));
-  await waitFor(() => !alive(bg), 5000);
-});
+}
 
 test('a module task that throws is retried and reports the error', async (t) => {
   const dir = tempDir(t);

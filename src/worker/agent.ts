@@ -8,6 +8,7 @@ import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, type TaskResult, type TaskStdin } from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
+import { runnerAvailable, ShellRunner } from './shell-runner.js';
 import { TaskLog } from './task-log.js';
 
 /** Options of a worker agent. */
@@ -31,6 +32,8 @@ export interface WorkerAgentOptions {
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
 const TARGET_BATCH_MS = 50;
+/** A task's process group is reported to the coordinator once the task has run this long. */
+const ANNOUNCE_GROUP_AFTER_MS = 200;
 /** Longest time completed acks wait before they are flushed. */
 const FLUSH_MS = 200;
 
@@ -52,6 +55,8 @@ export class WorkerAgent {
   ran = 0;
 
   private readonly steps: Map<string, StepDef>;
+  /** Forks shell tasks cheaply (perl-base); absent where there is no perl. */
+  private readonly runner = runnerAvailable() ? new ShellRunner() : undefined;
   /** os.hostname() is a syscall; it was 5% of a no-op function task's cost. */
   private readonly host = os.hostname();
 
@@ -93,6 +98,7 @@ export class WorkerAgent {
       }
     } finally {
       clearInterval(beat);
+      this.runner?.close();
       if (this.held.length > 0) await queue.release(this.held);
       this.held = [];
     }
@@ -200,6 +206,8 @@ export class WorkerAgent {
           ? { kind: 'text', text: p.l }
           : { kind: 'file', path: vars.input!, start: p.s, end: p.e };
     let r: TaskResult;
+    let announce: NodeJS.Timeout | undefined;
+    let announced = false;
     try {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command?.includes('{output}') ?? false;
@@ -211,6 +219,8 @@ export class WorkerAgent {
               : render(step.command!, vars, shellQuote),
           cwd: baseDir,
           env: { ...process.env, ...step.env, ...taskEnv(vars) },
+          extraEnv: { ...step.env, ...taskEnv(vars) },
+          runner: this.runner,
           stdin,
           stdoutFile: staged && !usesOutput ? staged : undefined,
           log,
@@ -218,11 +228,17 @@ export class WorkerAgent {
           signal: this.abort.signal,
           onGroup: (g) => {
             if (g === undefined) {
-              for (const x of this.groups) this.o.onGroup?.(x, false);
+              clearTimeout(announce);
+              if (announced) for (const x of this.groups) this.o.onGroup?.(x, false);
               this.groups.clear();
             } else {
               this.groups.add(g);
-              this.o.onGroup?.(g, true);
+              // only a task that lives a while is worth telling the coordinator about (to kill it
+              // if this worker dies); a message per millisecond task would cost more than the task
+              announce = setTimeout(() => {
+                announced = true;
+                this.o.onGroup?.(g, true);
+              }, ANNOUNCE_GROUP_AFTER_MS);
             }
           },
         });

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process';
-import { closeSync, createReadStream, openSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { shellQuote } from '../engine/template.js';
+import type { ShellRunner } from './shell-runner.js';
 import type { TaskLog } from './task-log.js';
 
 /** What a task reads on stdin. */
@@ -34,6 +37,10 @@ export interface RunCommandOptions {
   readonly signal: AbortSignal;
   /** Called with the process group id when the task starts and with undefined when it ends. */
   readonly onGroup?: (pgid: number | undefined) => void;
+  /** The variables `env` adds to the worker's own environment (the runner sets only these). */
+  readonly extraEnv?: Readonly<Record<string, string>>;
+  /** The worker's forker; used when the task needs no piped stdin. @default - Node's spawn */
+  readonly runner?: ShellRunner;
 }
 
 const KILL_GRACE_MS = 2000;
@@ -51,6 +58,12 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
  * process it left behind in its group is killed then, and on timeout or abort the whole group is.
  */
 export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
+  const viaRunner =
+    o.runner !== undefined &&
+    (o.stdin.kind === 'none' ||
+      (o.stdin.kind === 'file' && o.stdin.start === undefined && o.stdin.end === undefined)) &&
+    Object.keys(o.extraEnv ?? {}).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
+  if (viaRunner) return runWithRunner(o, o.runner!);
   return new Promise((resolve) => {
     const outFd = o.stdoutFile ? openSync(o.stdoutFile, 'w') : undefined;
     const stdinSpec = o.stdin.kind === 'none' ? 'ignore' : 'pipe';
@@ -141,4 +154,72 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       else done();
     });
   });
+}
+
+const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+/** The same contract as the spawn path, through the worker's forker (see shell-runner.ts). */
+async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise<TaskResult> {
+  const exports = Object.entries(o.extraEnv ?? {})
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
+    .join('\n');
+  const body =
+    typeof o.command === 'string' ? o.command : [o.command.file, ...o.command.args].map(shellQuote).join(' ');
+  const partLog = `${o.log.path}.part`;
+  let pgid: number | undefined;
+  let timedOut = false;
+  let aborted = false;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    if (pgid !== undefined) {
+      killGroup(pgid, 'SIGTERM');
+      const g = pgid;
+      graceTimer = setTimeout(() => killGroup(g, 'SIGKILL'), KILL_GRACE_MS);
+    }
+  }, o.timeoutMs);
+  const onAbort = () => {
+    aborted = true;
+    if (pgid !== undefined) killGroup(pgid, 'SIGKILL');
+  };
+  o.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const exit = await runner.run({
+      command: exports ? `${exports}\n${body}` : body,
+      cwd: o.cwd,
+      stdinFile: o.stdin.kind === 'file' ? o.stdin.path : undefined,
+      stdoutFile: o.stdoutFile,
+      logFile: partLog,
+      onStart: (g) => {
+        pgid = g;
+        o.onGroup?.(g);
+        if (aborted || o.signal.aborted) killGroup(g, 'SIGKILL');
+      },
+    });
+    // the task's output to the log, behind the attempt's header, only if it printed anything
+    try {
+      if (statSync(partLog).size > 0) o.log.write(readFileSync(partLog));
+      unlinkSync(partLog);
+    } catch {
+      // no log part: the task could not start
+    }
+    if (timedOut)
+      return {
+        ok: false,
+        timedOut: true,
+        error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
+      };
+    if (aborted) return { ok: false, error: 'aborted: the worker stopped' };
+    if (exit.code === 0) return { ok: true };
+    if (exit.signal !== null)
+      return { ok: false, error: `killed by ${SIGNAL_NAMES[exit.signal] ?? `signal ${exit.signal}`}` };
+    if (exit.code === null)
+      return { ok: false, error: 'could not start the command (the shell runner stopped)' };
+    return { ok: false, error: `exited with code ${exit.code}` };
+  } finally {
+    clearTimeout(timer);
+    if (graceTimer) clearTimeout(graceTimer);
+    o.signal.removeEventListener('abort', onAbort);
+    o.onGroup?.(undefined);
+  }
 }
