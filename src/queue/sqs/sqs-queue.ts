@@ -255,8 +255,9 @@ export class SqsQueue implements Queue {
       this.pendingDeletes.push(h.receiptHandle);
       this.done++;
     }
-    if (this.pendingDeletes.length >= 10) await this.flushDeletes();
-    else if (this.pendingDeletes.length > 0 && !this.deleteTimer) {
+    // Full batches go now; a partial one waits up to ackDelayMs for more completions.
+    if (this.pendingDeletes.length >= 10) await this.flushDeletes(false);
+    if (this.pendingDeletes.length > 0 && !this.deleteTimer) {
       this.deleteTimer = setTimeout(() => {
         this.flushDeletes().catch(() => {});
       }, this.o.ackDelayMs ?? 1000);
@@ -264,15 +265,17 @@ export class SqsQueue implements Queue {
     }
   }
 
-  /** Deletes every completed message now. */
-  async flushDeletes(): Promise<void> {
-    if (this.deleteTimer) clearTimeout(this.deleteTimer);
-    this.deleteTimer = undefined;
+  /** Deletes every completed message now (`all`), or only full batches of 10. */
+  async flushDeletes(all = true): Promise<void> {
+    if (all) {
+      if (this.deleteTimer) clearTimeout(this.deleteTimer);
+      this.deleteTimer = undefined;
+    }
     const run = async () => {
-      while (this.pendingDeletes.length > 0) {
+      while (this.pendingDeletes.length >= (all ? 1 : 10)) {
         const batch = this.pendingDeletes.splice(
           0,
-          Math.floor(this.pendingDeletes.length / 10) * 10 || this.pendingDeletes.length,
+          all ? this.pendingDeletes.length : Math.floor(this.pendingDeletes.length / 10) * 10,
         );
         await Promise.all(chunks(batch).map((b) => this.deleteBatch(this.o.queueUrl, b)));
       }
