@@ -518,7 +518,10 @@ const budget = z.strictObject({
 
 const tagKey = z
   .string()
-  .regex(/^[\w .:/=+\-@]{1,128}$/, 'is not a valid tag key | fix: use letters, digits, spaces and _.:/=+-@');
+  .regex(/^[\w .:/=+\-@]{1,128}$/, 'is not a valid tag key | fix: use letters, digits, spaces and _.:/=+-@')
+  .refine((k) => !k.toLowerCase().startsWith('aws:'), {
+    message: 'starts with aws:, which AWS reserves | fix: use another prefix, e.g. team:owner',
+  });
 
 /** The zod schema of a cluster spec. */
 export const clusterSchema = z
@@ -572,6 +575,15 @@ export const clusterSchema = z
         });
       } else names.set(name, `${kind}[${i}]`);
     };
+    c.network.azs.forEach((az, i) => {
+      if (!az.startsWith(c.region)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['network', 'azs', i],
+          message: `${az} is not a zone of region ${c.region} | fix: use zones such as ${c.region}a, or change region`,
+        });
+      }
+    });
     c.instances.forEach((inst, i) => {
       unique('instances', i, inst.name);
       if (inst.az !== undefined && !azs.has(inst.az)) {
