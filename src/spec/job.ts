@@ -28,6 +28,7 @@ function checkPlaceholders(template: string, allowed: readonly string[], ctx: z.
     if (!allowed.includes(m[1]!)) {
       ctx.addIssue({
         code: 'custom',
+        path: [what],
         message: `unknown placeholder {${m[1]}} in ${what} | fix: use one of ${allowed.map((p) => `{${p}}`).join(', ')}`,
       });
     }
