@@ -51,6 +51,14 @@ function buildProgram(): Command {
   ])
     register(program);
   for (const c of program.commands) c.exitOverride();
+  // commander's own refusals read like every other bad input: `corral: error: …`
+  const outputError = (str: string, write: (s: string) => void) =>
+    write(str.replace(/^error: /, 'corral: error: '));
+  const prefixErrors = (c: Command): void => {
+    c.configureOutput({ outputError });
+    for (const sub of c.commands) prefixErrors(sub);
+  };
+  prefixErrors(program);
   return program;
 }
 
