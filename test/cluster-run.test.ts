@@ -6,7 +6,7 @@ import { runClusterJob } from '../src/engine/cluster-run.js';
 import { loadJobFile } from '../src/spec/job.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { type FakeImds, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
-import { tempDir, writeFiles } from './helpers.js';
+import { tempDir, waitFor, writeFiles } from './helpers.js';
 
 let peer: Peer;
 let imds: FakeImds;
@@ -49,6 +49,9 @@ lease: 5s
     endpointUrl: peer.endpoint,
     tickMs: 200,
   });
+  // Workers start once the tasks are in the queue: a worker that exits after 1.5 s idle must not
+  // give up while the coordinator is still uploading inputs on a loaded machine (it hung CI so).
+  await waitFor(() => (peer.requests.get('sqs:SendMessageBatch') ?? 0) > 0, 60_000);
   const common = {
     ...target,
     endpointUrl: peer.endpoint,
