@@ -163,7 +163,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   acquireLock(paths, name);
   const log = pino({ base: { job: name }, level: logLevel() }, eventStream(paths.events));
   const queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
-  const store = new FsStore(job.baseDir);
+  const store = new FsStore(job.baseDir, { scope: name });
   let compute: LocalCompute | undefined;
   try {
     const fp = fingerprint(job);
@@ -249,6 +249,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     }
     if (interrupted) await compute.abort();
     else await compute.drain();
+    // no worker of this job runs now: what killed workers staged can go
     store.cleanStaging();
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);

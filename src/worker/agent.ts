@@ -189,7 +189,12 @@ export class WorkerAgent {
     const key = p.o;
     if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found' };
     const attemptId = `${lease.attempt}-${this.o.id}`;
-    const staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
+    let staged: string | undefined;
+    try {
+      staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
+    } catch (err) {
+      return { ok: false, error: `could not prepare the output: ${(err as Error).message.split('\n')[0]}` };
+    }
     const logPath = path.join(this.o.logsDir, taskLogName(lease.key));
     const log = new TaskLog(
       logPath,
@@ -280,7 +285,15 @@ export class WorkerAgent {
       return { ok: false, error: r.error, logPath: log.written ? logPath : undefined };
     }
     if (key === undefined) return { ok: true, outcome: 'ok' };
-    const c = await store.commit(key, attemptId);
+    let c: Awaited<ReturnType<Store['commit']>>;
+    try {
+      c = await store.commit(key, attemptId);
+    } catch (err) {
+      // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
+      await store.discard(key, attemptId).catch(() => {});
+      const error = `could not commit the output: ${(err as Error).message.split('\n')[0]}`;
+      return { ok: false, error, logPath: log.written ? logPath : undefined };
+    }
     if (c === 'missing') {
       return {
         ok: false,

@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2] ?? '{}') as LocalWorkerConfig;
   const job = JSON.parse(readFileSync(cfg.jobJson, 'utf8')) as LoadedJob;
   const queue = new SqliteQueue(cfg.db, { maxAttempts: job.spec.retries.maxAttempts });
-  const store = new FsStore(cfg.storeRoot);
+  const store = new FsStore(cfg.storeRoot, { scope: job.spec.name });
   const host = os.hostname();
   const agent = new WorkerAgent({
     id: cfg.id,

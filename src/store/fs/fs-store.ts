@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { promises as fsp, rmdirSync } from 'node:fs';
+import { promises as fsp, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Store } from '../store.js';
 
@@ -7,6 +7,8 @@ import type { Store } from '../store.js';
 export interface FsStoreOptions {
   /** Flush each output to disk before it is committed, so a committed output survives a power loss. @default true */
   readonly fsync?: boolean;
+  /** Sub-folder of the staging folder for this job's attempts, so one job can clear its leftovers. @default '' */
+  readonly scope?: string;
 }
 
 /** Folder inside the store root where attempts stage their outputs. */
@@ -20,6 +22,7 @@ export const STAGING_DIR = '.corral-staging';
 export class FsStore implements Store {
   readonly location: string;
   private readonly fsync: boolean;
+  private readonly stagingRoot: string;
 
   constructor(
     readonly root: string,
@@ -27,6 +30,7 @@ export class FsStore implements Store {
   ) {
     this.location = root;
     this.fsync = opts.fsync ?? true;
+    this.stagingRoot = path.join(root, STAGING_DIR, opts.scope ?? '');
   }
 
   /** Absolute path of a committed output. */
@@ -40,7 +44,7 @@ export class FsStore implements Store {
 
   private stagingPath(key: string, attemptId: string): string {
     const h = createHash('sha1').update(key).digest('hex').slice(0, 16);
-    return path.join(this.root, STAGING_DIR, `${h}.${attemptId}`, path.basename(key));
+    return path.join(this.stagingRoot, `${h}.${attemptId}`, path.basename(key));
   }
 
   async stage(key: string, attemptId: string): Promise<string> {
@@ -91,12 +95,16 @@ export class FsStore implements Store {
     await fsp.rm(path.dirname(this.stagingPath(key, attemptId)), { recursive: true, force: true });
   }
 
-  /** Removes the staging folder if no attempt uses it any more. */
+  /**
+   * Removes this store's staging (attempts of workers that were killed leave theirs behind), and
+   * the staging folder itself if no other job uses it. Call it when no attempt of the scope runs.
+   */
   cleanStaging(): void {
+    rmSync(this.stagingRoot, { recursive: true, force: true });
     try {
       rmdirSync(path.join(this.root, STAGING_DIR));
     } catch {
-      // not empty (a late attempt) or not there
+      // another job's attempts are there, or it is gone already
     }
   }
 
