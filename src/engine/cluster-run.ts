@@ -19,7 +19,7 @@ import { type LoadedJob, MAP_STEP } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
 import { doneKey, jobPrefix } from '../worker/cluster-main.js';
 import type { Progress, RunSummary } from './coordinator.js';
-import { expandTasks } from './expand.js';
+import { expandTasks, isS3Url } from './expand.js';
 
 /** Options of a cluster run. */
 export interface ClusterRunOptions {
@@ -103,12 +103,13 @@ export async function runClusterJob(
 
     // Plan: every task, in order (the payloads are small; inputs are listed, not read).
     const tasks: TaskPayload[] = [];
-    for await (const p of expandTasks(job)) tasks.push(p);
+    for await (const p of expandTasks(job, { s3 })) tasks.push(p);
     if (tasks.length === 0) throw new UsageError('tasks.map', 'the inputs give no task', 'add inputs');
 
     // Inputs and the spec go to the bucket; an input already there with the same size is kept.
+    // s3:// inputs are already in S3: the workers read them from their own bucket.
     const files = new Set<string>();
-    for (const p of tasks) if (p.p !== undefined) files.add(p.p);
+    for (const p of tasks) if (p.p !== undefined && !isS3Url(p.p)) files.add(p.p);
     if (step.module !== undefined)
       files.add(path.relative(job.baseDir, path.resolve(job.baseDir, step.module)));
     let uploaded = 0;

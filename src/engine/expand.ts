@@ -1,6 +1,13 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import fg from 'fast-glob';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
@@ -85,11 +92,153 @@ export async function chunkRanges(
   }
 }
 
+/** True for an `s3://bucket/key` input. */
+export function isS3Url(v: string): boolean {
+  return v.startsWith('s3://');
+}
+
+/** Bucket and key of an `s3://bucket/key` URL. */
+export function parseS3Url(url: string): { bucket: string; key: string } {
+  const rest = url.slice('s3://'.length);
+  const slash = rest.indexOf('/');
+  return slash < 0 ? { bucket: rest, key: '' } : { bucket: rest.slice(0, slash), key: rest.slice(slash + 1) };
+}
+
+/** A key glob as a RegExp: `*` and `?` within a path segment, `**` across segments. */
+export function keyGlobRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*' && glob[i + 1] === '*') {
+      i++;
+      if (glob[i + 1] === '/') {
+        i++;
+        re += '(?:.*/)?';
+      } else re += '.*';
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** Objects of an `s3://bucket/key-or-glob` input with their sizes, in key order. */
+async function matchObjects(
+  client: S3Client,
+  url: string,
+  field: string,
+): Promise<Array<{ bucket: string; key: string; size: number }>> {
+  const { bucket, key: pattern } = parseS3Url(url);
+  if (!bucket || !pattern)
+    throw new UsageError(
+      field,
+      `"${url}" names no object`,
+      'write it as s3://BUCKET/KEY or s3://BUCKET/PREFIX/*.csv',
+    );
+  const wild = pattern.search(/[*?]/);
+  if (wild < 0) {
+    try {
+      const h = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: pattern }));
+      return [{ bucket, key: pattern, size: h.ContentLength ?? 0 }];
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || status === 403)
+        throw new UsageError(
+          field,
+          `${url} does not exist (or is not readable)`,
+          'fix the URL or upload the object',
+        );
+      throw err;
+    }
+  }
+  const re = keyGlobRegExp(pattern);
+  const prefix = pattern.slice(0, wild);
+  const out: Array<{ bucket: string; key: string; size: number }> = [];
+  let token: string | undefined;
+  do {
+    let r: ListObjectsV2CommandOutput;
+    try {
+      r = await client.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404 || status === 403)
+        throw new UsageError(
+          field,
+          `cannot list s3://${bucket}/${prefix} (${(err as Error).name})`,
+          'fix the bucket name or grant the role s3:ListBucket on it',
+        );
+      throw err;
+    }
+    for (const o of r.Contents ?? [])
+      if (o.Key !== undefined && !o.Key.endsWith('/') && re.test(o.Key))
+        out.push({ bucket, key: o.Key, size: o.Size ?? 0 });
+    token = r.IsTruncated ? r.NextContinuationToken : undefined;
+  } while (token);
+  if (out.length === 0)
+    throw new UsageError(field, `"${url}" matches no object`, 'fix the glob or upload the inputs');
+  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** Offset just past the first newline at or after `from` in an S3 object (ranged GETs), or its size. */
+async function nextLineStartS3(
+  client: S3Client,
+  bucket: string,
+  key: string,
+  from: number,
+  size: number,
+): Promise<number> {
+  let pos = from;
+  while (pos < size) {
+    const last = Math.min(size, pos + NEWLINE_WINDOW) - 1;
+    const r = await client.send(
+      new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${pos}-${last}` }),
+    );
+    const buf = Buffer.from(await r.Body!.transformToByteArray());
+    if (buf.length === 0) break;
+    const nl = buf.indexOf(10);
+    if (nl >= 0) return pos + nl + 1;
+    pos += buf.length;
+  }
+  return size;
+}
+
+/** Byte ranges `[start, end)` of an S3 object, like `chunkRanges` for a local file. */
+export async function s3ChunkRanges(
+  client: S3Client,
+  o: { bucket: string; key: string; size: number },
+  chunkSize: number,
+  align: 'newline' | 'none',
+): Promise<Array<[number, number]>> {
+  const out: Array<[number, number]> = [];
+  let start = 0;
+  while (start < o.size) {
+    let end = Math.min(o.size, start + chunkSize);
+    if (align === 'newline' && end < o.size)
+      end = await nextLineStartS3(client, o.bucket, o.key, end - 1, o.size);
+    out.push([start, end]);
+    start = end;
+  }
+  return out;
+}
+
+/** Options of `expandFileMap`. */
+export interface ExpandOptions {
+  /** Lists and reads `s3://` inputs; without it (a local run) such inputs are refused. @default - none */
+  readonly s3?: S3Client;
+}
+
 /**
  * The tasks of a step whose inputs are files, lines or chunks, in order, without holding them all
  * in memory (line maps stream their file; glob and chunk maps hold the list of file names).
+ * `s3://` globs and chunks (cluster runs only) give payloads whose `p` is the object's URL.
  */
-export async function* expandFileMap(job: LoadedJob, step: StepDef): AsyncGenerator<TaskPayload> {
+export async function* expandFileMap(
+  job: LoadedJob,
+  step: StepDef,
+  opts: ExpandOptions = {},
+): AsyncGenerator<TaskPayload> {
   const { baseDir } = job;
   const map = step.map;
   if (!map) return;
@@ -97,6 +246,31 @@ export async function* expandFileMap(job: LoadedJob, step: StepDef): AsyncGenera
   const withOutput = (p: TaskPayload): TaskPayload =>
     step.outputs ? { ...p, o: outputKey(step.outputs, p, baseDir) } : p;
   let i = 0;
+  for (const k of ['glob', 'chunks', 'lines'] as const) {
+    const v = map[k];
+    if (v === undefined || !isS3Url(v)) continue;
+    if (k === 'lines')
+      throw new UsageError(
+        `${field}.lines`,
+        's3:// is not supported for lines',
+        'download the file and use a local path',
+      );
+    if (!opts.s3)
+      throw new UsageError(
+        `${field}.${k}`,
+        `${v} is in S3; s3:// inputs run only on a cluster`,
+        'run it with --cluster NAME',
+      );
+    const objects = await matchObjects(opts.s3, v, `${field}.${k}`);
+    for (const o of objects) {
+      const p = `s3://${o.bucket}/${o.key}`;
+      if (k === 'glob') yield withOutput({ i: i++, p });
+      else
+        for (const [s, e] of await s3ChunkRanges(opts.s3, o, map.chunkSize, map.align))
+          yield withOutput({ i: i++, p, s, e });
+    }
+    return;
+  }
   if (map.glob !== undefined) {
     for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`))
       yield withOutput({ i: i++, p: relPath(baseDir, f) });
@@ -117,6 +291,6 @@ export async function* expandFileMap(job: LoadedJob, step: StepDef): AsyncGenera
 }
 
 /** The tasks of a map job (its one step). */
-export function expandTasks(job: LoadedJob): AsyncGenerator<TaskPayload> {
-  return expandFileMap(job, job.steps[0]!);
+export function expandTasks(job: LoadedJob, opts: ExpandOptions = {}): AsyncGenerator<TaskPayload> {
+  return expandFileMap(job, job.steps[0]!, opts);
 }

@@ -10,10 +10,23 @@ export function shellQuote(v: string): string {
   return `'${v.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The placeholder values of a task. `input` is a path (absolute) or the line's text. */
-export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}): TaskVars {
+/**
+ * The placeholder values of a task. `input` is a path (absolute) or the line's text. An `s3://`
+ * input is at `<s3Dir>/<bucket>/<key>` (the worker's input cache); `input.path` is its key.
+ */
+export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}, s3Dir?: string): TaskVars {
   const vars: TaskVars = { index: String(p.i), ...extra };
-  if (p.p !== undefined) {
+  if (p.p?.startsWith('s3://')) {
+    const rest = p.p.slice('s3://'.length);
+    const slash = rest.indexOf('/');
+    const bucket = rest.slice(0, slash);
+    const key = rest.slice(slash + 1);
+    const name = key.slice(key.lastIndexOf('/') + 1);
+    vars.input = s3Dir !== undefined ? path.join(s3Dir, bucket, ...key.split('/')) : p.p;
+    vars['input.path'] = key;
+    vars['input.name'] = name;
+    vars['input.stem'] = name.replace(/\.[^.]*$/, '') || name;
+  } else if (p.p !== undefined) {
     const abs = path.resolve(baseDir, p.p);
     const name = path.basename(abs);
     vars.input = abs;

@@ -38,11 +38,11 @@ function checkPlaceholders(template: string, allowed: readonly string[], ctx: z.
 /** What a map task runs over. Exactly one of `glob`, `lines` or `chunks`. */
 export const mapSchema = z
   .strictObject({
-    /** Files matching this glob (relative to the job file), one task per file. @default - none */
+    /** Files matching this glob (relative to the job file), one task per file; or `s3://BUCKET/prefix/*.csv` objects (cluster runs). @default - none */
     glob: z.string().min(1).optional(),
     /** A text file whose non-empty lines are the inputs, one task per line. @default - none */
     lines: z.string().min(1).optional(),
-    /** File(s) (a path or glob) split into byte ranges of `chunkSize`, one task per chunk. @default - none */
+    /** File(s) (a path or glob, or `s3://BUCKET/KEY-or-glob` on a cluster) split into byte ranges of `chunkSize`, one task per chunk. @default - none */
     chunks: z.string().min(1).optional(),
     /** An earlier step whose outputs are the inputs, one task per output; each task starts as soon as its input is committed. @default - none */
     outputsOf: z.string().min(1).optional(),
@@ -377,6 +377,8 @@ export interface LoadedJob {
   readonly baseDir: string;
   /** Resolved concurrency (spec value or number of cores). */
   readonly concurrency: number;
+  /** Folder holding `s3://` inputs as `<bucket>/<key>` (a cluster worker's input cache). @default - none */
+  readonly s3Dir?: string;
   /** What the job was written as. @default 'corral' */
   readonly format?: 'corral' | 'hyperflow';
   /** A HyperFlow workflow's tasks (one per process), planned all at once. @default - none */

@@ -200,10 +200,12 @@ export class WorkerAgent {
       logPath,
       `--- ${new Date().toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
     );
-    const vars = taskVars(p, baseDir, {
-      attempt: String(lease.attempt),
-      ...(staged ? { output: staged } : {}),
-    });
+    const vars = taskVars(
+      p,
+      baseDir,
+      { attempt: String(lease.attempt), ...(staged ? { output: staged } : {}) },
+      job.s3Dir,
+    );
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }

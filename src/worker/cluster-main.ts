@@ -9,6 +9,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
+import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
 import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
@@ -95,9 +96,12 @@ class ClusterJobQueue implements Queue {
     for (const l of leases) {
       const p = l.payload;
       if (p.p === undefined) continue;
-      const key = `${jobPrefix(this.job.spec.name)}inputs/${p.p}`;
+      // an s3:// input is read from its own bucket; a local one was uploaded below the job prefix
+      const { bucket, key } = isS3Url(p.p)
+        ? parseS3Url(p.p)
+        : { bucket: this.store.bucket, key: `${jobPrefix(this.job.spec.name)}inputs/${p.p}` };
       await this.cache.fetch(
-        this.store.bucket,
+        bucket,
         key,
         p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined,
       );
@@ -184,7 +188,7 @@ async function loadJob(
     if (st.module !== undefined)
       await cache.fetch(bucketStore.bucket, `${jobPrefix(name)}inputs/${st.module.replace(/^\.\//, '')}`);
   }
-  return { ...job, steps, baseDir, file: path.join(baseDir, 'job.yaml') };
+  return { ...job, steps, baseDir, file: path.join(baseDir, 'job.yaml'), s3Dir: cache.pathOf('', '') };
 }
 
 /** Runs a cluster worker until it is idle, drained, aborted or told of a spot interruption. */
