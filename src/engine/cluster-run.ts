@@ -18,6 +18,7 @@ import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
 import { doneKey, jobPrefix } from '../worker/cluster-main.js';
+import { isTransient } from '../worker/transient.js';
 import type { Progress, RunSummary } from './coordinator.js';
 import { expandTasks, isS3Url } from './expand.js';
 
@@ -159,13 +160,25 @@ export async function runClusterJob(
     let counts = countsOf(tasks, committed, dead);
     let lastProgress = Date.now();
     let interrupted = false;
+    let unreachableSince: number | undefined;
     while (counts.done + counts.dead < counts.total) {
       if (opts.signal?.aborted) {
         interrupted = true;
         break;
       }
       await sleep(tick, opts.signal);
-      const s = await bucketState(store);
+      let s: Awaited<ReturnType<typeof bucketState>>;
+      try {
+        s = await bucketState(store);
+        unreachableSince = undefined;
+      } catch (err) {
+        // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
+        if (unreachableSince === undefined)
+          log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
+        unreachableSince ??= Date.now();
+        if (Date.now() - unreachableSince > 300_000) throw err;
+        continue;
+      }
       const before = counts.done + counts.dead;
       counts = countsOf(tasks, s.committed, s.dead);
       const q = await queue.counts().catch(() => undefined);
@@ -191,7 +204,7 @@ export async function runClusterJob(
       opts.onProgress?.({ ...counts, workers: 0, rate, elapsed: (now - started) / 1000 });
     }
 
-    const final = await bucketState(store);
+    const final = await untilReachable(() => bucketState(store), log);
     if (!interrupted && opts.collect !== false) {
       let n = 0;
       for (const p of tasks) {
@@ -199,7 +212,7 @@ export async function runClusterJob(
         const dest = path.resolve(job.baseDir, p.o);
         if (existsSync(dest)) continue;
         mkdirSync(path.dirname(dest), { recursive: true });
-        if (await store.download(p.o, dest)) n++;
+        if (await untilReachable(() => store.download(p.o!, dest), log)) n++;
       }
       if (n) log(`downloaded ${n} output(s) into ${job.baseDir}`);
     }
@@ -266,6 +279,20 @@ function countsOf(
   const pending = tasks.length - done - failed;
   const c = { pending, leased: 0, blocked: 0, done, dead: failed, skipped: 0, total: tasks.length };
   return c;
+}
+
+/** Runs `fn`, retrying every second while the bucket is unreachable, for up to 5 minutes. */
+async function untilReachable<T>(fn: () => Promise<T>, log: (line: string) => void): Promise<T> {
+  const since = Date.now();
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() - since > 300_000) throw err;
+      log(`cannot reach the bucket (${(err as Error).message}); retrying`);
+      await sleep(1000);
+    }
+  }
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -10,6 +10,7 @@ import { runCommand, type TaskResult, type TaskStdin } from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
 import { runnerAvailable, ShellRunner } from './shell-runner.js';
 import { TaskLog } from './task-log.js';
+import { isTransient } from './transient.js';
 
 /** Options of a worker agent. */
 export interface WorkerAgentOptions {
@@ -26,6 +27,10 @@ export interface WorkerAgentOptions {
   readonly idleExitMs?: number;
   /** Largest number of tasks claimed at once. @default 256 */
   readonly maxBatch?: number;
+  /** How long the queue or store may stay unreachable before the worker gives up. @default 10m */
+  readonly maxOutageMs?: number;
+  /** Called when the queue or store is unreachable (the worker pauses and retries). */
+  readonly onOutage?: (err: Error) => void;
   /** Called when a task's process group starts (pgid) or ends (undefined). */
   readonly onGroup?: (pgid: number, running: boolean) => void;
 }
@@ -84,17 +89,32 @@ export class WorkerAgent {
     let idleSince = Date.now();
     let sleepMs = 5;
     try {
+      let outageSince: number | undefined;
       while (!this.stopping && !this.poisoned) {
-        const leases = await queue.claim(this.o.id, this.batch, leaseMs);
-        if (leases.length === 0) {
-          if (this.o.idleExitMs !== undefined && Date.now() - idleSince > this.o.idleExitMs) break;
-          await sleep(sleepMs);
-          sleepMs = Math.min(250, sleepMs * 2);
-          continue;
+        try {
+          const leases = await queue.claim(this.o.id, this.batch, leaseMs);
+          outageSince = undefined;
+          if (leases.length === 0) {
+            if (this.o.idleExitMs !== undefined && Date.now() - idleSince > this.o.idleExitMs) break;
+            await sleep(sleepMs);
+            sleepMs = Math.min(250, sleepMs * 2);
+            continue;
+          }
+          sleepMs = 5;
+          await this.runBatch(await this.agglomerate(leases, leaseMs));
+          idleSince = Date.now();
+        } catch (err) {
+          // The queue or store is unreachable: hand back what we hold if we can (else the leases
+          // expire), pause, and try again; only an outage longer than maxOutageMs ends the worker.
+          if (!isTransient(err)) throw err;
+          outageSince ??= Date.now();
+          if (Date.now() - outageSince > (this.o.maxOutageMs ?? 600_000)) throw err;
+          await queue.release(this.held).catch(() => {});
+          this.held = [];
+          this.o.onOutage?.(err as Error);
+          await sleep(1000);
+          idleSince = Date.now();
         }
-        sleepMs = 5;
-        await this.runBatch(await this.agglomerate(leases, leaseMs));
-        idleSince = Date.now();
       }
     } finally {
       clearInterval(beat);
@@ -193,6 +213,7 @@ export class WorkerAgent {
     try {
       staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
     } catch (err) {
+      if (isTransient(err)) throw err;
       return { ok: false, error: `could not prepare the output: ${(err as Error).message.split('\n')[0]}` };
     }
     const logPath = path.join(this.o.logsDir, taskLogName(lease.key));
@@ -291,6 +312,7 @@ export class WorkerAgent {
     try {
       c = await store.commit(key, attemptId);
     } catch (err) {
+      if (isTransient(err)) throw err;
       // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
       await store.discard(key, attemptId).catch(() => {});
       const error = `could not commit the output: ${(err as Error).message.split('\n')[0]}`;

@@ -19,6 +19,7 @@ import { WorkerAgent } from './agent.js';
 import { dockerCommand } from './docker-command.js';
 import { InputCache } from './input-cache.js';
 import { SpotWatcher } from './spot-watcher.js';
+import { isTransient } from './transient.js';
 
 /** Options of a cluster worker (from flags or the environment the bootstrap writes). */
 export interface ClusterWorkerOptions {
@@ -92,7 +93,13 @@ class ClusterJobQueue implements Queue {
 
   async claim(owner: string, max: number, leaseMs: number): Promise<Lease[]> {
     if (this.stopped) return [];
-    const leases = await this.sqs.claim(owner, max, leaseMs);
+    let leases: Lease[];
+    try {
+      leases = await this.sqs.claim(owner, max, leaseMs);
+    } catch {
+      await new Promise((r) => setTimeout(r, 500)); // queue unreachable: claim again later
+      return [];
+    }
     for (const l of leases) {
       const p = l.payload;
       if (p.p === undefined) continue;
@@ -260,69 +267,88 @@ export async function runClusterWorker(
   log(`corral worker ${id}: polling ${o.queueUrl} (bucket ${o.bucket})`);
 
   let idleSince = Date.now();
+  let outageSince: number | undefined;
   try {
     while (!reason) {
-      const [first] = await discovery.claim(id, 1, 60_000);
-      if (!first) {
-        if (Date.now() - idleSince > idleExitMs) {
-          reason = 'idle';
-          break;
-        }
-        continue;
-      }
-      const name = discovery.jobOf(first);
-      await discovery.release([first]);
-      if (!name) continue;
-      let job = jobs.get(name);
-      if (!job) {
-        job = await loadJob(bucketStore, name, cache, o.image);
-        if (!job) {
-          log(
-            `corral worker ${id}: job ${name} has no spec in s3://${o.bucket}/${jobPrefix(name)}job.json; leaving its task`,
-          );
+      try {
+        const [first] = await discovery.claim(id, 1, 60_000).catch(async () => {
+          await new Promise((r) => setTimeout(r, 500)); // queue unreachable: poll again later
+          return [];
+        });
+        if (!first) {
+          if (Date.now() - idleSince > idleExitMs) {
+            reason = 'idle';
+            break;
+          }
           continue;
         }
-        jobs.set(name, job);
+        const name = discovery.jobOf(first);
+        await discovery.release([first]);
+        if (!name) continue;
+        let job = jobs.get(name);
+        if (!job) {
+          job = await loadJob(bucketStore, name, cache, o.image);
+          if (!job) {
+            log(
+              `corral worker ${id}: job ${name} has no spec in s3://${o.bucket}/${jobPrefix(name)}job.json; leaving its task`,
+            );
+            continue;
+          }
+          jobs.set(name, job);
+        }
+        const sqs = new SqsQueue({
+          client: sqsClient,
+          queueUrl: o.queueUrl,
+          deadLetterQueueUrl: o.deadLetterQueueUrl,
+          job: name,
+          maxAttempts: job.steps[0]?.retries.maxAttempts,
+          prefetch: o.prefetch,
+          waitTimeSeconds: 1,
+          onDeadLetter: (d) =>
+            store.putFailure({
+              key: d.key,
+              error: d.error,
+              attempts: d.attempts,
+              at: new Date().toISOString(),
+            }),
+        });
+        const store = new S3Store({
+          client: s3,
+          bucket: o.bucket,
+          prefix: jobPrefix(name),
+          stagingDir: path.join(root, 'staging'),
+        });
+        const queue = new ClusterJobQueue(sqs, job, store, cache, logsDir);
+        const agent = new WorkerAgent({
+          id,
+          job,
+          queue,
+          store,
+          logsDir,
+          idleExitMs: Math.min(idleExitMs, 3000),
+          maxBatch: 10,
+        });
+        current = { agent, queue, sqs };
+        log(`corral worker ${id}: running tasks of job ${name}`);
+        try {
+          await agent.run();
+        } finally {
+          ran += agent.ran;
+          current = undefined;
+          await sqs.close().catch(() => {});
+        }
+        idleSince = Date.now();
+        outageSince = undefined;
+      } catch (err) {
+        // the queue or the bucket is unreachable: pause and poll again (leases expire meanwhile)
+        if (!isTransient(err)) throw err;
+        if (outageSince === undefined)
+          log(`corral worker ${id}: queue or bucket unreachable (${(err as Error).message}); retrying`);
+        outageSince ??= Date.now();
+        if (Date.now() - outageSince > 600_000) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+        idleSince = Date.now();
       }
-      const sqs = new SqsQueue({
-        client: sqsClient,
-        queueUrl: o.queueUrl,
-        deadLetterQueueUrl: o.deadLetterQueueUrl,
-        job: name,
-        maxAttempts: job.steps[0]?.retries.maxAttempts,
-        prefetch: o.prefetch,
-        waitTimeSeconds: 1,
-        onDeadLetter: (d) =>
-          store.putFailure({
-            key: d.key,
-            error: d.error,
-            attempts: d.attempts,
-            at: new Date().toISOString(),
-          }),
-      });
-      const store = new S3Store({
-        client: s3,
-        bucket: o.bucket,
-        prefix: jobPrefix(name),
-        stagingDir: path.join(root, 'staging'),
-      });
-      const queue = new ClusterJobQueue(sqs, job, store, cache, logsDir);
-      const agent = new WorkerAgent({
-        id,
-        job,
-        queue,
-        store,
-        logsDir,
-        idleExitMs: Math.min(idleExitMs, 3000),
-        maxBatch: 10,
-      });
-      current = { agent, queue, sqs };
-      log(`corral worker ${id}: running tasks of job ${name}`);
-      await agent.run();
-      ran += agent.ran;
-      current = undefined;
-      await sqs.close();
-      idleSince = Date.now();
     }
   } finally {
     watcher?.stop();

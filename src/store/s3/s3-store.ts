@@ -214,10 +214,16 @@ export class S3Store implements Store {
       await fsp.writeFile(dest, '');
       return true;
     }
-    const r = await this.o.client.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: m.object }));
-    const tmp = `${dest}.corral-part`;
-    await pipeline(r.Body as Readable, createWriteStream(tmp));
-    await fsp.rename(tmp, dest);
+    // staged beside nothing the user lists: a dot-file in the destination folder, renamed when whole
+    const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.corral-part`);
+    try {
+      const r = await this.o.client.send(new GetObjectCommand({ Bucket: this.o.bucket, Key: m.object }));
+      await pipeline(r.Body as Readable, createWriteStream(tmp));
+      await fsp.rename(tmp, dest);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
     return true;
   }
 
