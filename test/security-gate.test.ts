@@ -161,7 +161,8 @@ describe('security gate', () => {
           ([id, r]) =>
             [
               id,
-              (r.Properties?.LaunchTemplateData as { BlockDeviceMappings?: unknown }).BlockDeviceMappings,
+              (r.Properties?.LaunchTemplateData as { BlockDeviceMappings?: unknown } | undefined)
+                ?.BlockDeviceMappings,
             ] as const,
         ),
       ];
