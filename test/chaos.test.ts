@@ -3,22 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { runCli, startCli, tempDir, writeFiles } from './helpers.js';
+import { rng, runCli, startCli, tempDir, writeFiles } from './helpers.js';
 
 /** Tasks in the chaos job: 2,000 in the suite, `CORRAL_CHAOS_TASKS` (10,000 in `npm run chaos`) otherwise. */
 const TASKS = Number(process.env.CORRAL_CHAOS_TASKS ?? 2000);
-
-/** A seeded PRNG (mulberry32), so a failing run can be repeated with the seed it prints. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Pids of the direct children of `pid` (the local workers of a coordinator). */
 function childrenOf(pid: number): number[] {

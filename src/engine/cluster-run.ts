@@ -21,6 +21,7 @@ import { doneKey, jobPrefix } from '../worker/cluster-main.js';
 import { isTransient } from '../worker/transient.js';
 import type { Progress, RunSummary } from './coordinator.js';
 import { expandTasks, isS3Url } from './expand.js';
+import { sleep } from './process-utils.js';
 
 /** Options of a cluster run. */
 export interface ClusterRunOptions {
@@ -293,16 +294,4 @@ async function untilReachable<T>(fn: () => Promise<T>, log: (line: string) => vo
       await sleep(1000);
     }
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

@@ -12,6 +12,7 @@ import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { type DagEvents, DagState } from './dag.js';
 import { expandFileMap } from './expand.js';
+import { pidAlive, sleep } from './process-utils.js';
 import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
 
 /** Progress of a running job, as reported to the CLI. */
@@ -83,15 +84,6 @@ export function fingerprint(job: LoadedJob): string {
     )
     .digest('hex')
     .slice(0, 16);
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Checks what must be true before anything is created: inputs and modules exist, the state dir is writable. */
@@ -329,16 +321,4 @@ function outputsDir(job: LoadedJob): string | undefined {
   const fixed = pattern.slice(0, pattern.search(/\{|$/));
   const dir = fixed.endsWith('/') ? fixed : path.posix.dirname(fixed);
   return path.resolve(job.baseDir, dir);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

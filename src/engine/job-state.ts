@@ -28,20 +28,23 @@ export function listJobs(stateDir: string): string[] {
     .sort();
 }
 
+/** Throws a UsageError naming the known jobs when a job has no state file (without opening anything). */
+export function assertJobExists(stateDir: string, name: string): void {
+  if (existsSync(jobPaths(stateDir, name).db)) return;
+  const jobs = listJobs(stateDir);
+  throw new UsageError(
+    'JOB',
+    `no job named "${name}" in ${stateDir}`,
+    jobs.length
+      ? `use one of: ${jobs.join(', ')}`
+      : 'run a job first with corral run FILE, or pass --state-dir',
+  );
+}
+
 /** Opens a job's state file, or says which jobs exist. */
 export function openJob(stateDir: string, name: string): SqliteQueue {
-  const paths = jobPaths(stateDir, name);
-  if (!existsSync(paths.db)) {
-    const jobs = listJobs(stateDir);
-    throw new UsageError(
-      'JOB',
-      `no job named "${name}" in ${stateDir}`,
-      jobs.length
-        ? `use one of: ${jobs.join(', ')}`
-        : 'run a job first with corral run FILE, or pass --state-dir',
-    );
-  }
-  return new SqliteQueue(paths.db);
+  assertJobExists(stateDir, name);
+  return new SqliteQueue(jobPaths(stateDir, name).db);
 }
 
 function iso(ms: string | undefined): string | undefined {

@@ -7,9 +7,8 @@
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { listJobs } from '../engine/job-state.js';
+import { pidAlive } from '../engine/process-utils.js';
 import { jobPaths } from '../engine/state-dir.js';
-import { UsageError } from '../spec/errors.js';
 
 /** Tasks by state (the queue's TaskCounts, plus `skipped`: tasks of a workflow not run because a step they need failed). */
 export interface Counts {
@@ -95,15 +94,6 @@ export const RETRIED_OUTCOMES: ReadonlySet<string> = new Set(['failed', 'expired
 
 function emptyCounts(): Counts {
   return { pending: 0, blocked: 0, leased: 0, done: 0, dead: 0, skipped: 0, total: 0 };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Whether a live coordinator holds the job (its lock file names a running process). */
@@ -490,17 +480,4 @@ function readJobJson(file: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Throws a UsageError naming the known jobs when a job has no state file (without opening anything). */
-export function assertJobExists(stateDir: string, name: string): void {
-  if (existsSync(jobPaths(stateDir, name).db)) return;
-  const jobs = listJobs(stateDir);
-  throw new UsageError(
-    'JOB',
-    `no job named "${name}" in ${stateDir}`,
-    jobs.length
-      ? `use one of: ${jobs.join(', ')}`
-      : 'run a job first with corral run FILE, or pass --state-dir',
-  );
 }

@@ -1,6 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { sleep } from '../engine/process-utils.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
 import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
@@ -334,8 +335,4 @@ function taskEnv(vars: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(vars)) env[`CORRAL_${k.replace('.', '_').toUpperCase()}`] = v;
   return env;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

@@ -16,7 +16,7 @@ import { after, before, test } from 'node:test';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { PEER_ENV, type Peer, startPeer } from '../cluster-peer.js';
-import { startCli, tempDir, writeFiles } from '../helpers.js';
+import { rng, startCli, tempDir, writeFiles } from '../helpers.js';
 
 let peer: Peer;
 before(async () => {
@@ -25,18 +25,6 @@ before(async () => {
 after(async () => {
   await peer.stop();
 });
-
-/** A seeded PRNG (mulberry32), so a failing run can be repeated with the seed it prints. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

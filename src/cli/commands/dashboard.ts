@@ -39,7 +39,7 @@ export function register(program: Command): void {
       '\nPrometheus metrics are at /metrics. Stop with Ctrl-C.\nExample: corral dashboard checksums --port 8080',
     )
     .action(async (name: string | undefined, flags: DashboardFlags) => {
-      const { assertJobExists } = await import('../../observe/snapshot.js');
+      const { assertJobExists } = await import('../../engine/job-state.js');
       const { startDashboard } = await import('../../observe/dashboard-server.js');
       const stateDir = resolveStateDir(flags.stateDir);
       if (name !== undefined) assertJobExists(stateDir, name);

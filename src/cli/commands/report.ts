@@ -33,7 +33,7 @@ export function register(program: Command): void {
       '\nThe file opens offline in any browser.\nExample: corral report checksums -o checksums.html',
     )
     .action(async (name: string, flags: ReportFlags) => {
-      const { assertJobExists } = await import('../../observe/snapshot.js');
+      const { assertJobExists } = await import('../../engine/job-state.js');
       const { buildReport } = await import('../../observe/report.js');
       const stateDir = resolveStateDir(flags.stateDir);
       assertJobExists(stateDir, name);
