@@ -13,16 +13,7 @@ interface GcFlags {
 
 /** Whether CloudFormation has the stack (DescribeStacks; a deleted stack is "does not exist"). */
 async function cloudFormationCheck(region: string | undefined, endpointUrl: string | undefined) {
-  let cfn: typeof import('@aws-sdk/client-cloudformation');
-  try {
-    cfn = await import('@aws-sdk/client-cloudformation');
-  } catch {
-    throw new UsageError(
-      'gc',
-      'the CloudFormation client is not installed, so corral cannot tell which stacks are gone',
-      'install @aws-sdk/client-cloudformation, or list with --assume-stacks-gone (prints every tagged resource)',
-    );
-  }
+  const cfn = await import('@aws-sdk/client-cloudformation');
   const client = new cfn.CloudFormationClient({ region, ...(endpointUrl ? { endpoint: endpointUrl } : {}) });
   const { stackNameOf } = await import('../../spec/cluster.js');
   return {
