@@ -67,15 +67,15 @@ export function writeFiles(dir: string, files: Record<string, string>): void {
   }
 }
 
-/** Polls `fn` until it returns a truthy value or `timeoutMs` passes. */
+/** Polls `fn` (sync or async) until it returns a truthy value or `timeoutMs` passes. */
 export async function waitFor<T>(
-  fn: () => T | undefined | false | null,
+  fn: () => T | undefined | false | null | Promise<T | undefined | false | null>,
   timeoutMs = 30_000,
   everyMs = 25,
 ): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v) return v;
     if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs}ms`);
     await new Promise((r) => setTimeout(r, everyMs));

@@ -1,24 +1,33 @@
 /**
- * The `--cluster` coordinator: runs a map job on the cluster's workers. It uploads local inputs,
- * the job spec, enqueues only the tasks that are neither committed nor already enqueued, tracks
- * completion from the bucket (the truth: commit markers and failure markers), prints progress
- * and downloads the committed outputs into the job folder at the end. Its local state is only a
- * log: a coordinator started again with an empty state dir rebuilds its progress from the bucket.
+ * The `--cluster` coordinator. A map job: it uploads local inputs and the job spec, enqueues only
+ * the tasks that are neither committed nor already enqueued, tracks completion from the bucket
+ * (the truth: commit markers and failure markers), prints progress and downloads the committed
+ * outputs into the job folder at the end. Its local state is only a log: a coordinator started
+ * again with an empty state dir rebuilds its progress from the bucket. Workflows (steps,
+ * HyperFlow) go to cluster-dag.ts, which keeps a DAG ledger beside the same bucket truth.
  */
-import { createReadStream, existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
 import type { ClusterTarget } from '../aws/outputs.js';
 import { preflightAws, usageErrorOf } from '../aws/preflight.js';
-import type { DeadLetter, NewTask, TaskCounts, TaskPayload } from '../queue/queue.js';
+import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
-import { doneKey, jobPrefix } from '../worker/cluster-main.js';
-import { isTransient } from '../worker/transient.js';
+import { jobPrefix } from '../worker/cluster-main.js';
+import {
+  type BucketState,
+  bucketState,
+  type ClusterSession,
+  completionKey,
+  enqueueAll,
+  publishJob,
+  rateOf,
+  untilReachable,
+  uploadInputs,
+} from './cluster-common.js';
 import type { Progress, RunSummary } from './coordinator.js';
 import { expandTasks, isS3Url } from './expand.js';
 import { sleep } from './process-utils.js';
@@ -46,45 +55,32 @@ export interface ClusterRunOptions {
 }
 
 /** Bucket name (relative to the job prefix) of the manifest of enqueued tasks. */
-const MANIFEST = 'enqueued.json';
+export const MANIFEST = 'enqueued.json';
 
-interface Manifest {
+export interface Manifest {
   /** Tasks of index below this were enqueued. */
   readonly enqueued: number;
   readonly total: number;
 }
 
-function completionKey(p: TaskPayload): string {
-  return p.o ?? doneKey(String(p.i));
-}
-
-/** Runs a job on a cluster until every task is committed or dead. */
+/** Runs a job on a cluster until every task is committed, dead or skipped. */
 export async function runClusterJob(
   job: LoadedJob,
   target: ClusterTarget,
   opts: ClusterRunOptions,
 ): Promise<RunSummary> {
   const started = Date.now();
-  const name = job.spec.name;
   const log = opts.log ?? (() => {});
-  const [step, ...more] = job.steps;
-  if (!step || more.length > 0 || !step.map || step.map.outputsOf !== undefined) {
-    throw new UsageError(
-      'steps',
-      'only map jobs (tasks:) run on a cluster yet',
-      'run workflows of steps locally (without --cluster)',
-    );
-  }
   const settings = resolveAwsSettings({
     region: opts.region ?? target.region,
     endpointUrl: opts.endpointUrl,
   });
   const s3 = createS3Client(settings);
-  const sqsClient = createSqsClient(settings);
+  const sqs = createSqsClient(settings);
   try {
     await preflightAws({
       s3,
-      sqs: sqsClient,
+      sqs,
       bucket: target.bucket,
       queueUrl: target.queueUrl,
       endpoint: settings.endpointUrl,
@@ -92,178 +88,174 @@ export async function runClusterJob(
     const store = new S3Store({
       client: s3,
       bucket: target.bucket,
-      prefix: jobPrefix(name),
+      prefix: jobPrefix(job.spec.name),
       stagingDir: path.join(opts.stateDir, 'staging'),
     });
-    const queue = new SqsQueue({
-      client: sqsClient,
-      queueUrl: target.queueUrl,
-      deadLetterQueueUrl: target.deadLetterQueueUrl,
-      job: name,
-      maxAttempts: step.retries.maxAttempts,
-    });
-
-    // Plan: every task, in order (the payloads are small; inputs are listed, not read).
-    const tasks: TaskPayload[] = [];
-    for await (const p of expandTasks(job, { s3 })) tasks.push(p);
-    if (tasks.length === 0) throw new UsageError('tasks.map', 'the inputs give no task', 'add inputs');
-
-    // Inputs and the spec go to the bucket; an input already there with the same size is kept.
-    // s3:// inputs are already in S3: the workers read them from their own bucket.
-    const files = new Set<string>();
-    for (const p of tasks) if (p.p !== undefined && !isS3Url(p.p)) files.add(p.p);
-    if (step.module !== undefined)
-      files.add(path.relative(job.baseDir, path.resolve(job.baseDir, step.module)));
-    let uploaded = 0;
-    for (const rel of files) {
-      const abs = path.resolve(job.baseDir, rel);
-      const key = store.keyOf(`inputs/${rel.split(path.sep).join('/')}`);
-      const size = statSync(abs).size;
-      try {
-        const h = await s3.send(new HeadObjectCommand({ Bucket: target.bucket, Key: key }));
-        if (h.ContentLength === size) continue;
-      } catch {
-        // not there yet
-      }
-      await new Upload({
-        client: s3,
-        params: { Bucket: target.bucket, Key: key, Body: createReadStream(abs) },
-        queueSize: 4,
-      }).done();
-      uploaded++;
-    }
-    await store.putText('job.json', JSON.stringify({ ...job, baseDir: '.', file: 'job.yaml' }));
-    if (uploaded)
-      log(`uploaded ${uploaded} input file(s) to s3://${target.bucket}/${store.keyOf('inputs/')}`);
-
-    // What the bucket says is done; what an earlier coordinator enqueued.
-    const { committed, dead } = await bucketState(store);
-    const manifestText = await store.getText(MANIFEST);
-    const manifest: Manifest | undefined = manifestText ? (JSON.parse(manifestText) as Manifest) : undefined;
-    const resumed = committed.size > 0 || manifest !== undefined;
-    const already = manifest && manifest.total === tasks.length ? manifest.enqueued : 0;
-    const missing = (from: number) =>
-      tasks.slice(from).filter((p) => !committed.has(completionKey(p)) && !dead.has(String(p.i)));
-    const toEnqueue = missing(already);
-    await enqueue(queue, toEnqueue);
-    await store.putText(
-      MANIFEST,
-      JSON.stringify({ enqueued: tasks.length, total: tasks.length } satisfies Manifest),
-    );
-    log(
-      `job ${name}: ${tasks.length} task(s), ${committed.size} already committed, ${toEnqueue.length} enqueued${resumed ? ' (resumed from the bucket)' : ''}`,
-    );
-
-    // Progress from the bucket until every task is committed or dead.
-    const tick = opts.tickMs ?? 1000;
-    const stallMs = opts.stallMs ?? 30_000;
-    const window: Array<[number, number]> = [];
-    let counts = countsOf(tasks, committed, dead);
-    let lastProgress = Date.now();
-    let interrupted = false;
-    let unreachableSince: number | undefined;
-    while (counts.done + counts.dead < counts.total) {
-      if (opts.signal?.aborted) {
-        interrupted = true;
-        break;
-      }
-      await sleep(tick, opts.signal);
-      let s: Awaited<ReturnType<typeof bucketState>>;
-      try {
-        s = await bucketState(store);
-        unreachableSince = undefined;
-      } catch (err) {
-        // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
-        if (unreachableSince === undefined)
-          log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
-        unreachableSince ??= Date.now();
-        if (Date.now() - unreachableSince > 300_000) throw err;
-        continue;
-      }
-      const before = counts.done + counts.dead;
-      counts = countsOf(tasks, s.committed, s.dead);
-      const q = await queue.counts().catch(() => undefined);
-      if (q)
-        Object.assign(counts, {
-          pending: Math.min(q.pending, counts.pending),
-          leased: Math.min(q.leased, counts.pending),
-        });
-      const now = Date.now();
-      const finished = counts.done + counts.dead;
-      if (finished > before) lastProgress = now;
-      else if (q && q.pending + q.leased === 0 && now - lastProgress > stallMs) {
-        // Messages lost (retention, purge): enqueue what is still missing.
-        const again = tasks.filter((p) => !s.committed.has(completionKey(p)) && !s.dead.has(String(p.i)));
-        await enqueue(queue, again);
-        log(`job ${name}: queue empty with ${again.length} task(s) missing; enqueued them again`);
-        lastProgress = now;
-      }
-      window.push([now, finished]);
-      while (window.length > 2 && now - window[0]![0] > 10_000) window.shift();
-      const [t0, f0] = window[0]!;
-      const rate = now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
-      opts.onProgress?.({ ...counts, workers: 0, rate, elapsed: (now - started) / 1000 });
-    }
-
-    const final = await untilReachable(() => bucketState(store), log);
-    if (!interrupted && opts.collect !== false) {
-      let n = 0;
-      for (const p of tasks) {
-        if (p.o === undefined || !final.committed.has(p.o)) continue;
-        const dest = path.resolve(job.baseDir, p.o);
-        if (existsSync(dest)) continue;
-        mkdirSync(path.dirname(dest), { recursive: true });
-        if (await untilReachable(() => store.download(p.o!, dest), log)) n++;
-      }
-      if (n) log(`downloaded ${n} output(s) into ${job.baseDir}`);
-    }
-    const deadLetters: DeadLetter[] = [...final.dead.values()].map((f) => ({
-      key: f.key,
-      step: MAP_STEP,
-      index: Number(f.key),
-      attempts: f.attempts,
-      error: f.error,
-    }));
-    await queue.close();
-    const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';
-    return {
-      job: name,
-      status,
-      counts,
-      deadLetters,
-      failedPaths: [],
-      skippedSteps: [],
-      missingOutputs: [],
-      outputs: step.outputs
-        ? path.resolve(job.baseDir, step.outputs.slice(0, step.outputs.search(/\{|$/)).replace(/[^/]*$/, ''))
-        : undefined,
-      stateDir: opts.stateDir,
-      seconds: (Date.now() - started) / 1000,
-      resumed,
-    } as RunSummary;
+    const session: ClusterSession = { job, target, opts, s3, sqs, store, log, started };
+    if (isPlainMap(job)) return await runMap(session);
+    const { runClusterDag } = await import('./cluster-dag.js');
+    return await runClusterDag(session);
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw usageErrorOf(err, { field: 'bucket', name: target.bucket, endpoint: settings.endpointUrl }) ?? err;
   } finally {
     s3.destroy();
-    sqsClient.destroy();
+    sqs.destroy();
   }
 }
 
-async function enqueue(queue: SqsQueue, payloads: readonly TaskPayload[]): Promise<void> {
-  const batch: NewTask[] = payloads.map((p) => ({ key: String(p.i), step: MAP_STEP, payload: p }));
-  for (let i = 0; i < batch.length; i += 1000) await queue.enqueue(batch.slice(i, i + 1000));
+/** A job of one map step over files, lines or chunks (no workflow): the lean path, no ledger. */
+function isPlainMap(job: LoadedJob): boolean {
+  const [step, ...more] = job.steps;
+  return (
+    job.format !== 'hyperflow' &&
+    step !== undefined &&
+    more.length === 0 &&
+    !!step.map &&
+    step.map.outputsOf === undefined
+  );
 }
 
-/** Committed completion keys and dead task keys, as the bucket has them. */
-async function bucketState(
-  store: S3Store,
-): Promise<{ committed: Set<string>; dead: Map<string, { key: string; error: string; attempts: number }> }> {
-  const committed = new Set<string>();
-  for await (const k of store.list()) committed.add(k);
-  const dead = new Map<string, { key: string; error: string; attempts: number }>();
-  for (const f of await store.failures()) dead.set(f.key, f);
-  return { committed, dead };
+/**
+ * A map job: every task is planned up front and its index is its key, so a manifest of how many
+ * were enqueued is all a restarted coordinator needs besides the bucket's markers.
+ */
+async function runMap(s: ClusterSession): Promise<RunSummary> {
+  const { job, target, opts, s3, store, log, started } = s;
+  const name = job.spec.name;
+  const step = job.steps[0]!;
+  const queue = new SqsQueue({
+    client: s.sqs,
+    queueUrl: target.queueUrl,
+    deadLetterQueueUrl: target.deadLetterQueueUrl,
+    job: name,
+    maxAttempts: step.retries.maxAttempts,
+  });
+  const completion = (p: TaskPayload) => completionKey(String(p.i), p);
+
+  // Plan: every task, in order (the payloads are small; inputs are listed, not read).
+  const tasks: TaskPayload[] = [];
+  for await (const p of expandTasks(job, { s3 })) tasks.push(p);
+  if (tasks.length === 0) throw new UsageError('tasks.map', 'the inputs give no task', 'add inputs');
+
+  // Inputs and the spec go to the bucket. s3:// inputs are already in S3: the workers read them
+  // from their own bucket.
+  const files = new Set<string>();
+  for (const p of tasks) if (p.p !== undefined && !isS3Url(p.p)) files.add(p.p);
+  if (step.module !== undefined)
+    files.add(path.relative(job.baseDir, path.resolve(job.baseDir, step.module)));
+  await uploadInputs(s, files);
+  await publishJob(s);
+
+  // What the bucket says is done; what an earlier coordinator enqueued.
+  const { committed, dead } = await bucketState(store);
+  const manifestText = await store.getText(MANIFEST);
+  const manifest: Manifest | undefined = manifestText ? (JSON.parse(manifestText) as Manifest) : undefined;
+  const resumed = committed.size > 0 || manifest !== undefined;
+  const already = manifest && manifest.total === tasks.length ? manifest.enqueued : 0;
+  const missing = (from: number) =>
+    tasks.slice(from).filter((p) => !committed.has(completion(p)) && !dead.has(String(p.i)));
+  const toEnqueue = missing(already);
+  await enqueue(queue, toEnqueue);
+  await store.putText(
+    MANIFEST,
+    JSON.stringify({ enqueued: tasks.length, total: tasks.length } satisfies Manifest),
+  );
+  log(
+    `job ${name}: ${tasks.length} task(s), ${committed.size} already committed, ${toEnqueue.length} enqueued${resumed ? ' (resumed from the bucket)' : ''}`,
+  );
+
+  // Progress from the bucket until every task is committed or dead.
+  const tick = opts.tickMs ?? 1000;
+  const stallMs = opts.stallMs ?? 30_000;
+  const window: Array<[number, number]> = [];
+  let counts = countsOf(tasks, committed, dead);
+  let lastProgress = Date.now();
+  let interrupted = false;
+  let unreachableSince: number | undefined;
+  while (counts.done + counts.dead < counts.total) {
+    if (opts.signal?.aborted) {
+      interrupted = true;
+      break;
+    }
+    await sleep(tick, opts.signal);
+    let st: BucketState;
+    try {
+      st = await bucketState(store);
+      unreachableSince = undefined;
+    } catch (err) {
+      // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
+      if (unreachableSince === undefined)
+        log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
+      unreachableSince ??= Date.now();
+      if (Date.now() - unreachableSince > 300_000) throw err;
+      continue;
+    }
+    const before = counts.done + counts.dead;
+    counts = countsOf(tasks, st.committed, st.dead);
+    const q = await queue.counts().catch(() => undefined);
+    if (q)
+      Object.assign(counts, {
+        pending: Math.min(q.pending, counts.pending),
+        leased: Math.min(q.leased, counts.pending),
+      });
+    const now = Date.now();
+    const finished = counts.done + counts.dead;
+    if (finished > before) lastProgress = now;
+    else if (q && q.pending + q.leased === 0 && now - lastProgress > stallMs) {
+      // Messages lost (retention, purge): enqueue what is still missing.
+      const again = tasks.filter((p) => !st.committed.has(completion(p)) && !st.dead.has(String(p.i)));
+      await enqueue(queue, again);
+      log(`job ${name}: queue empty with ${again.length} task(s) missing; enqueued them again`);
+      lastProgress = now;
+    }
+    const rate = rateOf(window, now, finished);
+    opts.onProgress?.({ ...counts, workers: 0, rate, elapsed: (now - started) / 1000 });
+  }
+
+  const final = await untilReachable(() => bucketState(store), log);
+  if (!interrupted && opts.collect !== false) {
+    let n = 0;
+    for (const p of tasks) {
+      if (p.o === undefined || !final.committed.has(p.o)) continue;
+      const dest = path.resolve(job.baseDir, p.o);
+      if (existsSync(dest)) continue;
+      mkdirSync(path.dirname(dest), { recursive: true });
+      if (await untilReachable(() => store.download(p.o!, dest), log)) n++;
+    }
+    if (n) log(`downloaded ${n} output(s) into ${job.baseDir}`);
+  }
+  const deadLetters: DeadLetter[] = [...final.dead.values()].map((f) => ({
+    key: f.key,
+    step: MAP_STEP,
+    index: Number(f.key),
+    attempts: f.attempts,
+    error: f.error,
+  }));
+  await queue.close();
+  const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';
+  return {
+    job: name,
+    status,
+    counts,
+    deadLetters,
+    failedPaths: [],
+    skippedSteps: [],
+    missingOutputs: [],
+    outputs: step.outputs
+      ? path.resolve(job.baseDir, step.outputs.slice(0, step.outputs.search(/\{|$/)).replace(/[^/]*$/, ''))
+      : undefined,
+    stateDir: opts.stateDir,
+    seconds: (Date.now() - started) / 1000,
+    resumed,
+  };
+}
+
+function enqueue(queue: SqsQueue, payloads: readonly TaskPayload[]): Promise<void> {
+  return enqueueAll(
+    queue,
+    payloads.map((p) => ({ key: String(p.i), step: MAP_STEP, payload: p })),
+  );
 }
 
 function countsOf(
@@ -274,24 +266,10 @@ function countsOf(
   let done = 0;
   let failed = 0;
   for (const p of tasks) {
-    if (committed.has(completionKey(p))) done++;
+    if (committed.has(completionKey(String(p.i), p))) done++;
     else if (dead.has(String(p.i))) failed++;
   }
   const pending = tasks.length - done - failed;
   const c = { pending, leased: 0, blocked: 0, done, dead: failed, skipped: 0, total: tasks.length };
   return c;
-}
-
-/** Runs `fn`, retrying every second while the bucket is unreachable, for up to 5 minutes. */
-async function untilReachable<T>(fn: () => Promise<T>, log: (line: string) => void): Promise<T> {
-  const since = Date.now();
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isTransient(err) || Date.now() - since > 300_000) throw err;
-      log(`cannot reach the bucket (${(err as Error).message}); retrying`);
-      await sleep(1000);
-    }
-  }
 }

@@ -3,7 +3,7 @@ import type { TaskPayload } from '../queue/queue.js';
 import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
-import { expandFileMap } from './expand.js';
+import { type ExpandOptions, expandFileMap } from './expand.js';
 import { outputKey } from './template.js';
 
 const INSERT_BATCH = 5000;
@@ -33,6 +33,8 @@ export class DagState {
   constructor(
     private readonly queue: SqliteQueue,
     private readonly job: LoadedJob,
+    /** How file maps are listed (an S3 client for `s3://` inputs on a cluster). @default {} */
+    private readonly expand: ExpandOptions = {},
   ) {
     this.db = queue.db;
     this.steps = new Map(job.steps.map((s) => [s.name, s]));
@@ -165,7 +167,7 @@ export class DagState {
           return { tasks: 0, skipped: `step ${b} failed` };
         }
       }
-      const n = await this.insertStream(st, expandFileMap(this.job, st), 0, []);
+      const n = await this.insertStream(st, expandFileMap(this.job, st, this.expand), 0, []);
       if (n === 0)
         throw new UsageError(
           `steps.${st.name}.map`,
@@ -181,7 +183,7 @@ export class DagState {
       return { tasks: 0, skipped: `step ${skippedSrc} failed` };
     }
     let n: number;
-    if (isFileMap) n = await this.insertStream(st, expandFileMap(this.job, st), 0, []);
+    if (isFileMap) n = await this.insertStream(st, expandFileMap(this.job, st, this.expand), 0, []);
     else if (src) n = this.insertOutputsOf(st, src, barriers);
     else n = this.insertSingle(st, barriers);
     if (n === 0 && isFileMap) {

@@ -24,6 +24,12 @@ export interface TaskPayload {
   readonly outs?: readonly string[];
   /** Executable and arguments, run without a shell in the job folder (a HyperFlow process). */
   readonly argv?: readonly string[];
+  /**
+   * Files a cluster worker fetches into the job folder before the task runs, besides `p` and
+   * `ins`: the outputs of the steps it `needs`, and local files its command names. Added by the
+   * cluster coordinator when it sends the task; local runs read the job folder directly.
+   */
+  readonly stage?: readonly string[];
 }
 
 /** A task to add to the queue. */

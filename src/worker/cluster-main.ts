@@ -11,7 +11,16 @@ import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
 import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
-import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue/queue.js';
+import type {
+  Completion,
+  DeadLetter,
+  Failure,
+  Lease,
+  NewTask,
+  Queue,
+  TaskCounts,
+  TaskPayload,
+} from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
@@ -100,20 +109,53 @@ class ClusterJobQueue implements Queue {
       await new Promise((r) => setTimeout(r, 500)); // queue unreachable: claim again later
       return [];
     }
-    for (const l of leases) {
-      const p = l.payload;
-      if (p.p === undefined) continue;
-      // an s3:// input is read from its own bucket; a local one was uploaded below the job prefix
-      const { bucket, key } = isS3Url(p.p)
-        ? parseS3Url(p.p)
-        : { bucket: this.store.bucket, key: `${jobPrefix(this.job.spec.name)}inputs/${p.p}` };
-      await this.cache.fetch(
-        bucket,
-        key,
-        p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined,
-      );
-    }
+    for (const l of leases) await this.stageInputs(l.payload);
     return leases;
+  }
+
+  /** A workflow's tasks read outputs of earlier tasks; a plain map only uploaded inputs. */
+  private get isWorkflow(): boolean {
+    return (
+      this.job.format === 'hyperflow' || this.job.steps.length > 1 || !!this.job.steps[0]?.map?.outputsOf
+    );
+  }
+
+  /** Fetches what a task reads into the job folder (the input cache). */
+  private async stageInputs(p: TaskPayload): Promise<void> {
+    const range = p.s !== undefined && p.e !== undefined ? { start: p.s, end: p.e } : undefined;
+    if (p.p !== undefined) {
+      if (isS3Url(p.p)) {
+        // an s3:// input is read from its own bucket
+        const { bucket, key } = parseS3Url(p.p);
+        await this.cache.fetch(bucket, key, range);
+      } else await this.stageFile(p.p, range);
+    }
+    for (const f of [...(p.ins ?? []), ...(p.stage ?? [])]) await this.stageFile(f);
+  }
+
+  /**
+   * Fetches one file of the job folder: a committed output of an earlier task (workflows), else
+   * an input the coordinator uploaded below the job prefix. A file that is neither is left out:
+   * the task then fails on it with its own message, in its log.
+   */
+  private async stageFile(rel: string, range?: { start: number; end: number }): Promise<void> {
+    const bucket = this.store.bucket;
+    const dest = path.join(this.job.baseDir, ...rel.split('/'));
+    if (this.isWorkflow && !range && !existsSync(dest)) {
+      const m = await this.store.marker(rel);
+      if (m) {
+        if (m.object === null) {
+          await fsp.mkdir(path.dirname(dest), { recursive: true });
+          await fsp.writeFile(dest, '');
+        } else await this.cache.fetch(bucket, m.object, undefined, dest);
+        return;
+      }
+    }
+    try {
+      await this.cache.fetch(bucket, `${jobPrefix(this.job.spec.name)}inputs/${rel}`, range);
+    } catch (err) {
+      if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
+    }
   }
 
   heartbeat(owner: string, leaseMs: number): Promise<number> {
@@ -125,8 +167,19 @@ class ClusterJobQueue implements Queue {
     if (existsSync(file)) await this.store.putText(`logs/${taskLogName(taskKey)}`, await fsp.readFile(file));
   }
 
+  /** Commits the files a process wrote in place (HyperFlow `outs`) as outputs of the job. */
+  private async commitOuts(c: Completion): Promise<void> {
+    const attemptId = `${c.lease.attempt}-${c.lease.owner}`;
+    for (const f of c.lease.payload.outs ?? []) {
+      const staged = await this.store.stage(f, attemptId);
+      await fsp.copyFile(path.join(this.job.baseDir, ...f.split('/')), staged);
+      await this.store.commit(f, attemptId);
+    }
+  }
+
   async complete(done: readonly Completion[]): Promise<void> {
     for (const c of done) {
+      await this.commitOuts(c);
       if (c.lease.payload.o === undefined)
         await this.store.commitEmpty(doneKey(c.lease.key), `${c.lease.attempt}-${c.lease.owner}`);
       await this.shipLog(c.lease.key);

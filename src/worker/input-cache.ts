@@ -28,9 +28,16 @@ export class InputCache {
     return path.join(this.o.dir, bucket, ...key.split('/'));
   }
 
-  /** Makes an object, or a byte range of it, available locally; returns the file's path. */
-  async fetch(bucket: string, key: string, range?: { start: number; end: number }): Promise<string> {
-    const file = this.pathOf(bucket, key);
+  /**
+   * Makes an object, or a byte range of it, available locally; returns the file's path: `file`
+   * (inside the cache folder) when given, else the object's own place in the cache.
+   */
+  async fetch(
+    bucket: string,
+    key: string,
+    range?: { start: number; end: number },
+    file = this.pathOf(bucket, key),
+  ): Promise<string> {
     const mark = range ? `${file}.corral-ranges/${range.start}-${range.end}` : undefined;
     const have = await exists(mark ?? file);
     if (have) {

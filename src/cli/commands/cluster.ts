@@ -21,6 +21,10 @@ export interface ClusterFlags {
   stateDir?: string;
   json?: boolean;
   quiet?: boolean;
+  /** HyperFlow `{{var}}` values (`run` only). */
+  var?: string[];
+  /** HyperFlow working directory (`run` only). */
+  workdir?: string;
 }
 
 /** Adds `--cluster` and the flags that locate a cluster's queue and bucket. */
@@ -49,9 +53,9 @@ async function targetOf(flags: ClusterFlags) {
 
 /** `corral run FILE --cluster NAME`: the job's tasks run on the cluster's workers. */
 export async function runOnCluster(file: string, flags: ClusterFlags): Promise<void> {
-  const { loadJobFile } = await import('../../spec/job.js');
+  const { loadJob, parseVars } = await import('../../spec/load-job.js');
   const { runClusterJob } = await import('../../engine/cluster-run.js');
-  const job = loadJobFile(file);
+  const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir });
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();
   const onSignal = () => ac.abort();
@@ -86,12 +90,18 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
   else {
     const c = summary.counts;
     process.stdout.write(
-      `job ${summary.job} ${summary.status} on cluster ${target.name}: ${c.done}/${c.total} tasks done, ${c.dead} failed in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
+      `job ${summary.job} ${summary.status} on cluster ${target.name}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
     );
     for (const d of summary.deadLetters.slice(0, 20))
       process.stdout.write(
         `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s); log: corral logs ${summary.job} ${d.key} --cluster ${target.name}\n`,
       );
+    const spread = summary.failedPaths.filter((fp) => fp.includes('→'));
+    if (spread.length > 0) {
+      process.stdout.write('failed paths through the workflow:\n');
+      for (const fp of spread) process.stdout.write(`  ${fp}\n`);
+    }
+    for (const f of summary.missingOutputs) process.stdout.write(`  missing workflow output: ${f}\n`);
     if (summary.status === 'interrupted')
       process.stdout.write('interrupted: the tasks stay queued; run the same command again to follow them\n');
   }

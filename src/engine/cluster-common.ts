@@ -1,0 +1,113 @@
+/**
+ * What the two cluster coordinators (map jobs: cluster-run.ts; workflows: cluster-dag.ts) share:
+ * the session (clients, bucket store), uploading local inputs, reading the bucket's truth
+ * (commit and failure markers) and riding out a store outage.
+ */
+import { createReadStream, statSync } from 'node:fs';
+import path from 'node:path';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import type { SQSClient } from '@aws-sdk/client-sqs';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { ClusterTarget } from '../aws/outputs.js';
+import type { NewTask, TaskPayload } from '../queue/queue.js';
+import type { SqsQueue } from '../queue/sqs/sqs-queue.js';
+import type { LoadedJob } from '../spec/job.js';
+import type { FailureMarker, S3Store } from '../store/s3/s3-store.js';
+import { doneKey } from '../worker/cluster-main.js';
+import { isTransient } from '../worker/transient.js';
+import type { ClusterRunOptions } from './cluster-run.js';
+import { sleep } from './process-utils.js';
+
+/** One coordinator run against a cluster: its job, clients and the job's store in the bucket. */
+export interface ClusterSession {
+  readonly job: LoadedJob;
+  readonly target: ClusterTarget;
+  readonly opts: ClusterRunOptions;
+  readonly s3: S3Client;
+  readonly sqs: SQSClient;
+  readonly store: S3Store;
+  readonly log: (line: string) => void;
+  /** When the run started (ms since the epoch). */
+  readonly started: number;
+}
+
+/** The store key whose commit marks a task done: its output, else its empty done-marker. */
+export function completionKey(key: string, p: TaskPayload): string {
+  return p.o ?? doneKey(key);
+}
+
+/** What the bucket says: committed completion keys and dead tasks (by task key). */
+export interface BucketState {
+  readonly committed: Set<string>;
+  readonly dead: Map<string, FailureMarker>;
+}
+
+/** Reads the commit and failure markers of a job. */
+export async function bucketState(store: S3Store): Promise<BucketState> {
+  const committed = new Set<string>();
+  for await (const k of store.list()) committed.add(k);
+  const dead = new Map<string, FailureMarker>();
+  for (const f of await store.failures()) dead.set(f.key, f);
+  return { committed, dead };
+}
+
+/** Runs `fn`, retrying every second while the bucket is unreachable, for up to 5 minutes. */
+export async function untilReachable<T>(fn: () => Promise<T>, log: (line: string) => void): Promise<T> {
+  const since = Date.now();
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() - since > 300_000) throw err;
+      log(`cannot reach the bucket (${(err as Error).message}); retrying`);
+      await sleep(1000);
+    }
+  }
+}
+
+/**
+ * Uploads local files (relative to the job folder) below the job's `inputs/` prefix, where the
+ * workers stage them from; a file already there with the same size is kept. Returns how many
+ * were uploaded.
+ */
+export async function uploadInputs(s: ClusterSession, files: Iterable<string>): Promise<number> {
+  let uploaded = 0;
+  for (const rel of files) {
+    const abs = path.resolve(s.job.baseDir, rel);
+    const key = s.store.keyOf(`inputs/${rel.split(path.sep).join('/')}`);
+    const size = statSync(abs).size;
+    try {
+      const h = await s.s3.send(new HeadObjectCommand({ Bucket: s.target.bucket, Key: key }));
+      if (h.ContentLength === size) continue;
+    } catch {
+      // not there yet
+    }
+    await new Upload({
+      client: s.s3,
+      params: { Bucket: s.target.bucket, Key: key, Body: createReadStream(abs) },
+      queueSize: 4,
+    }).done();
+    uploaded++;
+  }
+  if (uploaded)
+    s.log(`uploaded ${uploaded} input file(s) to s3://${s.target.bucket}/${s.store.keyOf('inputs/')}`);
+  return uploaded;
+}
+
+/** Writes the job's spec where the workers read it (paths relative to their input folder). */
+export async function publishJob(s: ClusterSession): Promise<void> {
+  await s.store.putText('job.json', JSON.stringify({ ...s.job, baseDir: '.', file: 'job.yaml' }));
+}
+
+/** Sends tasks to SQS in slices of 1,000. */
+export async function enqueueAll(queue: SqsQueue, tasks: readonly NewTask[]): Promise<void> {
+  for (let i = 0; i < tasks.length; i += 1000) await queue.enqueue(tasks.slice(i, i + 1000));
+}
+
+/** Tasks finished per second over the last ~10 s, from a sliding window of (time, finished). */
+export function rateOf(window: Array<[number, number]>, now: number, finished: number): number {
+  window.push([now, finished]);
+  while (window.length > 2 && now - window[0]![0] > 10_000) window.shift();
+  const [t0, f0] = window[0]!;
+  return now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
+}

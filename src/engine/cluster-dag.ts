@@ -1,0 +1,434 @@
+/**
+ * The `--cluster` coordinator of a workflow (steps with `needs`, `outputsOf`, `reduce`, or a
+ * HyperFlow workflow). The DAG's bookkeeping is the same as on one machine — a DagState over a
+ * sqlite ledger in the state folder — but a ready task is not run here: it is leased to the
+ * owner `sqs` and sent to the cluster's queue, and it is done when the bucket says so (its
+ * commit marker, or its failure marker for a dead letter). Completing it in the ledger releases
+ * its dependents, which are sent in turn: a task starts as soon as its inputs are committed.
+ * Outputs are downloaded into the job folder as they are committed, so a later step's glob sees
+ * them and the results end up where a local run puts them. The bucket stays the truth: a
+ * coordinator started again with an empty state folder plans the DAG again, takes in what the
+ * bucket has committed, and does not send again what an earlier coordinator sent (the
+ * `forwarded/` records), so nothing committed runs again.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { Lease, NewTask, TaskCounts, TaskPayload } from '../queue/queue.js';
+import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { SqsQueue } from '../queue/sqs/sqs-queue.js';
+import type { LoadedJob } from '../spec/job.js';
+import {
+  type BucketState,
+  bucketState,
+  type ClusterSession,
+  completionKey,
+  enqueueAll,
+  publishJob,
+  rateOf,
+  untilReachable,
+  uploadInputs,
+} from './cluster-common.js';
+import type { Manifest } from './cluster-run.js';
+import { fingerprint, type RunSummary } from './coordinator.js';
+import { type DagEvents, DagState } from './dag.js';
+import { expandFileMap, isS3Url } from './expand.js';
+import { sleep } from './process-utils.js';
+
+/** The ledger's owner of every task that is in the cluster's queue. */
+const SQS_OWNER = 'sqs';
+/** Ledger leases of sent tasks never expire: the bucket, not a clock, says when they are done. */
+const FOREVER_MS = 100 * 365 * 24 * 3600 * 1000;
+/** Bucket folder (below the job prefix) of the records of which task keys were sent to SQS. */
+const FORWARDED = 'forwarded/';
+/** More staged files than this per task are not listed (the task reads the bucket itself then). */
+const MAX_STAGE = 5000;
+
+interface OpenRow {
+  id: number;
+  key: string;
+  step: string;
+  state: 'pending' | 'leased' | 'blocked';
+  attempts: number;
+  max_attempts: number;
+  payload: string;
+  owner: string | null;
+}
+
+/** Runs a workflow on a cluster until every task is committed, dead or skipped. */
+export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
+  const { job, target, opts, store, log, started } = s;
+  const name = job.spec.name;
+
+  const local = localInputs(job);
+  const ledger = openLedger(opts.stateDir, job);
+  const dag = new DagState(ledger.queue, job, { s3: s.s3 });
+  const db = ledger.queue.db;
+  const queues = new Map<number, SqsQueue>();
+  const queueFor = (maxAttempts: number) => {
+    let q = queues.get(maxAttempts);
+    if (!q) {
+      q = new SqsQueue({
+        client: s.sqs,
+        queueUrl: target.queueUrl,
+        deadLetterQueueUrl: target.deadLetterQueueUrl,
+        job: name,
+        maxAttempts,
+      });
+      queues.set(maxAttempts, q);
+    }
+    return q;
+  };
+  const logDag = (ev: DagEvents) => {
+    for (const e of ev.expanded) log(`job ${name}: planned ${e.tasks} task(s) of step ${e.step}`);
+    for (const e of ev.released) log(`job ${name}: step ${e.step} released (${e.needs} finished)`);
+    for (const e of ev.skipped) log(`job ${name}: step ${e.step} skipped (${e.reason})`);
+  };
+
+  try {
+    await uploadInputs(s, new Set([...local.upload, ...(await firstInputs(s))]));
+    await publishJob(s);
+
+    const openRows = db.prepare(
+      "SELECT id, key, step, state, attempts, max_attempts, payload, owner FROM tasks WHERE state IN ('pending', 'leased', 'blocked')",
+    );
+    const markDead = db.prepare(
+      `UPDATE tasks SET state = 'dead', owner = NULL, lease_expires = NULL, finished_at = ?, last_error = ?, attempts = ?
+       WHERE id = ? AND state IN ('pending', 'leased', 'blocked')`,
+    );
+    const collect = opts.collect !== false;
+    const download = async (p: TaskPayload, overwrite: boolean) => {
+      if (!collect) return 0;
+      let n = 0;
+      for (const f of [...(p.o !== undefined ? [p.o] : []), ...(p.outs ?? [])]) {
+        const dest = path.resolve(job.baseDir, f);
+        if (!overwrite && existsSync(dest)) continue;
+        if (await untilReachable(() => store.download(f, dest), log)) n++;
+      }
+      return n;
+    };
+
+    /** Takes in what the bucket has: committed tasks are done, dead ones dead; returns how many. */
+    const absorb = async (st: BucketState, overwrite: boolean) => {
+      const done: number[] = [];
+      const dead: Array<{ id: number; error: string; attempts: number }> = [];
+      const finished: TaskPayload[] = [];
+      for (const r of openRows.all() as OpenRow[]) {
+        const p = JSON.parse(r.payload) as TaskPayload;
+        if (st.committed.has(completionKey(r.key, p))) {
+          done.push(r.id);
+          finished.push(p);
+        } else {
+          const f = st.dead.get(r.key);
+          if (f) dead.push({ id: r.id, error: f.error, attempts: f.attempts });
+        }
+      }
+      // outputs first: a step that globs what its needed steps wrote is planned from the job folder
+      let downloaded = 0;
+      for (const p of finished) downloaded += await download(p, overwrite);
+      if (downloaded) log(`job ${name}: downloaded ${downloaded} output(s) into ${job.baseDir}`);
+      dag.markFound(done);
+      const now = Date.now();
+      db.transaction(() => {
+        for (const d of dead) markDead.run(now, d.error, d.attempts, d.id);
+      })();
+      return done.length + dead.length;
+    };
+
+    // What an earlier coordinator sent; what the bucket already has.
+    const forwarded = new Set<string>();
+    for await (const k of store.keysBelow(FORWARDED)) {
+      const text = await store.getText(`${FORWARDED}${k}`);
+      for (const key of text ? (JSON.parse(text) as string[]) : []) forwarded.add(key);
+    }
+    let st = await bucketState(store);
+    const resumed = ledger.existed || st.committed.size > 0 || st.dead.size > 0 || forwarded.size > 0;
+    // Plan and take in the bucket until neither changes (a found task can release a step).
+    for (let changed = true; changed; ) {
+      const ev = await dag.advance();
+      logDag(ev);
+      changed = ev.expanded.length + ev.released.length + ev.skipped.length > 0;
+      changed = (await absorb(st, false)) > 0 || changed;
+    }
+    // Sent by a coordinator whose ledger is gone: in the queue already (or lost: see the stall check).
+    const inQueue = (openRows.all() as OpenRow[]).filter(
+      (r) => r.owner !== SQS_OWNER && forwarded.has(r.key),
+    );
+    if (inQueue.length) {
+      const take = db.prepare(
+        "UPDATE tasks SET state = 'leased', owner = ?, lease_expires = ?, attempts = attempts + 1 WHERE id = ? AND state = 'pending'",
+      );
+      db.transaction(() => {
+        for (const r of inQueue) take.run(SQS_OWNER, Date.now() + FOREVER_MS, r.id);
+      })();
+    }
+    // Leased in this ledger but never recorded as sent (the last coordinator stopped in between).
+    const unsent = (openRows.all() as OpenRow[]).filter(
+      (r) => r.state === 'leased' && r.owner === SQS_OWNER && !forwarded.has(r.key),
+    );
+
+    const stageCache = new Map<string, readonly string[]>();
+    /** What a task of a step with `needs` may read besides its inputs: what the steps before it wrote. */
+    const stageOf = (r: { step: string; payload: TaskPayload }): readonly string[] => {
+      const st = job.steps.find((x) => x.name === r.step);
+      let fromNeeds = stageCache.get(r.step);
+      if (fromNeeds === undefined) {
+        const files: string[] = [];
+        for (const need of st?.needs.length ? ancestors(job, r.step) : []) {
+          const rows = db
+            .prepare("SELECT payload FROM tasks WHERE step = ? AND state = 'done' ORDER BY id")
+            .all(need) as { payload: string }[];
+          for (const row of rows) {
+            const p = JSON.parse(row.payload) as TaskPayload;
+            if (p.o !== undefined) files.push(p.o);
+            files.push(...(p.outs ?? []));
+          }
+        }
+        fromNeeds = files.length > MAX_STAGE ? [] : files;
+        if (files.length > MAX_STAGE)
+          log(`job ${name}: step ${r.step} needs ${files.length} files; not staged (more than ${MAX_STAGE})`);
+        stageCache.set(r.step, fromNeeds);
+      }
+      const named = (r.payload.argv ?? []).filter((a) => local.named.has(a));
+      return [...fromNeeds, ...named];
+    };
+    const send = async (leases: ReadonlyArray<Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'>>) => {
+      if (leases.length === 0) return;
+      const byAttempts = new Map<number, NewTask[]>();
+      for (const l of leases) {
+        const stage = stageOf(l);
+        const payload = stage.length ? { ...l.payload, stage } : l.payload;
+        const list = byAttempts.get(l.maxAttempts) ?? [];
+        list.push({ key: l.key, step: l.step, payload });
+        byAttempts.set(l.maxAttempts, list);
+      }
+      for (const [m, tasks] of byAttempts) await enqueueAll(queueFor(m), tasks);
+      // recorded after sending: a crash in between sends them again (harmless: commits are once)
+      const keys = leases.map((l) => l.key);
+      await store.putText(
+        `${FORWARDED}${Date.now()}-${randomBytes(3).toString('hex')}.json`,
+        JSON.stringify(keys),
+      );
+      for (const k of keys) forwarded.add(k);
+    };
+    await send(
+      unsent.map((r) => ({
+        key: r.key,
+        step: r.step,
+        payload: JSON.parse(r.payload) as TaskPayload,
+        maxAttempts: r.max_attempts,
+      })),
+    );
+    const forward = async () => {
+      let n = 0;
+      for (;;) {
+        const leases = ledger.queue.claimSync(SQS_OWNER, 1000, FOREVER_MS);
+        if (leases.length === 0) return n;
+        await send(leases);
+        n += leases.length;
+      }
+    };
+
+    const tick = opts.tickMs ?? 1000;
+    const stallMs = opts.stallMs ?? 30_000;
+    const window: Array<[number, number]> = [];
+    let counts = ledger.queue.countsSync();
+    let lastProgress = Date.now();
+    let lastTotal = -1;
+    let interrupted = false;
+    let unreachableSince: number | undefined;
+    const sent = await forward();
+    log(
+      `job ${name}: ${counts.total} task(s) planned so far, ${counts.done} already committed, ${sent + unsent.length} sent${resumed ? ' (resumed from the bucket)' : ''}`,
+    );
+    for (;;) {
+      counts = ledger.queue.countsSync();
+      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
+        const n = dag.skipUnreachable();
+        if (n) log(`job ${name}: ${n} blocked task(s) can no longer run; skipped`);
+        logDag(await dag.advance());
+        counts = ledger.queue.countsSync();
+      }
+      if (counts.total !== lastTotal) {
+        await store.putText(
+          'enqueued.json',
+          JSON.stringify({ enqueued: counts.total, total: counts.total } satisfies Manifest),
+        );
+        lastTotal = counts.total;
+      }
+      const open = counts.pending + counts.leased + counts.blocked > 0 || !dag.allExpanded();
+      if (!open) break;
+      if (opts.signal?.aborted) {
+        interrupted = true;
+        break;
+      }
+      await sleep(tick, opts.signal);
+      try {
+        st = await bucketState(store);
+        unreachableSince = undefined;
+      } catch (err) {
+        // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
+        if (unreachableSince === undefined)
+          log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
+        unreachableSince ??= Date.now();
+        if (Date.now() - unreachableSince > 300_000) throw err;
+        continue;
+      }
+      const before = counts.done + counts.dead + counts.skipped;
+      await absorb(st, true);
+      logDag(await dag.advance());
+      await forward();
+      counts = ledger.queue.countsSync();
+      const q = await queueFor(job.spec.retries.maxAttempts)
+        .counts()
+        .catch(() => undefined);
+      const now = Date.now();
+      const finished = counts.done + counts.dead + counts.skipped;
+      if (finished > before) lastProgress = now;
+      else if (q && q.pending + q.leased === 0 && counts.leased > 0 && now - lastProgress > stallMs) {
+        // Messages lost (retention, purge, a crash before sending): send what is still missing.
+        const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
+        await send(
+          again.map((r) => ({
+            key: r.key,
+            step: r.step,
+            payload: JSON.parse(r.payload) as TaskPayload,
+            maxAttempts: r.max_attempts,
+          })),
+        );
+        log(`job ${name}: queue empty with ${again.length} task(s) missing; sent them again`);
+        lastProgress = now;
+      }
+      const shown: TaskCounts = q
+        ? {
+            ...counts,
+            pending: counts.pending + Math.min(q.pending, counts.leased),
+            leased: Math.min(q.leased, counts.leased),
+          }
+        : counts;
+      opts.onProgress?.({
+        ...shown,
+        workers: 0,
+        rate: rateOf(window, now, finished),
+        elapsed: (now - started) / 1000,
+      });
+    }
+
+    counts = ledger.queue.countsSync();
+    const deadLetters = await ledger.queue.deadLetters(100);
+    const skippedSteps = dag.skippedSteps();
+    const missingOutputs =
+      interrupted || !collect
+        ? []
+        : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
+    const status = interrupted
+      ? 'interrupted'
+      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
+        ? 'failed'
+        : 'succeeded';
+    return {
+      job: name,
+      status,
+      counts,
+      deadLetters,
+      failedPaths: dag.failedPaths(),
+      skippedSteps,
+      missingOutputs,
+      outputs: job.baseDir,
+      stateDir: opts.stateDir,
+      seconds: (Date.now() - started) / 1000,
+      resumed,
+    };
+  } finally {
+    for (const q of queues.values()) await q.close();
+    await ledger.queue.close();
+  }
+}
+
+/**
+ * Every step a step comes after (through `needs`, `reduce` and `outputsOf`, transitively): on one
+ * machine its tasks could read any file those wrote, so on a cluster those files are staged.
+ */
+function ancestors(job: LoadedJob, step: string): string[] {
+  const seen = new Set<string>();
+  const visit = (name: string) => {
+    const st = job.steps.find((x) => x.name === name);
+    for (const up of [...(st?.needs ?? []), st?.reduce, st?.map?.outputsOf]) {
+      if (up === undefined || seen.has(up)) continue;
+      seen.add(up);
+      visit(up);
+    }
+  };
+  visit(step);
+  return [...seen];
+}
+
+/** Opens the job's ledger in the state folder; a ledger of a changed spec is started again. */
+function openLedger(stateDir: string, job: LoadedJob): { queue: SqliteQueue; existed: boolean } {
+  const dir = path.join(stateDir, 'ledgers');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${job.spec.name}.db`);
+  const fp = fingerprint(job);
+  let existed = existsSync(file);
+  let queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
+  const old = queue.getMeta('fingerprint');
+  if (old !== undefined && old !== fp) {
+    // the bucket is the truth; the ledger is rebuilt from it for the new spec
+    queue.db.close();
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
+    queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
+    existed = false;
+  }
+  queue.setMeta('fingerprint', fp);
+  return { queue, existed: existed && old !== undefined };
+}
+
+/**
+ * The local files a workflow's workers need: inputs of the steps that wait for nothing, modules,
+ * a HyperFlow workflow's own inputs (signals no process writes) and the files its command lines
+ * name (scripts, tables) — uploaded once; `named` are staged beside each task that names them.
+ */
+function localInputs(job: LoadedJob): { upload: Set<string>; named: Set<string> } {
+  const upload = new Set<string>();
+  const named = new Set<string>();
+  const exists = (rel: string) => {
+    if (isS3Url(rel) || rel.startsWith('-') || path.isAbsolute(rel)) return false;
+    const abs = path.resolve(job.baseDir, rel);
+    return !path.relative(job.baseDir, abs).startsWith('..') && existsSync(abs) && !isDir(abs);
+  };
+  for (const st of job.steps) {
+    if (st.module !== undefined) upload.add(path.relative(job.baseDir, path.resolve(job.baseDir, st.module)));
+  }
+  if (job.hyperflow) {
+    const produced = new Set(job.hyperflow.flatMap((t) => t.payload.outs ?? []));
+    for (const t of job.hyperflow) {
+      for (const f of t.payload.ins ?? []) if (!produced.has(f) && exists(f)) upload.add(f);
+      for (const a of t.payload.argv ?? []) {
+        if (!produced.has(a) && exists(a)) {
+          upload.add(a);
+          named.add(a);
+        }
+      }
+    }
+  }
+  return { upload, named };
+}
+
+function isDir(abs: string): boolean {
+  try {
+    return statSync(abs).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Local inputs of the file maps that wait for no step (uploaded up front). */
+async function firstInputs(s: ClusterSession): Promise<string[]> {
+  const out: string[] = [];
+  for (const st of s.job.steps) {
+    if (!st.map || st.map.outputsOf !== undefined || st.needs.length > 0) continue;
+    for await (const p of expandFileMap(s.job, st, { s3: s.s3 }))
+      if (p.p !== undefined && !isS3Url(p.p)) out.push(p.p);
+  }
+  return out;
+}
