@@ -7,13 +7,14 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { runClusterJob } from '../src/engine/cluster-run.js';
 import { runJob } from '../src/engine/coordinator.js';
 import { loadJob } from '../src/spec/load-job.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { ROOT, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
+import { inputs, mosaic, N } from './hyperflow-mosaic.js';
 
 let peer: Peer;
 before(async () => {
@@ -278,4 +279,64 @@ steps:
   t.diagnostic(
     `${atKill.size} outputs committed at the kill; ${runs().length} executions for ${2 * n + 1} tasks`,
   );
+});
+
+test('the 26-process HyperFlow mosaic (index form, {{vars}}) via corral run --cluster: every process starts after its inputs are committed', async (t) => {
+  const dir = tempDir(t);
+  const trace = path.join(dir, 'trace.log');
+  writeFiles(dir, {
+    ...inputs(),
+    'workflow.json': JSON.stringify(mosaic('index', trace)),
+  });
+  const { target, workers } = await cluster('cmos');
+  const pool = workers(dir, 2);
+  const where = ['--queue-url', target.queueUrl, '--bucket', target.bucket, '--endpoint-url', peer.endpoint];
+  let r: Awaited<ReturnType<typeof runCli>>;
+  try {
+    r = await runCli(
+      ['run', 'workflow.json', '--var', 'scale=2.5', '--cluster', 'cmos', ...where, '--json'],
+      {
+        cwd: dir,
+        env: { ...PEER_ENV, CORRAL_CLUSTER_TICK_MS: '150' },
+        timeoutMs: 120_000,
+      },
+    );
+  } finally {
+    await pool.stop();
+  }
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(JSON.parse(r.stdout).counts.done, 26);
+  const mosaicTxt = readFileSync(path.join(dir, 'mosaic.txt'), 'utf8');
+  assert.equal(mosaicTxt.split('\n').filter((l) => l.startsWith('projected tile')).length, N);
+  assert.match(mosaicTxt, /projected tile 3 x2\.5/);
+  // when each signal was committed (commit markers) vs when each process started (trace)
+  const committedAt = new Map<string, number>();
+  for (const k of await keys(target.bucket, 'jobs/mosaic/committed/')) {
+    if (k.startsWith('.tasks/')) continue;
+    const body = await peer.s3.send(
+      new GetObjectCommand({ Bucket: target.bucket, Key: `jobs/mosaic/committed/${k}` }),
+    );
+    committedAt.set(k, Date.parse(JSON.parse(await body.Body!.transformToString()).committedAt));
+  }
+  const started = new Map(
+    readFileSync(trace, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '))
+      .map(([, ns, out]) => [out!, Number(BigInt(ns!) / 1_000_000n)] as const),
+  );
+  const wf = mosaic('name', trace);
+  let edges = 0;
+  for (const p of wf.processes) {
+    const out = p.outs[0] as string;
+    for (const input of p.ins as string[]) {
+      if (input.startsWith('in_')) continue; // workflow inputs exist before the run
+      edges++;
+      const ready = committedAt.get(input);
+      assert.ok(ready !== undefined, `${input} was committed`);
+      // ms clocks of one machine: the consumer started no earlier than its input's commit
+      assert.ok(started.get(out)! >= ready! - 1, `${out} started before its input ${input} was committed`);
+    }
+  }
+  assert.equal(edges, 2 * (N - 1) + (N - 1) + 1 + 2 * N + N);
 });
