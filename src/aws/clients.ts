@@ -86,3 +86,20 @@ export function createSqsClient(s: AwsSettings): SQSClient {
 export function createS3Client(s: AwsSettings): S3Client {
   return new S3Client({ ...common(s), ...(s.endpointUrl ? { forcePathStyle: true } : {}) });
 }
+
+/**
+ * A CloudFormation client (stack outputs, gc's "is the stack gone?"). Loaded on demand: only
+ * the CLI's cluster lookups need it, never the worker.
+ */
+export async function createCloudFormationClient(
+  s: AwsSettings,
+): Promise<import('@aws-sdk/client-cloudformation').CloudFormationClient> {
+  const { CloudFormationClient } = await import('@aws-sdk/client-cloudformation');
+  return new CloudFormationClient(common(s));
+}
+
+/** An EC2 client (gc of instances). Loaded on demand, like the CloudFormation client. */
+export async function createEc2Client(s: AwsSettings): Promise<import('@aws-sdk/client-ec2').EC2Client> {
+  const { EC2Client } = await import('@aws-sdk/client-ec2');
+  return new EC2Client(common(s));
+}

@@ -1,10 +1,12 @@
 /**
  * `corral gc`: finds resources tagged `corral:cluster=<name>` whose cluster stack `corral-<name>`
  * no longer exists (a failed `down`, a retained bucket, a stack deleted by hand) and deletes them
- * on request. Buckets are found with ListBuckets + GetBucketTagging, queues with ListQueues +
- * ListQueueTags; whether a stack exists is a function the caller passes (CloudFormation
- * DescribeStacks in the CLI), so the search runs against any S3/SQS peer.
+ * on request. Instances are found with one DescribeInstances filtered on the tag key and the
+ * live states (pending, running, stopping, stopped), buckets with ListBuckets +
+ * GetBucketTagging, queues with ListQueues + ListQueueTags; whether a stack exists is a function
+ * the caller passes (CloudFormation DescribeStacks in the CLI), so the search runs against any peer.
  */
+import type { DescribeInstancesCommandOutput, EC2Client } from '@aws-sdk/client-ec2';
 import {
   DeleteBucketCommand,
   DeleteObjectsCommand,
@@ -25,25 +27,35 @@ import {
 /** The tag every cluster resource carries (`CLUSTER_TAG` of src/infra/cluster-stack.ts, without loading the CDK). */
 export const CLUSTER_TAG_KEY = 'corral:cluster';
 
+/** Kinds of resources gc collects. */
+export type OrphanKind = 'instance' | 'bucket' | 'queue';
+
 /** A resource left behind by a cluster whose stack is gone. */
 export interface Orphan {
-  readonly kind: 'bucket' | 'queue';
-  /** Bucket name or queue URL. */
+  readonly kind: OrphanKind;
+  /** Instance id, bucket name or queue URL. */
   readonly id: string;
   /** Value of the `corral:cluster` tag. */
   readonly cluster: string;
+  /** An instance's state when it was listed (pending, running, stopping, stopped). */
+  readonly state?: string;
 }
+
+/** Instance states gc collects: every state that still costs money or can come back. */
+export const LIVE_INSTANCE_STATES = ['pending', 'running', 'stopping', 'stopped'];
 
 /** Options of the orphan search. */
 export interface FindOrphansOptions {
   readonly s3: S3Client;
   readonly sqs: SQSClient;
+  /** EC2 in the same region: instances are searched too. @default - instances are not searched */
+  readonly ec2?: EC2Client;
   /** Whether the stack of a cluster exists (`corral-<name>`). */
   readonly stackExists: (cluster: string) => Promise<boolean>;
   /** Only resources of this cluster. @default - every cluster */
   readonly cluster?: string;
-  /** Called for a resource whose tags could not be read (other region, no permission). */
-  readonly onSkip?: (kind: 'bucket' | 'queue', id: string, why: string) => void;
+  /** Called for a resource whose tags could not be read (other region, no permission); id `*` for a whole kind. */
+  readonly onSkip?: (kind: OrphanKind, id: string, why: string) => void;
 }
 
 const MAX_PAGES = 1000;
@@ -52,9 +64,45 @@ function statusOf(err: unknown): number | undefined {
   return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
-/** Tagged resources whose cluster stack is gone, buckets first. */
+/** Tagged instances in a live state (one DescribeInstances filtered by tag and state, paged). */
+async function taggedInstances(
+  ec2: EC2Client,
+  cluster: string | undefined,
+  onSkip: FindOrphansOptions['onSkip'],
+): Promise<Orphan[]> {
+  const { DescribeInstancesCommand } = await import('@aws-sdk/client-ec2');
+  const out: Orphan[] = [];
+  const Filters = [
+    { Name: 'tag-key', Values: [CLUSTER_TAG_KEY] },
+    { Name: 'instance-state-name', Values: LIVE_INSTANCE_STATES },
+    ...(cluster !== undefined ? [{ Name: `tag:${CLUSTER_TAG_KEY}`, Values: [cluster] }] : []),
+  ];
+  let token: string | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    let r: DescribeInstancesCommandOutput;
+    try {
+      r = await ec2.send(new DescribeInstancesCommand({ Filters, MaxResults: 1000, NextToken: token }));
+    } catch (err) {
+      // no permission or no EC2 at this endpoint: say so, and collect the other kinds
+      if (statusOf(err) === undefined) throw err;
+      onSkip?.('instance', '*', `DescribeInstances: ${(err as Error).name} (HTTP ${statusOf(err)})`);
+      return out;
+    }
+    for (const res of r.Reservations ?? [])
+      for (const i of res.Instances ?? []) {
+        const v = i.Tags?.find((t) => t.Key === CLUSTER_TAG_KEY)?.Value;
+        if (i.InstanceId && v)
+          out.push({ kind: 'instance', id: i.InstanceId, cluster: v, state: i.State?.Name });
+      }
+    token = r.NextToken;
+    if (!token) break;
+  }
+  return out;
+}
+
+/** Tagged resources whose cluster stack is gone: instances first, then buckets, then queues. */
 export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
-  const tagged: Orphan[] = [];
+  const tagged: Orphan[] = o.ec2 ? await taggedInstances(o.ec2, o.cluster, o.onSkip) : [];
   const buckets = await o.s3.send(new ListBucketsCommand({}));
   for (const b of buckets.Buckets ?? []) {
     if (!b.Name) continue;
@@ -93,8 +141,17 @@ export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
   return out;
 }
 
-/** Empties (every version) and deletes a bucket; deletes a queue. */
-export async function deleteOrphan(o: { s3: S3Client; sqs: SQSClient }, orphan: Orphan): Promise<void> {
+/** Terminates an instance; empties (every version) and deletes a bucket; deletes a queue. */
+export async function deleteOrphan(
+  o: { s3: S3Client; sqs: SQSClient; ec2?: EC2Client },
+  orphan: Orphan,
+): Promise<void> {
+  if (orphan.kind === 'instance') {
+    if (!o.ec2) throw new Error(`no EC2 client to terminate ${orphan.id}`);
+    const { TerminateInstancesCommand } = await import('@aws-sdk/client-ec2');
+    await o.ec2.send(new TerminateInstancesCommand({ InstanceIds: [orphan.id] }));
+    return;
+  }
   if (orphan.kind === 'queue') {
     await o.sqs.send(new DeleteQueueCommand({ QueueUrl: orphan.id }));
     return;

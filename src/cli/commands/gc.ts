@@ -5,29 +5,9 @@ import { printJson } from '../output.js';
 interface GcFlags {
   cluster?: string;
   yes?: boolean;
-  assumeStacksGone?: boolean;
   region?: string;
   endpointUrl?: string;
   json?: boolean;
-}
-
-/** Whether CloudFormation has the stack (DescribeStacks; a deleted stack is "does not exist"). */
-async function cloudFormationCheck(region: string | undefined, endpointUrl: string | undefined) {
-  const cfn = await import('@aws-sdk/client-cloudformation');
-  const client = new cfn.CloudFormationClient({ region, ...(endpointUrl ? { endpoint: endpointUrl } : {}) });
-  const { stackNameOf } = await import('../../spec/cluster.js');
-  return {
-    close: () => client.destroy(),
-    exists: async (cluster: string) => {
-      try {
-        const r = await client.send(new cfn.DescribeStacksCommand({ StackName: stackNameOf(cluster) }));
-        return (r.Stacks ?? []).some((s) => s.StackStatus !== 'DELETE_COMPLETE');
-      } catch (err) {
-        if (/does not exist/.test((err as Error).message)) return false;
-        throw err;
-      }
-    },
-  };
 }
 
 /** `corral gc`: resources tagged corral:cluster whose stack corral-<name> is gone; deletes them with --yes. */
@@ -35,13 +15,16 @@ export function register(program: Command): void {
   program
     .command('gc')
     .description(
-      'list (and with --yes delete) buckets and queues tagged corral:cluster whose stack corral-NAME is gone',
+      'list (and with --yes terminate/delete) instances, buckets and queues tagged corral:cluster whose stack corral-NAME is gone',
+    )
+    .addHelpText(
+      'after',
+      '\nInstances are searched in the region of --region / AWS_REGION (pending, running, stopping or\nstopped); buckets and queues wherever the credentials can list them. Nothing is changed without --yes.',
     )
     .option('--cluster <NAME>', 'only the resources of this cluster')
-    .option('--yes', 'delete what is listed (buckets are emptied first, every version)')
     .option(
-      '--assume-stacks-gone',
-      'do not ask CloudFormation: treat every tagged resource as orphaned (for peers without CloudFormation, e.g. tests against fauxqs)',
+      '--yes',
+      'terminate the listed instances and delete the listed buckets (emptied first, every version) and queues',
     )
     .option('--region <REGION>', 'AWS region (env AWS_REGION)')
     .option(
@@ -50,28 +33,45 @@ export function register(program: Command): void {
     )
     .option('--json', 'print JSON on stdout')
     .action(async (flags: GcFlags) => {
-      const { createS3Client, createSqsClient, resolveAwsSettings } = await import('../../aws/clients.js');
+      const {
+        createCloudFormationClient,
+        createEc2Client,
+        createS3Client,
+        createSqsClient,
+        resolveAwsSettings,
+      } = await import('../../aws/clients.js');
       const { usageErrorOf } = await import('../../aws/preflight.js');
       const { findOrphans, deleteOrphan } = await import('../../aws/gc.js');
+      const { describeClusterStack, stackLookupError } = await import('../../aws/stacks.js');
       const settings = resolveAwsSettings({ region: flags.region, endpointUrl: flags.endpointUrl });
       const s3 = createS3Client(settings);
       const sqs = createSqsClient(settings);
-      const check = flags.assumeStacksGone
-        ? { exists: async () => false, close: () => {} }
-        : await cloudFormationCheck(settings.region, settings.endpointUrl);
+      const ec2 = await createEc2Client(settings);
+      const cfn = await createCloudFormationClient(settings);
+      const stackExists = async (cluster: string) => {
+        try {
+          return (await describeClusterStack(cfn, cluster)) !== undefined;
+        } catch (err) {
+          throw stackLookupError(err, cluster, settings.endpointUrl) ?? err;
+        }
+      };
       const out = process.stdout;
       try {
         const orphans = await findOrphans({
           s3,
           sqs,
+          ec2,
           cluster: flags.cluster,
-          stackExists: check.exists,
-          onSkip: (kind, id, why) => process.stderr.write(`corral gc: skipped ${kind} ${id}: ${why}\n`),
+          stackExists,
+          onSkip: (kind, id, why) =>
+            process.stderr.write(
+              `corral gc: skipped ${id === '*' ? `every ${kind}` : `${kind} ${id}`}: ${why}\n`,
+            ),
         });
         const deleted: string[] = [];
         if (flags.yes) {
           for (const o of orphans) {
-            await deleteOrphan({ s3, sqs }, o);
+            await deleteOrphan({ s3, sqs, ec2 }, o);
             deleted.push(o.id);
           }
         }
@@ -80,14 +80,17 @@ export function register(program: Command): void {
           return;
         }
         if (orphans.length === 0) out.write('no orphaned corral resources\n');
-        for (const o of orphans)
-          out.write(`${flags.yes ? 'deleted' : 'orphan'} ${o.kind} ${o.id} (cluster ${o.cluster})\n`);
-        if (orphans.length > 0 && !flags.yes) out.write('run again with --yes to delete them\n');
+        for (const o of orphans) {
+          const verb = !flags.yes ? 'orphan' : o.kind === 'instance' ? 'terminated' : 'deleted';
+          out.write(`${verb} ${o.kind} ${o.id} (cluster ${o.cluster}${o.state ? `, ${o.state}` : ''})\n`);
+        }
+        if (orphans.length > 0 && !flags.yes) out.write('run again with --yes to terminate/delete them\n');
       } catch (err) {
         if (err instanceof UsageError) throw err;
         throw usageErrorOf(err, { field: 'endpoint', name: 'gc', endpoint: settings.endpointUrl }) ?? err;
       } finally {
-        check.close();
+        cfn.destroy();
+        ec2.destroy();
         s3.destroy();
         sqs.destroy();
       }

@@ -1,0 +1,347 @@
+/**
+ * A local peer of the two AWS query-protocol services corral calls besides S3 and SQS, on
+ * 127.0.0.1 with a random port:
+ *
+ * - **EC2** (EC2 Query API, version 2016-11-15): `DescribeInstances` (filters `tag-key`,
+ *   `tag:KEY`, `instance-state-name`, `instance-id`; `InstanceId.N`; `MaxResults`/`NextToken`
+ *   paging) and `TerminateInstances`, with XML bodies and errors as EC2 returns them
+ *   (`<Response><Errors>…`).
+ * - **CloudFormation** (AWS Query, version 2010-05-15): `DescribeStacks` (one stack by name or id,
+ *   or every stack), with `Outputs`, and the `ValidationError` "Stack with id X does not exist"
+ *   for a stack that is not there (or deleted, when asked by name), as CloudFormation does.
+ *
+ * Requests are told apart by the service in the SigV4 credential scope (`…/ec2/aws4_request`);
+ * every other request (S3, SQS) is forwarded unchanged to `upstream` (fauxqs, see
+ * cluster-peer.ts), so one endpoint serves every client, as `--endpoint-url` requires. Requests
+ * without a SigV4 signature are refused. The peer keeps every EC2/CloudFormation call it served
+ * in `calls`, so tests can assert what was (and was not) asked.
+ */
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** EC2 instance states, with the codes EC2 reports. */
+export const INSTANCE_STATE_CODES = {
+  pending: 0,
+  running: 16,
+  'shutting-down': 32,
+  terminated: 48,
+  stopping: 64,
+  stopped: 80,
+} as const;
+export type InstanceStateName = keyof typeof INSTANCE_STATE_CODES;
+
+/** One instance the peer knows. */
+export interface PeerInstance {
+  readonly id: string;
+  state: InstanceStateName;
+  readonly tags: Record<string, string>;
+}
+
+/** One stack the peer knows. */
+export interface PeerStack {
+  readonly name: string;
+  readonly id: string;
+  status: string;
+  outputs: Record<string, string>;
+}
+
+/** One EC2 or CloudFormation request the peer answered. */
+export interface QueryCall {
+  readonly service: 'ec2' | 'cloudformation';
+  readonly action: string;
+  readonly params: Readonly<Record<string, string>>;
+}
+
+/** A running query peer. */
+export interface QueryPeer {
+  /** `http://127.0.0.1:PORT`: pass it as `--endpoint-url`. */
+  readonly endpoint: string;
+  readonly instances: Map<string, PeerInstance>;
+  readonly stacks: Map<string, PeerStack>;
+  readonly calls: QueryCall[];
+  /** Adds an instance; returns its id (`i-` + 17 hex digits). */
+  addInstance(i: { state?: InstanceStateName; tags?: Record<string, string> }): string;
+  /** Creates or replaces a stack (status `CREATE_COMPLETE` unless given). */
+  putStack(name: string, o?: { status?: string; outputs?: Record<string, string> }): PeerStack;
+  /** Marks a stack deleted (`DELETE_COMPLETE`): by name it then "does not exist". */
+  deleteStack(name: string): void;
+  /** Calls of one action. */
+  callsOf(action: string): QueryCall[];
+  stop(): Promise<void>;
+}
+
+/** Options of the peer. */
+export interface QueryPeerOptions {
+  /** Where requests of other services go (fauxqs). @default - they get 501 */
+  readonly upstream?: string;
+  /** Most instances per DescribeInstances page, whatever MaxResults says (to exercise paging). @default 1000 */
+  readonly pageSize?: number;
+  /** Account id in ARNs. @default '123456789012' */
+  readonly account?: string;
+}
+
+const EC2_NS = 'http://ec2.amazonaws.com/doc/2016-11-15/';
+const CFN_NS = 'http://cloudformation.amazonaws.com/doc/2010-05-15/';
+
+function esc(v: string): string {
+  return v.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function requestId(): string {
+  const h = randomBytes(16).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** `Name.N` members of a query-serialized list, in order. */
+function listOf(params: Record<string, string>, prefix: string): string[] {
+  const out: string[] = [];
+  for (let n = 1; n <= 10_000 && params[`${prefix}.${n}`] !== undefined; n++)
+    out.push(params[`${prefix}.${n}`]!);
+  return out;
+}
+
+class QueryError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Starts the peer on 127.0.0.1:0. */
+export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPeer> {
+  const account = o.account ?? '123456789012';
+  const instances = new Map<string, PeerInstance>();
+  const stacks = new Map<string, PeerStack>();
+  const calls: QueryCall[] = [];
+  const upstream = o.upstream ? new URL(o.upstream) : undefined;
+
+  function describeInstances(p: Record<string, string>): string {
+    const ids = listOf(p, 'InstanceId');
+    const filters: Array<{ name: string; values: string[] }> = [];
+    for (let n = 1; n <= 50 && p[`Filter.${n}.Name`] !== undefined; n++)
+      filters.push({ name: p[`Filter.${n}.Name`]!, values: listOf(p, `Filter.${n}.Value`) });
+    for (const f of filters) {
+      if (!['tag-key', 'instance-state-name', 'instance-id'].includes(f.name) && !f.name.startsWith('tag:'))
+        throw new QueryError(400, 'InvalidParameterValue', `The filter '${f.name}' is invalid`);
+    }
+    for (const id of ids)
+      if (!instances.has(id))
+        throw new QueryError(400, 'InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
+    const match = (i: PeerInstance) =>
+      (ids.length === 0 || ids.includes(i.id)) &&
+      filters.every((f) => {
+        if (f.name === 'tag-key') return f.values.some((v) => v in i.tags);
+        if (f.name === 'instance-state-name') return f.values.includes(i.state);
+        if (f.name === 'instance-id') return f.values.includes(i.id);
+        const key = f.name.slice(4);
+        return key in i.tags && f.values.includes(i.tags[key]!);
+      });
+    const all = [...instances.values()].filter(match);
+    // EC2 may return fewer than MaxResults with a NextToken; pageSize makes the peer do so
+    const max = Math.min(p.MaxResults !== undefined ? Number(p.MaxResults) : 1000, o.pageSize ?? 1000);
+    const asked = Number(p.MaxResults);
+    if (p.MaxResults !== undefined && (ids.length > 0 || !(asked >= 5 && asked <= 1000)))
+      throw new QueryError(
+        400,
+        'InvalidParameterValue',
+        ids.length > 0
+          ? 'The parameter instancesSet cannot be used with the parameter maxResults'
+          : `Value ( ${p.MaxResults} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.`,
+      );
+    const start = p.NextToken ? Number(Buffer.from(p.NextToken, 'base64url').toString()) : 0;
+    const page = all.slice(start, start + max);
+    const next =
+      start + max < all.length ? Buffer.from(String(start + max)).toString('base64url') : undefined;
+    // one reservation per instance, as instances launched one at a time (an Auto Scaling group) get
+    const reservations = page
+      .map(
+        (i) =>
+          `<item><reservationId>r-${i.id.slice(2)}</reservationId><ownerId>${account}</ownerId><groupSet/>` +
+          `<instancesSet><item><instanceId>${i.id}</instanceId><imageId>ami-0123456789abcdef0</imageId>` +
+          `<instanceState><code>${INSTANCE_STATE_CODES[i.state]}</code><name>${i.state}</name></instanceState>` +
+          '<instanceType>c6i.large</instanceType>' +
+          `<tagSet>${Object.entries(i.tags)
+            .map(([k, v]) => `<item><key>${esc(k)}</key><value>${esc(v)}</value></item>`)
+            .join('')}</tagSet></item></instancesSet></item>`,
+      )
+      .join('');
+    return (
+      `<?xml version="1.0" encoding="UTF-8"?>\n<DescribeInstancesResponse xmlns="${EC2_NS}">` +
+      `<requestId>${requestId()}</requestId><reservationSet>${reservations}</reservationSet>` +
+      `${next ? `<nextToken>${next}</nextToken>` : ''}</DescribeInstancesResponse>`
+    );
+  }
+
+  function terminateInstances(p: Record<string, string>): string {
+    const ids = listOf(p, 'InstanceId');
+    if (ids.length === 0)
+      throw new QueryError(400, 'MissingParameter', 'The request must contain the parameter InstanceId');
+    const unknown = ids.filter((id) => !instances.has(id));
+    if (unknown.length)
+      throw new QueryError(
+        400,
+        'InvalidInstanceID.NotFound',
+        `The instance IDs '${unknown.join(', ')}' do not exist`,
+      );
+    const items = ids.map((id) => {
+      const i = instances.get(id)!;
+      const prev = i.state;
+      if (i.state !== 'terminated') i.state = 'terminated';
+      const cur: InstanceStateName = prev === 'terminated' ? 'terminated' : 'shutting-down';
+      return (
+        `<item><instanceId>${id}</instanceId>` +
+        `<currentState><code>${INSTANCE_STATE_CODES[cur]}</code><name>${cur}</name></currentState>` +
+        `<previousState><code>${INSTANCE_STATE_CODES[prev]}</code><name>${prev}</name></previousState></item>`
+      );
+    });
+    return (
+      `<?xml version="1.0" encoding="UTF-8"?>\n<TerminateInstancesResponse xmlns="${EC2_NS}">` +
+      `<requestId>${requestId()}</requestId><instancesSet>${items.join('')}</instancesSet></TerminateInstancesResponse>`
+    );
+  }
+
+  function describeStacks(p: Record<string, string>): string {
+    let found: PeerStack[];
+    if (p.StackName !== undefined) {
+      const byId = [...stacks.values()].find((s) => s.id === p.StackName);
+      const byName = stacks.get(p.StackName);
+      const s = byId ?? (byName && byName.status !== 'DELETE_COMPLETE' ? byName : undefined);
+      if (!s) throw new QueryError(400, 'ValidationError', `Stack with id ${p.StackName} does not exist`);
+      found = [s];
+    } else found = [...stacks.values()].filter((s) => s.status !== 'DELETE_COMPLETE');
+    const members = found
+      .map(
+        (s) =>
+          `<member><StackId>${esc(s.id)}</StackId><StackName>${esc(s.name)}</StackName>` +
+          `<Description>corral cluster ${esc(s.name.replace(/^corral-/, ''))}</Description>` +
+          '<CreationTime>2025-01-01T00:00:00.000Z</CreationTime>' +
+          `<StackStatus>${s.status}</StackStatus><DisableRollback>false</DisableRollback>` +
+          `<Outputs>${Object.entries(s.outputs)
+            .map(
+              ([k, v]) =>
+                `<member><OutputKey>${esc(k)}</OutputKey><OutputValue>${esc(v)}</OutputValue></member>`,
+            )
+            .join('')}</Outputs></member>`,
+      )
+      .join('');
+    return (
+      `<?xml version="1.0" encoding="UTF-8"?>\n<DescribeStacksResponse xmlns="${CFN_NS}">` +
+      `<DescribeStacksResult><Stacks>${members}</Stacks></DescribeStacksResult>` +
+      `<ResponseMetadata><RequestId>${requestId()}</RequestId></ResponseMetadata></DescribeStacksResponse>`
+    );
+  }
+
+  function answer(service: 'ec2' | 'cloudformation', body: string, res: http.ServerResponse): void {
+    const params = Object.fromEntries(new URLSearchParams(body));
+    const action = params.Action ?? '';
+    calls.push({ service, action, params });
+    const version = service === 'ec2' ? '2016-11-15' : '2010-05-15';
+    try {
+      if (params.Version !== version)
+        throw new QueryError(400, 'InvalidParameterValue', `Unsupported Version ${params.Version}`);
+      let xml: string;
+      if (service === 'ec2' && action === 'DescribeInstances') xml = describeInstances(params);
+      else if (service === 'ec2' && action === 'TerminateInstances') xml = terminateInstances(params);
+      else if (service === 'cloudformation' && action === 'DescribeStacks') xml = describeStacks(params);
+      else
+        throw new QueryError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
+      res.writeHead(200, { 'content-type': 'text/xml;charset=UTF-8' }).end(xml);
+    } catch (err) {
+      if (!(err instanceof QueryError)) throw err;
+      const xml =
+        service === 'ec2'
+          ? `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message></Error></Errors><RequestID>${requestId()}</RequestID></Response>`
+          : `<ErrorResponse xmlns="${CFN_NS}"><Error><Type>Sender</Type><Code>${err.code}</Code><Message>${esc(err.message)}</Message></Error><RequestId>${requestId()}</RequestId></ErrorResponse>`;
+      res.writeHead(err.status, { 'content-type': 'text/xml;charset=UTF-8' }).end(xml);
+    }
+  }
+
+  function forward(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (!upstream) {
+      res.writeHead(501, { 'content-type': 'text/plain' }).end('no upstream for this service\n');
+      return;
+    }
+    const up = http.request(
+      {
+        host: upstream.hostname,
+        port: upstream.port,
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+      },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
+    up.on('error', () => {
+      if (!res.headersSent) res.writeHead(502).end();
+      else res.destroy();
+    });
+    req.pipe(up);
+  }
+
+  const server = http.createServer((req, res) => {
+    const auth = String(req.headers.authorization ?? '');
+    const scope = /Credential=[^/,]+\/\d{8}\/[^/]+\/([^/]+)\/aws4_request/.exec(auth);
+    const service = scope?.[1];
+    if (service !== 'ec2' && service !== 'cloudformation') {
+      forward(req, res);
+      return;
+    }
+    if (!auth.startsWith('AWS4-HMAC-SHA256 ') || !/SignedHeaders=.*host/.test(auth)) {
+      res.writeHead(403).end();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => {
+      if (req.method !== 'POST') {
+        res.writeHead(405).end();
+        return;
+      }
+      answer(service, Buffer.concat(chunks).toString('utf8'), res);
+    });
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    instances,
+    stacks,
+    calls,
+    addInstance({ state = 'running', tags = {} }) {
+      const id = `i-${randomBytes(9).toString('hex').slice(0, 17)}`;
+      instances.set(id, { id, state, tags: { ...tags } });
+      return id;
+    },
+    putStack(name, { status = 'CREATE_COMPLETE', outputs = {} } = {}) {
+      const s: PeerStack = {
+        name,
+        id: `arn:aws:cloudformation:us-east-1:${account}:stack/${name}/${requestId()}`,
+        status,
+        outputs: { ...outputs },
+      };
+      stacks.set(name, s);
+      return s;
+    },
+    deleteStack(name) {
+      const s = stacks.get(name);
+      if (s) s.status = 'DELETE_COMPLETE';
+    },
+    callsOf(action) {
+      return calls.filter((c) => c.action === action);
+    },
+    stop: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
