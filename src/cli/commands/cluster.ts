@@ -3,9 +3,11 @@
  * command files only add the options (`addClusterOptions`) and an early
  * `if (flags.cluster) return …OnCluster(…)`; everything else lives here.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
+import type { TaskCounts } from '../../queue/queue.js';
 import { UsageError } from '../../spec/errors.js';
 import { formatSeconds, printJson } from '../output.js';
 
@@ -119,6 +121,8 @@ export interface ClusterStatus {
     failed: number;
     /** Workers that committed at least one result of the job (ids from the commit markers). */
     workers: string[];
+    /** Per-step counts of a workflow, from this machine's ledger of its last `run --cluster`. */
+    steps?: Record<string, TaskCounts>;
   }>;
 }
 
@@ -199,7 +203,17 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
       }
       const failed = (await store.failures()).length;
       const total = manifest ? (JSON.parse(manifest) as { total: number }).total : undefined;
-      status.jobs.push({ job, total, done, failed, workers: [...workers].sort() });
+      const steps = await ledgerSteps(path.join(stateDir, 'cluster', target.name, 'ledgers', `${job}.db`));
+      // a workflow's markers include outputs of processes that write several: count tasks instead
+      if (steps) done = Object.values(steps).reduce((a, c) => a + c.done, 0);
+      status.jobs.push({
+        job,
+        total,
+        done,
+        failed,
+        workers: [...workers].sort(),
+        ...(steps ? { steps } : {}),
+      });
     }
     if (flags.json) {
       printJson(status);
@@ -214,6 +228,10 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
       out.write(
         `job ${j.job}: ${j.done}/${j.total ?? '?'} done, ${j.failed} failed; workers seen: ${j.workers.length}${j.workers.length ? ` (${j.workers.join(', ')})` : ''}\n`,
       );
+      for (const [step, c] of Object.entries(j.steps ?? {}))
+        out.write(
+          `  step ${step}: ${c.done}/${c.total} done, ${c.pending + c.leased} queued or running, ${c.blocked} waiting, ${c.dead} failed, ${c.skipped} skipped\n`,
+        );
     }
   } catch (err) {
     if (err instanceof UsageError) throw err;
@@ -221,6 +239,37 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
   } finally {
     s3.destroy();
     sqs.destroy();
+  }
+}
+
+/** Per-step counts from a workflow's ledger (the coordinator's view at its last poll), if there is one. */
+async function ledgerSteps(file: string): Promise<Record<string, TaskCounts> | undefined> {
+  if (!existsSync(file)) return undefined;
+  const { default: Database } = await import('better-sqlite3');
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.prepare('SELECT step, state, count(*) AS n FROM tasks GROUP BY step, state').all() as {
+      step: string;
+      state: keyof TaskCounts;
+      n: number;
+    }[];
+    const steps: Record<string, TaskCounts> = {};
+    for (const r of rows) {
+      const c = (steps[r.step] ??= {
+        pending: 0,
+        leased: 0,
+        blocked: 0,
+        done: 0,
+        dead: 0,
+        skipped: 0,
+        total: 0,
+      });
+      c[r.state] += r.n;
+      c.total += r.n;
+    }
+    return steps;
+  } finally {
+    db.close();
   }
 }
 
