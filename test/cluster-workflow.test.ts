@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { runClusterJob } from '../src/engine/cluster-run.js';
 import { runJob } from '../src/engine/coordinator.js';
+import type { LoadedJob } from '../src/spec/job.js';
 import { loadJob } from '../src/spec/load-job.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
@@ -71,7 +72,20 @@ async function cluster(name: string) {
       },
     };
   };
-  return { target, workers };
+  /** Runs a job with the coordinator in this process and `n` workers beside it. */
+  const run = async (job: LoadedJob, dir: string, n = 2) => {
+    const pool = workers(dir, n);
+    try {
+      return await runClusterJob(job, target, {
+        stateDir: path.join(dir, 'state'),
+        endpointUrl: peer.endpoint,
+        tickMs: 150,
+      });
+    } finally {
+      await pool.stop();
+    }
+  };
+  return { target, workers, run };
 }
 
 test('steps on the cluster: map → map over outputs → reduce → a step that needs it; a failure skips only its own path', async (t) => {
@@ -110,19 +124,8 @@ steps:
     outputs: out/after/{index}.txt
 `,
   });
-  const { target, workers } = await cluster('cwf');
-  const job = loadJob(path.join(dir, 'job.yaml'));
-  const pool = workers(dir, 2);
-  let summary: Awaited<ReturnType<typeof runClusterJob>>;
-  try {
-    summary = await runClusterJob(job, target, {
-      stateDir: path.join(dir, 'state'),
-      endpointUrl: peer.endpoint,
-      tickMs: 150,
-    });
-  } finally {
-    await pool.stop();
-  }
+  const { target, run } = await cluster('cwf');
+  const summary = await run(loadJob(path.join(dir, 'job.yaml')), dir);
   // up 3 + len 3 + total 1 + report 1 + picky 3 (one dead) + after-picky 3 (one skipped)
   assert.equal(summary.status, 'failed');
   assert.deepEqual(
@@ -162,19 +165,9 @@ test('a HyperFlow workflow on the cluster: signals are files, staged in from and
   });
   assert.equal(local.status, 'succeeded');
 
-  const { target, workers } = await cluster('chf');
+  const { run } = await cluster('chf');
   const job = loadJob(path.join(remoteDir, 'workflow.json'));
-  const pool = workers(dir, 2);
-  let summary: Awaited<ReturnType<typeof runClusterJob>>;
-  try {
-    summary = await runClusterJob(job, target, {
-      stateDir: path.join(dir, 'state'),
-      endpointUrl: peer.endpoint,
-      tickMs: 150,
-    });
-  } finally {
-    await pool.stop();
-  }
+  const summary = await run(job, dir);
   assert.equal(summary.status, 'succeeded', JSON.stringify(summary));
   assert.equal(summary.counts.done, local.counts.done);
   assert.deepEqual(summary.missingOutputs, []);

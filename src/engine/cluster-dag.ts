@@ -55,6 +55,16 @@ interface OpenRow {
   owner: string | null;
 }
 
+/** A ledger row as what `send` takes. */
+function toSend(r: OpenRow): Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'> {
+  return {
+    key: r.key,
+    step: r.step,
+    payload: JSON.parse(r.payload) as TaskPayload,
+    maxAttempts: r.max_attempts,
+  };
+}
+
 /** Runs a workflow on a cluster until every task is committed, dead or skipped. */
 export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
   const { job, target, opts, store, log, started } = s;
@@ -211,14 +221,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       );
       for (const k of keys) forwarded.add(k);
     };
-    await send(
-      unsent.map((r) => ({
-        key: r.key,
-        step: r.step,
-        payload: JSON.parse(r.payload) as TaskPayload,
-        maxAttempts: r.max_attempts,
-      })),
-    );
+    await send(unsent.map(toSend));
     const forward = async () => {
       let n = 0;
       for (;;) {
@@ -288,14 +291,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       else if (q && q.pending + q.leased === 0 && counts.leased > 0 && now - lastProgress > stallMs) {
         // Messages lost (retention, purge, a crash before sending): send what is still missing.
         const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
-        await send(
-          again.map((r) => ({
-            key: r.key,
-            step: r.step,
-            payload: JSON.parse(r.payload) as TaskPayload,
-            maxAttempts: r.max_attempts,
-          })),
-        );
+        await send(again.map(toSend));
         log(`job ${name}: queue empty with ${again.length} task(s) missing; sent them again`);
         lastProgress = now;
       }
