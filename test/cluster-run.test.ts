@@ -55,7 +55,9 @@ lease: 5s
   const common = {
     ...target,
     endpointUrl: peer.endpoint,
-    idleExitMs: 1500,
+    // long enough that the steady worker cannot idle out while the spotty one hands its tasks
+    // back on a loaded machine (the job would then wait for workers that never come)
+    idleExitMs: 5000,
     prefetch: 1,
     spotIntervalMs: 100,
     log: () => {},

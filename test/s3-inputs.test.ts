@@ -53,17 +53,26 @@ async function runOnCluster(dir: string, name: string): Promise<{ summary: RunSu
   });
   // Start the worker once the tasks are in the queue (as test/cluster-run.test.ts does).
   await waitFor(() => failed || (peer.requests.get('sqs:SendMessageBatch') ?? 0) > sent, 60_000);
-  const worker = runClusterWorker({
-    ...target,
-    endpointUrl: peer.endpoint,
-    idleExitMs: 1500,
-    spot: false,
-    id: `${name}-w`,
-    cacheDir: path.join(dir, 'w'),
-    log: () => {},
-  });
-  const [summary] = await Promise.all([run, worker]);
-  return { summary, bucket };
+  // It runs until the job ends (an idle timeout could end it early on a loaded machine).
+  const stop = new AbortController();
+  const worker = runClusterWorker(
+    {
+      ...target,
+      endpointUrl: peer.endpoint,
+      idleExitMs: 120_000,
+      spot: false,
+      id: `${name}-w`,
+      cacheDir: path.join(dir, 'w'),
+      log: () => {},
+    },
+    stop.signal,
+  );
+  try {
+    return { summary: await run, bucket };
+  } finally {
+    stop.abort();
+    await worker;
+  }
 }
 
 test('glob over s3:// objects: one task per matching key, nothing uploaded, {input.stem} from the key', async (t) => {
