@@ -35,7 +35,7 @@ export function addClusterOptions(cmd: Command): Command {
     .option('--cluster <NAME>', 'run on (or read from) this cluster instead of this machine')
     .option(
       '--outputs <FILE>',
-      "the cluster's stack outputs as JSON (corral up --json); default <state dir>/clusters/NAME.json",
+      "the cluster's stack outputs as JSON (corral up --json); default <state dir>/clusters/NAME.json if it exists, else the outputs of stack corral-NAME from CloudFormation",
     )
     .option('--queue-url <URL>', 'cluster job queue (instead of --outputs; with --bucket)')
     .option('--dlq-url <URL>', 'cluster dead-letter queue')
@@ -50,7 +50,7 @@ export function addClusterOptions(cmd: Command): Command {
 async function targetOf(flags: ClusterFlags) {
   const { resolveClusterTarget } = await import('../../aws/outputs.js');
   const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
-  return { stateDir, target: resolveClusterTarget(flags.cluster!, flags, stateDir) };
+  return { stateDir, target: await resolveClusterTarget(flags.cluster!, flags, stateDir) };
 }
 
 /** `corral run FILE --cluster NAME`: the job's tasks run on the cluster's workers. */

@@ -3,6 +3,8 @@ import { UsageError } from '../../spec/errors.js';
 import { parsePositiveInt } from '../output.js';
 
 interface WorkerFlags {
+  cluster?: string;
+  outputs?: string;
   queueUrl?: string;
   dlqUrl?: string;
   bucket?: string;
@@ -20,6 +22,11 @@ export function register(program: Command): void {
   program
     .command('worker')
     .description('pull tasks from a cluster queue and run them (started by the pool bootstrap under systemd)')
+    .option(
+      '--cluster <NAME>',
+      "the cluster's queue and bucket from its outputs file or stack corral-NAME (instead of --queue-url/--bucket or the env)",
+    )
+    .option('--outputs <FILE>', 'with --cluster: stack outputs as JSON (corral up --json)')
     .option('--queue-url <URL>', 'job queue (env CORRAL_QUEUE_URL)')
     .option('--dlq-url <URL>', 'dead-letter queue (env CORRAL_DLQ_URL)')
     .option('--bucket <NAME>', 'cluster bucket (env CORRAL_BUCKET)')
@@ -39,8 +46,19 @@ export function register(program: Command): void {
     .option('--no-spot', 'do not poll IMDSv2 for spot notices')
     .action(async (flags: WorkerFlags) => {
       const env = process.env;
-      const queueUrl = flags.queueUrl ?? env.CORRAL_QUEUE_URL;
-      const bucket = flags.bucket ?? env.CORRAL_BUCKET;
+      let queueUrl = flags.queueUrl ?? env.CORRAL_QUEUE_URL;
+      let bucket = flags.bucket ?? env.CORRAL_BUCKET;
+      let dlqUrl = flags.dlqUrl ?? env.CORRAL_DLQ_URL;
+      let region = flags.region;
+      if (flags.cluster !== undefined) {
+        // --cluster: flags, else the outputs file, else CloudFormation; the bootstrap's env is not used
+        const { resolveClusterTarget } = await import('../../aws/outputs.js');
+        const { resolveStateDir } = await import('../../engine/state-dir.js');
+        const t = await resolveClusterTarget(flags.cluster, flags, resolveStateDir(undefined));
+        ({ queueUrl, bucket } = t);
+        dlqUrl = t.deadLetterQueueUrl;
+        region ??= t.region;
+      }
       if (!queueUrl)
         throw new UsageError(
           '--queue-url',
@@ -58,7 +76,7 @@ export function register(program: Command): void {
       const { runClusterWorker } = await import('../../worker/cluster-main.js');
       const { createS3Client, createSqsClient, resolveAwsSettings } = await import('../../aws/clients.js');
       const { preflightAws } = await import('../../aws/preflight.js');
-      const settings = resolveAwsSettings({ region: flags.region, endpointUrl: flags.endpointUrl });
+      const settings = resolveAwsSettings({ region, endpointUrl: flags.endpointUrl });
       const s3 = createS3Client(settings);
       const sqs = createSqsClient(settings);
       try {
@@ -75,7 +93,7 @@ export function register(program: Command): void {
       const r = await runClusterWorker(
         {
           queueUrl,
-          deadLetterQueueUrl: flags.dlqUrl ?? env.CORRAL_DLQ_URL,
+          deadLetterQueueUrl: dlqUrl,
           bucket,
           region: settings.region,
           endpointUrl: settings.endpointUrl,
