@@ -3,7 +3,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { type ClusterSpecInput, defineCluster, loadClusterFile } from '../src/spec/cluster.js';
+import {
+  type ClusterSpecInput,
+  defineCluster,
+  loadClusterFile,
+  parseDataBucket,
+} from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
 
 const base: ClusterSpecInput = {
@@ -118,6 +123,55 @@ describe('cluster spec', () => {
       /^suppressions\[0\]\.reason$/,
     );
     refused({ ...base, suppressions: [{ id: 'AwsSolutions-RDS3' }] }, /^suppressions\[0\]\.reason$/);
+  });
+
+  it('dataBuckets: bucket names and ARN prefixes; wildcards, s3:// URLs, bad names, other partitions refused with a fix', () => {
+    assert.deepEqual(defineCluster(base).dataBuckets, []);
+    const ok = ['my-data', 'arn:aws:s3:::lab.raw-2/runs/2024', 'arn:aws:s3:::lab-raw/runs/2025/'];
+    assert.deepEqual(defineCluster({ ...base, dataBuckets: ok }).dataBuckets, ok);
+    assert.deepEqual(parseDataBucket('arn:aws:s3:::lab-raw/runs/2025/'), {
+      partition: 'aws',
+      bucket: 'lab-raw',
+      prefix: 'runs/2025',
+    });
+    assert.deepEqual(parseDataBucket('my-data'), {
+      partition: undefined,
+      bucket: 'my-data',
+      prefix: undefined,
+    });
+    const cases: Array<[string, RegExp]> = [
+      ['*', /contains a wildcard.*\(fix: write a bucket name/],
+      ['arn:aws:s3:::*', /contains a wildcard/],
+      ['arn:aws:s3:::lab-raw/runs/*', /contains a wildcard/],
+      ['s3://lab-raw/runs/', /is an s3:\/\/ URL \(fix: write arn:aws:s3:::lab-raw\/runs\)/],
+      ['s3://lab-raw', /is an s3:\/\/ URL \(fix: write lab-raw\)/],
+      ['lab-raw/runs', /names a prefix without the ARN form \(fix: write arn:aws:s3:::lab-raw\/runs/],
+      ['My_Data', /"My_Data" is not a valid S3 bucket name \(fix: /],
+      ['ab', /not a valid S3 bucket name/],
+      ['192.168.1.1', /not a valid S3 bucket name/],
+      ['a..b', /not a valid S3 bucket name/],
+      ['xn--data', /not a valid S3 bucket name/],
+      ['arn:aws:iam::123456789012:role/x', /is not an S3 bucket ARN \(fix: /],
+      ['arn:aws:s3:::lab-raw//x', /empty or unprintable part in its prefix/],
+      [
+        'arn:aws-cn:s3:::lab-raw',
+        /is in partition aws-cn but region us-east-1 is in aws \(fix: write arn:aws:s3:::lab-raw/,
+      ],
+    ];
+    for (const [entry, message] of cases) {
+      const err = refused({ ...base, dataBuckets: ['fine-bucket', entry] }, /^dataBuckets\[1\]$/);
+      assert.match(err.message, message, entry);
+    }
+    // the partition follows the region
+    assert.equal(
+      defineCluster({
+        ...base,
+        region: 'cn-north-1',
+        network: { azs: ['cn-north-1a'] },
+        dataBuckets: ['arn:aws-cn:s3:::x-data'],
+      }).dataBuckets.length,
+      1,
+    );
   });
 
   it('loads YAML and points at file:line:col of a bad field', () => {

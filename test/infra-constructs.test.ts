@@ -45,6 +45,7 @@ const spec: ClusterSpec = defineCluster({
   ],
   monitoring: { alarmEmail: 'ops@example.com' },
   tags: { team: 'research' },
+  dataBuckets: ['reference-genomes', 'arn:aws:s3:::lab-raw/runs/2024', 'arn:aws:s3:::lab-raw/runs/2025/'],
 });
 let template: Template;
 let plan: PlanReport;
@@ -223,6 +224,84 @@ describe('ClusterStack constructs', () => {
     }
     template.resourceCountIs('AWS::IAM::AccessKey', 0);
     template.resourceCountIs('AWS::IAM::User', 0);
+  });
+
+  it('dataBuckets: read-only grants scoped to the written buckets and prefixes, for every pool, the named instances and ECS tasks', () => {
+    const policies = template.findResources('AWS::IAM::Policy', {
+      Properties: { PolicyName: Match.stringLikeRegexp('DataBuckets') },
+    });
+    const expected = [
+      { Action: 's3:ListBucket', Effect: 'Allow', Resource: 'arn:aws:s3:::reference-genomes' },
+      { Action: 's3:GetObject', Effect: 'Allow', Resource: 'arn:aws:s3:::reference-genomes/*' },
+      {
+        Action: 's3:ListBucket',
+        Effect: 'Allow',
+        Resource: 'arn:aws:s3:::lab-raw',
+        Condition: { StringLike: { 's3:prefix': ['runs/2024/*', 'runs/2025/*'] } },
+      },
+      {
+        Action: 's3:GetObject',
+        Effect: 'Allow',
+        Resource: ['arn:aws:s3:::lab-raw/runs/2024/*', 'arn:aws:s3:::lab-raw/runs/2025/*'],
+      },
+    ];
+    // one policy per role: the named instances' role and each pool's role (ECS tasks use theirs)
+    const roles = Object.values(policies).map((p) => {
+      const props = p.Properties as {
+        PolicyDocument: { Statement: unknown[] };
+        Roles: Array<{ Ref: string }>;
+      };
+      assert.deepEqual(props.PolicyDocument.Statement, expected);
+      assert.equal(props.Roles.length, 1);
+      return props.Roles[0]!.Ref;
+    });
+    assert.deepEqual(roles.map((r) => r.replace(/[A-F0-9]{8}$/, '')).sort(), [
+      'InstancesRole',
+      'PoolRolecpuRole',
+      'PoolRoleecsRole',
+      'PoolRolegpuRole',
+    ]);
+    const taskDefs = template.findResources('AWS::ECS::TaskDefinition');
+    for (const td of Object.values(taskDefs)) {
+      const taskRole = (td.Properties as { TaskRoleArn: { 'Fn::GetAtt': [string, string] } }).TaskRoleArn;
+      assert.ok(roles.includes(taskRole['Fn::GetAtt'][0]), 'the ECS task role has the data bucket grants');
+    }
+    // never a * resource, never a write
+    for (const st of plan.iam.filter((x) => x.policy.includes('DataBuckets'))) {
+      assert.ok(
+        st.resources.every((r) => r.startsWith('arn:aws:s3:::') && r !== 'arn:aws:s3:::*'),
+        String(st.resources),
+      );
+      assert.ok(
+        st.actions.every((a) => a === 's3:GetObject' || a === 's3:ListBucket'),
+        String(st.actions),
+      );
+    }
+    // cdk-nag's wildcard finding on bucket/prefix/* objects is accepted by corral, with its reason
+    const nag = plan.nag.findings.filter((f) => f.resourcePath.includes('/DataBuckets/'));
+    assert.ok(
+      nag.length > 0 && nag.every((f) => f.suppressed && f.suppressedBy === 'corral'),
+      JSON.stringify(nag),
+    );
+  });
+
+  it('without dataBuckets no role can read another bucket', () => {
+    const bare = Template.fromJSON(
+      synthCluster(
+        defineCluster({
+          name: 'bare',
+          region: 'us-east-1',
+          network: { azs: ['us-east-1a'] },
+          pools: [{ name: 'cpu', instanceTypes: ['c6i.large'] }],
+        }),
+      ).template,
+    );
+    assert.deepEqual(
+      bare.findResources('AWS::IAM::Policy', {
+        Properties: { PolicyName: Match.stringLikeRegexp('DataBuckets') },
+      }),
+      {},
+    );
   });
 
   it('tags every taggable resource with corral:cluster and the spec tags', () => {

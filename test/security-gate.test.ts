@@ -65,6 +65,9 @@ describe('security gate', () => {
     assert.ok(max.spec.pools.some((p) => p.capacity === 'ecs'));
     assert.ok(max.spec.database && max.spec.peering.length >= 2 && max.spec.monitoring.alarmEmail);
     assert.ok(max.spec.bucket.versioned);
+    assert.ok(
+      max.spec.dataBuckets.some((d) => d.includes('/')) && max.spec.dataBuckets.some((d) => !d.includes(':')),
+    );
     for (const type of ['AWS::RDS::DBInstance', 'AWS::EC2::VPCPeeringConnection', 'AWS::SNS::Subscription']) {
       assert.ok(ofType(max, type).length > 0, `no ${type}`);
     }
@@ -169,6 +172,33 @@ describe('security gate', () => {
       for (const [id, mappings] of volumes) {
         for (const m of (mappings as Array<{ Ebs?: { Encrypted?: boolean } }>) ?? []) {
           if (m.Ebs) assert.equal(m.Ebs.Encrypted, true, `${s.file} ${id}: unencrypted EBS volume`);
+        }
+      }
+    }
+  });
+
+  it('dataBuckets grant only s3:GetObject and s3:ListBucket, on exactly the written buckets and prefixes', () => {
+    for (const s of all.filter((x) => x.spec.dataBuckets.length > 0)) {
+      const written = s.spec.dataBuckets.map((d) => (d.startsWith('arn:') ? d : `arn:aws:s3:::${d}`));
+      const statements = s.plan.iam.filter((x) => x.policy.includes('DataBuckets'));
+      const roles = new Set(statements.map((x) => x.policy.replace(/DataBuckets.*$/, '')));
+      assert.equal(roles.size, s.spec.pools.length + (s.spec.instances.length > 0 ? 1 : 0), s.file);
+      for (const st of statements) {
+        assert.equal(st.effect, 'Allow');
+        assert.equal(st.actions.length, 1, `${s.file}: ${st.actions}`);
+        for (const r of st.resources) {
+          if (st.actions[0] === 's3:ListBucket')
+            assert.ok(
+              written.some((w) => w === r || w.startsWith(`${r}/`)),
+              `${s.file}: list ${r}`,
+            );
+          else {
+            assert.equal(st.actions[0], 's3:GetObject', s.file);
+            assert.ok(
+              written.some((w) => `${w.replace(/\/$/, '')}/*` === r),
+              `${s.file}: read ${r}`,
+            );
+          }
         }
       }
     }

@@ -14,12 +14,19 @@ import {
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct, IConstruct } from 'constructs';
-import { type ClusterSpec, sourceFileOf, stackNameOf } from '../spec/cluster.js';
+import {
+  type ClusterSpec,
+  type DataBucketRef,
+  parseDataBucket,
+  partitionOf,
+  sourceFileOf,
+  stackNameOf,
+} from '../spec/cluster.js';
 import { UsageError } from '../spec/errors.js';
 import { ClusterAccess } from './cluster-access.js';
 import { ClusterBucket } from './cluster-bucket.js';
 import { Database } from './database.js';
-import { InstanceRole } from './instance-role.js';
+import { type DataBucketGrant, InstanceRole } from './instance-role.js';
 import { JobQueue } from './job-queue.js';
 import { LOG_GROUP_REMOVAL, Monitoring } from './monitoring.js';
 import { Network } from './network.js';
@@ -147,6 +154,10 @@ export class ClusterStack extends Stack {
       displayName: `corral ${spec.name}`,
     });
     const queues = [this.jobQueue.queue, this.jobQueue.deadLetterQueue];
+    const dataBuckets: DataBucketGrant[] = spec.dataBuckets.map((d) => {
+      const r = parseDataBucket(d) as DataBucketRef; // the schema refused every entry that is not one
+      return { ...r, partition: r.partition ?? partitionOf(spec.region) };
+    });
 
     if (spec.database) {
       const d = spec.database;
@@ -169,6 +180,7 @@ export class ClusterStack extends Stack {
       const role = new InstanceRole(this, 'InstancesRole', {
         bucket,
         queues,
+        dataBuckets,
         logGroup: this.logGroup,
         description: `corral ${spec.name}: named instances`,
       });
@@ -211,6 +223,7 @@ export class ClusterStack extends Stack {
       const role = new InstanceRole(this, `PoolRole-${p.name}`, {
         bucket,
         queues,
+        dataBuckets,
         logGroup: this.logGroup,
         ecsTasks: p.capacity === 'ecs',
         description: `corral ${spec.name}: pool ${p.name}`,

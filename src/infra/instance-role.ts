@@ -4,6 +4,22 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
+/** A bucket, or the objects below one key prefix of it, that a role may read. */
+export interface DataBucketGrant {
+  /** Bucket name. */
+  readonly bucket: string;
+  /**
+   * Key prefix, a folder without the trailing slash (`raw/2024` grants `raw/2024/…`).
+   * @default - the whole bucket
+   */
+  readonly prefix?: string;
+  /**
+   * AWS partition of the bucket ARN.
+   * @default 'aws'
+   */
+  readonly partition?: string;
+}
+
 /** Properties of an instance role. */
 export interface InstanceRoleProps {
   /** The cluster bucket: read and write objects. */
@@ -12,6 +28,11 @@ export interface InstanceRoleProps {
   readonly queues: readonly sqs.IQueue[];
   /** The cluster log group: write events. */
   readonly logGroup: logs.ILogGroup;
+  /**
+   * Other buckets or prefixes the role may read (s3:GetObject, s3:ListBucket), e.g. `s3://` job inputs.
+   * @default - none
+   */
+  readonly dataBuckets?: readonly DataBucketGrant[];
   /**
    * Also trusted by ECS tasks (the pool's containers use the same permissions).
    * @default false
@@ -87,6 +108,8 @@ export class InstanceRole extends Construct {
       ],
     });
     data.attachToRole(this.role);
+    const reads = dataBucketStatements(props.dataBuckets ?? []);
+    if (reads.length > 0) new iam.Policy(this, 'DataBuckets', { statements: reads }).attachToRole(this.role);
     const unscoped = new iam.Policy(this, 'SessionManager', {
       statements: [
         new iam.PolicyStatement({
@@ -102,4 +125,36 @@ export class InstanceRole extends Construct {
     });
     unscoped.attachToRole(this.role);
   }
+}
+
+/**
+ * Read-only statements for data buckets: per bucket, s3:ListBucket on the bucket ARN (limited
+ * with `s3:prefix` to the granted folders unless the whole bucket is granted) and s3:GetObject on
+ * `bucket/*` or each `bucket/prefix/*`. Never a `*` resource.
+ */
+export function dataBucketStatements(grants: readonly DataBucketGrant[]): iam.PolicyStatement[] {
+  const byBucket = new Map<string, { arn: string; prefixes: Set<string> | 'all' }>();
+  for (const g of grants) {
+    const arn = `arn:${g.partition ?? 'aws'}:s3:::${g.bucket}`;
+    const cur = byBucket.get(arn) ?? { arn, prefixes: new Set<string>() };
+    if (g.prefix === undefined || g.prefix === '') cur.prefixes = 'all';
+    else if (cur.prefixes !== 'all') cur.prefixes.add(g.prefix);
+    byBucket.set(arn, cur);
+  }
+  const out: iam.PolicyStatement[] = [];
+  for (const { arn, prefixes } of byBucket.values()) {
+    const folders = prefixes === 'all' ? undefined : [...prefixes].sort();
+    out.push(
+      new iam.PolicyStatement({
+        actions: ['s3:ListBucket'],
+        resources: [arn],
+        ...(folders ? { conditions: { StringLike: { 's3:prefix': folders.map((p) => `${p}/*`) } } } : {}),
+      }),
+      new iam.PolicyStatement({
+        actions: ['s3:GetObject'],
+        resources: folders ? folders.map((p) => `${arn}/${p}/*`) : [`${arn}/*`],
+      }),
+    );
+  }
+  return out;
 }

@@ -181,6 +181,13 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
   },
   {
     id: 'AwsSolutions-IAM5',
+    appliesTo: [/^Resource::arn:aws[a-z-]*:s3:::[a-z0-9.-]+\/([^*?]+\/)?\*$/],
+    path: /\/DataBuckets\/Resource$/,
+    reason:
+      'workers only read (s3:GetObject) the objects below each bucket or key prefix the spec lists in dataBuckets',
+  },
+  {
+    id: 'AwsSolutions-IAM5',
     appliesTo: ['Resource::*', /^Action::ecs:/],
     path: /\/PoolRole-[^/]+\/Role\/DefaultPolicy\/Resource$/,
     reason:

@@ -523,6 +523,81 @@ const tagKey = z
     message: 'starts with aws:, which AWS reserves | fix: use another prefix, e.g. team:owner',
   });
 
+/** The AWS partition of a region: aws-cn for cn-*, aws-us-gov for us-gov-*, else aws. */
+export function partitionOf(region: string): string {
+  if (region.startsWith('cn-')) return 'aws-cn';
+  if (region.startsWith('us-gov-')) return 'aws-us-gov';
+  return 'aws';
+}
+
+/** One `dataBuckets` entry, parsed: a whole bucket, or the objects below one key prefix of it. */
+export interface DataBucketRef {
+  /** Partition of an ARN entry. @default - the cluster region's */
+  readonly partition?: string;
+  readonly bucket: string;
+  /** Key prefix, a folder without the trailing slash (`raw/2024`). @default - the whole bucket */
+  readonly prefix?: string;
+}
+
+const BUCKET_NAME_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const S3_ARN_RE = /^arn:(aws|aws-cn|aws-us-gov):s3:::([^/]*)(?:\/(.*))?$/;
+
+function bucketNameProblem(name: string): string | undefined {
+  if (
+    !BUCKET_NAME_RE.test(name) ||
+    name.includes('..') ||
+    /^\d+\.\d+\.\d+\.\d+$/.test(name) ||
+    /^(xn--|sthree-)/.test(name) ||
+    /(-s3alias|--ol-s3)$/.test(name)
+  )
+    return `"${name}" is not a valid S3 bucket name | fix: write 3–63 lowercase letters, digits, dots or dashes, such as my-data`;
+  return undefined;
+}
+
+/**
+ * Parses a `dataBuckets` entry (`my-data` or `arn:aws:s3:::my-data/raw`); returns the problem
+ * as a `'problem | fix: hint'` message when it is not one.
+ */
+export function parseDataBucket(entry: string): DataBucketRef | string {
+  if (/[*?]/.test(entry))
+    return 'contains a wildcard; corral grants exactly the bucket or prefix written | fix: write a bucket name such as my-data, or arn:aws:s3:::my-data/raw for the objects below raw/';
+  if (entry.startsWith('s3://')) {
+    const [bucket, ...rest] = entry.slice(5).split('/');
+    const prefix = rest.join('/').replace(/\/+$/, '');
+    return `is an s3:// URL | fix: write ${prefix ? `arn:aws:s3:::${bucket}/${prefix}` : bucket}`;
+  }
+  let partition: string | undefined;
+  let bucket: string;
+  let prefix: string | undefined;
+  if (entry.startsWith('arn:')) {
+    const m = S3_ARN_RE.exec(entry);
+    if (!m)
+      return 'is not an S3 bucket ARN | fix: write arn:aws:s3:::BUCKET or arn:aws:s3:::BUCKET/PREFIX, or just the bucket name';
+    partition = m[1]!;
+    bucket = m[2]!;
+    prefix = m[3]?.replace(/\/+$/, '') || undefined;
+  } else {
+    if (entry.includes('/'))
+      return `names a prefix without the ARN form | fix: write arn:aws:s3:::${entry.replace(/\/+$/, '')}, or only the bucket name`;
+    bucket = entry;
+  }
+  const bad = bucketNameProblem(bucket);
+  if (bad) return bad;
+  if (
+    prefix !== undefined &&
+    (prefix.startsWith('/') || prefix.includes('//') || /[\u0000-\u001f\u007f]/.test(prefix))
+  )
+    return `has an empty or unprintable part in its prefix "${prefix}" | fix: write the key prefix such as raw/2024, without a leading or double slash`;
+  if (prefix !== undefined && prefix.length > 1000)
+    return 'has a prefix longer than 1000 characters | fix: grant a shorter prefix (a folder above it)';
+  return { partition, bucket, prefix };
+}
+
+const dataBucket = z.string().superRefine((v, ctx) => {
+  const r = parseDataBucket(v);
+  if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
+});
+
 /** The zod schema of a cluster spec. */
 export const clusterSchema = z
   .strictObject({
@@ -547,6 +622,8 @@ export const clusterSchema = z
     bucket: bucket.prefault({}),
     /** The SQS job queue and its dead-letter queue. @default - 5m lease, 4d retention, 5 receives */
     queue: queue.prefault({}),
+    /** Other buckets (`my-data`) or prefixes (`arn:aws:s3:::my-data/raw`) the workers may read (s3:GetObject, s3:ListBucket), e.g. for `s3://` job inputs. @default - none */
+    dataBuckets: z.array(dataBucket).default([]),
     /** Coordinator state backend: rds (needs database) or local (sqlite on the coordinator). @default - rds when database is set, else local */
     backend: z.enum(['rds', 'local']).optional(),
     /** RDS PostgreSQL in the private subnets. @default - none */
@@ -596,6 +673,16 @@ export const clusterSchema = z
     });
     c.pools.forEach((p, i) => {
       unique('pools', i, p.name);
+    });
+    c.dataBuckets.forEach((d, i) => {
+      const r = parseDataBucket(d);
+      if (typeof r !== 'string' && r.partition && r.partition !== partitionOf(c.region)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['dataBuckets', i],
+          message: `is in partition ${r.partition} but region ${c.region} is in ${partitionOf(c.region)} | fix: write arn:${partitionOf(c.region)}:s3:::${r.bucket}${r.prefix ? `/${r.prefix}` : ''}, or just the bucket name`,
+        });
+      }
     });
     if (c.instances.filter((i) => i.role === 'coordinator').length > 1) {
       const idx = c.instances.findIndex(
