@@ -6,6 +6,12 @@ export interface DockerCommandOptions {
   readonly mounts: readonly string[];
   /** Working folder inside the container. */
   readonly workdir: string;
+  /**
+   * Names of the step's own environment variables (`tasks.env`), passed with `-e NAME` so their
+   * values never appear on a command line.
+   * @default - none
+   */
+  readonly env?: readonly string[];
 }
 
 /** Placeholders and the environment variables the agent sets for them. */
@@ -22,34 +28,72 @@ const PLACEHOLDER_ENV: Record<string, string> = {
   attempt: 'CORRAL_ATTEMPT',
 };
 
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The output's folder, mounted at the same path so that a command writing `{output}` writes the
+ * worker's staging file: the outer shell expands it from CORRAL_OUTPUT (the attempt's own folder,
+ * nothing else of the staging area), and leaves it out when the task has no output.
+ */
+const OUTPUT_MOUNT = [
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, for the host shell
+  '${CORRAL_OUTPUT:+-v}',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, for the host shell
+  '${CORRAL_OUTPUT:+"${CORRAL_OUTPUT%/*}:${CORRAL_OUTPUT%/*}"}',
+];
+
 function q(v: string): string {
   return `'${v.replaceAll("'", `'\\''`)}'`;
 }
 
-/**
- * The argv of `docker run` for one task: the command template runs in the image with
- * /bin/sh -c, its placeholders read from `CORRAL_*` variables passed with `-e NAME` (so values
- * are never spliced into the command text), stdin attached, host network, same-path mounts.
- */
-export function dockerArgv(template: string, o: DockerCommandOptions): string[] {
+/** One word of the host command line: a literal (quoted) or shell text kept as it is. */
+type Word = { readonly literal: string } | { readonly shell: string };
+
+function words(template: string, o: DockerCommandOptions): Word[] {
   const used = new Set<string>();
+  let reduce = false;
   const inner = template.replace(/\{([a-z.]+)\}/g, (m, name: string) => {
+    if (name === 'inputs') {
+      reduce = true;
+      return '"$@"';
+    }
     const env = PLACEHOLDER_ENV[name];
     if (!env) return m;
     used.add(env);
     return `"$${env}"`;
   });
-  const argv = ['docker', 'run', '--rm', '-i', '--network', 'host', '--init'];
-  for (const m of o.mounts) argv.push('-v', `${m}:${m}`);
-  argv.push('-w', o.workdir);
-  for (const e of [...used].sort()) argv.push('-e', e);
-  argv.push(o.image, '/bin/sh', '-c', inner);
-  return argv;
+  const w: Word[] = ['docker', 'run', '--rm', '-i', '--network', 'host', '--init'].map((literal) => ({
+    literal,
+  }));
+  for (const m of o.mounts) w.push({ literal: '-v' }, { literal: `${m}:${m}` });
+  if (used.has('CORRAL_OUTPUT')) w.push(...OUTPUT_MOUNT.map((shell) => ({ shell })));
+  w.push({ literal: '-w' }, { literal: o.workdir });
+  const names = new Set([...used, ...(o.env ?? []).filter((n) => ENV_NAME_RE.test(n))]);
+  for (const e of [...names].sort()) w.push({ literal: '-e' }, { literal: e });
+  w.push({ literal: o.image }, { literal: '/bin/sh' }, { literal: '-c' }, { literal: inner });
+  // a reduce's {inputs}: each path its own argument of sh -c, quoted by the agent when it renders
+  if (reduce) w.push({ literal: 'sh' }, { shell: '{inputs}' });
+  return w;
+}
+
+/**
+ * The argv of `docker run` for one task: the command template runs in the image with
+ * /bin/sh -c, its placeholders read from `CORRAL_*` variables passed with `-e NAME` (so values
+ * are never spliced into the command text; `{inputs}` becomes `"$@"`, the paths following as
+ * arguments), stdin attached, host network (the instance role through IMDSv2; no keys are
+ * passed), same-path mounts, plus the output's folder when the template writes `{output}`.
+ * Words the host shell expands are shown as written (`${CORRAL_OUTPUT:+-v}`, `{inputs}`).
+ */
+export function dockerArgv(template: string, o: DockerCommandOptions): string[] {
+  return words(template, o).map((w) => ('literal' in w ? w.literal : w.shell));
 }
 
 /** The host command line that runs a task's command template in the pool's image. */
 export function dockerCommand(template: string, o: DockerCommandOptions): string {
   // The agent lets stdout be the output unless the template names {output}: keep the name visible.
   const keep = template.includes('{output}') ? ' # {output}' : '';
-  return `exec ${dockerArgv(template, o).map(q).join(' ')}${keep}`;
+  const line = words(template, o)
+    .map((w) => ('literal' in w ? q(w.literal) : w.shell))
+    .join(' ');
+  return `exec ${line}${keep}`;
 }
