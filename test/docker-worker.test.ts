@@ -136,7 +136,8 @@ tasks:
   command: >-
     tr a-z A-Z < {input};
     echo "cwd=$(pwd) input={input.name}";
-    echo "aws=\${AWS_ACCESS_KEY_ID:-none}/\${AWS_SECRET_ACCESS_KEY:-none}/\${AWS_SESSION_TOKEN:-none}"
+    echo "aws=\${AWS_ACCESS_KEY_ID:-none}/\${AWS_SECRET_ACCESS_KEY:-none}/\${AWS_SESSION_TOKEN:-none}";
+    echo "token=\${API_TOKEN:+set}"
   env: { API_TOKEN: "${SECRET}" }
 outputs: out/{input.stem}.txt
 `,
@@ -162,6 +163,8 @@ outputs: out/{input.stem}.txt
       '-w',
       inputsDir,
       '-e',
+      'API_TOKEN',
+      '-e',
       'CORRAL_INPUT',
       '-e',
       'CORRAL_INPUT_NAME',
@@ -170,7 +173,7 @@ outputs: out/{input.stem}.txt
     assert.equal(
       argv.at(-1),
       // biome-ignore lint/suspicious/noTemplateCurlyInString: the shell command as written in job.yaml
-      'tr a-z A-Z < "$CORRAL_INPUT"; echo "cwd=$(pwd) input="$CORRAL_INPUT_NAME""; echo "aws=${AWS_ACCESS_KEY_ID:-none}/${AWS_SECRET_ACCESS_KEY:-none}/${AWS_SESSION_TOKEN:-none}"',
+      'tr a-z A-Z < "$CORRAL_INPUT"; echo "cwd=$(pwd) input="$CORRAL_INPUT_NAME""; echo "aws=${AWS_ACCESS_KEY_ID:-none}/${AWS_SECRET_ACCESS_KEY:-none}/${AWS_SESSION_TOKEN:-none}"; echo "token=${API_TOKEN:+set}"',
     );
   }
   // committed in the bucket (and downloaded by the coordinator), from inside the "container"
@@ -180,7 +183,8 @@ outputs: out/{input.stem}.txt
     ['b', 'BRAVO'],
     ['c', 'CHARLIE'],
   ]) {
-    const expected = `${up}\ncwd=${inputsDir} input=${stem}.txt\naws=none/none/none\n`;
+    // the step's own variable reaches the container (by name: its value is on no command line)
+    const expected = `${up}\ncwd=${inputsDir} input=${stem}.txt\naws=none/none/none\ntoken=set\n`;
     assert.equal(readFileSync(path.join(r.dir, 'out', `${stem}.txt`), 'utf8'), expected);
   }
   // the worker itself had static keys (for fauxqs); the container saw none of them

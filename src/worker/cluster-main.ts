@@ -240,7 +240,12 @@ async function loadJob(
     return image && st.command
       ? {
           ...st,
-          command: dockerCommand(st.command, { image, mounts: [cache.pathOf('', '')], workdir: baseDir }),
+          command: dockerCommand(st.command, {
+            image,
+            mounts: [cache.pathOf('', '')],
+            workdir: baseDir,
+            env: Object.keys(st.env ?? {}),
+          }),
         }
       : st;
   });

@@ -255,7 +255,7 @@ async function ledgerSteps(file: string): Promise<Record<string, TaskCounts> | u
     }[];
     const steps: Record<string, TaskCounts> = {};
     for (const r of rows) {
-      const c = (steps[r.step] ??= {
+      const c = steps[r.step] ?? {
         pending: 0,
         leased: 0,
         blocked: 0,
@@ -263,7 +263,8 @@ async function ledgerSteps(file: string): Promise<Record<string, TaskCounts> | u
         dead: 0,
         skipped: 0,
         total: 0,
-      });
+      };
+      steps[r.step] = c;
       c[r.state] += r.n;
       c.total += r.n;
     }
