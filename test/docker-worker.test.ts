@@ -7,7 +7,7 @@
  * fauxqs on 127.0.0.1; the test checks the recorded argv and what the bucket committed.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { cpSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -42,9 +42,12 @@ async function runImaged(
   t: { after: (fn: () => void) => void },
   name: string,
   files: Record<string, string>,
+  file = 'job.yaml',
+  prepare: (dir: string) => void = () => {},
 ) {
   const dir = tempDir(t);
   writeFiles(dir, files);
+  prepare(dir);
   const { queueUrl, dlqUrl } = await peer.createQueues(name);
   const bucket = `${name}-bucket`;
   await peer.createBucket(bucket);
@@ -75,7 +78,7 @@ async function runImaged(
   t.after(() => {
     if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
   });
-  const run = await runCli(['run', 'job.yaml', '--cluster', name, ...where], {
+  const run = await runCli(['run', file, '--cluster', name, ...where], {
     cwd: dir,
     env,
     timeoutMs: 60_000,
@@ -267,4 +270,44 @@ test('dockerArgv: {inputs} of a reduce become "$@" with the paths as arguments; 
     'sh',
     '{inputs}',
   ]);
+});
+
+test('a HyperFlow workflow on an imaged pool: each process runs its executable in the image, without a shell of ours', async (t) => {
+  const wf = path.join(ROOT, 'examples/hyperflow');
+  const r = await runImaged(t, 'mosaic', {}, 'workflow.json', (dir) => {
+    for (const f of ['workflow.json', 'tiles'])
+      cpSync(path.join(wf, f), path.join(dir, f), { recursive: true });
+  });
+  assert.equal(r.run.code, 0, `${r.run.stdout}\n${r.run.stderr}\n${r.worker.stderr}`);
+  const processes = (
+    JSON.parse(readFileSync(path.join(wf, 'workflow.json'), 'utf8')) as {
+      processes: Array<{ config: { executor: { executable: string; args: string[] } } }>;
+    }
+  ).processes;
+  assert.equal(r.calls.length, processes.length, 'one docker run per process');
+  const seen = r.calls.map((argv) => {
+    const at = argv.indexOf(IMAGE);
+    assert.ok(at > 0, `image in ${argv}`);
+    assert.deepEqual(argv.slice(0, 2), ['run', '--rm']);
+    assert.deepEqual(valuesOf(argv.slice(0, at), '--network'), ['host']);
+    assert.ok(!argv.slice(0, at).some((a) => /^AWS_/.test(a)), 'no AWS variables');
+    return JSON.stringify(argv.slice(at + 1));
+  });
+  // exactly the processes' own argv, each once, after the image
+  assert.deepEqual(
+    seen.sort(),
+    processes.map((p) => JSON.stringify([p.config.executor.executable, ...p.config.executor.args])).sort(),
+  );
+  // the same mosaic as a run on this machine without an image
+  const local = tempDir(t);
+  for (const f of ['workflow.json', 'tiles'])
+    cpSync(path.join(wf, f), path.join(local, f), { recursive: true });
+  const plain = await runCli(['run', 'workflow.json', '--state-dir', path.join(local, '.corral')], {
+    cwd: local,
+  });
+  assert.equal(plain.code, 0, plain.stderr);
+  assert.equal(
+    readFileSync(path.join(r.dir, 'mosaic.txt'), 'utf8'),
+    readFileSync(path.join(local, 'mosaic.txt'), 'utf8'),
+  );
 });

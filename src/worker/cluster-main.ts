@@ -25,7 +25,7 @@ import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
 import { WorkerAgent } from './agent.js';
-import { dockerCommand } from './docker-command.js';
+import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
 import { InputCache } from './input-cache.js';
 import { SpotWatcher } from './spot-watcher.js';
 import { isTransient } from './transient.js';
@@ -94,6 +94,8 @@ class ClusterJobQueue implements Queue {
     private readonly store: S3Store,
     private readonly cache: InputCache,
     private readonly logsDir: string,
+    /** The pool's image: a task's own executable (HyperFlow `argv`) runs in it. @default - on the host */
+    private readonly docker?: DockerCommandOptions,
   ) {}
 
   enqueue(tasks: readonly NewTask[]): Promise<void> {
@@ -110,7 +112,12 @@ class ClusterJobQueue implements Queue {
       return [];
     }
     for (const l of leases) await this.stageInputs(l.payload);
-    return leases;
+    const docker = this.docker;
+    if (!docker) return leases;
+    // the message keeps the original argv (a hand-back re-sends the received body, not this)
+    return leases.map((l) =>
+      l.payload.argv ? { ...l, payload: { ...l.payload, argv: dockerExec(l.payload.argv, docker) } } : l,
+    );
   }
 
   /** A workflow's tasks read outputs of earlier tasks; a plain map only uploaded inputs. */
@@ -235,19 +242,19 @@ async function loadJob(
   const job = JSON.parse(text) as LoadedJob;
   const baseDir = cache.pathOf(bucketStore.bucket, `${jobPrefix(name)}inputs`);
   await fsp.mkdir(baseDir, { recursive: true });
+  const inImage = (st: LoadedJob['steps'][number]): DockerCommandOptions | undefined =>
+    image
+      ? { image, mounts: [cache.pathOf('', '')], workdir: baseDir, env: Object.keys(st.env ?? {}) }
+      : undefined;
   const steps = job.steps.map((st) => {
-    if (st.module !== undefined) return st;
-    return image && st.command
-      ? {
-          ...st,
-          command: dockerCommand(st.command, {
-            image,
-            mounts: [cache.pathOf('', '')],
-            workdir: baseDir,
-            env: Object.keys(st.env ?? {}),
-          }),
-        }
-      : st;
+    const docker = inImage(st);
+    if (st.module !== undefined || !docker) return st;
+    if (st.command) return { ...st, command: dockerCommand(st.command, docker) };
+    if (st.exec) {
+      const [executable, ...args] = dockerExec([st.exec.executable, ...st.exec.args], docker);
+      return { ...st, exec: { ...st.exec, executable: executable!, args } };
+    }
+    return st;
   });
   for (const st of steps) {
     if (st.module !== undefined)
@@ -376,7 +383,14 @@ export async function runClusterWorker(
           prefix: jobPrefix(name),
           stagingDir: path.join(root, 'staging'),
         });
-        const queue = new ClusterJobQueue(sqs, job, store, cache, logsDir);
+        const queue = new ClusterJobQueue(
+          sqs,
+          job,
+          store,
+          cache,
+          logsDir,
+          o.image ? { image: o.image, mounts: [cache.pathOf('', '')], workdir: job.baseDir } : undefined,
+        );
         const agent = new WorkerAgent({
           id,
           job,

@@ -49,6 +49,28 @@ function q(v: string): string {
 /** One word of the host command line: a literal (quoted) or shell text kept as it is. */
 type Word = { readonly literal: string } | { readonly shell: string };
 
+/** `docker run … IMAGE`: the flags every task gets, and `-e` for the variables it reads. */
+function runWords(o: DockerCommandOptions, used: ReadonlySet<string>): Word[] {
+  const w: Word[] = ['docker', 'run', '--rm', '-i', '--network', 'host', '--init'].map((literal) => ({
+    literal,
+  }));
+  for (const m of o.mounts) w.push({ literal: '-v' }, { literal: `${m}:${m}` });
+  if (used.has('CORRAL_OUTPUT')) w.push(...OUTPUT_MOUNT.map((shell) => ({ shell })));
+  w.push({ literal: '-w' }, { literal: o.workdir });
+  const names = new Set([...used, ...(o.env ?? []).filter((n) => ENV_NAME_RE.test(n))]);
+  for (const e of [...names].sort()) w.push({ literal: '-e' }, { literal: e });
+  w.push({ literal: o.image });
+  return w;
+}
+
+/**
+ * The argv that runs an executable with its arguments (a HyperFlow process, an `exec` step) in
+ * the pool's image, without a shell: `docker run … IMAGE FILE ARGS…`.
+ */
+export function dockerExec(argv: readonly string[], o: DockerCommandOptions): string[] {
+  return [...runWords(o, new Set()).map((w) => ('literal' in w ? w.literal : w.shell)), ...argv];
+}
+
 function words(template: string, o: DockerCommandOptions): Word[] {
   const used = new Set<string>();
   let reduce = false;
@@ -62,15 +84,8 @@ function words(template: string, o: DockerCommandOptions): Word[] {
     used.add(env);
     return `"$${env}"`;
   });
-  const w: Word[] = ['docker', 'run', '--rm', '-i', '--network', 'host', '--init'].map((literal) => ({
-    literal,
-  }));
-  for (const m of o.mounts) w.push({ literal: '-v' }, { literal: `${m}:${m}` });
-  if (used.has('CORRAL_OUTPUT')) w.push(...OUTPUT_MOUNT.map((shell) => ({ shell })));
-  w.push({ literal: '-w' }, { literal: o.workdir });
-  const names = new Set([...used, ...(o.env ?? []).filter((n) => ENV_NAME_RE.test(n))]);
-  for (const e of [...names].sort()) w.push({ literal: '-e' }, { literal: e });
-  w.push({ literal: o.image }, { literal: '/bin/sh' }, { literal: '-c' }, { literal: inner });
+  const w = runWords(o, used);
+  w.push({ literal: '/bin/sh' }, { literal: '-c' }, { literal: inner });
   // a reduce's {inputs}: each path its own argument of sh -c, quoted by the agent when it renders
   if (reduce) w.push({ literal: 'sh' }, { shell: '{inputs}' });
   return w;
