@@ -1,14 +1,9 @@
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import {
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  type ListObjectsV2CommandOutput,
-  type S3Client,
-} from '@aws-sdk/client-s3';
-import fg from 'fast-glob';
+// The S3 SDK and fast-glob load only when an input needs them: importing them cost every
+// `corral run` of a local job ~115 ms and ~14 ms of CPU before its first task.
+import type { ListObjectsV2CommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
@@ -20,8 +15,12 @@ function relPath(baseDir: string, abs: string): string {
   return path.relative(baseDir, abs).split(path.sep).join('/');
 }
 
+/** Characters without which a path cannot be a glob (fast-glob decides when one is there). */
+const GLOB_CHARS = /[*?[\]{}()!+@]/;
+
 async function matchFiles(baseDir: string, pattern: string, field: string): Promise<string[]> {
-  const isGlob = fg.isDynamicPattern(pattern);
+  const fg = GLOB_CHARS.test(pattern) ? (await import('fast-glob')).default : undefined;
+  const isGlob = fg?.isDynamicPattern(pattern) ?? false;
   if (!isGlob) {
     const abs = path.resolve(baseDir, pattern);
     try {
@@ -38,7 +37,7 @@ async function matchFiles(baseDir: string, pattern: string, field: string): Prom
     }
     return [abs];
   }
-  const found = await fg(pattern, {
+  const found = await fg!(pattern, {
     cwd: baseDir,
     absolute: true,
     onlyFiles: true,
@@ -135,6 +134,7 @@ async function matchObjects(
       `"${url}" names no object`,
       'write it as s3://BUCKET/KEY or s3://BUCKET/PREFIX/*.csv',
     );
+  const { HeadObjectCommand, ListObjectsV2Command } = await import('@aws-sdk/client-s3');
   const wild = pattern.search(/[*?]/);
   if (wild < 0) {
     try {
@@ -189,6 +189,7 @@ async function nextLineStartS3(
   from: number,
   size: number,
 ): Promise<number> {
+  const { GetObjectCommand } = await import('@aws-sdk/client-s3');
   let pos = from;
   while (pos < size) {
     const last = Math.min(size, pos + NEWLINE_WINDOW) - 1;
