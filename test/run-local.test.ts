@@ -38,7 +38,13 @@ concurrency: 2
   const status = JSON.parse(s.stdout);
   assert.equal(status.status, 'succeeded');
   assert.equal(status.counts.done, 200);
-  assert.equal(status.workers.length, 2);
+  // (on failure, say why a third worker was started: the events log has each worker's exit)
+  const events = () =>
+    readFileSync(path.join(dir, '.corral/jobs/two-hundred/events.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"worker-'))
+      .join('\n');
+  assert.equal(status.workers.length, 2, `${JSON.stringify(status.workers)}\n${events()}`);
 });
 
 test('module tasks: a TypeScript function over a glob returns its output; shell-unsafe file names stay data', async (t) => {
