@@ -4,9 +4,10 @@
  * provider chain (environment, profile, web identity, container, or the instance role through
  * IMDSv2); corral never reads, stores or prints them.
  */
-import { S3Client } from '@aws-sdk/client-s3';
-import { SQSClient } from '@aws-sdk/client-sqs';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { UsageError } from '../spec/errors.js';
+import { s3Sdk, sqsSdk } from './sdk.js';
 
 /** Where the AWS clients connect. */
 export interface AwsClientOptions {
@@ -79,12 +80,12 @@ function common(s: AwsSettings) {
 
 /** An SQS client. */
 export function createSqsClient(s: AwsSettings): SQSClient {
-  return new SQSClient(common(s));
+  return new sqsSdk.SQSClient(common(s));
 }
 
 /** An S3 client; path-style addressing when an endpoint override is set (peers have no wildcard DNS). */
 export function createS3Client(s: AwsSettings): S3Client {
-  return new S3Client({ ...common(s), ...(s.endpointUrl ? { forcePathStyle: true } : {}) });
+  return new s3Sdk.S3Client({ ...common(s), ...(s.endpointUrl ? { forcePathStyle: true } : {}) });
 }
 
 /**

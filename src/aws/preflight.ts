@@ -1,6 +1,10 @@
-import { HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import { GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { SQSClient } from '@aws-sdk/client-sqs';
 import { UsageError } from '../spec/errors.js';
+import { s3Sdk, sqsSdk } from './sdk.js';
+
+const { HeadBucketCommand } = s3Sdk;
+const { GetQueueAttributesCommand } = sqsSdk;
 
 /** What a preflight checks. */
 export interface AwsPreflightOptions {

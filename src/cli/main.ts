@@ -32,8 +32,10 @@ function buildProgram(): Command {
       'least level logged: trace, debug, info, warn, error, fatal, silent (env CORRAL_LOG_LEVEL)',
     )
     .hook('preAction', async (cmd) => {
+      const flags = cmd.opts<{ logFormat?: string; logLevel?: string }>();
+      if (flags.logFormat === undefined && flags.logLevel === undefined) return; // spare loading pino
       const { applyLogFlags } = await import('../observe/log.js');
-      applyLogFlags(cmd.opts<{ logFormat?: string; logLevel?: string }>());
+      applyLogFlags(flags);
     })
     .exitOverride();
   for (const register of [

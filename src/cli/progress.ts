@@ -1,6 +1,8 @@
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import type { Progress } from '../engine/coordinator.js';
 import { formatSeconds } from './output.js';
+
+const require = createRequire(import.meta.url);
 
 /** Shows a job's progress: a bar on a terminal, a plain line every few seconds otherwise. */
 export interface ProgressView {
@@ -21,6 +23,8 @@ export function createProgressView(opts: {
 }): ProgressView {
   if (opts.quiet) return { update() {}, stop() {} };
   if (opts.tty) {
+    // loaded only for a terminal: most runs (workers, CI, pipes) never draw a bar
+    const cliProgress = require('cli-progress') as typeof import('cli-progress');
     const bar = new cliProgress.SingleBar(
       {
         format:

@@ -1,14 +1,16 @@
-import {
+import type { Message, SQSClient } from '@aws-sdk/client-sqs';
+import { sqsSdk } from '../../aws/sdk.js';
+import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue.js';
+import { BODY_VERSION, chunks, type DeadMessage, parseBody, type TaskMessage } from './message.js';
+
+const {
   ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
-  type Message,
   ReceiveMessageCommand,
   SendMessageBatchCommand,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
-import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue.js';
-import { BODY_VERSION, chunks, type DeadMessage, parseBody, type TaskMessage } from './message.js';
+} = sqsSdk;
+
 
 /** Options of the SQS queue adapter. */
 export interface SqsQueueOptions {

@@ -3,16 +3,12 @@ import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  DeleteObjectCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  type S3Client,
-} from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3Sdk, storageSdk } from '../../aws/sdk.js';
 import type { Store } from '../store.js';
+
+const { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } =
+  s3Sdk;
 
 /** Options of the S3 store. */
 export interface S3StoreOptions {
@@ -127,7 +123,7 @@ export class S3Store implements Store {
     try {
       if (await this.exists(key)) return 'duplicate';
       const object = this.attemptKey(key, attemptId);
-      await new Upload({
+      await new (storageSdk().Upload)({
         client: this.o.client,
         params: { Bucket: this.o.bucket, Key: object, Body: createReadStream(staged) },
         partSize: Math.max(5 * 1024 * 1024, this.o.partSize ?? 8 * 1024 * 1024),
