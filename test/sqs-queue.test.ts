@@ -29,6 +29,8 @@ async function queue(opts: Partial<SqsQueueOptions> = {}, maxReceiveCount = 5) {
   return { q, queueUrl, dlqUrl, client };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 const tasks = (count: number): NewTask[] =>
   Array.from({ length: count }, (_, i) => ({ key: String(i), step: 'map', payload: { i, o: `out/${i}` } }));
 
@@ -175,4 +177,46 @@ test('a queue scoped to a job hands other jobs their messages back', async () =>
   assert.equal(gotA.length, 3);
   await a.close();
   await b.close();
+});
+
+test('a long poll whose caller went away holds the message it took for the poll visibility only, not the lease', async () => {
+  const {
+    q: gone,
+    queueUrl,
+    client,
+  } = await queue({ waitTimeSeconds: 5, pollVisibilitySeconds: 1, prefetch: 1 });
+  // The poll waits at the peer when its caller goes away (the request is dropped, as when the
+  // process is SIGKILLed); the peer still hands the next message to that poll.
+  const receives = peer.requests.get('sqs:ReceiveMessage') ?? 0;
+  const claim = gone.claim('gone', 1, 60_000);
+  for (let i = 0; i < 80 && (peer.requests.get('sqs:ReceiveMessage') ?? 0) === receives; i++) await sleep(25);
+  await sleep(100);
+  gone.interrupt();
+  assert.deepEqual(await claim, []);
+  const live = new SqsQueue({ client, queueUrl, waitTimeSeconds: 1, prefetch: 1 });
+  await live.enqueue(tasks(1));
+  const now = await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
+  assert.equal(now.Messages, undefined, 'the dropped poll took the message');
+  // With the 60 s lease as its visibility it would stay away for a minute; it is back in ~1 s.
+  let back: Lease | undefined;
+  for (let i = 0; i < 15 && !back; i++) [back] = await live.claim('w2', 1, 60_000);
+  assert.ok(back, 'the message came back long before the lease');
+  assert.equal(back.attempt, 2, 'the dropped poll received it first');
+  await live.complete([{ lease: back, outcome: 'committed', startedAt: 0, finishedAt: 0 }]);
+  await live.close();
+});
+
+test('what a long poll took is extended to the lease while its holder keeps it', async () => {
+  const { q, queueUrl, client } = await queue({ waitTimeSeconds: 1, pollVisibilitySeconds: 1, prefetch: 1 });
+  await q.enqueue(tasks(1));
+  const [l] = await q.claim('w1', 1, 30_000);
+  assert.ok(l);
+  const before = peer.requests.get('sqs:ChangeMessageVisibilityBatch') ?? 0;
+  // no heartbeat: past its 1 s poll visibility the message stays invisible all the same
+  await sleep(2500);
+  const other = await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, WaitTimeSeconds: 0 }));
+  assert.equal(other.Messages, undefined, 'still leased');
+  assert.equal((peer.requests.get('sqs:ChangeMessageVisibilityBatch') ?? 0) - before, 1, 'one extension');
+  await q.complete([{ lease: l, outcome: 'committed', startedAt: 0, finishedAt: 0 }]);
+  await q.close();
 });

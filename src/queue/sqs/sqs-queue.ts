@@ -11,7 +11,6 @@ const {
   SendMessageBatchCommand,
 } = sqsSdk;
 
-
 /** Options of the SQS queue adapter. */
 export interface SqsQueueOptions {
   readonly client: SQSClient;
@@ -36,6 +35,16 @@ export interface SqsQueueOptions {
    * @default 5
    */
   readonly waitTimeSeconds?: number;
+  /**
+   * Longest visibility timeout of a receive that long-polls, in seconds (1 to the lease). A
+   * long poll can hand messages to a caller that died while it waited (a SIGKILLed or reclaimed
+   * worker: fauxqs does, and SQS gives no promise otherwise); they then stay invisible for the
+   * receive's visibility timeout. So a waiting receive takes its messages for this long only, and
+   * what is still held halfway through is extended to the lease (one batch call, unless a
+   * heartbeat came first). A receive that does not wait uses the lease.
+   * @default 5
+   */
+  readonly pollVisibilitySeconds?: number;
   /**
    * Messages received per ReceiveMessage call (1–10). A claim of fewer tasks keeps the rest in a
    * local buffer, leased to the claiming owner and heartbeated with its leases, so one receive
@@ -65,6 +74,10 @@ interface Held {
   readonly lease: Lease;
   readonly body: TaskMessage;
   receiptHandle: string;
+  /** When the message becomes visible again unless extended (ms since the epoch). */
+  visibleUntil: number;
+  /** The lease it was claimed for. */
+  readonly leaseMs: number;
 }
 
 /** Stamped on tasks that exhausted their attempts because their lease expired. */
@@ -95,6 +108,8 @@ export class SqsQueue implements Queue {
   private nextId = 1;
   private done = 0;
   private readonly polls = new Set<AbortController>();
+  /** Timers extending messages a long poll received with the short poll visibility. */
+  private readonly extensions = new Set<NodeJS.Timeout>();
   private closed = false;
 
   constructor(o: SqsQueueOptions) {
@@ -151,15 +166,19 @@ export class SqsQueue implements Queue {
     const prefetch = Math.min(10, Math.max(1, this.o.prefetch ?? 10, Math.min(10, max - out.length)));
     const ac = new AbortController();
     this.polls.add(ac);
+    // Long-poll only when we have nothing to hand out; a long poll takes messages for a short time.
+    const wait = out.length > 0 ? 0 : (this.o.waitTimeSeconds ?? 5);
+    const leaseS = visibilitySeconds(leaseMs);
+    const visibility = wait > 0 ? Math.min(leaseS, Math.max(1, this.o.pollVisibilitySeconds ?? 5)) : leaseS;
+    const receivedAt = Date.now();
     let messages: Message[];
     try {
       const r = await this.o.client.send(
         new ReceiveMessageCommand({
           QueueUrl: this.o.queueUrl,
           MaxNumberOfMessages: prefetch,
-          VisibilityTimeout: visibilitySeconds(leaseMs),
-          // Long-poll only when we have nothing to hand out.
-          WaitTimeSeconds: out.length > 0 ? 0 : (this.o.waitTimeSeconds ?? 5),
+          VisibilityTimeout: visibility,
+          WaitTimeSeconds: wait,
           MessageSystemAttributeNames: ['ApproximateReceiveCount'],
         }),
         { abortSignal: ac.signal },
@@ -173,6 +192,7 @@ export class SqsQueue implements Queue {
     }
     const foreign: Array<{ body: TaskMessage; receipt: string; counted: number }> = [];
     const dead: Array<{ body: TaskMessage; receipt: string; attempts: number }> = [];
+    const short: Held[] = [];
     for (const msg of messages) {
       const body = parseBody(msg.Body);
       const receipt = msg.ReceiptHandle!;
@@ -205,8 +225,15 @@ export class SqsQueue implements Queue {
         payload: body.p,
         owner,
       };
-      const h: Held = { lease, body, receiptHandle: receipt };
+      const h: Held = {
+        lease,
+        body,
+        receiptHandle: receipt,
+        visibleUntil: receivedAt + visibility * 1000,
+        leaseMs,
+      };
       this.held.set(taskId, h);
+      if (visibility < leaseS) short.push(h);
       if (out.length < max) out.push(lease);
       else {
         const b = this.buffer.get(owner) ?? [];
@@ -214,6 +241,7 @@ export class SqsQueue implements Queue {
         this.buffer.set(owner, b);
       }
     }
+    if (short.length) this.extendLater(short, (visibility * 1000) / 2);
     if (foreign.length) await this.handBack(foreign);
     if (dead.length) {
       await this.toDeadLetters(
@@ -228,6 +256,34 @@ export class SqsQueue implements Queue {
     return out;
   }
 
+  /**
+   * After `ms`, extends to their lease the messages of `batch` still held and not extended since
+   * (by a heartbeat); a message SQS refuses is no longer ours. An error (an outage) is left to
+   * the heartbeats: at worst the message is received again and its result is committed once.
+   */
+  private extendLater(batch: readonly Held[], ms: number): void {
+    const timer = setTimeout(() => {
+      this.extensions.delete(timer);
+      const due = batch.filter(
+        (h) => this.held.get(h.lease.taskId) === h && h.visibleUntil - Date.now() < h.leaseMs / 2,
+      );
+      if (due.length === 0) return;
+      const at = Date.now();
+      this.changeVisibility(
+        due.map((h) => ({ receipt: h.receiptHandle, seconds: visibilitySeconds(h.leaseMs) })),
+      )
+        .then((lost) => {
+          for (const h of due) {
+            if (lost.has(h.receiptHandle)) this.forget(h.lease);
+            else h.visibleUntil = Math.max(h.visibleUntil, at + h.leaseMs);
+          }
+        })
+        .catch(() => {});
+    }, ms);
+    timer.unref();
+    this.extensions.add(timer);
+  }
+
   /** The job of a held lease's message. */
   jobOf(lease: Lease): string | undefined {
     return this.held.get(lease.taskId)?.body.j;
@@ -240,11 +296,13 @@ export class SqsQueue implements Queue {
 
   async heartbeat(owner: string, leaseMs: number): Promise<number> {
     const mine = this.heldBy(owner);
+    const at = Date.now();
     const lost = await this.changeVisibility(
       mine.map((h) => ({ receipt: h.receiptHandle, seconds: visibilitySeconds(leaseMs) })),
     );
     for (const h of mine) {
       if (lost.has(h.receiptHandle)) this.forget(h.lease);
+      else h.visibleUntil = Math.max(h.visibleUntil, at + leaseMs);
     }
     return mine.length - lost.size;
   }
@@ -514,6 +572,8 @@ export class SqsQueue implements Queue {
 
   async close(): Promise<void> {
     this.interrupt();
+    for (const t of this.extensions) clearTimeout(t);
+    this.extensions.clear();
     const buffered = [...this.buffer.values()].flat();
     this.buffer.clear();
     if (buffered.length) await this.release(buffered.map((h) => h.lease));
