@@ -29,6 +29,9 @@ export interface S3StoreOptions {
   readonly partSize?: number;
 }
 
+/** Outputs up to this size are uploaded with one PutObject from memory; larger ones stream in parts. */
+const SMALL_OUTPUT_BYTES = 1024 * 1024;
+
 /** What a commit marker says. */
 export interface CommitMarker {
   /** The attempt whose output this is. */
@@ -121,14 +124,22 @@ export class S3Store implements Store {
       return 'missing';
     }
     try {
-      if (await this.exists(key)) return 'duplicate';
       const object = this.attemptKey(key, attemptId);
-      await new (storageSdk().Upload)({
-        client: this.o.client,
-        params: { Bucket: this.o.bucket, Key: object, Body: createReadStream(staged) },
-        partSize: Math.max(5 * 1024 * 1024, this.o.partSize ?? 8 * 1024 * 1024),
-        queueSize: 4,
-      }).done();
+      if (size <= SMALL_OUTPUT_BYTES) {
+        // One PutObject, without asking first whether a result exists: a late duplicate then
+        // costs an upload and a delete, where the question would cost a request on every commit.
+        await this.o.client.send(
+          new PutObjectCommand({ Bucket: this.o.bucket, Key: object, Body: await fsp.readFile(staged) }),
+        );
+      } else {
+        if (await this.exists(key)) return 'duplicate';
+        await new (storageSdk().Upload)({
+          client: this.o.client,
+          params: { Bucket: this.o.bucket, Key: object, Body: createReadStream(staged) },
+          partSize: Math.max(5 * 1024 * 1024, this.o.partSize ?? 8 * 1024 * 1024),
+          queueSize: 4,
+        }).done();
+      }
       const marker: CommitMarker = {
         attempt: attemptId,
         object,
