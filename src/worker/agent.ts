@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +8,7 @@ import { render, shellQuote, taskVars } from '../engine/template.js';
 import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
-import { runCommand, type TaskResult, type TaskStdin } from './run-command.js';
+import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
 import { runnerAvailable, ShellRunner } from './shell-runner.js';
 import { TaskLog } from './task-log.js';
@@ -34,6 +35,8 @@ export interface WorkerAgentOptions {
   readonly onOutage?: (err: Error) => void;
   /** Called when a task's process group starts (pgid) or ends (undefined). */
   readonly onGroup?: (pgid: number, running: boolean) => void;
+  /** Called when the worker finds nothing to claim after it ran tasks (its results are durable then). */
+  readonly onIdle?: () => void;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -42,7 +45,19 @@ const TARGET_BATCH_MS = 50;
 const ANNOUNCE_GROUP_AFTER_MS = 200;
 /** Longest time completed acks wait before they are flushed. */
 const FLUSH_MS = 200;
+/**
+ * Shell tasks queued in the worker's forker behind the one running, so that the next starts the
+ * moment the last exits instead of after a round trip through this process (they still run one
+ * at a time). A drain or abort starts none of the queued ones.
+ */
+const PIPELINE_DEPTH = 32;
+/** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
+const MAX_IDLE_SLEEP_MS = 250;
 
+/** How one task ended, as the batch loop sees it. */
+type RunOutcome =
+  | { ok: true; outcome: Completion['outcome']; startedAt: number }
+  | { ok: false; cancelled?: boolean; error?: string; logPath?: string; startedAt: number };
 /**
  * A worker: claims tasks from the Queue port, runs each (shell command or module function),
  * commits its output through the Store port, acks, and heartbeats its leases meanwhile.
@@ -68,11 +83,43 @@ export class WorkerAgent {
 
   constructor(private readonly o: WorkerAgentOptions) {
     this.steps = new Map(o.job.steps.map((st) => [st.name, st]));
+    // every task queued in the forker listens for the abort
+    setMaxListeners(PIPELINE_DEPTH + 16, this.abort.signal);
   }
 
   stop(mode: 'drain' | 'abort'): void {
     if (this.stopping !== 'abort') this.stopping = mode;
+    // queued shell tasks never start; the running one finishes (drain) or is killed (abort)
+    this.runner?.cancelQueued();
     if (mode === 'abort') this.abort.abort(new Error('worker stopping'));
+    this.wake();
+  }
+
+  private wakeUp: (() => void) | undefined;
+  private woken = false;
+
+  /** Ends a pause between empty claims now (new tasks may be there). */
+  wake(): void {
+    this.woken = true;
+    this.wakeUp?.();
+  }
+
+  private idle(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(t);
+        self.wakeUp = undefined;
+        self.woken = false;
+        resolve();
+      }
+      this.wakeUp = done;
+    });
   }
 
   async run(): Promise<void> {
@@ -89,6 +136,7 @@ export class WorkerAgent {
     this.o.onBeat?.([]);
     let idleSince = Date.now();
     let sleepMs = 5;
+    let busy = false;
     try {
       let outageSince: number | undefined;
       while (!this.stopping && !this.poisoned) {
@@ -96,13 +144,17 @@ export class WorkerAgent {
           const leases = await queue.claim(this.o.id, this.batch, leaseMs);
           outageSince = undefined;
           if (leases.length === 0) {
+            if (busy) this.o.onIdle?.();
+            busy = false;
             if (this.o.idleExitMs !== undefined && Date.now() - idleSince > this.o.idleExitMs) break;
-            await sleep(sleepMs);
-            sleepMs = Math.min(250, sleepMs * 2);
+            if (this.woken) sleepMs = 5;
+            await this.idle(sleepMs);
+            sleepMs = Math.min(MAX_IDLE_SLEEP_MS, sleepMs * 2);
             continue;
           }
           sleepMs = 5;
-          await this.runBatch(await this.agglomerate(leases, leaseMs));
+          busy = true;
+          await this.runBatch(await this.agglomerate(leases, leaseMs), leaseMs);
           idleSince = Date.now();
         } catch (err) {
           // The queue or store is unreachable: hand back what we hold if we can (else the leases
@@ -145,8 +197,19 @@ export class WorkerAgent {
     return out;
   }
 
-  private async runBatch(leases: Lease[]): Promise<void> {
-    this.held = [...leases];
+  /** Whether a task goes through the worker's forker, so it may queue there behind another. */
+  private pipelines(lease: Lease): boolean {
+    if (!this.runner) return false;
+    const step = this.stepOf(lease);
+    if (step.command === undefined && step.exec === undefined) return false;
+    const p = lease.payload;
+    if (step.stdin !== 'none' && (p.l !== undefined || p.s !== undefined || p.e !== undefined)) return false;
+    return runnerCan({ kind: 'none' }, step.env);
+  }
+
+  private async runBatch(claimed: Lease[], leaseMs: number): Promise<void> {
+    const leases = [...claimed];
+    this.held = [...claimed];
     let completions: Completion[] = [];
     let failures: Failure[] = [];
     let lastFlush = Date.now();
@@ -159,16 +222,75 @@ export class WorkerAgent {
       failures = [];
       lastFlush = Date.now();
     };
+    // results are taken in claim order; shell tasks may be started (queued) ahead of their turn
+    const running: Array<Promise<RunOutcome> | undefined> = [];
+    let next = 0;
+    let more = true;
+    let refill: Promise<void> | undefined;
+    // Shell tasks are queued in the forker: the next batch is claimed before this one runs dry,
+    // while results keep coming in, so that the forker never waits for a claim (nor for the acks
+    // before it). A step with `batch: N` is claimed N at a time, as asked.
+    const claimMore = () => {
+      refill = (async () => {
+        const got = await this.o.queue.claim(this.o.id, this.batch, leaseMs);
+        if (got.length === 0 || this.stopping) {
+          more = false;
+          if (got.length > 0) await this.o.queue.release(got);
+          return;
+        }
+        const add = await this.agglomerate(got, leaseMs);
+        leases.push(...add);
+        this.held.push(...add);
+      })()
+        .catch(() => {
+          more = false; // the queue is unreachable: the outer loop finds out and waits
+        })
+        .finally(() => {
+          refill = undefined;
+        });
+    };
+    const topUp = (i: number) => {
+      while (
+        next < leases.length &&
+        !this.stopping &&
+        !this.poisoned &&
+        (next === i ||
+          (next - i <= PIPELINE_DEPTH && this.pipelines(leases[i]!) && this.pipelines(leases[next]!)))
+      ) {
+        running[next] = this.runOne(leases[next]!);
+        next++;
+      }
+    };
     try {
-      for (const lease of leases) {
-        if (this.stopping || this.poisoned) break;
-        const startedAt = Date.now();
-        const r = await this.runOne(lease);
+      for (let i = 0; ; i++) {
+        while (i >= leases.length && refill) await refill;
+        if (i >= leases.length) break;
+        topUp(i);
+        const last = leases[next - 1]!;
+        if (
+          more &&
+          !refill &&
+          !this.stopping &&
+          next === leases.length &&
+          next > i + 1 &&
+          this.pipelines(last) &&
+          this.stepOf(last).batch === undefined
+        ) {
+          if (n > 0) this.adapt((Date.now() - t0) / n);
+          claimMore();
+        }
+        if (next <= i) break; // stopping: this one and the rest are handed back
+        const lease = leases[i]!;
+        const r = await running[i]!;
+        running[i] = undefined;
         const finishedAt = Date.now();
-        if (this.stopping === 'abort' && !r.ok) break; // aborted mid-task: the lease is handed back below
-        this.held.shift();
+        // never started, or aborted mid-task: the lease is handed back below
+        if (!r.ok && (r.cancelled || this.stopping === 'abort')) continue;
+        const h = this.held.indexOf(lease);
+        if (h >= 0) this.held.splice(h, 1);
         n++;
         this.ran++;
+        const { startedAt } = r;
         if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
         else {
           const delay = backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff);
@@ -184,14 +306,28 @@ export class WorkerAgent {
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
     } finally {
+      if (refill) await refill;
+      // a batch that ends early (an error) leaves nothing running behind it
+      const left = running.filter((x) => x !== undefined);
+      if (left.length > 0) {
+        this.runner?.cancelQueued();
+        await Promise.allSettled(left);
+      }
       await flush();
     }
-    if (n > 0) {
-      const per = (Date.now() - t0) / n;
-      this.avgMs = this.avgMs === 0 ? per : this.avgMs * 0.7 + per * 0.3;
-      const max = this.o.maxBatch ?? 256;
-      this.batch = Math.max(1, Math.min(max, Math.floor(TARGET_BATCH_MS / Math.max(this.avgMs, 0.01))));
+    // what did not run (the runner stopped under it) goes back now; a stopping worker does it on exit
+    if (this.held.length > 0 && !this.stopping) {
+      await this.o.queue.release(this.held);
+      this.held = [];
     }
+    if (n > 0) this.adapt((Date.now() - t0) / n);
+  }
+
+  /** Sizes the next claim so that it takes about TARGET_BATCH_MS at the measured time per task. */
+  private adapt(perTaskMs: number): void {
+    this.avgMs = this.avgMs === 0 ? perTaskMs : this.avgMs * 0.7 + perTaskMs * 0.3;
+    const max = this.o.maxBatch ?? 256;
+    this.batch = Math.max(1, Math.min(max, Math.floor(TARGET_BATCH_MS / Math.max(this.avgMs, 0.01))));
   }
 
   private stepOf(lease: Lease): StepDef {
@@ -200,22 +336,25 @@ export class WorkerAgent {
     return st;
   }
 
-  private async runOne(
-    lease: Lease,
-  ): Promise<{ ok: true; outcome: Completion['outcome'] } | { ok: false; error?: string; logPath?: string }> {
+  private async runOne(lease: Lease): Promise<RunOutcome> {
     const { job, store } = this.o;
     const { baseDir } = job;
     const step = this.stepOf(lease);
     const p = lease.payload;
     const key = p.o;
-    if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found' };
+    let startedAt = Date.now();
+    if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found', startedAt };
     const attemptId = `${lease.attempt}-${this.o.id}`;
     let staged: string | undefined;
     try {
       staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
     } catch (err) {
       if (isTransient(err)) throw err;
-      return { ok: false, error: `could not prepare the output: ${(err as Error).message.split('\n')[0]}` };
+      return {
+        ok: false,
+        error: `could not prepare the output: ${(err as Error).message.split('\n')[0]}`,
+        startedAt,
+      };
     }
     const logPath = path.join(this.o.logsDir, taskLogName(lease.key));
     const log = new TaskLog(
@@ -228,6 +367,11 @@ export class WorkerAgent {
       { attempt: String(lease.attempt), ...(staged ? { output: staged } : {}) },
       job.s3Dir,
     );
+    if (this.stopping) {
+      // the worker was told to stop while this task was being prepared: it never starts
+      if (key !== undefined) await store.discard(key, attemptId);
+      return { ok: false, cancelled: true, startedAt };
+    }
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }
@@ -247,7 +391,6 @@ export class WorkerAgent {
               ? { file: step.exec.executable, args: step.exec.args }
               : render(step.command!, vars, shellQuote),
           cwd: baseDir,
-          env: { ...process.env, ...step.env, ...taskEnv(vars) },
           extraEnv: { ...step.env, ...taskEnv(vars) },
           runner: this.runner,
           stdin,
@@ -294,6 +437,13 @@ export class WorkerAgent {
     } catch (err) {
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
     }
+    startedAt = r.startedAt ?? startedAt;
+    if (r.cancelled) {
+      // never started (the worker is stopping): no attempt, nothing to clean but the staging
+      log.close();
+      if (key !== undefined) await store.discard(key, attemptId);
+      return { ok: false, cancelled: true, startedAt };
+    }
     if (r.ok && p.outs) {
       // a process that writes in place (HyperFlow) must have written every one of its outputs
       const missing = p.outs.filter((f) => !existsSync(path.resolve(baseDir, f)));
@@ -306,9 +456,9 @@ export class WorkerAgent {
     log.close();
     if (!r.ok) {
       if (key !== undefined) await store.discard(key, attemptId);
-      return { ok: false, error: r.error, logPath: log.written ? logPath : undefined };
+      return { ok: false, error: r.error, logPath: log.written ? logPath : undefined, startedAt };
     }
-    if (key === undefined) return { ok: true, outcome: 'ok' };
+    if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
     let c: Awaited<ReturnType<Store['commit']>>;
     try {
       c = await store.commit(key, attemptId);
@@ -317,16 +467,17 @@ export class WorkerAgent {
       // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
       await store.discard(key, attemptId).catch(() => {});
       const error = `could not commit the output: ${(err as Error).message.split('\n')[0]}`;
-      return { ok: false, error, logPath: log.written ? logPath : undefined };
+      return { ok: false, error, logPath: log.written ? logPath : undefined, startedAt };
     }
     if (c === 'missing') {
       return {
         ok: false,
         error: `succeeded but wrote no output (expected ${key})`,
         logPath: log.written ? logPath : undefined,
+        startedAt,
       };
     }
-    return { ok: true, outcome: c };
+    return { ok: true, outcome: c, startedAt };
   }
 }
 

@@ -33,11 +33,14 @@ async function main(): Promise<void> {
     logsDir: cfg.logsDir,
     onBeat: (pgids) => queue.workerBeat(cfg.id, process.pid, host, pgids),
     onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
+    // the coordinator checks for the end of the run at once instead of at its next tick
+    onIdle: () => process.send?.({ type: 'idle' }),
   });
   process.on('disconnect', () => agent.stop('abort'));
   process.on('message', (m: { type?: string }) => {
     if (m?.type === 'drain') agent.stop('drain');
     if (m?.type === 'abort') agent.stop('abort');
+    if (m?.type === 'wake') agent.wake();
   });
   process.on('SIGTERM', () => agent.stop('drain'));
   process.on('SIGINT', () => agent.stop('abort'));

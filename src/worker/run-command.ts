@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, createReadStream, openSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { shellQuote } from '../engine/template.js';
 import type { ShellRunner } from './shell-runner.js';
@@ -20,6 +20,10 @@ export interface TaskResult {
   readonly timedOut?: boolean;
   /** The worker must restart before it runs another task (a module task could not be stopped). */
   readonly poisoned?: boolean;
+  /** The task never started: the worker stopped its runner first (drain, abort). Not an attempt. */
+  readonly cancelled?: boolean;
+  /** When the task's process started (ms since the epoch). */
+  readonly startedAt?: number;
 }
 
 /** Options of one shell command run. */
@@ -27,7 +31,8 @@ export interface RunCommandOptions {
   /** The command line, already rendered and quoted (run by /bin/sh), or an executable and its arguments (run directly). */
   readonly command: string | { readonly file: string; readonly args: readonly string[] };
   readonly cwd: string;
-  readonly env: NodeJS.ProcessEnv;
+  /** Environment of a task started through Node's spawn. @default - this process's plus `extraEnv` */
+  readonly env?: NodeJS.ProcessEnv;
   readonly stdin: TaskStdin;
   /** Write stdout to this file (the task's staged output) instead of the log. */
   readonly stdoutFile?: string;
@@ -58,12 +63,7 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
  * process it left behind in its group is killed then, and on timeout or abort the whole group is.
  */
 export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
-  const viaRunner =
-    o.runner !== undefined &&
-    (o.stdin.kind === 'none' ||
-      (o.stdin.kind === 'file' && o.stdin.start === undefined && o.stdin.end === undefined)) &&
-    Object.keys(o.extraEnv ?? {}).every((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k));
-  if (viaRunner) return runWithRunner(o, o.runner!);
+  if (o.runner !== undefined && runnerCan(o.stdin, o.extraEnv)) return runWithRunner(o, o.runner);
   return new Promise((resolve) => {
     const outFd = o.stdoutFile ? openSync(o.stdoutFile, 'w') : undefined;
     const stdinSpec = o.stdin.kind === 'none' ? 'ignore' : 'pipe';
@@ -75,7 +75,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
           : [o.command.file, [...o.command.args]];
       child = spawn(file, args, {
         cwd: o.cwd,
-        env: o.env,
+        env: o.env ?? { ...process.env, ...o.extraEnv },
         detached: true,
         stdio: [stdinSpec, outFd ?? 'pipe', 'pipe'],
       });
@@ -90,6 +90,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     let aborted = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
+    const startedAt = Date.now();
     if (pid !== undefined) o.onGroup?.(pid);
 
     const timer = setTimeout(() => {
@@ -132,7 +133,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       if (graceTimer) clearTimeout(graceTimer);
       o.signal.removeEventListener('abort', onAbort);
       o.onGroup?.(undefined);
-      resolve(r);
+      resolve({ ...r, startedAt });
     };
     child.on('error', (err) => finish({ ok: false, error: `could not start the command: ${err.message}` }));
     child.on('exit', (code, sig) => {
@@ -158,26 +159,39 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
 
 const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
 
-/** The same contract as the spawn path, through the worker's forker (see shell-runner.ts). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Whether a task with this stdin and these extra variables can run through the worker's forker:
+ * its stdin must be nothing or a whole file (ranges and text are piped by Node), and every
+ * variable name must be one the shell can export.
+ */
+export function runnerCan(stdin: TaskStdin, extraEnv?: Readonly<Record<string, string>>): boolean {
+  if (
+    stdin.kind === 'text' ||
+    (stdin.kind === 'file' && (stdin.start !== undefined || stdin.end !== undefined))
+  )
+    return false;
+  for (const k in extraEnv) if (!ENV_NAME.test(k)) return false;
+  return true;
+}
+
+/**
+ * The same contract as the spawn path, through the worker's forker (see shell-runner.ts). The
+ * timeout counts from the moment the task starts, not from when it was queued in the forker.
+ */
 async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise<TaskResult> {
-  const exports = Object.entries(o.extraEnv ?? {})
-    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
-    .join('\n');
+  let exports = '';
+  for (const k in o.extraEnv) exports += `export ${k}=${shellQuote(o.extraEnv[k]!)}\n`;
   const body =
     typeof o.command === 'string' ? o.command : [o.command.file, ...o.command.args].map(shellQuote).join(' ');
   const partLog = `${o.log.path}.part`;
   let pgid: number | undefined;
+  let startedAt: number | undefined;
   let timedOut = false;
-  let aborted = false;
+  let aborted = o.signal.aborted;
+  let timer: NodeJS.Timeout | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    if (pgid !== undefined) {
-      killGroup(pgid, 'SIGTERM');
-      const g = pgid;
-      graceTimer = setTimeout(() => killGroup(g, 'SIGKILL'), KILL_GRACE_MS);
-    }
-  }, o.timeoutMs);
   const onAbort = () => {
     aborted = true;
     if (pgid !== undefined) killGroup(pgid, 'SIGKILL');
@@ -185,41 +199,61 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
   o.signal.addEventListener('abort', onAbort, { once: true });
   try {
     const exit = await runner.run({
-      command: exports ? `${exports}\n${body}` : body,
+      command: exports + body,
       cwd: o.cwd,
       stdinFile: o.stdin.kind === 'file' ? o.stdin.path : undefined,
       stdoutFile: o.stdoutFile,
       logFile: partLog,
       onStart: (g) => {
         pgid = g;
+        startedAt = Date.now();
         o.onGroup?.(g);
-        if (aborted || o.signal.aborted) killGroup(g, 'SIGKILL');
+        if (aborted || o.signal.aborted) {
+          aborted = true;
+          killGroup(g, 'SIGKILL');
+          return;
+        }
+        timer = setTimeout(() => {
+          timedOut = true;
+          killGroup(g, 'SIGTERM');
+          graceTimer = setTimeout(() => killGroup(g, 'SIGKILL'), KILL_GRACE_MS);
+        }, o.timeoutMs);
       },
     });
+    if (exit === 'cancelled') return { ok: false, cancelled: true, error: 'not started: the worker stopped' };
     // the task's output to the log, behind the attempt's header, only if it printed anything
-    try {
-      if (statSync(partLog).size > 0) o.log.write(readFileSync(partLog));
-      unlinkSync(partLog);
-    } catch {
-      // no log part: the task could not start
+    // (the runner removed an empty part)
+    if (exit.logBytes !== 0) {
+      try {
+        const part = readFileSync(partLog);
+        if (part.length > 0) o.log.write(part);
+        unlinkSync(partLog);
+      } catch {
+        // no log part: the task could not start
+      }
     }
     if (timedOut)
       return {
         ok: false,
         timedOut: true,
+        startedAt,
         error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
       };
-    if (aborted) return { ok: false, error: 'aborted: the worker stopped' };
-    if (exit.code === 0) return { ok: true };
+    if (aborted) return { ok: false, startedAt, error: 'aborted: the worker stopped' };
+    if (exit.code === 0) return { ok: true, startedAt };
     if (exit.signal !== null)
-      return { ok: false, error: `killed by ${SIGNAL_NAMES[exit.signal] ?? `signal ${exit.signal}`}` };
+      return {
+        ok: false,
+        startedAt,
+        error: `killed by ${SIGNAL_NAMES[exit.signal] ?? `signal ${exit.signal}`}`,
+      };
     if (exit.code === null)
-      return { ok: false, error: 'could not start the command (the shell runner stopped)' };
-    return { ok: false, error: `exited with code ${exit.code}` };
+      return { ok: false, startedAt, error: 'could not start the command (the shell runner stopped)' };
+    return { ok: false, startedAt, error: `exited with code ${exit.code}` };
   } finally {
     clearTimeout(timer);
     if (graceTimer) clearTimeout(graceTimer);
     o.signal.removeEventListener('abort', onAbort);
-    o.onGroup?.(undefined);
+    if (pgid !== undefined) o.onGroup?.(undefined);
   }
 }
