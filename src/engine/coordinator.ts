@@ -12,7 +12,7 @@ import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { type DagEvents, DagState } from './dag.js';
 import { expandFileMap } from './expand.js';
-import { pidAlive, sleep } from './process-utils.js';
+import { pidAlive } from './process-utils.js';
 import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
 
 /** Progress of a running job, as reported to the CLI. */
@@ -86,9 +86,14 @@ export function fingerprint(job: LoadedJob): string {
     .slice(0, 16);
 }
 
-/** Checks what must be true before anything is created: inputs and modules exist, the state dir is writable. */
-async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
+/**
+ * Checks what must be true before anything is created: inputs and modules exist, the state dir is
+ * writable. Returns how many tasks can run at once (counting up to `upTo`) before any step
+ * finishes, so that workers can start while the tasks are planned.
+ */
+async function preflight(job: LoadedJob, stateDir: string, upTo: number): Promise<number> {
   assertWritableStateDir(stateDir);
+  let ready = 0;
   for (const [i, st] of job.steps.entries()) {
     const field = job.spec.tasks ? 'tasks' : `steps[${i}]`;
     if (st.module !== undefined) {
@@ -107,18 +112,23 @@ async function preflight(job: LoadedJob, stateDir: string): Promise<void> {
     if (st.map && st.map.outputsOf === undefined && st.needs.length === 0) {
       const it = expandFileMap(job, st);
       try {
-        const first = await it.next();
-        if (first.done)
+        let next = await it.next();
+        if (next.done)
           throw new UsageError(
             `${field}.map`,
             'the inputs give no task (empty file or no lines)',
             'add inputs',
           );
+        while (!next.done && ready < upTo) {
+          ready++;
+          if (ready < upTo) next = await it.next();
+        }
       } finally {
         await it.return(undefined);
       }
-    }
+    } else if (!st.map && !st.reduce && st.needs.length === 0 && job.format !== 'hyperflow') ready++;
   }
+  return Math.min(ready, upTo);
 }
 
 function acquireLock(paths: JobPaths, name: string): void {
@@ -143,7 +153,8 @@ function acquireLock(paths: JobPaths, name: string): void {
 export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSummary> {
   const started = Date.now();
   const name = job.spec.name;
-  await preflight(job, opts.stateDir);
+  const concurrency = opts.concurrency ?? job.concurrency;
+  const ready = await preflight(job, opts.stateDir, concurrency);
   const paths = jobPaths(opts.stateDir, name);
   const existed = existsSync(paths.db);
   if (existsSync(paths.dir)) acquireLock(paths, name);
@@ -183,16 +194,34 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
     };
     if (resumed) await reconcile(queue, dag, store, log);
-    logDag(await dag.advance());
     queue.setMeta('started_at', String(started));
     log.info(
       { event: resumed ? 'resumed' : 'started', pid: process.pid },
       resumed ? 'job resumed' : 'job started',
     );
 
-    let counts = queue.countsSync();
-    const remaining = counts.pending + counts.leased + counts.blocked;
-    const workers = Math.max(0, Math.min(opts.concurrency ?? job.concurrency, remaining));
+    // A worker that found nothing left to claim wakes the loop below, so the end of the run (or
+    // a step barrier to release) is seen at once rather than at the next tick.
+    let poked = false;
+    let poke: (() => void) | undefined;
+    const nap = (ms: number) =>
+      new Promise<void>((resolve) => {
+        if (poked || opts.signal?.aborted) {
+          poked = false;
+          resolve();
+          return;
+        }
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          poke = undefined;
+          poked = false;
+          opts.signal?.removeEventListener('abort', done);
+          resolve();
+        }
+        poke = done;
+        opts.signal?.addEventListener('abort', done, { once: true });
+      });
     const runId = randomBytes(3).toString('hex');
     compute = new LocalCompute({
       jobJson: paths.jobJson,
@@ -204,13 +233,30 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       onEvent: (e) => {
         if (e.type === 'lost') {
           const n = queue.expireOwner(e.worker, `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`);
+          if (n > 0) compute?.wake();
           log.warn(
             { event: 'worker-lost', ...e, leases: n },
             `worker ${e.worker} lost; ${n} task(s) back to the queue`,
           );
         } else log.info({ event: `worker-${e.type}`, ...e });
       },
+      onIdle: () => {
+        poked = true;
+        poke?.();
+      },
     });
+    // The workers start (Node, imports, the state file) while the tasks are planned, and claim
+    // the first ones as soon as their batch is committed.
+    const before = queue.countsSync();
+    const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
+    await compute.scaleTo(early);
+    const planned = await dag.advance();
+    logDag(planned);
+    if (planned.expanded.length > 0) compute.wake();
+
+    let counts = queue.countsSync();
+    const remaining = counts.pending + counts.leased + counts.blocked;
+    const workers = Math.max(early, Math.min(concurrency, remaining));
     await compute.scaleTo(workers);
 
     const tick = opts.tickMs ?? 200;
@@ -222,9 +268,11 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         interrupted = true;
         break;
       }
-      await sleep(tick, opts.signal);
-      await queue.reapExpired();
-      logDag(await dag.advance());
+      await nap(tick);
+      const reaped = await queue.reapExpired();
+      const ev = await dag.advance();
+      logDag(ev);
+      if (reaped > 0 || ev.expanded.length > 0 || ev.released.length > 0) compute.wake();
       counts = queue.countsSync();
       if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
         const n = dag.skipUnreachable();

@@ -319,31 +319,35 @@ export class DagState {
 
   /** One task per task of `src`; each depends on its source task (and on the step's barriers). */
   private insertOutputsOf(st: StepDef, src: string, barriers: string[]): number {
-    const rows = this.db
-      .prepare('SELECT id, payload, state FROM tasks WHERE step = ? ORDER BY id')
-      .all(src) as { id: number; payload: string; state: string }[];
+    const select = this.db.prepare('SELECT id, payload, state FROM tasks WHERE step = ? ORDER BY id');
     const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
     const own = barriers.filter((b) => b !== src);
-    this.db.transaction(() => {
-      let i = 0;
-      for (const r of rows) {
-        const up = JSON.parse(r.payload) as TaskPayload;
-        const base: TaskPayload = { i: i++, p: up.o! };
-        const p = st.outputs ? { ...base, o: outputKey(st.outputs, base, this.job.baseDir) } : base;
-        // an input that is already committed is no reason to wait
-        if (r.state === 'dead' || r.state === 'skipped') {
-          // its input will never come: decided now, since the source's fate was passed on already
-          if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure) this.insertRow(st, p, own.length);
-          else this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`);
-          continue;
+    // read and insert in one write transaction: a source task that a worker completes meanwhile
+    // would otherwise find no edge to release, and its dependent would wait forever
+    return this.db
+      .transaction(() => {
+        const rows = select.all(src) as { id: number; payload: string; state: string }[];
+        let i = 0;
+        for (const r of rows) {
+          const up = JSON.parse(r.payload) as TaskPayload;
+          const base: TaskPayload = { i: i++, p: up.o! };
+          const p = st.outputs ? { ...base, o: outputKey(st.outputs, base, this.job.baseDir) } : base;
+          // an input that is already committed is no reason to wait
+          if (r.state === 'dead' || r.state === 'skipped') {
+            // its input will never come: decided now, since the source's fate was passed on already
+            if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure)
+              this.insertRow(st, p, own.length);
+            else this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`);
+            continue;
+          }
+          // an input that is already committed is no reason to wait
+          const id = this.insertRow(st, p, own.length + (r.state === 'done' ? 0 : 1));
+          if (r.state !== 'done') edge.run(r.id, id);
         }
-        // an input that is already committed is no reason to wait
-        const id = this.insertRow(st, p, own.length + (r.state === 'done' ? 0 : 1));
-        if (r.state !== 'done') edge.run(r.id, id);
-      }
-      this.insertBarriers(st, own);
-    })();
-    return rows.length;
+        this.insertBarriers(st, own);
+        return rows.length;
+      })
+      .immediate();
   }
 
   /** One task (a reduce over all outputs of a step, or a plain task) behind the step's barriers. */

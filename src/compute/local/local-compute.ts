@@ -19,6 +19,8 @@ export interface LocalComputeOptions {
   readonly onEvent?: (e: WorkerEvent) => void;
   /** How long `drain` waits before it kills workers. @default 30s */
   readonly drainTimeoutMs?: number;
+  /** Called when a worker found nothing to claim after running tasks (its results are durable). */
+  readonly onIdle?: () => void;
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -85,7 +87,7 @@ export class LocalCompute implements Compute {
       if (m?.type === 'group' && typeof m.pgid === 'number') {
         if (m.running) slot.groups.add(m.pgid);
         else slot.groups.delete(m.pgid);
-      }
+      } else if (m?.type === 'idle') this.o.onIdle?.();
     });
     child.on('exit', (code, signal) => {
       this.slots.delete(id);
@@ -102,6 +104,18 @@ export class LocalCompute implements Compute {
       resolveExit();
       if (!this.closing && this.slots.size < this.target) this.spawnOne();
     });
+  }
+
+  /** Tells idle workers to claim now (new tasks are pending), instead of after their pause. */
+  wake(): void {
+    for (const s of this.slots.values()) {
+      if (s.stopping || !s.child.connected) continue;
+      try {
+        s.child.send({ type: 'wake' });
+      } catch {
+        // exiting
+      }
+    }
   }
 
   /** Pids of the running workers by id. */
