@@ -2,10 +2,12 @@
  * Target 1: N no-op shell tasks (`true`), two at a time. Like with like: corral runs each task as
  * `/bin/sh -c true` in a process group of its own; the peers run one `/bin/sh -c true` per input
  * line too: `xargs -P2 -n1 sh -c true` and `SHELL=/bin/sh parallel -j2 true` (GNU parallel always
- * runs the command line through $SHELL).
+ * runs the command line through $SHELL). Two more measurements bound 1a from above: the bare
+ * fork+exec loop of corral's forker (bench/peers/fork-exec.pl, no Node, no state) and corral's
+ * fixed cost (the same job with 2 tasks, end to end).
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   type Bench,
@@ -59,6 +61,10 @@ export const run: Bench = async (ctx) => {
       '',
     ].join('\n'),
   );
+  const fixedDir = path.join(dir, 'fixed');
+  mkdirSync(fixedDir);
+  writeLines(path.join(fixedDir, 'lines.txt'), 2);
+  copyFileSync(path.join(dir, 'job.yaml'), path.join(fixedDir, 'job.yaml'));
   const noParallel = ensureParallel(ctx.log);
   const env = { SHELL: '/bin/sh' };
   const contenders = {
@@ -67,6 +73,11 @@ export const run: Bench = async (ctx) => {
       timeRun(process.execPath, [path.join(ROOT, 'bench/peers/node-spawn.mjs'), String(n), '2'], {
         cwd: dir,
       }),
+    forker: () =>
+      timeRun('perl', [path.join(ROOT, 'bench/peers/fork-exec.pl'), String(n), '2', path.join(dir, 'part')], {
+        cwd: dir,
+      }),
+    fixed: async () => mustSucceed('corral run (2 tasks)', await corralRun(fixedDir, 'job.yaml')),
     corral: async () => {
       const r = mustSucceed('corral run', await corralRun(dir, 'job.yaml'));
       const w = execWindow(path.join(dir, '.corral/jobs/shell-noop/state.db'));
@@ -108,7 +119,21 @@ export const run: Bench = async (ctx) => {
     target: '– (floor of 1a)',
     status: 'info',
     command: 'node bench/peers/node-spawn.mjs N 2',
-    note: 'bounds 1a from above for any runner whose workers are Node processes spawning each task',
+    note: 'bounds any runner whose workers spawn each task from Node; corral forks through a perl forker instead (1d)',
+  });
+  const forker = res.forker!.best;
+  const fixed = res.fixed!.best;
+  const bound = forker.ms + fixed.ms;
+  rows.push({
+    id: '1d',
+    what: `${n} no-op shell tasks vs the floor of corral's design`,
+    corral: `${fmtMs(corral.ms)} (${fmtRate(rate(corral.ms))})`,
+    peer: `2 perl loops doing only fork+exec(/bin/sh -c true) as the forker does: ${fmtMs(forker.ms)}, plus corral's fixed cost (the job with 2 tasks): ${fmtMs(fixed.ms)}; together ${fmtMs(bound)}, ${fmtX(xargs.ms / bound)} xargs`,
+    ratio: `${fmtX(bound / corral.ms)} floor throughput`,
+    target: '– (floor of 1a)',
+    status: 'info',
+    command: `perl bench/peers/fork-exec.pl ${n} 2; corral run job.yaml with 2 tasks`,
+    note: `a run cannot start a task before the CLI and its workers are up, nor end before it drains, nor fork faster than its bare forker, so it takes about the forker's time plus its fixed cost (they overlap a little: the workers start while the tasks are planned); on this machine that bound is ${fmtX(xargs.ms / bound)} xargs`,
   });
   const par = res.parallel?.best;
   rows.push(
