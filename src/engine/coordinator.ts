@@ -246,13 +246,12 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       },
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
-    // the first ones as soon as their batch is committed.
+    // once the plan is written: claiming during a long plan only slowed both down.
     const before = queue.countsSync();
     const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
-    await compute.scaleTo(early);
-    const planned = await dag.advance();
-    logDag(planned);
-    if (planned.expanded.length > 0) compute.wake();
+    compute.prestart(early);
+    logDag(await dag.advance());
+    compute.wake();
 
     let counts = queue.countsSync();
     const remaining = counts.pending + counts.leased + counts.blocked;

@@ -37,6 +37,11 @@ export interface WorkerAgentOptions {
   readonly onGroup?: (pgid: number, running: boolean) => void;
   /** Called when the worker finds nothing to claim after it ran tasks (its results are durable then). */
   readonly onIdle?: () => void;
+  /**
+   * Claim nothing until `wake` (or `stop`): the coordinator starts its workers while it plans the
+   * tasks, and lets them claim once the plan is written. @default false
+   */
+  readonly held?: boolean;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -51,6 +56,8 @@ const FLUSH_MS = 200;
  * at a time). A drain or abort starts none of the queued ones.
  */
 const PIPELINE_DEPTH = 32;
+/** Longest wait of a held worker for its `wake` (a safety net: the coordinator always sends it). */
+const HELD_MAX_MS = 10_000;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 
@@ -134,6 +141,7 @@ export class WorkerAgent {
     );
     beat.unref();
     this.o.onBeat?.([]);
+    if (this.o.held) await this.idle(HELD_MAX_MS);
     let idleSince = Date.now();
     let sleepMs = 5;
     let busy = false;

@@ -17,6 +17,8 @@ export interface LocalWorkerConfig {
   readonly db: string;
   readonly logsDir: string;
   readonly storeRoot: string;
+  /** Claim nothing until the coordinator says `wake` (it is still planning the tasks). */
+  readonly hold?: boolean;
 }
 
 async function main(): Promise<void> {
@@ -35,6 +37,7 @@ async function main(): Promise<void> {
     onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
     // the coordinator checks for the end of the run at once instead of at its next tick
     onIdle: () => process.send?.({ type: 'idle' }),
+    held: cfg.hold,
   });
   process.on('disconnect', () => agent.stop('abort'));
   process.on('message', (m: { type?: string }) => {

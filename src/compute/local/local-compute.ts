@@ -59,7 +59,16 @@ export class LocalCompute implements Compute {
     while (!this.closing && this.slots.size < this.target) this.spawnOne();
   }
 
-  private spawnOne(): void {
+  /**
+   * Starts workers until `count` run, each waiting for `wake` before its first claim: their
+   * start-up overlaps the coordinator's planning, and they claim only once the plan is written.
+   */
+  prestart(count: number): void {
+    this.target = count;
+    while (!this.closing && this.slots.size < this.target) this.spawnOne(true);
+  }
+
+  private spawnOne(hold = false): void {
     const id = `${this.o.idPrefix}-${++this.seq}`;
     const cfg: LocalWorkerConfig = {
       id,
@@ -67,6 +76,7 @@ export class LocalCompute implements Compute {
       db: this.o.db,
       logsDir: this.o.logsDir,
       storeRoot: this.o.storeRoot,
+      ...(hold ? { hold } : {}),
     };
     const logFd = openSync(path.join(this.o.workersDir, `${id}.log`), 'a');
     const child = fork(WORKER_ENTRY, [JSON.stringify(cfg)], {
@@ -106,7 +116,7 @@ export class LocalCompute implements Compute {
     });
   }
 
-  /** Tells idle workers to claim now (new tasks are pending), instead of after their pause. */
+  /** Tells idle (or held) workers to claim now (new tasks are pending), instead of after their pause. */
   wake(): void {
     for (const s of this.slots.values()) {
       if (s.stopping || !s.child.connected) continue;
