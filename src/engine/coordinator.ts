@@ -244,6 +244,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         poked = true;
         poke?.();
       },
+      commandsOnly: job.steps.every((st) => st.module === undefined),
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
     // once the plan is written: claiming during a long plan only slowed both down.

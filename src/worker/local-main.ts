@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { TASK_EXTRA_CA_CERTS } from '../compute/local/local-compute.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
@@ -22,6 +23,12 @@ export interface LocalWorkerConfig {
 }
 
 async function main(): Promise<void> {
+  // started without it (it runs no TLS itself); the tasks it starts get it back
+  const ca = process.env[TASK_EXTRA_CA_CERTS];
+  if (ca !== undefined) {
+    process.env.NODE_EXTRA_CA_CERTS = ca;
+    delete process.env[TASK_EXTRA_CA_CERTS];
+  }
   const cfg = JSON.parse(process.argv[2] ?? '{}') as LocalWorkerConfig;
   const job = JSON.parse(readFileSync(cfg.jobJson, 'utf8')) as LoadedJob;
   const queue = new SqliteQueue(cfg.db, { maxAttempts: job.spec.retries.maxAttempts });

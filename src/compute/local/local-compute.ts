@@ -21,7 +21,16 @@ export interface LocalComputeOptions {
   readonly drainTimeoutMs?: number;
   /** Called when a worker found nothing to claim after running tasks (its results are durable). */
   readonly onIdle?: () => void;
+  /**
+   * The workers run shell commands only, no module function in their own process: they make no
+   * TLS connection, so they start without loading NODE_EXTRA_CA_CERTS (~50 ms of CPU per Node
+   * start where it is set), and hand it back to the tasks they run. @default false
+   */
+  readonly commandsOnly?: boolean;
 }
+
+/** Where a worker started without NODE_EXTRA_CA_CERTS finds it for its tasks. */
+export const TASK_EXTRA_CA_CERTS = 'CORRAL_TASK_NODE_EXTRA_CA_CERTS';
 
 const here = fileURLToPath(import.meta.url);
 const ext = path.extname(here);
@@ -79,7 +88,14 @@ export class LocalCompute implements Compute {
       ...(hold ? { hold } : {}),
     };
     const logFd = openSync(path.join(this.o.workersDir, `${id}.log`), 'a');
+    const ca = process.env.NODE_EXTRA_CA_CERTS;
+    let env: NodeJS.ProcessEnv | undefined;
+    if (this.o.commandsOnly && ca !== undefined) {
+      env = { ...process.env, [TASK_EXTRA_CA_CERTS]: ca };
+      delete env.NODE_EXTRA_CA_CERTS;
+    }
     const child = fork(WORKER_ENTRY, [JSON.stringify(cfg)], {
+      env,
       stdio: ['ignore', logFd, logFd, 'ipc'],
       execArgv: ext === '.ts' ? ['--import', 'tsx'] : [],
       serialization: 'json',
