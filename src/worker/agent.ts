@@ -41,7 +41,7 @@ export interface WorkerAgentOptions {
    * Claim nothing until `wake` (or `stop`): the coordinator starts its workers while it plans the
    * tasks, and lets them claim once the plan is written. @default false
    */
-  readonly held?: boolean;
+  readonly holdUntilWake?: boolean;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -56,8 +56,6 @@ const FLUSH_MS = 200;
  * at a time). A drain or abort starts none of the queued ones.
  */
 const PIPELINE_DEPTH = 32;
-/** Longest wait of a held worker for its `wake` (a safety net: the coordinator always sends it). */
-const HELD_MAX_MS = 10_000;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 
@@ -141,7 +139,9 @@ export class WorkerAgent {
     );
     beat.unref();
     this.o.onBeat?.([]);
-    if (this.o.held) await this.idle(HELD_MAX_MS);
+    // held: until the coordinator's wake after its plan, or a stop (its death is a disconnect,
+    // which stops the worker); no timeout, so a long plan is never raced by claims
+    if (this.o.holdUntilWake) await this.idle(2 ** 31 - 1);
     let idleSince = Date.now();
     let sleepMs = 5;
     let busy = false;

@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
     // the coordinator checks for the end of the run at once instead of at its next tick
     onIdle: () => process.send?.({ type: 'idle' }),
-    held: cfg.hold,
+    holdUntilWake: cfg.hold,
   });
   process.on('disconnect', () => agent.stop('abort'));
   process.on('message', (m: { type?: string }) => {
