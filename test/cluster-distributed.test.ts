@@ -114,7 +114,10 @@ lease: 3s
   );
 
   // SIGKILL w2 mid-task: its task comes back after the 3 s lease and completes elsewhere.
-  const w2runs = await waitFor(() => execs().filter(([, w]) => w === 'w2'), 30_000);
+  const w2runs = await waitFor(() => {
+    const runs = execs().filter(([, w]) => w === 'w2');
+    return runs.length > 0 && runs; // an empty list is truthy: wait for a real run
+  }, 30_000);
   w2.kill('SIGKILL');
   const killedStem = w2runs[0]![0]!;
 
