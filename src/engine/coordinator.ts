@@ -275,6 +275,16 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       if (reaped > 0 || ev.expanded.length > 0 || ev.released.length > 0) compute.wake();
       counts = queue.countsSync();
       if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
+        // The last running task may have completed between the pass above and these counts (a
+        // worker that went idle wakes this loop while another finishes its last task): with
+        // nothing leased any more, one more pass sees every completion before anything is
+        // declared unreachable.
+        const last = await dag.advance();
+        logDag(last);
+        if (last.released.length > 0 || last.expanded.length > 0) compute.wake();
+        counts = queue.countsSync();
+      }
+      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
         const n = dag.skipUnreachable();
         log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
         counts = queue.countsSync();
