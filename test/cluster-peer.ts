@@ -9,7 +9,27 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { buildApp } from 'fauxqs';
+import { type BuildAppOptions, buildApp } from 'fauxqs';
+
+type Stores = NonNullable<BuildAppOptions['stores']>;
+
+/**
+ * fauxqs's in-memory stores, made here and handed to buildApp so that tests can read a bucket at
+ * memory speed (thousands of objects after a chaos run). Their classes are not in the package's
+ * exports, so they are loaded by path next to its entry point.
+ */
+async function fauxqsStores(): Promise<Stores> {
+  const entry = import.meta.resolve('fauxqs');
+  const load = async <K extends keyof Stores>(file: string, name: string): Promise<Stores[K]> => {
+    const mod = (await import(new URL(file, entry).href)) as Record<string, new () => Stores[K]>;
+    return new mod[name]!();
+  };
+  return {
+    sqsStore: await load<'sqsStore'>('./sqs/sqsStore.js', 'SqsStore'),
+    snsStore: await load<'snsStore'>('./sns/snsStore.js', 'SnsStore'),
+    s3Store: await load<'s3Store'>('./s3/s3Store.js', 'S3Store'),
+  };
+}
 
 /** Dummy credentials for the peer (never real ones). */
 export const PEER_ENV = {
@@ -27,6 +47,11 @@ export interface Peer {
   readonly endpoint: string;
   /** Counts of requests by action (SQS `X-Amz-Target` action or S3 method). */
   readonly requests: Map<string, number>;
+  /**
+   * Conditional writes (PUT with `If-None-Match: *`) by object path (`/bucket/key`): how many
+   * were accepted (200) and refused because the object existed (412).
+   */
+  readonly conditionalPuts: Map<string, { accepted: number; refused: number }>;
   readonly sqs: SQSClient;
   readonly s3: S3Client;
   /** Creates a queue with a DLQ and redrive after `maxReceiveCount`; returns both URLs. */
@@ -35,15 +60,29 @@ export interface Peer {
     opts?: { visibility?: number; maxReceiveCount?: number },
   ): Promise<{ queueUrl: string; dlqUrl: string }>;
   createBucket(name: string): Promise<void>;
+  /** Keys of a bucket below a prefix (relative to it), read from the peer's memory. */
+  objectKeys(bucket: string, prefix: string): string[];
+  /** An object's bytes, read from the peer's memory; undefined when there is none. */
+  readObject(bucket: string, key: string): Buffer | undefined;
   stop(): Promise<void>;
 }
 
 /** Starts fauxqs on 127.0.0.1:0 with conditional PUTs. */
 export async function startPeer(): Promise<Peer> {
-  const app = buildApp({ logger: false, host: 'localhost' });
+  const stores = await fauxqsStores();
+  const app = buildApp({ logger: false, host: 'localhost', stores });
   const existing = new Set<string>();
   const bucketTags = new Map<string, string>();
   const requests = new Map<string, number>();
+  const conditionalPuts = new Map<string, { accepted: number; refused: number }>();
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.method !== 'PUT' || req.headers['if-none-match'] !== '*') return;
+    const key = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    const c = conditionalPuts.get(key) ?? { accepted: 0, refused: 0 };
+    if (reply.statusCode === 200) c.accepted++;
+    else if (reply.statusCode === 412) c.refused++;
+    conditionalPuts.set(key, c);
+  });
   app.addHook('onRequest', async (req) => {
     const target = req.headers['x-amz-target'];
     const action = typeof target === 'string' ? `sqs:${target.split('.').pop()}` : `s3:${req.method}`;
@@ -103,6 +142,7 @@ export async function startPeer(): Promise<Peer> {
   return {
     endpoint,
     requests,
+    conditionalPuts,
     sqs,
     s3,
     async createQueues(name, opts = {}) {
@@ -126,6 +166,17 @@ export async function startPeer(): Promise<Peer> {
     },
     async createBucket(name) {
       await s3.send(new CreateBucketCommand({ Bucket: name }));
+    },
+    objectKeys(bucket, prefix) {
+      const r = stores.s3Store.listObjects(bucket, { prefix, maxKeys: Number.MAX_SAFE_INTEGER });
+      return r.objects.map((o) => o.key.slice(prefix.length));
+    },
+    readObject(bucket, key) {
+      try {
+        return stores.s3Store.getObject(bucket, key).body;
+      } catch {
+        return undefined;
+      }
     },
     async stop() {
       sqs.destroy();
