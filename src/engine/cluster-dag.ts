@@ -312,16 +312,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
 
     counts = ledger.queue.countsSync();
     const deadLetters = await ledger.queue.deadLetters(100);
-    const skippedSteps = dag.skippedSteps();
-    const missingOutputs =
-      interrupted || !collect
-        ? []
-        : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
-    const status = interrupted
-      ? 'interrupted'
-      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
-        ? 'failed'
-        : 'succeeded';
+    const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted, collect);
     return {
       job: name,
       status,

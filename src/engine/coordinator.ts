@@ -303,15 +303,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     store.cleanStaging();
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
-    const skippedSteps = dag.skippedSteps();
-    const missingOutputs = interrupted
-      ? []
-      : (job.outs ?? []).filter((f) => !existsSync(path.resolve(job.baseDir, f)));
-    const status = interrupted
-      ? 'interrupted'
-      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
-        ? 'failed'
-        : 'succeeded';
+    const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted);
     const failedPaths = dag.failedPaths();
     queue.setMeta('status', status);
     queue.setMeta('finished_at', String(Date.now()));

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import type Database from 'better-sqlite3';
-import type { TaskPayload } from '../queue/queue.js';
+import type { TaskCounts, TaskPayload } from '../queue/queue.js';
 import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
@@ -435,6 +437,29 @@ export class DagState {
     return (
       this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]
     ).map((r) => r.name);
+  }
+
+  /**
+   * How a run of the workflow ended, from the counts at its end: steps skipped whole, promised
+   * outputs (HyperFlow `outs`) missing from the job folder (not checked when `checkOutputs` is
+   * false), and the status.
+   */
+  outcome(
+    counts: TaskCounts,
+    interrupted: boolean,
+    checkOutputs = true,
+  ): { status: 'succeeded' | 'failed' | 'interrupted'; skippedSteps: string[]; missingOutputs: string[] } {
+    const skippedSteps = this.skippedSteps();
+    const missingOutputs =
+      interrupted || !checkOutputs
+        ? []
+        : (this.job.outs ?? []).filter((f) => !existsSync(path.resolve(this.job.baseDir, f)));
+    const status = interrupted
+      ? 'interrupted'
+      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
+        ? 'failed'
+        : 'succeeded';
+    return { status, skippedSteps, missingOutputs };
   }
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */
