@@ -40,7 +40,7 @@ retries:
   );
 });
 
-for (const runner of ['perl', 'node'] as const) {
+for (const runner of ['native', 'perl', 'node'] as const) {
   test(`a task past its timeout is killed with its whole process group (${runner} forker)`, async (t) => {
     const dir = tempDir(t);
     writeFiles(dir, {

@@ -1,12 +1,35 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 /** Where the runner's interpreter is; perl-base is Essential on Debian, so it is always there. */
 const PERL = ['/usr/bin/perl', '/bin/perl'].find((p) => existsSync(p));
 
 /**
- * A tiny forker, one per worker: for each task it forks (a few hundred kB, not Node's tens of MB),
+ * The C forker built by `npm run build` (src/worker/forker.c, when a C compiler was there): the
+ * same protocol as the perl script below, but it starts tasks with posix_spawn (vfork), which
+ * saves copying the forker per task. Resolved from src/worker or dist/worker alike.
+ */
+const NATIVE = fileURLToPath(new URL('../../dist/native/corral-forker', import.meta.url));
+
+/** Which forker to use: `CORRAL_SHELL_RUNNER` = native | perl | node (Node's own spawn). */
+function forkerCommand(): [string, string[]] | undefined {
+  const want = process.env.CORRAL_SHELL_RUNNER;
+  if (want === 'node') return undefined;
+  if (want !== 'perl') {
+    try {
+      accessSync(NATIVE, constants.X_OK);
+      return [NATIVE, []];
+    } catch {
+      // not built here (no C compiler): the perl forker does the same
+    }
+  }
+  return PERL ? [PERL, ['-MErrno', '-e', SCRIPT]] : undefined;
+}
+
+/**
+ * The perl forker (the fallback of the C one, same protocol), one per worker: for each task it forks (a few hundred kB, not Node's tens of MB),
  * puts the child in a process group of its own, redirects its stdio, and execs `/bin/sh -c`.
  * Node's own spawn copies the whole worker process per task; this is what lets a worker keep up
  * with `xargs`. After the shell exits, whatever it left in its group is killed.
@@ -104,7 +127,7 @@ export interface RunnerTask {
 
 /** Whether this machine can use the runner. */
 export function runnerAvailable(): boolean {
-  return PERL !== undefined && process.env.CORRAL_SHELL_RUNNER !== 'node';
+  return forkerCommand() !== undefined;
 }
 
 const hex = (s: string) => Buffer.from(s).toString('hex');
@@ -124,7 +147,8 @@ class Forker {
   stopping = false;
 
   constructor() {
-    const child = spawn(PERL!, ['-MErrno', '-e', SCRIPT], {
+    const [file, args] = forkerCommand()!;
+    const child = spawn(file, args, {
       stdio: ['pipe', 'pipe', 'inherit'],
       env: process.env,
     });

@@ -1,0 +1,228 @@
+/*
+ * corral's task forker, in C: the same line protocol as the perl forker in shell-runner.ts, but
+ * each task is started with posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), so no page table is
+ * copied and no copy-on-write fault is taken between the fork and the exec. For no-op tasks that
+ * is a third of the machine's CPU time (see BENCHMARKS.md, 1a).
+ *
+ * stdin:  one task per line, fields hex-encoded and tab-separated: cwd, stdin, stdout, log, command
+ * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
+ *         wait status, BYTES the size of its log part, removed when empty); `e -1` when no
+ *         process could be made. Written in bulk: before waiting for input, before an `s`, and
+ *         every 8 tasks.
+ * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
+ *
+ * Built by `npm run build` (scripts/build-forker.mjs) when a C compiler is on PATH; without it the
+ * worker uses the perl forker, which behaves the same.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+extern char **environ;
+
+static volatile sig_atomic_t stop_flag = 0;
+static void on_usr1(int sig) {
+  (void)sig;
+  stop_flag = 1;
+}
+
+static char *in_buf;
+static size_t in_len, in_cap;
+static char out_buf[65536];
+static size_t out_len;
+
+static void flush_out(void) {
+  size_t off = 0;
+  while (off < out_len) {
+    ssize_t n = write(1, out_buf + off, out_len - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      _exit(1);
+    }
+    off += (size_t)n;
+  }
+  out_len = 0;
+}
+
+static void put(const char *fmt, long a, long b, long c, int fields) {
+  if (out_len > sizeof(out_buf) - 96) flush_out();
+  int n;
+  if (fields == 1) n = snprintf(out_buf + out_len, 96, fmt, a);
+  else n = snprintf(out_buf + out_len, 96, fmt, a, b, c);
+  if (n > 0) out_len += (size_t)n;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Decodes hex in place; returns the field, NUL-terminated. */
+static char *unhex(char *s, size_t len) {
+  size_t j = 0;
+  for (size_t i = 0; i + 1 < len; i += 2) {
+    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+    if (hi < 0 || lo < 0) break;
+    s[j++] = (char)(hi * 16 + lo);
+  }
+  s[j] = '\0';
+  return s;
+}
+
+/* Reads more input; returns 0 at end of input or when told to stop. */
+static int read_more(void) {
+  if (in_cap - in_len < 65536) {
+    in_cap = in_cap * 2 + 65536;
+    in_buf = realloc(in_buf, in_cap);
+    if (!in_buf) _exit(1);
+  }
+  for (;;) {
+    ssize_t n = read(0, in_buf + in_len, in_cap - in_len);
+    if (n < 0) {
+      if (errno == EINTR) {
+        if (stop_flag) return 0;
+        continue;
+      }
+      return 0;
+    }
+    if (n == 0) return 0;
+    in_len += (size_t)n;
+    return 1;
+  }
+}
+
+/* The child of a failed spawn: a process that exits as the perl forker's child would have. */
+static pid_t failed_child(int code) {
+  pid_t pid = fork();
+  if (pid == 0) _exit(code);
+  return pid;
+}
+
+static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd) {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t none, def;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  sigemptyset(&none);
+  sigemptyset(&def);
+  sigaddset(&def, SIGUSR1);
+  sigaddset(&def, SIGPIPE);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &def);
+  posix_spawnattr_setpgroup(&at, 0);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawn_file_actions_addchdir_np(&fa, cwd);
+  posix_spawn_file_actions_addopen(&fa, 0, in[0] ? in : "/dev/null", O_RDONLY, 0);
+  if (out[0]) posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  else posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
+  posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
+  char *argv[] = {"sh", "-c", cmd, NULL};
+  pid_t pid = -1;
+  int err = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  if (err == 0) return pid;
+  /* a file or the folder could not be opened (126), or the shell could not be run (127) */
+  return failed_child(err == ENOENT && access("/bin/sh", X_OK) != 0 ? 127 : 126);
+}
+
+int main(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_usr1; /* no SA_RESTART: a read in progress returns EINTR */
+  sigaction(SIGUSR1, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  pid_t worker = getppid();
+  int unflushed = 0;
+  size_t pos = 0;
+  while (!stop_flag) {
+    char *nl = in_len > pos ? memchr(in_buf + pos, '\n', in_len - pos) : NULL;
+    if (!nl) {
+      flush_out();
+      if (pos > 0) {
+        memmove(in_buf, in_buf + pos, in_len - pos);
+        in_len -= pos;
+        pos = 0;
+      }
+      if (!read_more()) break;
+      continue;
+    }
+    char *line = in_buf + pos;
+    size_t len = (size_t)(nl - line);
+    pos += len + 1;
+    if (stop_flag || getppid() != worker) break;
+    char *f[5];
+    size_t flen[5];
+    int k = 0;
+    char *p = line, *end = line + len;
+    while (k < 5) {
+      char *t = k < 4 ? memchr(p, '\t', (size_t)(end - p)) : NULL;
+      f[k] = p;
+      flen[k] = t ? (size_t)(t - p) : (size_t)(end - p);
+      k++;
+      if (!t) break;
+      p = t + 1;
+    }
+    if (k < 5) {
+      put("e %ld\n", -1, 0, 0, 1);
+      flush_out();
+      continue;
+    }
+    for (int i = 0; i < 5; i++) unhex(f[i], flen[i]);
+    pid_t pid = start(f[0], f[1], f[2], f[3], f[4]);
+    if (pid < 0) {
+      put("e %ld\n", -1, 0, 0, 1);
+      flush_out();
+      continue;
+    }
+    int ended = 0;
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd >= 0) {
+      struct pollfd pl = {.fd = pfd, .events = POLLIN};
+      int r;
+      do r = poll(&pl, 1, 20);
+      while (r < 0 && errno == EINTR && !stop_flag);
+      ended = r > 0;
+      close(pfd);
+    }
+    if (!ended) {
+      put("s %ld\n", pid, 0, 0, 1);
+      flush_out();
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0) {
+      if (errno != EINTR) {
+        st = -1;
+        break;
+      }
+    }
+    kill(-pid, SIGKILL);
+    struct stat sb;
+    long size = stat(f[3], &sb) == 0 ? (long)sb.st_size : 0;
+    if (size == 0) unlink(f[3]);
+    put("e %ld %ld %ld\n", pid, st, size, 3);
+    if (++unflushed >= 8) {
+      flush_out();
+      unflushed = 0;
+    }
+  }
+  flush_out();
+  return 0;
+}
