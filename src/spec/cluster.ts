@@ -1,5 +1,5 @@
-import { z } from 'zod';
 import { carveSubnets, cidrContains, cidrOverlaps, formatCidr, parseCidr } from '../infra/private/cidr.js';
+import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 import { readYamlFile, validate } from './load.js';
 import { durationField } from './units.js';

@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
 import type { TaskPayload } from '../queue/queue.js';
+import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { durationField, sizeField } from './units.js';

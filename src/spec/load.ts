@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { isMap, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
-import type { z } from 'zod';
+import { isMap, isSeq, LineCounter, type Node, parseDocument } from '../vendor/yaml.js';
+import type { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 
 /** Largest spec file corral reads; a bigger one is refused before parsing. */

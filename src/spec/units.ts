@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z } from '../vendor/zod.js';
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1,
