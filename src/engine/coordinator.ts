@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { type Logger, pino } from 'pino';
-import { LocalCompute } from '../compute/local/local-compute.js';
+import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts } from '../queue/queue.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
@@ -59,6 +59,8 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Milliseconds between progress checks. @default 200 */
   readonly tickMs?: number;
+  /** Worker processes the CLI started before loading the job (taken over, or stopped). @default none */
+  readonly prestarted?: PrestartedWorker[];
 }
 
 /** A digest of what defines a job's tasks; a changed spec cannot resume old state. */
@@ -245,6 +247,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         poke?.();
       },
       commandsOnly: job.steps.every((st) => st.module === undefined),
+      prestarted: opts.prestarted,
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
     // once the plan is written: claiming during a long plan only slowed both down.
@@ -258,6 +261,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     const remaining = counts.pending + counts.leased + counts.blocked;
     const workers = Math.max(early, Math.min(concurrency, remaining));
     await compute.scaleTo(workers);
+    compute.discardSpare();
 
     const tick = opts.tickMs ?? 200;
     const window: Array<[number, number]> = [];

@@ -3,4 +3,4 @@
  * bundled module of yaml's ES build (scripts/bundle-vendor.mjs), which loads faster than its
  * CommonJS build through Node's ESM loader. Types come from yaml itself.
  */
-export { isMap, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
+export { isMap, isSeq, LineCounter, type Node, parse, parseDocument } from 'yaml';

@@ -5,15 +5,16 @@
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { TASK_EXTRA_CA_CERTS } from '../compute/local/local-compute.js';
+import { AWAIT_CONFIG, TASK_EXTRA_CA_CERTS } from '../compute/local/local-compute.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { WorkerAgent } from './agent.js';
 
-/** What the coordinator hands a local worker (as JSON in argv). */
+/** What the coordinator hands a local worker process (as JSON in argv, or in a `config` message). */
 export interface LocalWorkerConfig {
-  readonly id: string;
+  /** Ids of the workers this process hosts, each running one task at a time (several: a commands-only job). */
+  readonly ids: string[];
   readonly jobJson: string;
   readonly db: string;
   readonly logsDir: string;
@@ -22,45 +23,80 @@ export interface LocalWorkerConfig {
   readonly hold?: boolean;
 }
 
-async function main(): Promise<void> {
-  // started without it (it runs no TLS itself); the tasks it starts get it back
-  const ca = process.env[TASK_EXTRA_CA_CERTS];
-  if (ca !== undefined) {
-    process.env.NODE_EXTRA_CA_CERTS = ca;
-    delete process.env[TASK_EXTRA_CA_CERTS];
-  }
-  const cfg = JSON.parse(process.argv[2] ?? '{}') as LocalWorkerConfig;
+/** Messages from the coordinator; those before the config (a prestarted worker) wait for it. */
+type Message = { type?: string; cfg?: LocalWorkerConfig };
+
+async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
   const job = JSON.parse(readFileSync(cfg.jobJson, 'utf8')) as LoadedJob;
+  // one connection for all of them: their transactions never wait for each other's locks
   const queue = new SqliteQueue(cfg.db, { maxAttempts: job.spec.retries.maxAttempts });
   const store = new FsStore(cfg.storeRoot, { scope: job.spec.name });
   const host = os.hostname();
-  const agent = new WorkerAgent({
-    id: cfg.id,
-    job,
-    queue,
-    store,
-    logsDir: cfg.logsDir,
-    onBeat: (pgids) => queue.workerBeat(cfg.id, process.pid, host, pgids),
-    onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
-    // the coordinator checks for the end of the run at once instead of at its next tick
-    onIdle: () => process.send?.({ type: 'idle' }),
-    holdUntilWake: cfg.hold,
-  });
-  process.on('disconnect', () => agent.stop('abort'));
-  process.on('message', (m: { type?: string }) => {
-    if (m?.type === 'drain') agent.stop('drain');
-    if (m?.type === 'abort') agent.stop('abort');
-    if (m?.type === 'wake') agent.wake();
-  });
-  process.on('SIGTERM', () => agent.stop('drain'));
-  process.on('SIGINT', () => agent.stop('abort'));
-  await agent.run();
-  queue.workerBeat(cfg.id, process.pid, host, [], agent.poisoned ? 'restarting' : 'exited');
+  const agents = cfg.ids.map(
+    (id) =>
+      new WorkerAgent({
+        id,
+        job,
+        queue,
+        store,
+        logsDir: cfg.logsDir,
+        onBeat: (pgids) => queue.workerBeat(id, process.pid, host, pgids),
+        onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
+        // the coordinator checks for the end of the run at once instead of at its next tick
+        onIdle: () => process.send?.({ type: 'idle' }),
+        holdUntilWake: cfg.hold,
+      }),
+  );
+  const onMessage = (m: Message) => {
+    for (const agent of agents) {
+      if (m?.type === 'drain') agent.stop('drain');
+      if (m?.type === 'abort') agent.stop('abort');
+      if (m?.type === 'wake') agent.wake();
+    }
+  };
+  for (const m of early) onMessage(m);
+  handle = onMessage;
+  process.on('disconnect', () => onMessage({ type: 'abort' }));
+  process.on('SIGTERM', () => onMessage({ type: 'drain' }));
+  process.on('SIGINT', () => onMessage({ type: 'abort' }));
+  await Promise.all(agents.map((a) => a.run()));
+  const poisoned = agents.some((a) => a.poisoned);
+  for (const [i, a] of agents.entries())
+    queue.workerBeat(cfg.ids[i]!, process.pid, host, [], a.poisoned ? 'restarting' : 'exited');
   await queue.close();
-  process.exit(agent.poisoned ? 75 : 0);
+  process.exit(poisoned ? 75 : 0);
 }
 
-main().catch((err) => {
+const fail = (err: unknown) => {
   process.stderr.write(`corral worker: ${(err as Error).stack ?? err}\n`);
   process.exit(70);
+};
+
+// started without it (it runs no TLS itself); the tasks it starts get it back
+const ca = process.env[TASK_EXTRA_CA_CERTS];
+if (ca !== undefined) {
+  process.env.NODE_EXTRA_CA_CERTS = ca;
+  delete process.env[TASK_EXTRA_CA_CERTS];
+}
+// One listener from the start; `ready` tells the coordinator that nothing it sends is lost now
+// (an ES module's listener comes after its imports, and what arrives before is dropped).
+const early: Message[] = [];
+let handle: ((m: Message) => void) | undefined;
+let started = false;
+process.on('message', (m: Message) => {
+  if (m?.type === 'config' && m.cfg && !started) {
+    started = true;
+    main(m.cfg, early.splice(0)).catch(fail);
+  } else if (handle) handle(m);
+  else early.push(m);
 });
+if (process.argv[2] === AWAIT_CONFIG) {
+  // prestarted before its job was known: it ends with the CLI if no config comes
+  process.once('disconnect', () => {
+    if (!started) process.exit(0);
+  });
+} else {
+  started = true;
+  main(JSON.parse(process.argv[2] ?? '{}') as LocalWorkerConfig, []).catch(fail);
+}
+process.send?.({ type: 'ready' });

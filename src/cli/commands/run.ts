@@ -1,5 +1,7 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import type { PrestartedWorker } from '../../compute/local/local-compute.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
@@ -61,77 +63,105 @@ export function register(program: Command): void {
     )
     .action(async (file: string, flags: RunFlags) => {
       if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
-      const { loadJob, parseVars } = await import('../../spec/load-job.js');
-      const { runJob } = await import('../../engine/coordinator.js');
-      const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
-      const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
-      const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
-      // The dashboard starts now and shows the job once its state file exists.
-      const ui = flags.ui
-        ? await (await import('../../observe/dashboard-server.js')).startDashboard({
-            stateDir,
-            job: job.spec.name,
-            host: flags.uiHost,
-            port: flags.uiPort,
-            token,
-            flags: { host: '--ui-host', port: '--ui-port', token: '--token' },
-          })
-        : undefined;
-      if (ui) process.stderr.write(`corral: dashboard at ${ui.url}${token ? '?token=<your token>' : ''}\n`);
-      const view = createProgressView({
-        tty: Boolean(process.stderr.isTTY) && !flags.json,
-        quiet: flags.quiet,
-      });
-      const ac = new AbortController();
-      const onSignal = () => ac.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      if (!flags.quiet && !flags.json)
-        process.stderr.write(`corral: running job ${job.spec.name} from ${file}\n`);
-      let summary: Awaited<ReturnType<typeof runJob>>;
+      // The workers start first: their Node start-up overlaps the loading of the job below.
+      const local = await import('../../compute/local/local-compute.js');
+      const prestarted = await prestart(file, flags.concurrency, local);
       try {
-        summary = await runJob(job, {
-          stateDir,
-          fresh: flags.fresh,
-          concurrency: flags.concurrency,
-          onProgress: (p) => view.update(p),
-          signal: ac.signal,
-        });
+        await runLocal(file, flags, prestarted);
       } finally {
-        await ui?.close();
-        view.stop();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        local.discardPrestarted(prestarted); // those the run did not take (it failed before it started them)
       }
-      if (flags.json) printJson(summary);
-      else {
-        const c = summary.counts;
-        const out = process.stdout;
-        out.write(
-          `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
-        );
-        if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
-        if (summary.deadLetters.length > 0) {
-          out.write('failed tasks (dead letters):\n');
-          for (const d of summary.deadLetters.slice(0, 20)) {
-            out.write(
-              `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
-            );
-          }
-          if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);
-        }
-        const spread = summary.failedPaths.filter((fp) => fp.includes('→'));
-        if (spread.length > 0) {
-          out.write('failed paths through the workflow:\n');
-          for (const fp of spread) out.write(`  ${fp}\n`);
-        }
-        if (summary.status === 'interrupted')
-          out.write(`interrupted: run the same command again to resume\n`);
-        out.write(
-          `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,
-        );
-      }
-      process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
     });
   addClusterOptions(program.commands.find((c) => c.name() === 'run')!);
+}
+
+/**
+ * Worker processes started before the job is loaded: for as many workers as it will likely run at
+ * once, up to the cores (they would only compete with the CLI for them).
+ */
+async function prestart(
+  file: string,
+  concurrency: number | undefined,
+  local: typeof import('../../compute/local/local-compute.js'),
+): Promise<PrestartedWorker[]> {
+  const { peekJob } = await import('../../spec/peek.js');
+  const peek = peekJob(file);
+  if (!peek) return [];
+  const cores = Math.max(1, os.availableParallelism());
+  const workers = Math.min(concurrency ?? peek.concurrency ?? cores, cores);
+  return local.prestartWorkers(local.processesFor(workers, !peek.modules), !peek.modules);
+}
+
+async function runLocal(file: string, flags: RunFlags, prestarted: PrestartedWorker[]): Promise<void> {
+  const { loadJob, parseVars } = await import('../../spec/load-job.js');
+  const { runJob } = await import('../../engine/coordinator.js');
+  const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
+  const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
+  const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
+  // The dashboard starts now and shows the job once its state file exists.
+  const ui = flags.ui
+    ? await (await import('../../observe/dashboard-server.js')).startDashboard({
+        stateDir,
+        job: job.spec.name,
+        host: flags.uiHost,
+        port: flags.uiPort,
+        token,
+        flags: { host: '--ui-host', port: '--ui-port', token: '--token' },
+      })
+    : undefined;
+  if (ui) process.stderr.write(`corral: dashboard at ${ui.url}${token ? '?token=<your token>' : ''}\n`);
+  const view = createProgressView({
+    tty: Boolean(process.stderr.isTTY) && !flags.json,
+    quiet: flags.quiet,
+  });
+  const ac = new AbortController();
+  const onSignal = () => ac.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  if (!flags.quiet && !flags.json)
+    process.stderr.write(`corral: running job ${job.spec.name} from ${file}\n`);
+  let summary: Awaited<ReturnType<typeof runJob>>;
+  try {
+    summary = await runJob(job, {
+      stateDir,
+      fresh: flags.fresh,
+      concurrency: flags.concurrency,
+      prestarted,
+      onProgress: (p) => view.update(p),
+      signal: ac.signal,
+    });
+  } finally {
+    await ui?.close();
+    view.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (flags.json) printJson(summary);
+  else {
+    const c = summary.counts;
+    const out = process.stdout;
+    out.write(
+      `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
+    );
+    if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
+    if (summary.deadLetters.length > 0) {
+      out.write('failed tasks (dead letters):\n');
+      for (const d of summary.deadLetters.slice(0, 20)) {
+        out.write(
+          `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+        );
+      }
+      if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);
+    }
+    const spread = summary.failedPaths.filter((fp) => fp.includes('→'));
+    if (spread.length > 0) {
+      out.write('failed paths through the workflow:\n');
+      for (const fp of spread) out.write(`  ${fp}\n`);
+    }
+    if (summary.status === 'interrupted') out.write(`interrupted: run the same command again to resume\n`);
+    out.write(
+      `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,
+    );
+  }
+  process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
 }
