@@ -205,14 +205,24 @@ export class WorkerAgent {
     return out;
   }
 
+  /** Per step: whether its tasks may go through the forker (as far as the step decides). */
+  private readonly forkable = new Map<string, boolean>();
+
   /** Whether a task goes through the worker's forker, so it may queue there behind another. */
   private pipelines(lease: Lease): boolean {
     if (!this.runner) return false;
-    const step = this.stepOf(lease);
-    if (step.command === undefined && step.exec === undefined) return false;
+    let ok = this.forkable.get(lease.step);
+    if (ok === undefined) {
+      const step = this.stepOf(lease);
+      ok = (step.command !== undefined || step.exec !== undefined) && runnerCan({ kind: 'none' }, step.env);
+      this.forkable.set(lease.step, ok);
+    }
+    if (!ok) return false;
     const p = lease.payload;
-    if (step.stdin !== 'none' && (p.l !== undefined || p.s !== undefined || p.e !== undefined)) return false;
-    return runnerCan({ kind: 'none' }, step.env);
+    return !(
+      this.stepOf(lease).stdin !== 'none' &&
+      (p.l !== undefined || p.s !== undefined || p.e !== undefined)
+    );
   }
 
   private async runBatch(claimed: Lease[], leaseMs: number): Promise<void> {
@@ -365,9 +375,11 @@ export class WorkerAgent {
       };
     }
     const logPath = path.join(this.o.logsDir, taskLogName(lease.key));
+    const at = Date.now();
     const log = new TaskLog(
       logPath,
-      `--- ${new Date().toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
+      () =>
+        `--- ${new Date(at).toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
     );
     const vars = taskVars(
       p,
@@ -489,9 +501,19 @@ export class WorkerAgent {
   }
 }
 
+/** CORRAL_INPUT_NAME for input.name, and so on (a handful of names, each made once). */
+const envNames = new Map<string, string>();
+
 /** Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START. */
 function taskEnv(vars: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(vars)) env[`CORRAL_${k.replace('.', '_').toUpperCase()}`] = v;
+  for (const k in vars) {
+    let name = envNames.get(k);
+    if (name === undefined) {
+      name = `CORRAL_${k.replace('.', '_').toUpperCase()}`;
+      envNames.set(k, name);
+    }
+    env[name] = vars[k]!;
+  }
   return env;
 }

@@ -189,14 +189,14 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
   let pgid: number | undefined;
   let startedAt: number | undefined;
   let timedOut = false;
-  let aborted = o.signal.aborted;
+  let aborted = false;
   let timer: NodeJS.Timeout | undefined;
   let graceTimer: NodeJS.Timeout | undefined;
+  let watching = false;
   const onAbort = () => {
     aborted = true;
     if (pgid !== undefined) killGroup(pgid, 'SIGKILL');
   };
-  o.signal.addEventListener('abort', onAbort, { once: true });
   try {
     const exit = await runner.run({
       command: exports + body,
@@ -204,15 +204,19 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
       stdinFile: o.stdin.kind === 'file' ? o.stdin.path : undefined,
       stdoutFile: o.stdoutFile,
       logFile: partLog,
-      onStart: (g) => {
+      onStart: (g, ended) => {
         pgid = g;
         startedAt = Date.now();
-        o.onGroup?.(g);
-        if (aborted || o.signal.aborted) {
+        if (o.signal.aborted) {
           aborted = true;
-          killGroup(g, 'SIGKILL');
+          if (!ended) killGroup(g, 'SIGKILL');
           return;
         }
+        // a short task is reported once it has ended: nothing to watch, time out or announce
+        if (ended) return;
+        o.onGroup?.(g);
+        watching = true;
+        o.signal.addEventListener('abort', onAbort, { once: true });
         timer = setTimeout(() => {
           timedOut = true;
           killGroup(g, 'SIGTERM');
@@ -251,9 +255,11 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
       return { ok: false, startedAt, error: 'could not start the command (the shell runner stopped)' };
     return { ok: false, startedAt, error: `exited with code ${exit.code}` };
   } finally {
-    clearTimeout(timer);
-    if (graceTimer) clearTimeout(graceTimer);
-    o.signal.removeEventListener('abort', onAbort);
-    if (pgid !== undefined) o.onGroup?.(undefined);
+    if (watching) {
+      clearTimeout(timer);
+      if (graceTimer) clearTimeout(graceTimer);
+      o.signal.removeEventListener('abort', onAbort);
+      o.onGroup?.(undefined);
+    }
   }
 }

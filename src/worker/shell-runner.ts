@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 /** Where the runner's interpreter is; perl-base is Essential on Debian, so it is always there. */
@@ -121,8 +120,11 @@ export interface RunnerTask {
   readonly stdoutFile?: string;
   /** stderr, appended; the runner removes it after the task when it is empty. */
   readonly logFile: string;
-  /** Called with the process group id when the task starts. */
-  readonly onStart: (pgid: number) => void;
+  /**
+   * Called with the process group id when the task starts; `ended` when the task was short and
+   * is reported only after it ended (nothing to time out or kill then).
+   */
+  readonly onStart: (pgid: number, ended: boolean) => void;
 }
 
 /** Whether this machine can use the runner. */
@@ -131,6 +133,16 @@ export function runnerAvailable(): boolean {
 }
 
 const hex = (s: string) => Buffer.from(s).toString('hex');
+/** The hex of a value seen before (the folder, say): the same for every task. */
+const hexCache = new Map<string, string>();
+const hexOf = (s: string) => {
+  let h = hexCache.get(s);
+  if (h === undefined) {
+    h = hex(s);
+    if (hexCache.size < 64) hexCache.set(s, h);
+  }
+  return h;
+};
 const LOST: RunnerExit = { code: null, signal: null };
 
 interface Request {
@@ -154,7 +166,25 @@ class Forker {
     });
     this.child = child;
     child.stdin!.on('error', () => {});
-    createInterface({ input: child.stdout! }).on('line', (l) => this.onLine(l));
+    // reports come in bulk: split them here (readline's machinery cost more than the reports)
+    let rest = '';
+    child.stdout!.setEncoding('latin1');
+    child.stdout!.on('data', (chunk: string) => {
+      let from = 0;
+      let nl = chunk.indexOf('\n');
+      if (nl >= 0 && rest !== '') {
+        this.onLine(rest + chunk.slice(0, nl));
+        rest = '';
+        from = nl + 1;
+        nl = chunk.indexOf('\n', from);
+      }
+      while (nl >= 0) {
+        this.onLine(chunk.slice(from, nl));
+        from = nl + 1;
+        nl = chunk.indexOf('\n', from);
+      }
+      rest += chunk.slice(from);
+    });
     child.on('error', () => {});
     child.on('close', () => {
       // Whatever is left never started, or the runner died under it. The first of the rest is
@@ -172,7 +202,7 @@ class Forker {
     if (!head) return;
     if (l.startsWith('s ')) {
       head.started = true;
-      head.task.onStart(Number(l.slice(2)));
+      head.task.onStart(Number(l.slice(2)), false);
     } else if (l.startsWith('e ')) {
       this.requests.shift();
       const [pid, status, bytes] = l.slice(2).split(' ');
@@ -181,7 +211,7 @@ class Forker {
         return;
       }
       // a short task is reported only when it has ended
-      if (!head.started) head.task.onStart(Number(pid));
+      if (!head.started) head.task.onStart(Number(pid), true);
       const st = Number(status);
       const logBytes = Number(bytes ?? 0);
       head.resolve(
@@ -204,7 +234,7 @@ class Forker {
         process.nextTick(() => stdin.uncork());
       }
       stdin.write(
-        `${[t.cwd, t.stdinFile ?? '', t.stdoutFile ?? '', t.logFile, t.command].map(hex).join('\t')}\n`,
+        `${hexOf(t.cwd)}\t${hex(t.stdinFile ?? '')}\t${hex(t.stdoutFile ?? '')}\t${hex(t.logFile)}\t${hex(t.command)}\n`,
       );
     });
   }

@@ -8,9 +8,10 @@ export class TaskLog {
   private fd: number | undefined;
   private wrote = false;
 
+  /** `header` (or the function making it, called only if anything is written) opens the attempt. */
   constructor(
     readonly path: string,
-    private readonly header: string,
+    private readonly header: string | (() => string),
   ) {}
 
   /** Whether anything was written. */
@@ -22,7 +23,7 @@ export class TaskLog {
     if (this.fd === undefined) {
       this.fd = openSync(this.path, 'a');
       this.wrote = true;
-      writeSync(this.fd, this.header);
+      writeSync(this.fd, typeof this.header === 'string' ? this.header : this.header());
     }
     if (typeof chunk === 'string') writeSync(this.fd, chunk);
     else writeSync(this.fd, chunk);
