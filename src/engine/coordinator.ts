@@ -1,8 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
-import { type Logger, pino } from 'pino';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts } from '../queue/queue.js';
@@ -10,8 +9,9 @@ import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
-import { type DagEvents, DagState } from './dag.js';
-import { expandFileMap } from './expand.js';
+import { type Logger, pino } from '../vendor/pino.js';
+import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
+import { countMapUpTo, expandFileMap } from './expand.js';
 import { pidAlive } from './process-utils.js';
 import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
 
@@ -63,6 +63,21 @@ export interface RunOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
+/** Scratch log files of forkers that died with their worker (see src/worker/forker.c). */
+function removeForkerScratch(logsDir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(logsDir);
+  } catch {
+    return;
+  }
+  for (const n of names)
+    if (n.startsWith('.forker-') && n.endsWith('.part')) rmSync(path.join(logsDir, n), { force: true });
+}
+
+/** Rows of a small plan that workers may start on while the rest is written. */
+const EARLY_ROWS = 128;
+
 /** A digest of what defines a job's tasks; a changed spec cannot resume old state. */
 export function fingerprint(job: LoadedJob): string {
   return createHash('sha256')
@@ -91,11 +106,16 @@ export function fingerprint(job: LoadedJob): string {
 /**
  * Checks what must be true before anything is created: inputs and modules exist, the state dir is
  * writable. Returns how many tasks can run at once (counting up to `upTo`) before any step
- * finishes, so that workers can start while the tasks are planned.
+ * finishes, so that workers can start while the tasks are planned, and whether the first tasks'
+ * plan is small (up to INSERT_BATCH), so that they may start on its first rows.
  */
-async function preflight(job: LoadedJob, stateDir: string, upTo: number): Promise<number> {
+async function preflight(
+  job: LoadedJob,
+  stateDir: string,
+  upTo: number,
+): Promise<{ ready: number; small: boolean }> {
   assertWritableStateDir(stateDir);
-  let ready = 0;
+  let first = 0;
   for (const [i, st] of job.steps.entries()) {
     const field = job.spec.tasks ? 'tasks' : `steps[${i}]`;
     if (st.module !== undefined) {
@@ -114,23 +134,20 @@ async function preflight(job: LoadedJob, stateDir: string, upTo: number): Promis
     if (st.map && st.map.outputsOf === undefined && st.needs.length === 0) {
       const it = expandFileMap(job, st);
       try {
-        let next = await it.next();
+        const next = await it.next();
         if (next.done)
           throw new UsageError(
             `${field}.map`,
             'the inputs give no task (empty file or no lines)',
             'add inputs',
           );
-        while (!next.done && ready < upTo) {
-          ready++;
-          if (ready < upTo) next = await it.next();
-        }
       } finally {
         await it.return(undefined);
       }
-    } else if (!st.map && !st.reduce && st.needs.length === 0 && job.format !== 'hyperflow') ready++;
+      first += await countMapUpTo(job, st, INSERT_BATCH);
+    } else if (!st.map && !st.reduce && st.needs.length === 0 && job.format !== 'hyperflow') first++;
   }
-  return Math.min(ready, upTo);
+  return { ready: Math.min(first, upTo), small: first <= INSERT_BATCH };
 }
 
 function acquireLock(paths: JobPaths, name: string): void {
@@ -156,7 +173,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   const started = Date.now();
   const name = job.spec.name;
   const concurrency = opts.concurrency ?? job.concurrency;
-  const ready = await preflight(job, opts.stateDir, concurrency);
+  const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const paths = jobPaths(opts.stateDir, name);
   const existed = existsSync(paths.db);
   if (existsSync(paths.dir)) acquireLock(paths, name);
@@ -254,7 +271,11 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     const before = queue.countsSync();
     const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
     compute.prestart(early);
-    logDag(await dag.advance());
+    // a small plan's first rows are committed first, and the workers start on them meanwhile
+    const c = compute;
+    logDag(
+      await dag.advance(small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined),
+    );
     compute.wake();
 
     let counts = queue.countsSync();
@@ -305,6 +326,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     else await compute.drain();
     // no worker of this job runs now: what killed workers staged can go
     store.cleanStaging();
+    removeForkerScratch(paths.logs);
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
     const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted);

@@ -8,7 +8,18 @@ import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
 import { type ExpandOptions, expandFileMap } from './expand.js';
 import { outputKey } from './template.js';
 
-const INSERT_BATCH = 5000;
+/** Rows per transaction when a step's tasks are planned; a plan up to this size is "small". */
+export const INSERT_BATCH = 5000;
+
+/**
+ * Lets workers start on the first rows of a plan while the rest is written: those rows are
+ * committed on their own, then `onCommitted` is called (once). Only for small plans: claims that race a
+ * long plan's transactions slow both down.
+ */
+export interface EarlyStart {
+  readonly rows: number;
+  readonly onCommitted: () => void;
+}
 
 /** A step's readiness to be expanded into tasks. */
 type StepState = 'waiting' | 'expanded' | 'skipped';
@@ -83,7 +94,8 @@ export class DagState {
    * One pass: expand what can be expanded, release satisfied barriers, skip what cannot run.
    * Repeats until nothing changes; returns what it did.
    */
-  async advance(): Promise<DagEvents> {
+  async advance(early?: EarlyStart): Promise<DagEvents> {
+    this.early = early;
     const ev: DagEvents = { expanded: [], skipped: [], released: [] };
     for (let changed = true; changed; ) {
       changed = false;
@@ -145,6 +157,8 @@ export class DagState {
   }
 
   /** Expands a step if its inputs are known; returns undefined when it must wait. */
+  private early: EarlyStart | undefined;
+
   private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
     if (this.job.format === 'hyperflow') {
       this.expandHyperflow();
@@ -310,7 +324,12 @@ export class DagState {
     for await (const p of it) {
       batch.push(p);
       n++;
-      if (batch.length >= INSERT_BATCH) flush();
+      const early = this.early;
+      if (early && batch.length >= early.rows) {
+        flush();
+        this.early = undefined;
+        early.onCommitted();
+      } else if (batch.length >= INSERT_BATCH) flush();
     }
     this.db.transaction(() => {
       for (const p of batch) this.insertRow(st, p, depsLeft);

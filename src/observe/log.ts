@@ -5,8 +5,8 @@
  * own one-line rendering (the same as `corral logs`), so no extra dependency is needed.
  */
 import { Writable } from 'node:stream';
-import { type DestinationStream, type Level, pino } from 'pino';
 import { UsageError } from '../spec/errors.js';
+import { type DestinationStream, type Level, pino } from '../vendor/pino.js';
 
 /** Forms of the logs on stderr. */
 export const LOG_FORMATS = ['json', 'pretty'] as const;
