@@ -5,7 +5,7 @@
  * process group, an unreachable folder as exit 126, and queued tasks never started after a stop.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { type RunnerExit, type RunnerTask, ShellRunner } from '../src/worker/shell-runner.js';

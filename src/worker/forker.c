@@ -11,6 +11,12 @@
  *         every 8 tasks.
  * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
  *
+ * A task's stderr (and stdout, without a stdout file) goes to a scratch file next to its log part,
+ * `.forker-PID.part`, opened once: most tasks print nothing, so the scratch is reused, and only
+ * one that printed has it renamed to its log part (a fresh scratch is opened for the next). That
+ * spares a create, a stat and an unlink per task (~10% of a no-op task's cost). The worker removes
+ * the scratch files of forkers that died.
+ *
  * Built by `npm run build` (scripts/build-forker.mjs) when a C compiler is on PATH; without it the
  * worker uses the perl forker, which behaves the same.
  */
@@ -25,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +114,55 @@ static int read_more(void) {
   }
 }
 
+static int scratch_fd = -1;
+static char scratch_path[PATH_MAX];
+static size_t scratch_dir_len;
+
+/* The scratch file in the folder of `log` (opened when there is none, or it is elsewhere). */
+static int scratch_for(const char *log) {
+  const char *slash = strrchr(log, '/');
+  size_t dir_len = slash ? (size_t)(slash - log) : 0;
+  if (scratch_fd >= 0 && dir_len == scratch_dir_len && strncmp(scratch_path, log, dir_len) == 0)
+    return scratch_fd;
+  if (scratch_fd >= 0) {
+    close(scratch_fd);
+    unlink(scratch_path);
+    scratch_fd = -1;
+  }
+  int n = snprintf(scratch_path, sizeof scratch_path, "%.*s%s.forker-%ld.part", (int)dir_len, log,
+                   dir_len ? "/" : "", (long)getpid());
+  if (n < 0 || (size_t)n >= sizeof scratch_path) return -1;
+  scratch_fd = open(scratch_path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0666);
+  scratch_dir_len = dir_len;
+  return scratch_fd;
+}
+
+/* After a task: the size of what it printed, moved to `log` when there is any. */
+static long settle_scratch(const char *log) {
+  struct stat sb;
+  if (scratch_fd < 0 || fstat(scratch_fd, &sb) != 0 || sb.st_size == 0) return 0;
+  if (rename(scratch_path, log) != 0) {
+    /* another file system, say: copy it, and keep the scratch (emptied) */
+    int to = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    char buf[65536];
+    off_t at = 0;
+    ssize_t r;
+    while (to >= 0 && (r = pread(scratch_fd, buf, sizeof buf, at)) > 0) {
+      if (write(to, buf, (size_t)r) != r) break;
+      at += r;
+    }
+    if (to >= 0) close(to);
+    if (ftruncate(scratch_fd, 0) != 0) {
+      close(scratch_fd);
+      scratch_fd = -1;
+    }
+    return (long)sb.st_size;
+  }
+  close(scratch_fd);
+  scratch_fd = -1;
+  return (long)sb.st_size;
+}
+
 /* The child of a failed spawn: a process that exits as the perl forker's child would have. */
 static pid_t failed_child(int code) {
   pid_t pid = fork();
@@ -130,9 +186,12 @@ static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd) {
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawn_file_actions_addchdir_np(&fa, cwd);
   posix_spawn_file_actions_addopen(&fa, 0, in[0] ? in : "/dev/null", O_RDONLY, 0);
+  int scratch = scratch_for(log);
   if (out[0]) posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  else if (scratch >= 0) posix_spawn_file_actions_adddup2(&fa, scratch, 1);
   else posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
-  posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
+  if (scratch >= 0) posix_spawn_file_actions_adddup2(&fa, scratch, 2);
+  else posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
   char *argv[] = {"sh", "-c", cmd, NULL};
   pid_t pid = -1;
   int err = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
@@ -214,9 +273,14 @@ int main(void) {
       }
     }
     kill(-pid, SIGKILL);
-    struct stat sb;
-    long size = stat(f[3], &sb) == 0 ? (long)sb.st_size : 0;
-    if (size == 0) unlink(f[3]);
+    long size;
+    if (scratch_fd >= 0) size = settle_scratch(f[3]);
+    else {
+      /* no scratch (it could not be opened): the task wrote to its log part itself */
+      struct stat sb;
+      size = stat(f[3], &sb) == 0 ? (long)sb.st_size : 0;
+      if (size == 0) unlink(f[3]);
+    }
     put("e %ld %ld %ld\n", pid, st, size, 3);
     if (++unflushed >= 8) {
       flush_out();
@@ -224,5 +288,9 @@ int main(void) {
     }
   }
   flush_out();
+  if (scratch_fd >= 0) {
+    close(scratch_fd);
+    unlink(scratch_path);
+  }
   return 0;
 }

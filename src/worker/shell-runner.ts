@@ -284,13 +284,19 @@ export class ShellRunner {
     f?.stop();
   }
 
-  /** Stops the runner (a task it runs is killed by the caller first). */
+  /**
+   * Stops the runner (a task it runs is killed by the caller first): it starts nothing more, removes
+   * its scratch log and exits; if it has not within a second, it is killed.
+   */
   close(): void {
     const f = this.forker;
     this.forker = undefined;
     if (!f) return;
-    f.stopping = true;
-    f.child.stdin?.end();
-    f.child.kill('SIGKILL');
+    f.stop();
+    const child = f.child;
+    setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }, 1000).unref();
   }
+
 }
