@@ -293,6 +293,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         interrupted = true;
         break;
       }
+      if (compute.failure !== undefined) throw new Error(`cannot run workers: ${compute.failure}`);
       await nap(tick);
       const reaped = await queue.reapExpired();
       const ev = await dag.advance();

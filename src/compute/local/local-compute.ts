@@ -35,6 +35,9 @@ export interface LocalComputeOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
+/** A worker process that dies this soon after it started, this many times in a row, is not started again. */
+const CRASH_LOOP = { withinMs: 3000, times: 5 };
+
 /**
  * Workers of a commands-only job hosted by one Node process. Such a worker only feeds its forker
  * and records results, so one process keeps several busy, and each process spared is its start-up
@@ -149,6 +152,13 @@ export class LocalCompute implements Compute {
   private closing = false;
   private readonly prestarted: PrestartedWorker[];
   private readonly lanes: number;
+  /** Worker processes lost right after they started, in a row. */
+  private quickLosses = 0;
+  /**
+   * Why no worker is started any more: they kept dying at start (a broken install, say). The
+   * coordinator ends the run with it instead of waiting for workers that never come.
+   */
+  failure: string | undefined;
 
   constructor(private readonly o: LocalComputeOptions) {
     this.lanes = o.commandsOnly ? LANES_PER_PROCESS : 1;
@@ -186,7 +196,7 @@ export class LocalCompute implements Compute {
   }
 
   private fill(hold: boolean): void {
-    while (!this.closing && this.running() < this.target)
+    while (!this.closing && this.failure === undefined && this.running() < this.target)
       this.spawnOne(Math.min(this.lanes, this.target - this.running()), hold);
   }
 
@@ -241,6 +251,7 @@ export class LocalCompute implements Compute {
     };
     if (warm) post({ type: 'config', cfg });
     const slot: Slot = { ids, child, stopping: false, groups: new Set(), exited, post };
+    const startedAt = Date.now();
     this.slots.set(ids[0]!, slot);
     for (const id of ids) this.o.onEvent?.({ worker: id, type: 'started' });
     child.on('message', (m: { type?: string; pgid?: number; running?: boolean }) => {
@@ -262,6 +273,10 @@ export class LocalCompute implements Compute {
       const expected = slot.stopping || this.closing;
       const type = expected || code === 75 ? 'exited' : 'lost';
       for (const id of ids) this.o.onEvent?.({ worker: id, type, code, signal });
+      if (type === 'lost' && Date.now() - startedAt < CRASH_LOOP.withinMs) {
+        if (++this.quickLosses >= CRASH_LOOP.times)
+          this.failure = `${this.quickLosses} worker processes in a row died within ${CRASH_LOOP.withinMs / 1000}s of starting (last: ${signal ?? `exit ${code}`}); see ${logPath}`;
+      } else this.quickLosses = 0;
       resolveExit();
       this.fill(false);
     });
