@@ -71,6 +71,8 @@ for (const kind of ['native', 'perl'] as const) {
       for (const x of [ok, code, sig, io])
         assert.equal(x.starts.length, 1, 'every task is reported started once');
     });
+    // the forker leaves no scratch file behind once closed
+    await waitFor(() => readdirSync(dir).every((f) => !f.startsWith('.forker-')), 5000);
   });
 
   test(`${kind} forker: a long task is reported while it runs, and its leftovers die with its group`, async (t) => {
