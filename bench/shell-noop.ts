@@ -2,12 +2,13 @@
  * Target 1: N no-op shell tasks (`true`), two at a time. Like with like: corral runs each task as
  * `/bin/sh -c true` in a process group of its own; the peers run one `/bin/sh -c true` per input
  * line too: `xargs -P2 -n1 sh -c true` and `SHELL=/bin/sh parallel -j2 true` (GNU parallel always
- * runs the command line through $SHELL). Two more measurements bound 1a from above: the bare
- * fork+exec loop of corral's forker (bench/peers/fork-exec.pl, no Node, no state) and corral's
- * fixed cost (the same job with 2 tasks, end to end).
+ * runs the command line through $SHELL). Two more measurements bound 1a from above: corral's own
+ * forker fed the commands with nothing behind it (no Node, no state; bench/peers/fork-exec.pl, a
+ * perl loop, where the C forker is not built) and corral's fixed cost (the same job with 2 tasks,
+ * end to end).
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   type Bench,
@@ -25,6 +26,9 @@ import {
   timeRun,
   writeLines,
 } from './lib.js';
+
+/** corral's C forker, as `npm run build` made it (absent without a C compiler: the perl one is used then). */
+const NATIVE_FORKER = [path.join(ROOT, 'dist/native/corral-forker')].find((f) => existsSync(f));
 
 /** Installs GNU parallel from Debian if it is missing; returns why not when it cannot. */
 function ensureParallel(log: (s: string) => void): string | undefined {
@@ -66,6 +70,14 @@ export const run: Bench = async (ctx) => {
   writeLines(path.join(fixedDir, 'lines.txt'), 2);
   copyFileSync(path.join(dir, 'job.yaml'), path.join(fixedDir, 'job.yaml'));
   const noParallel = ensureParallel(ctx.log);
+  // each forker gets half the tasks, as a worker's two lanes do: cwd, stdin, stdout, log, command
+  const hex = (v: string) => Buffer.from(v).toString('hex');
+  for (const lane of [1, 2]) {
+    const lines: string[] = [];
+    for (let i = lane - 1; i < n; i += 2)
+      lines.push([dir, '', '', path.join(dir, `part-${i}`), 'true'].map(hex).join('\t'));
+    writeFileSync(path.join(dir, `cmds-${lane}`), `${lines.join('\n')}\n`);
+  }
   const env = { SHELL: '/bin/sh' };
   const contenders = {
     xargs: () => timeRun('xargs', ['-P2', '-n1', 'sh', '-c', 'true'], { cwd: dir, input, env }),
@@ -73,10 +85,23 @@ export const run: Bench = async (ctx) => {
       timeRun(process.execPath, [path.join(ROOT, 'bench/peers/node-spawn.mjs'), String(n), '2'], {
         cwd: dir,
       }),
+    // the floor of corral's design: its own forker, fed the commands, with no Node behind it
     forker: () =>
-      timeRun('perl', [path.join(ROOT, 'bench/peers/fork-exec.pl'), String(n), '2', path.join(dir, 'part')], {
-        cwd: dir,
-      }),
+      NATIVE_FORKER
+        ? timeRun(
+            'sh',
+            ['-c', `"$0" < cmds-1 > /dev/null & "$0" < cmds-2 > /dev/null; wait`, NATIVE_FORKER],
+            {
+              cwd: dir,
+            },
+          )
+        : timeRun(
+            'perl',
+            [path.join(ROOT, 'bench/peers/fork-exec.pl'), String(n), '2', path.join(dir, 'part')],
+            {
+              cwd: dir,
+            },
+          ),
     fixed: async () => mustSucceed('corral run (2 tasks)', await corralRun(fixedDir, 'job.yaml')),
     corral: async () => {
       const r = mustSucceed('corral run', await corralRun(dir, 'job.yaml'));
@@ -119,7 +144,7 @@ export const run: Bench = async (ctx) => {
     target: '– (floor of 1a)',
     status: 'info',
     command: 'node bench/peers/node-spawn.mjs N 2',
-    note: 'bounds any runner whose workers spawn each task from Node; corral forks through a perl forker instead (1d)',
+    note: 'bounds any runner whose workers spawn each task from Node; corral starts tasks through its own forker instead (1d)',
   });
   const forker = res.forker!.best;
   const fixed = res.fixed!.best;
@@ -128,11 +153,13 @@ export const run: Bench = async (ctx) => {
     id: '1d',
     what: `${n} no-op shell tasks vs the floor of corral's design`,
     corral: `${fmtMs(corral.ms)} (${fmtRate(rate(corral.ms))})`,
-    peer: `2 perl loops doing only fork+exec(/bin/sh -c true) as the forker does: ${fmtMs(forker.ms)}, plus corral's fixed cost (the job with 2 tasks): ${fmtMs(fixed.ms)}; together ${fmtMs(bound)}, ${fmtX(xargs.ms / bound)} xargs`,
+    peer: `${NATIVE_FORKER ? "2 of corral's C forkers fed the commands, no Node behind them" : '2 perl loops doing only fork+exec(/bin/sh -c true) as the perl forker does'}: ${fmtMs(forker.ms)}, plus corral's fixed cost (the job with 2 tasks): ${fmtMs(fixed.ms)}; together ${fmtMs(bound)}, ${fmtX(xargs.ms / bound)} xargs`,
     ratio: `${fmtX(bound / corral.ms)} floor throughput`,
     target: '– (floor of 1a)',
     status: 'info',
-    command: `perl bench/peers/fork-exec.pl ${n} 2; corral run job.yaml with 2 tasks`,
+    command: NATIVE_FORKER
+      ? `dist/native/corral-forker < cmds-1 & dist/native/corral-forker < cmds-2 (${n / 2} tasks each); corral run job.yaml with 2 tasks`
+      : `perl bench/peers/fork-exec.pl ${n} 2; corral run job.yaml with 2 tasks`,
     note: `a run cannot start a task before the CLI and its workers are up, nor end before it drains, nor fork faster than its bare forker, so it takes about the forker's time plus its fixed cost (they overlap a little: the workers start while the tasks are planned); on this machine that bound is ${fmtX(xargs.ms / bound)} xargs`,
   });
   const par = res.parallel?.best;
