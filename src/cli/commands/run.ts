@@ -64,10 +64,13 @@ export function register(program: Command): void {
     .action(async (file: string, flags: RunFlags) => {
       if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
       // The workers start first: their Node start-up overlaps the loading of the job below.
+      // the job's modules load (file reads off the main thread) while the workers are started
+      const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
+      modules.catch(() => {}); // awaited below; a failure is reported there
       const local = await import('../../compute/local/local-compute.js');
       const prestarted = await prestart(file, flags.concurrency, local);
       try {
-        await runLocal(file, flags, prestarted);
+        await runLocal(file, flags, prestarted, modules);
       } finally {
         local.discardPrestarted(prestarted); // those the run did not take (it failed before it started them)
       }
@@ -92,9 +95,13 @@ async function prestart(
   return local.prestartWorkers(local.processesFor(workers, !peek.modules), !peek.modules);
 }
 
-async function runLocal(file: string, flags: RunFlags, prestarted: PrestartedWorker[]): Promise<void> {
-  const { loadJob, parseVars } = await import('../../spec/load-job.js');
-  const { runJob } = await import('../../engine/coordinator.js');
+async function runLocal(
+  file: string,
+  flags: RunFlags,
+  prestarted: PrestartedWorker[],
+  modules: Promise<[typeof import('../../spec/load-job.js'), typeof import('../../engine/coordinator.js')]>,
+): Promise<void> {
+  const [{ loadJob, parseVars }, { runJob }] = await modules;
   const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
   const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
   const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
