@@ -17,7 +17,7 @@ export interface JobPeek {
 export function peekJob(file: string): JobPeek | undefined {
   let doc: unknown;
   try {
-    doc = parse(readFileSync(file, 'utf8'));
+    doc = parse(readFileSync(file, 'utf8'), { logLevel: 'silent' }); // the real load reports problems
   } catch {
     return undefined;
   }
