@@ -35,7 +35,10 @@ export interface LocalComputeOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
-/** A worker process that dies this soon after it started, this many times in a row, is not started again. */
+/**
+ * Worker processes that exit by themselves (with an error, not by a signal) this soon after they
+ * started, this many times in a row, are not started again: they cannot start here.
+ */
 const CRASH_LOOP = { withinMs: 3000, times: 5 };
 
 /**
@@ -273,9 +276,10 @@ export class LocalCompute implements Compute {
       const expected = slot.stopping || this.closing;
       const type = expected || code === 75 ? 'exited' : 'lost';
       for (const id of ids) this.o.onEvent?.({ worker: id, type, code, signal });
-      if (type === 'lost' && Date.now() - startedAt < CRASH_LOOP.withinMs) {
+      // it exited by itself (not killed by a signal: chaos, the OOM killer) soon after it started
+      if (type === 'lost' && signal === null && Date.now() - startedAt < CRASH_LOOP.withinMs) {
         if (++this.quickLosses >= CRASH_LOOP.times)
-          this.failure = `${this.quickLosses} worker processes in a row died within ${CRASH_LOOP.withinMs / 1000}s of starting (last: ${signal ?? `exit ${code}`}); see ${logPath}`;
+          this.failure = `${this.quickLosses} worker processes in a row exited within ${CRASH_LOOP.withinMs / 1000}s of starting (last: exit ${code}); see ${logPath}`;
       } else this.quickLosses = 0;
       resolveExit();
       this.fill(false);
