@@ -27,7 +27,10 @@ test('workers that keep dying at start are given up on, with the reason', async 
   t.after(() => compute.abort());
   await compute.scaleTo(1);
   await waitFor(() => compute.failure !== undefined, 60_000);
-  assert.match(compute.failure!, /5 worker processes in a row exited within 3s of starting \(last: exit 70\)/);
+  assert.match(
+    compute.failure!,
+    /5 worker processes in a row exited within 3s of starting \(last: exit 70\)/,
+  );
   assert.equal(events.filter((e) => e.type === 'lost').length, 5);
   // and none is started after that
   await new Promise((r) => setTimeout(r, 500));
