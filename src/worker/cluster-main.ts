@@ -299,6 +299,8 @@ export async function runClusterWorker(
     current?.agent.stop(why);
   };
   signal?.addEventListener('abort', () => stop('drain'), { once: true });
+  // a stop that came while the caches were being set up (the awaits above) is not missed
+  if (signal?.aborted) stop('drain');
 
   const watcher =
     o.spot === false

@@ -298,5 +298,4 @@ export class ShellRunner {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }, 1000).unref();
   }
-
 }
