@@ -11,6 +11,9 @@ import { outputKey } from './template.js';
 /** Rows per transaction when a step's tasks are planned; a plan up to this size is "small". */
 export const INSERT_BATCH = 5000;
 
+/** Rows per transaction of the rest of a small plan, once workers run its first rows. */
+const SMALL_PLAN_BATCH = 500;
+
 /**
  * Lets workers start on the first rows of a plan while the rest is written: those rows are
  * committed on their own, then `onCommitted` is called (once). Only for small plans: claims that race a
@@ -314,6 +317,8 @@ export class DagState {
   ): Promise<number> {
     let batch: TaskPayload[] = [];
     let n = 0;
+    // after an early start the workers claim meanwhile: shorter transactions keep them waiting less
+    let smallRest = false;
     const flush = () => {
       const rows = batch;
       this.db.transaction(() => {
@@ -328,8 +333,9 @@ export class DagState {
       if (early && batch.length >= early.rows) {
         flush();
         this.early = undefined;
+        smallRest = true;
         early.onCommitted();
-      } else if (batch.length >= INSERT_BATCH) flush();
+      } else if (batch.length >= (smallRest ? SMALL_PLAN_BATCH : INSERT_BATCH)) flush();
     }
     this.db.transaction(() => {
       for (const p of batch) this.insertRow(st, p, depsLeft);
