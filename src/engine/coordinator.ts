@@ -11,7 +11,7 @@ import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { type Logger, pino } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
-import { countMapUpTo, expandFileMap } from './expand.js';
+import { countLinesUpTo, expandFileMap } from './expand.js';
 import { pidAlive } from './process-utils.js';
 import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
 
@@ -134,17 +134,24 @@ async function preflight(
     if (st.map && st.map.outputsOf === undefined && st.needs.length === 0) {
       const it = expandFileMap(job, st);
       try {
-        const next = await it.next();
+        let next = await it.next();
         if (next.done)
           throw new UsageError(
             `${field}.map`,
             'the inputs give no task (empty file or no lines)',
             'add inputs',
           );
+        // a lines map is counted by its line breaks (faster than reading it line by line);
+        // the others go on through their inputs, up to the size of a small plan
+        if (st.map.lines !== undefined) first += await countLinesUpTo(job, st.map.lines, INSERT_BATCH);
+        else
+          while (!next.done && first <= INSERT_BATCH) {
+            first++;
+            next = await it.next();
+          }
       } finally {
         await it.return(undefined);
       }
-      first += await countMapUpTo(job, st, INSERT_BATCH);
     } else if (!st.map && !st.reduce && st.needs.length === 0 && job.format !== 'hyperflow') first++;
   }
   return { ready: Math.min(first, upTo), small: first <= INSERT_BATCH };

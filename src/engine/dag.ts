@@ -159,9 +159,10 @@ export class DagState {
     })();
   }
 
-  /** Expands a step if its inputs are known; returns undefined when it must wait. */
+  /** The early start asked of the current `advance`, until the first file map takes it. */
   private early: EarlyStart | undefined;
 
+  /** Expands a step if its inputs are known; returns undefined when it must wait. */
   private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
     if (this.job.format === 'hyperflow') {
       this.expandHyperflow();

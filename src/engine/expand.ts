@@ -292,26 +292,19 @@ export async function* expandFileMap(
 }
 
 /**
- * How many tasks a local file map gives, counted up to `limit` (the count stops there), without
- * planning them: a `lines` map counts the file's line breaks (blank lines too, so it may count a
- * few more), the others list their inputs.
+ * How many tasks a local `lines` map gives, counted up to `limit` (the count stops past it),
+ * without planning them: the file's lines, blank ones too (so it may count a few more).
  */
-export async function countMapUpTo(job: LoadedJob, step: StepDef, limit: number): Promise<number> {
-  const lines = step.map?.lines;
-  if (lines !== undefined && !isS3Url(lines)) {
-    const [file] = await matchFiles(job.baseDir, lines, 'map.lines');
-    let n = 0;
-    let last = 10;
-    for await (const chunk of createReadStream(file!) as AsyncIterable<Buffer>) {
-      for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) n++;
-      last = chunk[chunk.length - 1] ?? last;
-      if (n > limit) return n;
-    }
-    return last === 10 ? n : n + 1;
-  }
+export async function countLinesUpTo(job: LoadedJob, lines: string, limit: number): Promise<number> {
+  const [file] = await matchFiles(job.baseDir, lines, 'map.lines');
   let n = 0;
-  for await (const _ of expandFileMap(job, step)) if (++n > limit) break;
-  return n;
+  let last = 10;
+  for await (const chunk of createReadStream(file!) as AsyncIterable<Buffer>) {
+    for (let at = chunk.indexOf(10); at >= 0; at = chunk.indexOf(10, at + 1)) n++;
+    last = chunk[chunk.length - 1] ?? last;
+    if (n > limit) return n;
+  }
+  return last === 10 ? n : n + 1;
 }
 
 /** The tasks of a map job (its one step). */

@@ -170,20 +170,13 @@ class Forker {
     let rest = '';
     child.stdout!.setEncoding('latin1');
     child.stdout!.on('data', (chunk: string) => {
+      const data = rest + chunk;
       let from = 0;
-      let nl = chunk.indexOf('\n');
-      if (nl >= 0 && rest !== '') {
-        this.onLine(rest + chunk.slice(0, nl));
-        rest = '';
+      for (let nl = data.indexOf('\n'); nl >= 0; nl = data.indexOf('\n', from)) {
+        this.onLine(data.slice(from, nl));
         from = nl + 1;
-        nl = chunk.indexOf('\n', from);
       }
-      while (nl >= 0) {
-        this.onLine(chunk.slice(from, nl));
-        from = nl + 1;
-        nl = chunk.indexOf('\n', from);
-      }
-      rest += chunk.slice(from);
+      rest = data.slice(from);
     });
     child.on('error', () => {});
     child.on('close', () => {

@@ -63,8 +63,8 @@ export function register(program: Command): void {
     )
     .action(async (file: string, flags: RunFlags) => {
       if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
-      // The workers start first: their Node start-up overlaps the loading of the job below.
-      // the job's modules load (file reads off the main thread) while the workers are started
+      // The workers start first, and the job's modules load meanwhile (file reads off the main
+      // thread): their Node start-up overlaps the loading of the job.
       const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
       modules.catch(() => {}); // awaited below; a failure is reported there
       const local = await import('../../compute/local/local-compute.js');
