@@ -1,6 +1,6 @@
 /**
- * yaml, as the rest of corral imports it. `npm run build` replaces the compiled file with one
- * bundled module of yaml's ES build (scripts/bundle-vendor.mjs), which loads faster than its
- * CommonJS build through Node's ESM loader. Types come from yaml itself.
+ * yaml, as the rest of corral imports it. `npm run build` replaces the compiled file with a loader
+ * of one CommonJS bundle of yaml and its V8 code cache (scripts/bundle-vendor.mjs, load-bundle.ts),
+ * which loads faster than yaml's own files through Node's ESM loader. Types come from yaml itself.
  */
 export { isMap, isSeq, LineCounter, type Node, parse, parseDocument } from 'yaml';

@@ -1,8 +1,8 @@
-import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { PrestartedWorker } from '../../compute/local/local-compute.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
+import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
 import { addClusterOptions, type ClusterFlags, runOnCluster } from './cluster.js';
@@ -68,7 +68,7 @@ export function register(program: Command): void {
       const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
       modules.catch(() => {}); // awaited below; a failure is reported there
       const local = await import('../../compute/local/local-compute.js');
-      const prestarted = await prestart(file, flags.concurrency, local);
+      const prestarted = takeEarly(file, flags.concurrency) ?? prestartFor(file, flags.concurrency);
       try {
         await runLocal(file, flags, prestarted, modules);
       } finally {
@@ -76,23 +76,6 @@ export function register(program: Command): void {
       }
     });
   addClusterOptions(program.commands.find((c) => c.name() === 'run')!);
-}
-
-/**
- * Worker processes started before the job is loaded: for as many workers as it will likely run at
- * once, up to the cores (they would only compete with the CLI for them).
- */
-async function prestart(
-  file: string,
-  concurrency: number | undefined,
-  local: typeof import('../../compute/local/local-compute.js'),
-): Promise<PrestartedWorker[]> {
-  const { peekJob } = await import('../../spec/peek.js');
-  const peek = peekJob(file);
-  if (!peek) return [];
-  const cores = Math.max(1, os.availableParallelism());
-  const workers = Math.min(concurrency ?? peek.concurrency ?? cores, cores);
-  return local.prestartWorkers(local.processesFor(workers, !peek.modules), !peek.modules);
 }
 
 async function runLocal(
