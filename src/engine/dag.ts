@@ -268,7 +268,7 @@ export class DagState {
    */
   failedPaths(limit = 10): string[] {
     const dead = this.db
-      .prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ?")
+      .prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ? + 0")
       .all(limit) as {
       id: number;
       key: string;

@@ -390,7 +390,7 @@ export class StateReader {
         (
           db
             .prepare(
-              `SELECT ${ATTEMPT_COLUMNS} FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.rowid > ? ORDER BY a.rowid LIMIT ?`,
+              `SELECT ${ATTEMPT_COLUMNS} FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.rowid > ? ORDER BY a.rowid LIMIT ? + 0`,
             )
             .all(afterSeq, limit) as RawAttempt[]
         ).map(toAttempt),
