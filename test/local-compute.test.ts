@@ -80,6 +80,9 @@ test('corral run FILE prestarts its workers before the command line loads, and o
   assert.equal(taken[0]!.commandsOnly, true);
   await taken[0]!.ready;
   assert.ok(alive(taken[0]!));
+  // a commands-only worker: started without NODE_EXTRA_CA_CERTS, and with V8 optimizing later
+  const cmdline = readFileSync(`/proc/${taken[0]!.child.pid}/cmdline`, 'utf8').split('\0');
+  assert.ok(cmdline.includes('--interrupt-budget=1081344'), cmdline.join(' '));
   discardPrestarted(taken);
   assert.equal(takeEarly(job, 1), undefined, 'taken once');
 
