@@ -75,3 +75,10 @@ export function takeEarly(file: string, concurrency: number | undefined): Presta
   discardPrestarted(e.workers);
   return undefined;
 }
+
+/** Stops the prestarted workers no run took (the command line failed before it ran the job). */
+export function discardEarly(): void {
+  const e = early;
+  early = undefined;
+  if (e) discardPrestarted(e.workers);
+}
