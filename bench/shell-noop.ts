@@ -10,6 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { escapeField } from '../src/worker/shell-runner.js';
 import {
   type Bench,
   corralRun,
@@ -71,11 +72,10 @@ export const run: Bench = async (ctx) => {
   copyFileSync(path.join(dir, 'job.yaml'), path.join(fixedDir, 'job.yaml'));
   const noParallel = ensureParallel(ctx.log);
   // each forker gets half the tasks, as a worker's two lanes do: cwd, stdin, stdout, log, command
-  const hex = (v: string) => Buffer.from(v).toString('hex');
   for (const lane of [1, 2]) {
     const lines: string[] = [];
     for (let i = lane - 1; i < n; i += 2)
-      lines.push([dir, '', '', path.join(dir, `part-${i}`), 'true'].map(hex).join('\t'));
+      lines.push([dir, '', '', path.join(dir, `part-${i}`), 'true'].map(escapeField).join('\t'));
     writeFileSync(path.join(dir, `cmds-${lane}`), `${lines.join('\n')}\n`);
   }
   const env = { SHELL: '/bin/sh' };

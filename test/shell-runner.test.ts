@@ -2,10 +2,11 @@
  * The worker's forker, both builds of it: the C one (compiled by `npm run build`) and the perl
  * fallback. Each must keep the same contract: exit codes and signals, stdio redirection, the log
  * part removed when empty, a long task reported while it runs, leftovers of a task killed with its
- * process group, an unreachable folder as exit 126, and queued tasks never started after a stop.
+ * process group, an unreachable folder as exit 126, queued tasks never started after a stop, and
+ * fields and variables of any content.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { type RunnerExit, type RunnerTask, ShellRunner } from '../src/worker/shell-runner.js';
@@ -73,6 +74,31 @@ for (const kind of ['native', 'perl'] as const) {
     });
     // the forker leaves no scratch file behind once closed
     await waitFor(() => readdirSync(dir).every((f) => !f.startsWith('.forker-')), 5000);
+  });
+
+  test(`${kind} forker: fields with tabs, newlines, % and quotes, and variables for the task's environment`, async (t) => {
+    const dir = path.join(tempDir(t), 'a dir\twith %41 tab');
+    mkdirSync(dir);
+    const odd = `it's "100%"\tdone\nnext line %0a \\ end`;
+    await withRunner(async (r) => {
+      const x = task(
+        dir,
+        `printf '%s|%s|%s|%s' "$ODD" "$HOME" "$(pwd)" "$EMPTY" > out.txt; printf '%s' "$ODD" >&2`,
+        {
+          env: { ODD: odd, HOME: '/elsewhere', EMPTY: '' },
+          logFile: path.join(dir, 'log %25 part'),
+        },
+      );
+      const e = (await r.run(x.t)) as RunnerExit;
+      assert.equal(e.code, 0);
+      // the variables reach the task as they are; HOME is replaced, not doubled
+      assert.equal(readFileSync(path.join(dir, 'out.txt'), 'utf8'), `${odd}|/elsewhere|${dir}|`);
+      assert.equal(readFileSync(path.join(dir, 'log %25 part'), 'utf8'), odd);
+      // and the next task, without them, has the worker's own environment back
+      const y = task(dir, 'printf %s "${ODD-unset} $HOME" > out2.txt');
+      assert.equal(((await r.run(y.t)) as RunnerExit).code, 0);
+      assert.equal(readFileSync(path.join(dir, 'out2.txt'), 'utf8'), `unset ${process.env.HOME}`);
+    });
   });
 
   test(`${kind} forker: a long task is reported while it runs, and its leftovers die with its group`, async (t) => {

@@ -4,7 +4,9 @@
  * copied and no copy-on-write fault is taken between the fork and the exec. For no-op tasks that
  * is a third of the machine's CPU time (see BENCHMARKS.md, 1a).
  *
- * stdin:  one task per line, fields hex-encoded and tab-separated: cwd, stdin, stdout, log, command
+ * stdin:  one task per line, tab-separated fields: cwd, stdin, stdout, log, command, then any
+ *         number of NAME=VALUE variables added to the task's environment; in each field `%`, tab,
+ *         newline and NUL are written %25, %09, %0a and %00 (nothing else is escaped)
  * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
  *         wait status, BYTES the size of its log part, removed when empty); `e -1` when no
  *         process could be made. Written in bulk: before waiting for input, before an `s`, and
@@ -80,16 +82,47 @@ static int hexval(char c) {
   return -1;
 }
 
-/* Decodes hex in place; returns the field, NUL-terminated. */
-static char *unhex(char *s, size_t len) {
-  size_t j = 0;
-  for (size_t i = 0; i + 1 < len; i += 2) {
-    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-    if (hi < 0 || lo < 0) break;
-    s[j++] = (char)(hi * 16 + lo);
+/* Decodes a field's %XX escapes in place and ends it with a NUL. */
+static char *unescape(char *s, size_t len) {
+  char *hit = memchr(s, '%', len);
+  if (!hit) {
+    s[len] = '\0';
+    return s;
+  }
+  size_t j = (size_t)(hit - s);
+  for (size_t i = j; i < len; i++) {
+    int hi, lo;
+    if (s[i] == '%' && i + 2 < len && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
+      s[j++] = (char)(hi * 16 + lo);
+      i += 2;
+    } else s[j++] = s[i];
   }
   s[j] = '\0';
   return s;
+}
+
+/*
+ * The environment of a task: this process's, with each NAME=VALUE of `extra` (n of them) added,
+ * replacing a variable of the same name. Points into `extra` and environ; freed by the caller.
+ */
+static char **task_env(char **extra, int n) {
+  if (n == 0) return environ;
+  size_t count = 0;
+  while (environ[count]) count++;
+  char **env = malloc((count + (size_t)n + 1) * sizeof *env);
+  if (!env) return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < count; i++) {
+    const char *eq = strchr(environ[i], '=');
+    size_t name = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+    int replaced = 0;
+    for (int e = 0; e < n && !replaced; e++)
+      replaced = strncmp(extra[e], environ[i], name) == 0 && extra[e][name] == '=';
+    if (!replaced) env[k++] = environ[i];
+  }
+  for (int e = 0; e < n; e++) env[k++] = extra[e];
+  env[k] = NULL;
+  return env;
 }
 
 /* Reads more input; returns 0 at end of input or when told to stop. */
@@ -170,7 +203,7 @@ static pid_t failed_child(int code) {
   return pid;
 }
 
-static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd) {
+static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd, char **env) {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   sigset_t none, def;
@@ -194,7 +227,7 @@ static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd) {
   else posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0666);
   char *argv[] = {"sh", "-c", cmd, NULL};
   pid_t pid = -1;
-  int err = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
+  int err = env ? posix_spawn(&pid, "/bin/sh", &fa, &at, argv, env) : ENOMEM;
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   if (err == 0) return pid;
@@ -227,15 +260,15 @@ int main(void) {
     size_t len = (size_t)(nl - line);
     pos += len + 1;
     if (stop_flag || getppid() != worker) break;
-    char *f[5];
-    size_t flen[5];
+    /* the five fixed fields, then the task's variables (at most MAX_VARS) */
+    enum { MAX_VARS = 256 };
+    char *f[5 + MAX_VARS];
     int k = 0;
     char *p = line, *end = line + len;
-    while (k < 5) {
-      char *t = k < 4 ? memchr(p, '\t', (size_t)(end - p)) : NULL;
-      f[k] = p;
-      flen[k] = t ? (size_t)(t - p) : (size_t)(end - p);
-      k++;
+    while (k < 5 + MAX_VARS) {
+      char *t = memchr(p, '\t', (size_t)(end - p));
+      size_t flen = t ? (size_t)(t - p) : (size_t)(end - p);
+      f[k++] = unescape(p, flen);
       if (!t) break;
       p = t + 1;
     }
@@ -244,8 +277,9 @@ int main(void) {
       flush_out();
       continue;
     }
-    for (int i = 0; i < 5; i++) unhex(f[i], flen[i]);
-    pid_t pid = start(f[0], f[1], f[2], f[3], f[4]);
+    char **env = task_env(f + 5, k - 5);
+    pid_t pid = start(f[0], f[1], f[2], f[3], f[4], env);
+    if (env && env != environ) free(env);
     if (pid < 0) {
       put("e %ld\n", -1, 0, 0, 1);
       flush_out();

@@ -159,12 +159,10 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
 
 const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 /**
  * Whether a task with this stdin and these extra variables can run through the worker's forker:
  * its stdin must be nothing or a whole file (ranges and text are piped by Node), and every
- * variable name must be one the shell can export.
+ * variable must be one an environment can hold (a name, without `=`, and no NUL).
  */
 export function runnerCan(stdin: TaskStdin, extraEnv?: Readonly<Record<string, string>>): boolean {
   if (
@@ -172,7 +170,8 @@ export function runnerCan(stdin: TaskStdin, extraEnv?: Readonly<Record<string, s
     (stdin.kind === 'file' && (stdin.start !== undefined || stdin.end !== undefined))
   )
     return false;
-  for (const k in extraEnv) if (!ENV_NAME.test(k)) return false;
+  for (const k in extraEnv)
+    if (k === '' || k.includes('=') || k.includes('\0') || extraEnv[k]!.includes('\0')) return false;
   return true;
 }
 
@@ -181,8 +180,6 @@ export function runnerCan(stdin: TaskStdin, extraEnv?: Readonly<Record<string, s
  * timeout counts from the moment the task starts, not from when it was queued in the forker.
  */
 async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise<TaskResult> {
-  let exports = '';
-  for (const k in o.extraEnv) exports += `export ${k}=${shellQuote(o.extraEnv[k]!)}\n`;
   const body =
     typeof o.command === 'string' ? o.command : [o.command.file, ...o.command.args].map(shellQuote).join(' ');
   const partLog = `${o.log.path}.part`;
@@ -199,7 +196,8 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
   };
   try {
     const exit = await runner.run({
-      command: exports + body,
+      command: body,
+      env: o.extraEnv,
       cwd: o.cwd,
       stdinFile: o.stdin.kind === 'file' ? o.stdin.path : undefined,
       stdoutFile: o.stdoutFile,

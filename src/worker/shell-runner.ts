@@ -33,6 +33,9 @@ function forkerCommand(): [string, string[]] | undefined {
  * Node's own spawn copies the whole worker process per task; this is what lets a worker keep up
  * with `xargs`. After the shell exits, whatever it left in its group is killed.
  *
+ * A task is one line of tab-separated fields: cwd, stdin, stdout, log, command, then NAME=VALUE
+ * variables for its environment; `%`, tab, newline and NUL are escaped as %XX in each (`escape`).
+ *
  * Tasks run one at a time, in the order they were written; the worker may write several ahead,
  * so the next one starts the moment the last one exits, without a round trip through Node. For
  * each task it reports `e PID STATUS BYTES` when it ends (`e -1`: fork failed), BYTES being the
@@ -69,11 +72,12 @@ while (!$stop) {
   my $line = substr($in, 0, $nl);
   substr($in, 0, $nl + 1) = '';
   last if $stop || getppid() != $worker;
-  my ($cwd, $stdin, $stdout, $log, $cmd) = map { pack('H*', $_) } split(/\t/, $line, -1);
+  my ($cwd, $stdin, $stdout, $log, $cmd, @vars) = map { s/%([0-9a-fA-F]{2})/chr(hex($1))/ger } split(/\t/, $line, -1);
   my $pid = fork();
   if (!defined $pid) { $out .= "e -1\n"; flush_out(); next; }
   if ($pid == 0) {
     setpgrp(0, 0);
+    for (@vars) { my ($k, $v) = split(/=/, $_, 2); $ENV{$k} = $v; }
     chdir($cwd) or CORE::exit(126);
     open(STDIN, '<', $stdin eq '' ? '/dev/null' : $stdin) or CORE::exit(126);
     if ($stdout eq '') { open(STDOUT, '>>', $log) or CORE::exit(126); }
@@ -113,6 +117,8 @@ export interface RunnerExit {
 /** What the runner runs: `/bin/sh -c command` with its stdio redirected. */
 export interface RunnerTask {
   readonly command: string;
+  /** Variables added to the task's environment (names without `=`). @default - none */
+  readonly env?: Readonly<Record<string, string>>;
   readonly cwd: string;
   /** stdin (default /dev/null). */
   readonly stdinFile?: string;
@@ -132,17 +138,12 @@ export function runnerAvailable(): boolean {
   return forkerCommand() !== undefined;
 }
 
-const hex = (s: string) => Buffer.from(s).toString('hex');
-/** The hex of a value seen before (the folder, say): the same for every task. */
-const hexCache = new Map<string, string>();
-const hexOf = (s: string) => {
-  let h = hexCache.get(s);
-  if (h === undefined) {
-    h = hex(s);
-    if (hexCache.size < 64) hexCache.set(s, h);
-  }
-  return h;
-};
+const SPECIAL = /[%\t\n\0]/;
+const SPECIAL_ALL = /[%\t\n\0]/g;
+const ESCAPED: Record<string, string> = { '%': '%25', '\t': '%09', '\n': '%0a', '\0': '%00' };
+/** A field of the forker's protocol: `%`, tab, newline and NUL as %XX; anything else as it is. */
+export const escapeField = (s: string): string =>
+  SPECIAL.test(s) ? s.replace(SPECIAL_ALL, (c) => ESCAPED[c]!) : s;
 const LOST: RunnerExit = { code: null, signal: null };
 
 interface Request {
@@ -226,9 +227,9 @@ class Forker {
         stdin.cork();
         process.nextTick(() => stdin.uncork());
       }
-      stdin.write(
-        `${hexOf(t.cwd)}\t${hex(t.stdinFile ?? '')}\t${hex(t.stdoutFile ?? '')}\t${hex(t.logFile)}\t${hex(t.command)}\n`,
-      );
+      let line = `${escapeField(t.cwd)}\t${escapeField(t.stdinFile ?? '')}\t${escapeField(t.stdoutFile ?? '')}\t${escapeField(t.logFile)}\t${escapeField(t.command)}`;
+      for (const k in t.env) line += `\t${escapeField(`${k}=${t.env[k]}`)}`;
+      stdin.write(`${line}\n`);
     });
   }
 
