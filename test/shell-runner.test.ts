@@ -95,6 +95,7 @@ for (const kind of ['native', 'perl'] as const) {
       assert.equal(readFileSync(path.join(dir, 'out.txt'), 'utf8'), `${odd}|/elsewhere|${dir}|`);
       assert.equal(readFileSync(path.join(dir, 'log %25 part'), 'utf8'), odd);
       // and the next task, without them, has the worker's own environment back
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
       const y = task(dir, 'printf %s "${ODD-unset} $HOME" > out2.txt');
       assert.equal(((await r.run(y.t)) as RunnerExit).code, 0);
       assert.equal(readFileSync(path.join(dir, 'out2.txt'), 'utf8'), `unset ${process.env.HOME}`);
