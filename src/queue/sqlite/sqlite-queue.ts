@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import type {
   Completion,
@@ -41,9 +44,28 @@ export interface WorkerRow {
   state: string;
 }
 
+/**
+ * better-sqlite3's compiled addon, given to it directly: otherwise it looks for it through the
+ * `bindings` package, trying one path after another (~3 ms of every process that opens a state
+ * file). `undefined` (its own lookup) where the build put it elsewhere.
+ */
+const NATIVE_BINDING = (() => {
+  try {
+    const pkg = createRequire(import.meta.url).resolve('better-sqlite3/package.json');
+    const addon = path.join(path.dirname(pkg), 'build/Release/better_sqlite3.node');
+    return existsSync(addon) ? addon : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
 /** Opens (creating and migrating if needed) a state file with WAL and sane pragmas. */
 export function openStateDb(file: string, opts: SqliteQueueOptions = {}): Database.Database {
-  const db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+  const db = new Database(file, {
+    readonly: opts.readonly ?? false,
+    fileMustExist: opts.readonly ?? false,
+    nativeBinding: NATIVE_BINDING,
+  });
   db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
   if (!opts.readonly) {
     db.pragma('journal_mode = WAL');
