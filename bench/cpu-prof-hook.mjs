@@ -1,5 +1,6 @@
 // Preloaded with NODE_OPTIONS="--import ./bench/cpu-prof-hook.mjs" (node refuses --cpu-prof in
-// NODE_OPTIONS): profiles every Node process of a run, workers included, into $CORRAL_PROF_DIR.
+// NODE_OPTIONS): profiles every Node process of a run, workers included, into $CORRAL_PROF_DIR,
+// sampling every $CORRAL_PROF_US microseconds (default 500).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import path from 'node:path';
@@ -9,7 +10,7 @@ if (dir) {
   const s = new Session();
   s.connect();
   s.post('Profiler.enable');
-  s.post('Profiler.setSamplingInterval', { interval: 500 });
+  s.post('Profiler.setSamplingInterval', { interval: Number(process.env.CORRAL_PROF_US ?? 500) });
   s.post('Profiler.start');
   process.on('exit', () => {
     s.post('Profiler.stop', (err, r) => {
