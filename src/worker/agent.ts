@@ -53,9 +53,10 @@ const FLUSH_MS = 200;
 /**
  * Shell tasks queued in the worker's forker behind the one running, so that the next starts the
  * moment the last exits instead of after a round trip through this process (they still run one
- * at a time). A drain or abort starts none of the queued ones.
+ * at a time). The forker reports every 64 tasks or 25 ms, so the queue must outlast that. A drain
+ * or abort starts none of the queued ones.
  */
-const PIPELINE_DEPTH = 32;
+const PIPELINE_DEPTH = 128;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 

@@ -10,7 +10,7 @@
  * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
  *         wait status, BYTES the size of its log part, removed when empty); `e -1` when no
  *         process could be made. Written in bulk: before waiting for input, before an `s`, and
- *         every 8 tasks.
+ *         every 64 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
  * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
  *
  * A task's stderr (and stdout, without a stdout file) goes to a scratch file next to its log part,
@@ -35,7 +35,17 @@
 #include <sys/syscall.h>
 #include <limits.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+/*
+ * Reports of ended tasks are flushed in bulk: every FLUSH_EVERY of them, or once the oldest has
+ * waited FLUSH_AFTER_MS, and always before waiting for input or writing an `s`. Each flush wakes
+ * the worker's Node process, and a wake-up preempts a task on a 2-core machine: flushing every 8
+ * no-op tasks cost a run of 2,000 a fifth of its time (BENCHMARKS.md, 1a).
+ */
+#define FLUSH_EVERY 64
+#define FLUSH_AFTER_MS 25
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -53,6 +63,15 @@ static char *in_buf;
 static size_t in_len, in_cap;
 static char out_buf[65536];
 static size_t out_len;
+/* Reports written but not flushed, and when the first of them was (ms, monotonic). */
+static int unflushed;
+static long oldest_ms;
+
+static long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
+  return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static void flush_out(void) {
   size_t off = 0;
@@ -65,6 +84,7 @@ static void flush_out(void) {
     off += (size_t)n;
   }
   out_len = 0;
+  unflushed = 0;
 }
 
 static void put(const char *fmt, long a, long b, long c, int fields) {
@@ -242,7 +262,6 @@ int main(void) {
   sigaction(SIGUSR1, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
   pid_t worker = getppid();
-  int unflushed = 0;
   size_t pos = 0;
   while (!stop_flag) {
     char *nl = in_len > pos ? memchr(in_buf + pos, '\n', in_len - pos) : NULL;
@@ -316,10 +335,9 @@ int main(void) {
       if (size == 0) unlink(f[3]);
     }
     put("e %ld %ld %ld\n", pid, st, size, 3);
-    if (++unflushed >= 8) {
-      flush_out();
-      unflushed = 0;
-    }
+    long now = now_ms();
+    if (unflushed++ == 0) oldest_ms = now;
+    if (unflushed >= FLUSH_EVERY || now - oldest_ms >= FLUSH_AFTER_MS) flush_out();
   }
   flush_out();
   if (scratch_fd >= 0) {

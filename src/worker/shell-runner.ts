@@ -42,8 +42,9 @@ function forkerCommand(): [string, string[]] | undefined {
  * size of the task's log part, which it removes when empty. A task still running after 20 ms
  * (watched through a pidfd) is reported at once as `s PID`, so that the worker can time it out or
  * kill it; shorter ones are reported only when they end. Reports are written in bulk: before it
- * waits for more input, before a task that outlives 20 ms, and every 8 tasks, so the worker
- * wakes up once per several tasks, not twice per task. SIGUSR1 means "start no more": the task
+ * waits for more input, before a task that outlives 20 ms, and every 64 tasks or once the oldest
+ * waited 25 ms (every 8 tasks where perl lacks Time::HiRes), so the worker wakes up once per
+ * many tasks: each wake-up of its Node process takes a core from the tasks. SIGUSR1 means "start no more": the task
  * running now runs to its end, the rest are never started; so does the worker's death (the
  * runner is reparented), so no queued task ever runs unsupervised.
  */
@@ -51,7 +52,8 @@ const SCRIPT = String.raw`
 my $stop = 0;
 my $worker = getppid();
 $SIG{USR1} = sub { $stop = 1; };
-my ($in, $out, $unflushed) = ('', '', 0);
+my ($in, $out, $unflushed, $oldest) = ('', '', 0, 0);
+my $clock = eval { require Time::HiRes; sub { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) } };
 sub flush_out {
   while (length $out) {
     my $n = syswrite(STDOUT, $out);
@@ -101,7 +103,11 @@ while (!$stop) {
   my $size = -s $log;
   unlink($log) if !$size;
   $out .= "e $pid $st " . ($size || 0) . "\n";
-  flush_out() if ++$unflushed >= 8;
+  if ($clock) {
+    my $now = $clock->();
+    $oldest = $now if $unflushed++ == 0;
+    flush_out() if $unflushed >= 64 || $now - $oldest >= 0.025;
+  } elsif (++$unflushed >= 8) { flush_out(); }
 }
 flush_out();
 `;
