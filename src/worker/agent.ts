@@ -53,7 +53,7 @@ const FLUSH_MS = 200;
 /**
  * Shell tasks queued in the worker's forker behind the one running, so that the next starts the
  * moment the last exits instead of after a round trip through this process (they still run one
- * at a time). The forker reports every 64 tasks or 25 ms, so the queue must outlast that. A drain
+ * at a time). The forker reports every 32 tasks or 25 ms, so the queue must outlast that. A drain
  * or abort starts none of the queued ones.
  */
 const PIPELINE_DEPTH = 128;

@@ -10,7 +10,7 @@
  * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
  *         wait status, BYTES the size of its log part, removed when empty); `e -1` when no
  *         process could be made. Written in bulk: before waiting for input, before an `s`, and
- *         every 64 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
+ *         every 32 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
  * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
  *
  * A task's stderr (and stdout, without a stdout file) goes to a scratch file next to its log part,
@@ -42,9 +42,11 @@
  * Reports of ended tasks are flushed in bulk: every FLUSH_EVERY of them, or once the oldest has
  * waited FLUSH_AFTER_MS, and always before waiting for input or writing an `s`. Each flush wakes
  * the worker's Node process, and a wake-up preempts a task on a 2-core machine: flushing every 8
- * no-op tasks cost a run of 2,000 a fifth of its time (BENCHMARKS.md, 1a).
+ * no-op tasks cost a run of 2,000 a fifth of its time (BENCHMARKS.md, 1a). The tasks whose
+ * reports are not flushed yet run again if the worker is killed (their outputs are committed by
+ * the worker), so neither bound is larger than it needs to be.
  */
-#define FLUSH_EVERY 64
+#define FLUSH_EVERY 32
 #define FLUSH_AFTER_MS 25
 
 #ifndef SYS_pidfd_open

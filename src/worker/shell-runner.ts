@@ -42,7 +42,7 @@ function forkerCommand(): [string, string[]] | undefined {
  * size of the task's log part, which it removes when empty. A task still running after 20 ms
  * (watched through a pidfd) is reported at once as `s PID`, so that the worker can time it out or
  * kill it; shorter ones are reported only when they end. Reports are written in bulk: before it
- * waits for more input, before a task that outlives 20 ms, and every 64 tasks or once the oldest
+ * waits for more input, before a task that outlives 20 ms, and every 32 tasks or once the oldest
  * waited 25 ms (every 8 tasks where perl lacks Time::HiRes), so the worker wakes up once per
  * many tasks: each wake-up of its Node process takes a core from the tasks. SIGUSR1 means "start no more": the task
  * running now runs to its end, the rest are never started; so does the worker's death (the
@@ -106,7 +106,7 @@ while (!$stop) {
   if ($clock) {
     my $now = $clock->();
     $oldest = $now if $unflushed++ == 0;
-    flush_out() if $unflushed >= 64 || $now - $oldest >= 0.025;
+    flush_out() if $unflushed >= 32 || $now - $oldest >= 0.025;
   } elsif (++$unflushed >= 8) { flush_out(); }
 }
 flush_out();
