@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { parse } from '../vendor/yaml.js';
 
 /** What the CLI can tell of a job file before it loads and validates it. */
@@ -9,6 +9,9 @@ export interface JobPeek {
   readonly modules: boolean;
 }
 
+/** Files larger than this are not looked at before they are loaded. */
+const PEEK_MAX_BYTES = 256 * 1024;
+
 /**
  * A quick look at a job file (YAML, or HyperFlow JSON) without validating it, to prestart the
  * right number and kind of workers while the job is loaded; `undefined` when it cannot tell. The
@@ -17,6 +20,8 @@ export interface JobPeek {
 export function peekJob(file: string): JobPeek | undefined {
   let doc: unknown;
   try {
+    // a spec this big is not one to start in a hurry (and past 4 MB the loader refuses it)
+    if (statSync(file).size > PEEK_MAX_BYTES) return undefined;
     doc = parse(readFileSync(file, 'utf8'), { logLevel: 'silent' }); // the real load reports problems
   } catch {
     return undefined;
