@@ -57,7 +57,7 @@ export function processesFor(workers: number, commandsOnly: boolean): number {
 /** A worker process started ahead of its job: Node and its modules load while the CLI loads the spec. */
 export interface PrestartedWorker {
   readonly child: ChildProcess;
-  /** Started without NODE_EXTRA_CA_CERTS (for a job of shell commands only). */
+  /** For a job of shell commands only: started without NODE_EXTRA_CA_CERTS, with COMMANDS_ONLY_V8_FLAGS. */
   readonly commandsOnly: boolean;
   /** Resolves when the worker listens for its config (a message sent before would be lost). */
   readonly ready: Promise<void>;
@@ -175,8 +175,9 @@ export class LocalCompute implements Compute {
 
   constructor(private readonly o: LocalComputeOptions) {
     this.lanes = o.commandsOnly ? LANES_PER_PROCESS : 1;
-    const mine = (w: PrestartedWorker) =>
-      w.commandsOnly === Boolean(o.commandsOnly) || process.env.NODE_EXTRA_CA_CERTS === undefined;
+    // only those of this job's kind: a commands-only worker starts without the CA and with V8's
+    // late optimizing, neither of which suits a worker that runs module functions (or vice versa)
+    const mine = (w: PrestartedWorker) => w.commandsOnly === Boolean(o.commandsOnly);
     const all = o.prestarted?.splice(0) ?? []; // ours now
     this.prestarted = all.filter((w) => mine(w) && !gone(w.child));
     discardPrestarted(all.filter((w) => !this.prestarted.includes(w)));
