@@ -28,13 +28,15 @@ function forkerCommand(): [string, string[]] | undefined {
 }
 
 /**
- * The perl forker (the fallback of the C one, same protocol), one per worker: for each task it forks (a few hundred kB, not Node's tens of MB),
- * puts the child in a process group of its own, redirects its stdio, and execs `/bin/sh -c`.
+ * The perl forker (the fallback of the C one, same protocol), one per worker: for each task it
+ * forks (a few hundred kB, not Node's tens of MB), puts the child in a process group of its own,
+ * redirects its stdio, and execs `/bin/sh -c`.
  * Node's own spawn copies the whole worker process per task; this is what lets a worker keep up
  * with `xargs`. After the shell exits, whatever it left in its group is killed.
  *
  * A task is one line of tab-separated fields: cwd, stdin, stdout, log, command, then NAME=VALUE
- * variables for its environment; `%`, tab, newline and NUL are escaped as %XX in each (`escape`).
+ * variables for its environment; `%`, tab, newline and NUL are escaped as %XX in each
+ * (`escapeField`).
  *
  * Tasks run one at a time, in the order they were written; the worker may write several ahead,
  * so the next one starts the moment the last one exits, without a round trip through Node. For
@@ -44,9 +46,9 @@ function forkerCommand(): [string, string[]] | undefined {
  * kill it; shorter ones are reported only when they end. Reports are written in bulk: before it
  * waits for more input, before a task that outlives 20 ms, and every 32 tasks or once the oldest
  * waited 25 ms (every 8 tasks where perl lacks Time::HiRes), so the worker wakes up once per
- * many tasks: each wake-up of its Node process takes a core from the tasks. SIGUSR1 means "start no more": the task
- * running now runs to its end, the rest are never started; so does the worker's death (the
- * runner is reparented), so no queued task ever runs unsupervised.
+ * many tasks: each wake-up of its Node process takes a core from the tasks. SIGUSR1 means "start
+ * no more": the task running now runs to its end, the rest are never started; so does the
+ * worker's death (the runner is reparented), so no queued task ever runs unsupervised.
  */
 const SCRIPT = String.raw`
 my $stop = 0;

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import type { PrestartedWorker } from '../../compute/local/local-compute.js';
+import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
@@ -67,12 +67,11 @@ export function register(program: Command): void {
       // thread): their Node start-up overlaps the loading of the job.
       const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
       modules.catch(() => {}); // awaited below; a failure is reported there
-      const local = await import('../../compute/local/local-compute.js');
       const prestarted = takeEarly(file, flags.concurrency) ?? prestartFor(file, flags.concurrency);
       try {
         await runLocal(file, flags, prestarted, modules);
       } finally {
-        local.discardPrestarted(prestarted); // those the run did not take (it failed before it started them)
+        discardPrestarted(prestarted); // those the run did not take (it failed before it started them)
       }
     });
   addClusterOptions(program.commands.find((c) => c.name() === 'run')!);
