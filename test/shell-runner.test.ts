@@ -99,6 +99,11 @@ for (const kind of ['native', 'perl'] as const) {
       const y = task(dir, 'printf %s "${ODD-unset} $HOME" > out2.txt');
       assert.equal(((await r.run(y.t)) as RunnerExit).code, 0);
       assert.equal(readFileSync(path.join(dir, 'out2.txt'), 'utf8'), `unset ${process.env.HOME}`);
+      // as many variables as a task has (a step's env and the task's placeholders): none is dropped
+      const many = Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`V${i}`, `v${i}`]));
+      const z = task(dir, 'printf %s "$V0 $V255 $V256 $V299" > out3.txt', { env: many });
+      assert.equal(((await r.run(z.t)) as RunnerExit).code, 0);
+      assert.equal(readFileSync(path.join(dir, 'out3.txt'), 'utf8'), 'v0 v255 v256 v299');
     });
   });
 

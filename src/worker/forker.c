@@ -281,27 +281,27 @@ int main(void) {
     size_t len = (size_t)(nl - line);
     pos += len + 1;
     if (stop_flag || getppid() != worker) break;
-    /* the five fixed fields, then the task's variables (at most MAX_VARS) */
-    enum { MAX_VARS = 256 };
-    char *f[5 + MAX_VARS];
-    int k = 0;
-    char *p = line, *end = line + len;
-    while (k < 5 + MAX_VARS) {
-      char *t = memchr(p, '\t', (size_t)(end - p));
-      size_t flen = t ? (size_t)(t - p) : (size_t)(end - p);
-      f[k++] = unescape(p, flen);
-      if (!t) break;
-      p = t + 1;
-    }
-    if (k < 5) {
+    /* the five fixed fields, then the task's variables, as many as the line has */
+    char *end = line + len;
+    int fields = 1;
+    for (char *t = line; (t = memchr(t, '\t', (size_t)(end - t))) != NULL; t++) fields++;
+    char **f = fields >= 5 ? malloc((size_t)fields * sizeof *f) : NULL;
+    if (!f) {
       put("e %ld\n", -1, 0, 0, 1);
       flush_out();
       continue;
     }
-    char **env = task_env(f + 5, k - 5);
+    char *p = line;
+    for (int k = 0; k < fields; k++) {
+      char *t = k + 1 < fields ? memchr(p, '\t', (size_t)(end - p)) : end;
+      f[k] = unescape(p, (size_t)(t - p));
+      p = t + 1;
+    }
+    char **env = task_env(f + 5, fields - 5);
     pid_t pid = start(f[0], f[1], f[2], f[3], f[4], env);
     if (env && env != environ) free(env);
     if (pid < 0) {
+      free(f);
       put("e %ld\n", -1, 0, 0, 1);
       flush_out();
       continue;
@@ -336,6 +336,7 @@ int main(void) {
       size = stat(f[3], &sb) == 0 ? (long)sb.st_size : 0;
       if (size == 0) unlink(f[3]);
     }
+    free(f);
     put("e %ld %ld %ld\n", pid, st, size, 3);
     long now = now_ms();
     if (unflushed++ == 0) oldest_ms = now;
