@@ -3,6 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { LANES_PER_PROCESS } from '../src/compute/local/local-compute.js';
+import { PIPELINE_DEPTH } from '../src/worker/agent.js';
 import { rng, runCli, startCli, tempDir, writeFiles } from './helpers.js';
 
 /** Tasks in the chaos job: 2,000 in the suite, `CORRAL_CHAOS_TASKS` (10,000 in `npm run chaos`) otherwise. */
@@ -99,7 +101,11 @@ test(`chaos (sqlite): ${TASKS} tasks, a random worker SIGKILLed every 200–800 
   assert.equal(summary.counts.dead ?? 0, 0, r.stdout);
   // what killed workers staged is cleared when the job ends
   assert.equal(assertOutputs(dir, TASKS), 0, 'staging files of killed attempts were left behind');
-  // at-least-once execution: every task ran at least once; re-executions are bounded by the kills
+  // At-least-once execution: every task ran at least once. A kill re-runs, per worker of the killed
+  // process, at most what its forker had run or was running and it had not committed yet (the
+  // pipeline's depth and one); how many that is depends on how far the forker ran ahead, so on
+  // the machine's load (20-30 per kill on an idle machine, ~90 seen on a busy one).
+  const bound = Math.min(LANES_PER_PROCESS, 2) * (PIPELINE_DEPTH + 1);
   let executions = 0;
   for (let i = 0; i < TASKS; i++) {
     const marks = readFileSync(path.join(dir, 'marks', String(i)), 'utf8').split('\n').length - 1;
@@ -107,7 +113,8 @@ test(`chaos (sqlite): ${TASKS} tasks, a random worker SIGKILLed every 200–800 
     executions += marks;
   }
   t.diagnostic(`${executions} executions for ${TASKS} tasks`);
-  assert.ok(executions - TASKS <= kills * 64, `${executions - TASKS} re-executions for ${kills} kills`);
+  t.diagnostic(`${((executions - TASKS) / kills).toFixed(1)} re-executions per kill (bound ${bound})`);
+  assert.ok(executions - TASKS <= kills * bound, `${executions - TASKS} re-executions for ${kills} kills`);
 });
 
 /** Waits (bounded) until none of `pids` is alive. */

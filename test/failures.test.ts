@@ -84,3 +84,44 @@ retries: { maxAttempts: 2, backoff: { initial: 10ms } }
   const log = await runCli(['logs', 'throws', '0'], { cwd: dir });
   assert.match(log.stdout, /TypeError: not yet/);
 });
+
+test('module tasks that kill their worker are dead-lettered after their attempts; the tasks the worker held behind them are not charged', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': Array.from({ length: 40 }, (_, i) => `x${i}`).join('\n'),
+    // every run leaves a mark; tasks 10 and 20 take their whole worker process down
+    'poison.mjs': `import { appendFileSync } from 'node:fs';
+export default async (task) => {
+  appendFileSync('runs-' + task.index, 'x');
+  if (task.index === 10 || task.index === 20) process.kill(process.pid, 'SIGKILL');
+  return 'ok ' + task.index;
+};
+`,
+    'job.yaml': `name: poison
+tasks:
+  map: { lines: items.txt }
+  module: ./poison.mjs
+outputs: out/{index}
+concurrency: 1
+retries: { maxAttempts: 2, backoff: { initial: 10ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir, timeoutMs: 60_000 });
+  assert.equal(r.code, 1, r.stderr);
+  const summary = JSON.parse(r.stdout) as {
+    counts: Record<string, number>;
+    deadLetters: { key: string; attempts: number; error: string }[];
+  };
+  // each worker that died had claimed tasks after the poison with it: none of them was charged
+  assert.deepEqual(summary.deadLetters.map((d) => [d.key, d.attempts]).sort(), [
+    ['10', 2],
+    ['20', 2],
+  ]);
+  for (const d of summary.deadLetters) assert.match(d.error, /worker .* died \(SIGKILL\)/);
+  assert.equal(summary.counts.done, 38, r.stdout);
+  for (let i = 0; i < 40; i++) {
+    const poison = i === 10 || i === 20;
+    assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), poison ? 'xx' : 'x', `runs of task ${i}`);
+    if (!poison) assert.equal(readFileSync(path.join(dir, 'out', String(i)), 'utf8'), `ok ${i}`);
+  }
+});

@@ -6,6 +6,8 @@
  * fields and variables of any content.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -147,5 +149,30 @@ for (const kind of ['native', 'perl'] as const) {
       // the next run starts a fresh forker
       assert.equal(((await r.run(task(dir, 'true').t)) as RunnerExit).code, 0);
     });
+  });
+
+  test(`${kind} forker: when its worker dies, the running task ends and the queued ones never start`, async (t) => {
+    const dir = tempDir(t);
+    // a worker process (the built runner) queues four tasks, and is SIGKILLed once the first runs
+    const worker = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { ShellRunner } from ${JSON.stringify(path.join(ROOT, 'dist/worker/shell-runner.js'))};
+const r = new ShellRunner();
+const task = (command) => ({ command, cwd: process.cwd(), logFile: 'log-' + Math.random() + '.part',
+  onStart: () => process.kill(process.pid, 'SIGKILL') });
+for (const c of ['sleep 0.4; touch first', 'touch queued1', 'touch queued2', 'touch queued3']) r.run(task(c));`,
+      ],
+      { cwd: dir, env: { ...process.env, CORRAL_SHELL_RUNNER: kind }, stdio: 'ignore' },
+    );
+    const [, signal] = (await once(worker, 'exit')) as [number | null, string | null];
+    assert.equal(signal, 'SIGKILL');
+    await waitFor(() => existsSync(path.join(dir, 'first')), 5000);
+    // the forker, orphaned, looked at its parent before each queued task and started none
+    await new Promise((r) => setTimeout(r, 300));
+    for (const i of [1, 2, 3])
+      assert.equal(existsSync(path.join(dir, `queued${i}`)), false, `queued${i} ran`);
   });
 }

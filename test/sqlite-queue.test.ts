@@ -57,6 +57,60 @@ test('an expired lease returns the task, counted as an attempt; the last expiry 
   assert.match(dl!.error, /lease expired/);
 });
 
+test("a dead worker's leases: only the task it was running is charged; what it held behind it goes back uncounted", async (t) => {
+  const { q } = open(t);
+  q.enqueueSync(tasks(10));
+  // two claims, run in that order: 0..3, then 4..6 (a later claim time)
+  const first = q.claimSync('w1', 4, 60_000);
+  await new Promise((r) => setTimeout(r, 5));
+  q.claimSync('w1', 3, 60_000);
+  await q.complete([{ lease: first[0]!, outcome: 'ok', startedAt: 0, finishedAt: 1 }]);
+  // 1 was finished and committed, but not acknowledged: 2 is the one it was running
+  const asked: number[] = [];
+  const n = await q.expireOwner('w1', 'worker w1 died (SIGKILL)', async (p) => {
+    asked.push(p.i);
+    return p.i === 1;
+  });
+  assert.equal(n, 6);
+  assert.deepEqual(
+    asked,
+    [1, 2],
+    'the store was asked in the order the worker runs its tasks, up to the first uncommitted',
+  );
+  const byKey = new Map(q.claimSync('w2', 10, 60_000).map((l) => [l.key, l.attempt]));
+  assert.deepEqual(
+    [...byKey].sort((a, b) => Number(a[0]) - Number(b[0])),
+    [
+      ['1', 1],
+      ['2', 2],
+      ['3', 1],
+      ['4', 1],
+      ['5', 1],
+      ['6', 1],
+      ['7', 1],
+      ['8', 1],
+      ['9', 1],
+    ],
+  );
+  const rows = q.db
+    .prepare(
+      "SELECT outcome, count(*) AS n FROM attempts WHERE owner = 'w1' GROUP BY outcome ORDER BY outcome",
+    )
+    .all();
+  assert.deepEqual(rows, [
+    { outcome: 'expired', n: 1 },
+    { outcome: 'ok', n: 1 },
+    { outcome: 'released', n: 5 },
+  ]);
+  // the lease reaper does the same per owner: w2 stopped heartbeating in its first task
+  assert.equal(await q.reapExpired(Date.now() + 120_000), 9);
+  const again = q.claimSync('w3', 10, 60_000);
+  assert.deepEqual(
+    again.filter((l) => l.attempt !== byKey.get(l.key)).map((l) => [l.key, l.attempt]),
+    [['1', 2]],
+  );
+});
+
 test('a heartbeat extends every lease of its owner; release hands a task back without counting an attempt', async (t) => {
   const { q } = open(t);
   q.enqueueSync(tasks(3));

@@ -4,7 +4,7 @@ import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
 import { eventStream, logLevel } from '../observe/log.js';
-import type { DeadLetter, TaskCounts } from '../queue/queue.js';
+import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
@@ -258,11 +258,22 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       idPrefix: `w${runId}`,
       onEvent: (e) => {
         if (e.type === 'lost') {
-          const n = queue.expireOwner(e.worker, `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`);
-          if (n > 0) compute?.wake();
-          log.warn(
-            { event: 'worker-lost', ...e, leases: n },
-            `worker ${e.worker} lost; ${n} task(s) back to the queue`,
+          // its death is charged to the task it was running, the first whose output is not in
+          // the store; what it held behind that goes back uncounted
+          const reason = `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`;
+          const committed = (p: TaskPayload) =>
+            p.o === undefined ? Promise.resolve(false) : store.exists(p.o);
+          queue.expireOwner(e.worker, reason, committed).then(
+            (n) => {
+              if (n > 0) compute?.wake();
+              log.warn(
+                { event: 'worker-lost', ...e, leases: n },
+                `worker ${e.worker} lost; ${n} task(s) back to the queue`,
+              );
+            },
+            // the run ended meanwhile (the state file is closed); its leases expire on resume
+            (err: Error) =>
+              log.warn({ event: 'worker-lost', ...e, err: err.message }, `worker ${e.worker} lost`),
           );
         } else log.info({ event: `worker-${e.type}`, ...e });
       },

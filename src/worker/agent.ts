@@ -54,9 +54,11 @@ const FLUSH_MS = 200;
  * Shell tasks queued in the worker's forker behind the one running, so that the next starts the
  * moment the last exits instead of after a round trip through this process (they still run one
  * at a time). The forker reports every 32 tasks or 25 ms, so the queue must outlast that. A drain
- * or abort starts none of the queued ones.
+ * or abort starts none of the queued ones. It also bounds what a worker's death costs: the tasks
+ * its forker ran whose results it had not committed yet run again, at most this many and the one
+ * running (a forker whose worker died starts none of its queue).
  */
-const PIPELINE_DEPTH = 128;
+export const PIPELINE_DEPTH = 128;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 

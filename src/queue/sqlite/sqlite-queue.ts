@@ -33,6 +33,16 @@ interface ClaimRow {
   max_attempts: number;
 }
 
+/** A lease as the state file holds it (the reaper and a dead worker's clean-up read these). */
+interface LeaseRow {
+  id: number;
+  attempts: number;
+  max_attempts: number;
+  owner: string;
+  started_at: number;
+  payload: string;
+}
+
 /** A worker process as recorded in the state file. */
 export interface WorkerRow {
   id: string;
@@ -144,17 +154,20 @@ export class SqliteQueue implements Queue {
           attempt: db.prepare(
             'INSERT INTO attempts (task_id, attempt, owner, started_at, finished_at, outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)',
           ),
-          expired: db.prepare<
-            [number],
-            { id: number; attempts: number; max_attempts: number; owner: string; started_at: number }
-          >(
-            "SELECT id, attempts, max_attempts, owner, started_at FROM tasks WHERE state = 'leased' AND lease_expires <= ?",
+          // a worker's leases in the order it runs them: claim after claim, each in id order
+          held: db.prepare<[string], LeaseRow>(
+            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks
+             WHERE owner = ? AND state = 'leased' ORDER BY started_at, id`,
+          ),
+          expired: db.prepare<[number], LeaseRow>(
+            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks
+             WHERE state = 'leased' AND lease_expires <= ? ORDER BY owner, started_at, id`,
           ),
           expireOne: db.prepare(
             `UPDATE tasks SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
                owner = NULL, lease_expires = NULL, run_at = 0, last_error = ?,
                finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE finished_at END
-             WHERE id = ? AND state = 'leased' AND lease_expires <= ?`,
+             WHERE id = ? AND owner = ? AND state = 'leased'`,
           ),
         };
   }
@@ -271,23 +284,73 @@ export class SqliteQueue implements Queue {
   }
 
   async reapExpired(now = Date.now()): Promise<number> {
-    return this.expire(now, now, 'lease expired: the worker stopped heartbeating');
+    return this.db
+      .transaction(() => {
+        const byOwner = new Map<string, LeaseRow[]>();
+        for (const r of this.stmts.expired.all(now)) {
+          const rows = byOwner.get(r.owner);
+          if (rows) rows.push(r);
+          else byOwner.set(r.owner, [r]);
+        }
+        let n = 0;
+        for (const rows of byOwner.values())
+          n += this.endLeases(rows, rows[0], 'lease expired: the worker stopped heartbeating', now);
+        return n;
+      })
+      .immediate();
   }
 
   /**
-   * Ends every lease held by `owner` now, as a failed attempt (the worker is known to be gone).
-   * Returns how many tasks it returned to the queue or the dead letters.
+   * Ends every lease held by `owner`, a worker known to be gone. Only the task it was running is
+   * charged an attempt: the first of its leases in the order it runs them (claim time, then id)
+   * whose output is not `committed`. The ones queued behind it, and those it finished but had not
+   * acknowledged yet, go back to the queue as if never claimed: a worker holds a claimed batch
+   * (hundreds of short tasks), and counting its death against each would dead-letter tasks that
+   * never ran. Returns how many tasks went back to the queue or to the dead letters.
    */
-  expireOwner(owner: string, reason: string): number {
+  async expireOwner(
+    owner: string,
+    reason: string,
+    committed?: (payload: TaskPayload) => Promise<boolean>,
+  ): Promise<number> {
+    const rows = this.stmts.held.all(owner);
+    let suspect: LeaseRow | undefined;
+    for (const r of rows) {
+      if (!committed || !(await committed(JSON.parse(r.payload) as TaskPayload))) {
+        suspect = r;
+        break;
+      }
+    }
     const now = Date.now();
-    return this.db
-      .transaction(() => {
-        this.db
-          .prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'")
-          .run(now, owner);
-        return this.expireSync(now, now, reason);
-      })
-      .immediate();
+    // the worker is gone, so nothing changes these leases meanwhile but the reaper: each
+    // statement below acts only on a lease still held by `owner`
+    return this.db.transaction(() => this.endLeases(rows, suspect, reason, now)).immediate();
+  }
+
+  /**
+   * Ends leases of one owner (in the order it runs them): `suspect` is charged the attempt, as a
+   * failure with `reason` (or a dead letter after its last attempt); the others are released.
+   */
+  private endLeases(
+    rows: readonly LeaseRow[],
+    suspect: LeaseRow | undefined,
+    reason: string,
+    now: number,
+  ): number {
+    const { expireOne, release, attempt } = this.stmts;
+    let n = 0;
+    for (const r of rows) {
+      if (r === suspect) {
+        const last = r.attempts >= r.max_attempts;
+        if (expireOne.run(reason, now, r.id, r.owner).changes === 0) continue;
+        attempt.run(r.id, r.attempts, r.owner, r.started_at, now, last ? 'dead' : 'expired', reason);
+      } else {
+        if (release.run(r.id, r.owner).changes === 0) continue;
+        attempt.run(r.id, r.attempts, r.owner, r.started_at, now, 'released', reason);
+      }
+      n++;
+    }
+    return n;
   }
 
   /** Counts one input of each task waiting on `taskId` as there; a task with none left becomes pending. */
@@ -303,23 +366,6 @@ export class SqliteQueue implements Queue {
          WHERE owner = ? AND state = 'leased'`,
       )
       .run(owner).changes;
-  }
-
-  private expire(cutoff: number, now: number, reason: string): number {
-    return this.db.transaction(() => this.expireSync(cutoff, now, reason)).immediate();
-  }
-
-  private expireSync(cutoff: number, now: number, reason: string): number {
-    const { expired, expireOne, attempt } = this.stmts;
-    let n = 0;
-    for (const r of expired.all(cutoff)) {
-      const last = r.attempts >= r.max_attempts;
-      if (expireOne.run(reason, now, r.id, cutoff).changes > 0) {
-        attempt.run(r.id, r.attempts, r.owner, r.started_at, now, last ? 'dead' : 'expired', reason);
-        n++;
-      }
-    }
-    return n;
   }
 
   async counts(): Promise<TaskCounts> {
