@@ -93,6 +93,22 @@ test('corral run FILE prestarts its workers before the command line loads, and o
   assert.equal(takeEarly(job, 3), undefined);
   await waitFor(() => !started.some((pid) => workerChildren().includes(pid)), 10_000);
 
+  // every option of `corral run` that takes a value (but -c and --cluster, read apart) is known
+  // to the glance, or its value would be taken for the FILE
+  const { VALUED } = await import('../src/cli/early-start.js');
+  const { buildProgram } = await import('../src/cli/program.js');
+  const program = await buildProgram(['node', 'corral', 'run']);
+  const run = program.commands.find((c) => c.name() === 'run')!;
+  const valued = [...program.options, ...run.options]
+    .filter((o) => (o.required || o.optional) && o.long !== '--concurrency' && o.long !== '--cluster')
+    .map((o) => o.long!);
+  assert.ok(valued.length >= 6, valued.join(' '));
+  assert.deepEqual(
+    valued.filter((o) => !VALUED.has(o)),
+    [],
+    'options with a value that startEarly does not know',
+  );
+
   // on a cluster, asking for help, or an unreadable file: nothing starts
   for (const argv of [
     ['run', job, '--cluster', 'c'],

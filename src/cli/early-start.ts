@@ -14,8 +14,27 @@ import {
 } from '../compute/local/local-compute.js';
 import { peekJob } from '../spec/peek.js';
 
-/** Options of `corral run` that take a value (the value is not the FILE). */
-const VALUED = new Set(['--state-dir', '--var', '--workdir', '--ui-port', '--ui-host', '--token']);
+/**
+ * Options of `corral run` (and of `corral` itself) that take a value, so the value is not taken
+ * for the FILE. test/local-compute.test.ts checks this against what commander is given.
+ */
+export const VALUED = new Set([
+  '--state-dir',
+  '--var',
+  '--workdir',
+  '--ui-port',
+  '--ui-host',
+  '--token',
+  '--log-format',
+  '--log-level',
+  // the cluster's (without --cluster they do nothing, but still take a value)
+  '--outputs',
+  '--queue-url',
+  '--dlq-url',
+  '--bucket',
+  '--region',
+  '--endpoint-url',
+]);
 
 interface Early {
   readonly file: string;

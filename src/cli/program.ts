@@ -25,7 +25,8 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<{ register: Regist
 /** Exit code for an error inside corral itself (not bad input, not a failed job). */
 const EXIT_INTERNAL = 70;
 
-async function buildProgram(argv: readonly string[]): Promise<Command> {
+/** The command line, with the command named in `argv` registered (all of them for help or an unknown one). */
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command('corral')
     .description(
       'Run embarrassingly parallel jobs on this machine or on a private AWS cluster, from one typed spec.',
