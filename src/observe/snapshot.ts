@@ -6,9 +6,10 @@
  * agree with each other run in one read transaction, i.e. on one snapshot of the file.
  */
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { pidAlive } from '../engine/process-utils.js';
 import { jobPaths } from '../engine/state-dir.js';
+import { openStateDb } from '../queue/sqlite/sqlite-queue.js';
 
 /** Tasks by state (the queue's TaskCounts, plus `skipped`: tasks of a workflow not run because a step they need failed). */
 export interface Counts {
@@ -267,9 +268,8 @@ export class StateReader {
       this.close();
       this.generation++;
     }
-    const db = new Database(this.paths.db, { readonly: true, fileMustExist: true });
     // A reader waits briefly on a checkpoint or recovery; it never holds a write lock.
-    db.pragma('busy_timeout = 2000');
+    const db = openStateDb(this.paths.db, { readonly: true, busyTimeoutMs: 2000 });
     const ready = db
       .prepare(
         "SELECT count(*) AS n FROM sqlite_master WHERE name IN ('tasks', 'counts', 'attempts', 'workers', 'meta')",

@@ -245,8 +245,8 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
 /** Per-step counts from a workflow's ledger (the coordinator's view at its last poll), if there is one. */
 async function ledgerSteps(file: string): Promise<Record<string, TaskCounts> | undefined> {
   if (!existsSync(file)) return undefined;
-  const { default: Database } = await import('better-sqlite3');
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const { openStateDb } = await import('../../queue/sqlite/sqlite-queue.js');
+  const db = openStateDb(file, { readonly: true });
   try {
     const rows = db.prepare('SELECT step, state, count(*) AS n FROM tasks GROUP BY step, state').all() as {
       step: string;
