@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { runClusterJob } from '../src/engine/cluster-run.js';
+import { SqsQueue } from '../src/queue/sqs/sqs-queue.js';
 import { loadJobFile } from '../src/spec/job.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { type FakeImds, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
@@ -88,4 +90,38 @@ lease: 5s
     assert.equal(readFileSync(path.join(dir, 'out', `${stem}.txt`), 'utf8'), `${text}\n`);
   }
   assert.equal(imds.tokenless, 0, 'IMDSv2 only');
+});
+
+test("a task past its last attempt is recorded as failed in its job's folder, even when a worker still looking for a job receives it", async (t) => {
+  const dir = tempDir(t);
+  const { queueUrl, dlqUrl } = await peer.createQueues('cl-dead');
+  await peer.createBucket('cl-dead-bucket');
+  // a task with one attempt, whose lease expired: its message comes back once more
+  const producer = new SqsQueue({ client: peer.sqs, queueUrl, job: 'gone', maxAttempts: 1 });
+  await producer.enqueue([{ key: '7', step: 'map', payload: { i: 7 } }]);
+  const first = await peer.sqs.send(
+    new ReceiveMessageCommand({ QueueUrl: queueUrl, VisibilityTimeout: 0, WaitTimeSeconds: 1 }),
+  );
+  assert.equal(first.Messages?.length, 1);
+  // the worker's first receive is the one that looks for a job: it finds the task past its attempts
+  const r = await runClusterWorker({
+    queueUrl,
+    deadLetterQueueUrl: dlqUrl,
+    bucket: 'cl-dead-bucket',
+    region: 'us-east-1',
+    endpointUrl: peer.endpoint,
+    id: 'w-dead',
+    cacheDir: path.join(dir, 'w'),
+    idleExitMs: 1500,
+    spot: false,
+    log: () => {},
+  });
+  assert.equal(r.reason, 'idle');
+  const marker = peer.readObject('cl-dead-bucket', 'jobs/gone/failed/7');
+  assert.ok(marker, `no failure marker; keys: ${peer.objectKeys('cl-dead-bucket', '').join(', ')}`);
+  const f = JSON.parse(marker.toString('utf8')) as { key: string; attempts: number; error: string };
+  assert.deepEqual([f.key, f.attempts], ['7', 1]);
+  assert.match(f.error, /lease expired/);
+  const dlq = await peer.sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 1 }));
+  assert.equal(dlq.Messages?.length, 1, 'the message was moved to the dead-letter queue');
 });

@@ -285,12 +285,30 @@ export async function runClusterWorker(
   let releaseMs: number | undefined;
   let ran = 0;
 
+  // A dead letter is recorded in its job's folder of the bucket, where the coordinator looks for
+  // failures: whichever queue client received it, the one looking for the next job included.
+  const recordDeadLetter = async (d: DeadLetter & { readonly job?: string }) => {
+    if (d.job === undefined) return; // not a corral task: only moved to the dead-letter queue
+    const store = new S3Store({
+      client: s3,
+      bucket: o.bucket,
+      prefix: jobPrefix(d.job),
+      stagingDir: path.join(root, 'staging'),
+    });
+    await store.putFailure({
+      key: d.key,
+      error: d.error,
+      attempts: d.attempts,
+      at: new Date().toISOString(),
+    });
+  };
   const discovery = new SqsQueue({
     client: sqsClient,
     queueUrl: o.queueUrl,
     deadLetterQueueUrl: o.deadLetterQueueUrl,
     prefetch: 1,
     waitTimeSeconds: 2,
+    onDeadLetter: recordDeadLetter,
   });
 
   const stop = (why: 'drain' | 'abort') => {
@@ -371,13 +389,7 @@ export async function runClusterWorker(
           maxAttempts: job.steps[0]?.retries.maxAttempts,
           prefetch: o.prefetch,
           waitTimeSeconds: 1,
-          onDeadLetter: (d) =>
-            store.putFailure({
-              key: d.key,
-              error: d.error,
-              attempts: d.attempts,
-              at: new Date().toISOString(),
-            }),
+          onDeadLetter: recordDeadLetter,
         });
         const store = new S3Store({
           client: s3,
