@@ -65,6 +65,35 @@ export async function untilReachable<T>(fn: () => Promise<T>, log: (line: string
   }
 }
 
+/** Files moved to or from the bucket at once: each is a round trip or more, mostly waiting. */
+export const TRANSFERS_IN_FLIGHT = 16;
+
+/**
+ * Runs `fn` on each of `items`, at most `limit` at a time. The first error stops it from starting
+ * more; it is thrown once the running ones have ended.
+ */
+export async function eachLimit<T>(
+  items: Iterable<T>,
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const it = items[Symbol.iterator]();
+  let failed = false;
+  const lane = async () => {
+    for (let n = it.next(); !n.done && !failed; n = it.next()) {
+      try {
+        await fn(n.value);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const lanes = await Promise.allSettled(Array.from({ length: limit }, lane));
+  const err = lanes.find((l) => l.status === 'rejected');
+  if (err) throw err.reason;
+}
+
 /**
  * Uploads local files (relative to the job folder) below the job's `inputs/` prefix, where the
  * workers stage them from; a file already there with the same size is kept. Returns how many
@@ -72,13 +101,13 @@ export async function untilReachable<T>(fn: () => Promise<T>, log: (line: string
  */
 export async function uploadInputs(s: ClusterSession, files: Iterable<string>): Promise<number> {
   let uploaded = 0;
-  for (const rel of files) {
+  await eachLimit(files, TRANSFERS_IN_FLIGHT, async (rel) => {
     const abs = path.resolve(s.job.baseDir, rel);
     const key = s.store.keyOf(`inputs/${rel.split(path.sep).join('/')}`);
     const size = statSync(abs).size;
     try {
       const h = await s.s3.send(new HeadObjectCommand({ Bucket: s.target.bucket, Key: key }));
-      if (h.ContentLength === size) continue;
+      if (h.ContentLength === size) return;
     } catch {
       // not there yet
     }
@@ -88,7 +117,7 @@ export async function uploadInputs(s: ClusterSession, files: Iterable<string>): 
       queueSize: 4,
     }).done();
     uploaded++;
-  }
+  });
   if (uploaded)
     s.log(`uploaded ${uploaded} input file(s) to s3://${s.target.bucket}/${s.store.keyOf('inputs/')}`);
   return uploaded;

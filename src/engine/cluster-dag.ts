@@ -23,9 +23,11 @@ import {
   bucketState,
   type ClusterSession,
   completionKey,
+  eachLimit,
   enqueueAll,
   publishJob,
   rateOf,
+  TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
@@ -107,14 +109,16 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
        WHERE id = ? AND state IN ('pending', 'leased', 'blocked')`,
     );
     const collect = opts.collect !== false;
-    const download = async (p: TaskPayload, overwrite: boolean) => {
+    /** Downloads what `finished` tasks wrote into the job folder; returns how many files. */
+    const download = async (finished: readonly TaskPayload[], overwrite: boolean) => {
       if (!collect) return 0;
       let n = 0;
-      for (const f of [...(p.o !== undefined ? [p.o] : []), ...(p.outs ?? [])]) {
+      const files = finished.flatMap((p) => [...(p.o !== undefined ? [p.o] : []), ...(p.outs ?? [])]);
+      await eachLimit(files, TRANSFERS_IN_FLIGHT, async (f) => {
         const dest = path.resolve(job.baseDir, f);
-        if (!overwrite && existsSync(dest)) continue;
+        if (!overwrite && existsSync(dest)) return;
         if (await untilReachable(() => store.download(f, dest), log)) n++;
-      }
+      });
       return n;
     };
 
@@ -134,8 +138,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
         }
       }
       // outputs first: a step that globs what its needed steps wrote is planned from the job folder
-      let downloaded = 0;
-      for (const p of finished) downloaded += await download(p, overwrite);
+      const downloaded = await download(finished, overwrite);
       if (downloaded) log(`job ${name}: downloaded ${downloaded} output(s) into ${job.baseDir}`);
       dag.markFound(done);
       const now = Date.now();

@@ -6,7 +6,7 @@
  * again with an empty state dir rebuilds its progress from the bucket. Workflows (steps,
  * HyperFlow) go to cluster-dag.ts, which keeps a DAG ledger beside the same bucket truth.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
 import type { ClusterTarget } from '../aws/outputs.js';
@@ -22,9 +22,11 @@ import {
   bucketState,
   type ClusterSession,
   completionKey,
+  eachLimit,
   enqueueAll,
   publishJob,
   rateOf,
+  TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
@@ -216,13 +218,14 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   const final = await untilReachable(() => bucketState(store), log);
   if (!interrupted && opts.collect !== false) {
     let n = 0;
-    for (const p of tasks) {
-      if (p.o === undefined || !final.committed.has(p.o)) continue;
-      const dest = path.resolve(job.baseDir, p.o);
-      if (existsSync(dest)) continue;
-      mkdirSync(path.dirname(dest), { recursive: true });
-      if (await untilReachable(() => store.download(p.o!, dest), log)) n++;
-    }
+    const outputs = tasks.flatMap((p) =>
+      p.o !== undefined && final.committed.has(p.o) && !existsSync(path.resolve(job.baseDir, p.o))
+        ? [p.o]
+        : [],
+    );
+    await eachLimit(outputs, TRANSFERS_IN_FLIGHT, async (o) => {
+      if (await untilReachable(() => store.download(o, path.resolve(job.baseDir, o)), log)) n++;
+    });
     if (n) log(`downloaded ${n} output(s) into ${job.baseDir}`);
   }
   const deadLetters: DeadLetter[] = [...final.dead.values()].map((f) => ({
