@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { checkBudget, down, findCredentialSource, up } from '../src/infra/deploy.js';
+import { planCluster } from '../src/infra/plan.js';
 import { defineCluster } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
 
@@ -87,5 +88,17 @@ describe('up / down without AWS', () => {
     // A generous budget passes.
     const ok = defineCluster({ ...tight, budget: { maxHourly: 100 } } as never);
     assert.ok(checkBudget(ok).peakHourly.expected < 100);
+  });
+  it('up deploys nothing when the plan it is given (the one corral up showed) fails; it does not plan again', async () => {
+    const spec = defineCluster({ name: 'shown', region: 'us-east-1', network: { azs: ['us-east-1a'] } });
+    const shown = planCluster(spec);
+    assert.equal(shown.ok, true, shown.problems.join('; '));
+    // the plan as shown, but failing: up must judge by it, not by a plan of its own (which passes)
+    const failing = { ...shown, ok: false, problems: ['AwsSolutions-X1: a finding shown to the user'] };
+    const err = await up(spec, { env: { AWS_PROFILE: 'x' }, plan: failing, log: () => {} }).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof UsageError && err.field === 'suppressions', String(err));
+    assert.match(err.message, /AwsSolutions-X1/);
   });
 });

@@ -39,6 +39,12 @@ export interface UpOptions extends AwsCallOptions {
    * @default false
    */
   readonly ignorePlanErrors?: boolean;
+  /**
+   * The plan of this spec, if the caller made it already (to show it): spares synthesizing and
+   * checking the stack again before the deployment's own synthesis.
+   * @default - planned here
+   */
+  readonly plan?: PlanReport;
 }
 
 /** What `up` returns. */
@@ -143,7 +149,7 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   checkBudget(spec);
   requireCredentials(opts);
-  const plan = planCluster(spec, { baseDir: opts.baseDir });
+  const plan = opts.plan ?? planCluster(spec, { baseDir: opts.baseDir });
   if (!plan.ok && !opts.ignorePlanErrors) {
     throw new UsageError(
       'suppressions',

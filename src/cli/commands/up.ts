@@ -21,6 +21,7 @@ export function register(program: Command): void {
       const spec = loadClusterFile(file);
       checkBudget(spec);
       requireCredentials();
+      let plan: ReturnType<typeof planCluster> | undefined;
       if (!opts.yes) {
         if (!process.stdin.isTTY) {
           throw new UsageError(
@@ -29,7 +30,8 @@ export function register(program: Command): void {
             'pass --yes to create the cluster',
           );
         }
-        process.stderr.write(formatPlan(planCluster(spec)));
+        plan = planCluster(spec);
+        process.stderr.write(formatPlan(plan));
         const rl = createInterface({ input: process.stdin, output: process.stderr });
         const answer = await rl.question(
           `Create or update stack corral-${spec.name} in ${spec.region}? [y/N] `,
@@ -40,7 +42,7 @@ export function register(program: Command): void {
           return;
         }
       }
-      const result = await up(spec);
+      const result = await up(spec, { plan });
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({ stackName: result.stackName, outputs: result.outputs })}\n`);
       } else {
