@@ -10,10 +10,19 @@ import { chmodSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { runClusterJob } from '../src/engine/cluster-run.js';
-import { agentPart, workerUserData } from '../src/infra/user-data.js';
+import { agentPart, WORKER_LOG_FILE, workerUserData } from '../src/infra/user-data.js';
 import { loadJobFile } from '../src/spec/job.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { CLI, tempDir, writeFiles } from './helpers.js';
+
+/** The part of the CloudWatch agent's configuration the bootstrap writes. */
+interface CwConfig {
+  logs: {
+    logs_collected: {
+      files: { collect_list: { file_path: string; log_group_name: string; log_stream_name: string }[] };
+    };
+  };
+}
 
 let peer: Peer;
 before(async () => {
@@ -45,6 +54,20 @@ test('the worker bootstrap: worker.env from the stack outputs, no credentials, s
     /\[Service\][\s\S]*EnvironmentFile=\/etc\/corral\/worker\.env[\s\S]*Restart=on-failure/,
   );
   assert.match(script, /systemctl enable --now corral-worker\.service/);
+  // the worker's log goes to a file the CloudWatch agent ships to the cluster's log group
+  assert.match(script, new RegExp(`StandardOutput=append:${WORKER_LOG_FILE}\n`));
+  assert.match(script, new RegExp(`StandardError=append:${WORKER_LOG_FILE}\n`));
+  const cw = /cat > (\S+) <<'CORRAL_CWAGENT'\n([\s\S]*?)\nCORRAL_CWAGENT\n/.exec(script);
+  assert.ok(cw, 'no CloudWatch agent configuration');
+  assert.match(script, new RegExp(`amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${cw[1]}`));
+  const shipped = (JSON.parse(cw[2]!) as CwConfig).logs.logs_collected.files.collect_list;
+  assert.deepEqual(
+    shipped.map((f) => [f.file_path, f.log_group_name, f.log_stream_name]),
+    [
+      [WORKER_LOG_FILE, '/corral/boot', '{instance_id}/worker'],
+      ['/var/log/cloud-init-output.log', '/corral/boot', '{instance_id}/bootstrap'],
+    ],
+  );
   assert.doesNotMatch(
     script,
     /AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|corral-test/,

@@ -2,6 +2,7 @@
  * Startup scripts as pure functions of their inputs, so they can be tested without synthesis.
  * Values may be CDK tokens (strings); the caller wraps the text in `UserData.custom`.
  */
+import path from 'node:path';
 
 /** Where a worker finds its cluster: the values of the stack outputs. */
 export interface WorkerUserDataOptions {
@@ -40,6 +41,36 @@ export function shellQuote(v: string): string {
   return `'${v.replace(/'/g, `'"'"'`)}'`;
 }
 
+/** The worker's own log on a host (its stdout and stderr), shipped to the cluster's log group. */
+export const WORKER_LOG_FILE = '/var/log/corral/worker.log';
+/** Where the worker bootstrap puts the CloudWatch agent's configuration. */
+const CW_AGENT_CONFIG = '/opt/aws/amazon-cloudwatch-agent/etc/corral.json';
+
+/**
+ * The CloudWatch agent's configuration on a worker host: the worker's log and the bootstrap's
+ * output go to the cluster's log group, in streams `INSTANCE-ID/worker` and `INSTANCE-ID/bootstrap`.
+ */
+export function cloudWatchAgentConfig(logGroupName: string): object {
+  const file = (filePath: string, stream: string) => ({
+    file_path: filePath,
+    log_group_name: logGroupName,
+    log_stream_name: `{instance_id}/${stream}`,
+  });
+  return {
+    agent: { run_as_user: 'root' },
+    logs: {
+      logs_collected: {
+        files: {
+          collect_list: [
+            file(WORKER_LOG_FILE, 'worker'),
+            file('/var/log/cloud-init-output.log', 'bootstrap'),
+          ],
+        },
+      },
+    },
+  };
+}
+
 /** Marks the agent part of the worker bootstrap (what runs the worker, without installing anything). */
 export const AGENT_BEGIN = '# >>> corral agent';
 export const AGENT_END = '# <<< corral agent';
@@ -48,8 +79,9 @@ export const AGENT_END = '# <<< corral agent';
  * The worker bootstrap (EC2 user data of a pool): writes `$CORRAL_ETC_DIR/worker.env` (default
  * /etc/corral) from the stack outputs, installs Node 20 and corral from npm, and starts
  * `corral worker` under systemd (`corral-worker.service`, Restart=on-failure; a clean exit after
- * the idle time powers the instance off, which is how the pool scales in). No credential is
- * written: the worker uses the instance role through IMDSv2.
+ * the idle time powers the instance off, which is how the pool scales in). Its log
+ * ({@link WORKER_LOG_FILE}) and the bootstrap's output go to the cluster's log group through the
+ * CloudWatch agent. No credential is written: the worker uses the instance role through IMDSv2.
  *
  * `CORRAL_BOOTSTRAP_SKIP_INSTALL=1` in the environment skips installation and systemd and runs
  * the worker in the foreground (`corral` must be on PATH): the agent part between
@@ -105,6 +137,14 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     'command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node',
     'command -v npm >/dev/null || ln -sf "$(command -v npm-20)" /usr/local/bin/npm',
     `npm install -g ${shellQuote(`corral@${version}`)}`,
+    "# the worker's log and this script's output to CloudWatch Logs (the worker runs without it)",
+    `mkdir -p ${path.posix.dirname(CW_AGENT_CONFIG)} ${path.posix.dirname(WORKER_LOG_FILE)}`,
+    `cat > ${CW_AGENT_CONFIG} <<'CORRAL_CWAGENT'`,
+    JSON.stringify(cloudWatchAgentConfig(o.logGroupName), null, 2),
+    'CORRAL_CWAGENT',
+    `if ! { dnf install -y amazon-cloudwatch-agent && /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${CW_AGENT_CONFIG}; }; then`,
+    `  echo "corral: the CloudWatch agent did not start; the worker's log stays in ${WORKER_LOG_FILE}" >&2`,
+    'fi',
     'id corral >/dev/null 2>&1 || useradd --system --home-dir /var/lib/corral --shell /sbin/nologin corral',
     ...(o.image
       ? [
@@ -121,6 +161,9 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     '[Service]',
     'User=corral',
     'StateDirectory=corral',
+    'LogsDirectory=corral',
+    `StandardOutput=append:${WORKER_LOG_FILE}`,
+    `StandardError=append:${WORKER_LOG_FILE}`,
     'EnvironmentFile=/etc/corral/worker.env',
     'Environment=CORRAL_CACHE_DIR=/var/lib/corral/cache',
     'ExecStart=/usr/bin/env corral worker',
