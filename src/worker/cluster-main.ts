@@ -277,7 +277,11 @@ export async function runClusterWorker(
   const cache = new InputCache({ client: s3, dir: path.join(root, 'inputs'), maxBytes: o.cacheBytes });
   const logsDir = path.join(root, 'logs', id);
   await fsp.mkdir(logsDir, { recursive: true });
-  const bucketStore = new S3Store({ client: s3, bucket: o.bucket, stagingDir: path.join(root, 'staging') });
+  const stagingDir = path.join(root, 'staging');
+  const bucketStore = new S3Store({ client: s3, bucket: o.bucket, stagingDir });
+  /** The store of job `name`: its folder of the bucket. */
+  const jobStore = (name: string) =>
+    new S3Store({ client: s3, bucket: o.bucket, prefix: jobPrefix(name), stagingDir });
   const idleExitMs = o.idleExitMs ?? 600_000;
   const jobs = new Map<string, LoadedJob>();
   let reason: ClusterWorkerResult['reason'] | undefined;
@@ -289,13 +293,7 @@ export async function runClusterWorker(
   // failures: whichever queue client received it, the one looking for the next job included.
   const recordDeadLetter = async (d: DeadLetter & { readonly job?: string }) => {
     if (d.job === undefined) return; // not a corral task: only moved to the dead-letter queue
-    const store = new S3Store({
-      client: s3,
-      bucket: o.bucket,
-      prefix: jobPrefix(d.job),
-      stagingDir: path.join(root, 'staging'),
-    });
-    await store.putFailure({
+    await jobStore(d.job).putFailure({
       key: d.key,
       error: d.error,
       attempts: d.attempts,
@@ -391,12 +389,7 @@ export async function runClusterWorker(
           waitTimeSeconds: 1,
           onDeadLetter: recordDeadLetter,
         });
-        const store = new S3Store({
-          client: s3,
-          bucket: o.bucket,
-          prefix: jobPrefix(name),
-          stagingDir: path.join(root, 'staging'),
-        });
+        const store = jobStore(name);
         const queue = new ClusterJobQueue(
           sqs,
           job,
