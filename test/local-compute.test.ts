@@ -62,7 +62,7 @@ function workerChildren(): number[] {
 }
 
 test('corral run FILE prestarts its workers before the command line loads, and only for that run', async (t) => {
-  const { startEarly, takeEarly } = await import('../src/cli/early-start.js');
+  const { startEarly, takeEarly, VALUED } = await import('../src/cli/early-start.js');
   const dir = tempDir(t);
   const job = path.join(dir, 'job.yaml');
   writeFileSync(
@@ -95,7 +95,6 @@ test('corral run FILE prestarts its workers before the command line loads, and o
 
   // every option of `corral run` that takes a value (but -c and --cluster, read apart) is known
   // to the glance, or its value would be taken for the FILE
-  const { VALUED } = await import('../src/cli/early-start.js');
   const { buildProgram } = await import('../src/cli/program.js');
   const program = await buildProgram(['node', 'corral', 'run']);
   const run = program.commands.find((c) => c.name() === 'run')!;
