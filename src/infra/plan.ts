@@ -34,6 +34,13 @@ export interface SynthOptions {
    * @default - the spec file's folder
    */
   readonly baseDir?: string;
+  /**
+   * Folder the cloud assembly is synthesized into and kept, as `cdk synth` leaves it: the stack's
+   * template as `<stackName>.template.json`, its file assets (`asset.*`), `manifest.json` and
+   * `tree.json`. Created if missing; files already in it are overwritten, others are left alone.
+   * @default - a temporary folder, removed once synthesized
+   */
+  readonly outdir?: string;
 }
 
 /** A synthesized cluster: the construct tree and its template. */
@@ -42,6 +49,11 @@ export interface SynthesizedCluster {
   readonly stack: ClusterStack;
   /** The CloudFormation template as JSON. */
   readonly template: CfnTemplate;
+  /**
+   * Path of the template file in `SynthOptions.outdir`.
+   * @default - none: synthesized into a temporary folder, already removed
+   */
+  readonly templateFile?: string;
   /** Warnings and errors the CDK attached to constructs. */
   readonly messages: readonly { level: string; path: string; text: string }[];
 }
@@ -55,7 +67,7 @@ export interface CfnTemplate {
 }
 
 /**
- * Synthesizes the cluster stack in-process, offline, into a temporary folder.
+ * Synthesizes the cluster stack in-process, offline, into `opts.outdir` or a temporary folder.
  *
  * aws-cdk-lib's own CloudFormation schema validation (a WASM validator run on every synth unless
  * CDK_VALIDATION=false) is skipped here unless CDK_VALIDATION is set: it was 5 s of CPU of a 6 s
@@ -63,7 +75,7 @@ export interface CfnTemplate {
  * `corral up` still runs it when it synthesizes the stack it deploys.
  */
 export function synthCluster(spec: ClusterSpec, opts: SynthOptions = {}): SynthesizedCluster {
-  const outdir = mkdtempSync(path.join(os.tmpdir(), 'corral-synth-'));
+  const outdir = opts.outdir ?? mkdtempSync(path.join(os.tmpdir(), 'corral-synth-'));
   const validation = process.env.CDK_VALIDATION;
   if (validation === undefined) process.env.CDK_VALIDATION = 'false';
   try {
@@ -80,10 +92,16 @@ export function synthCluster(spec: ClusterSpec, opts: SynthOptions = {}): Synthe
       path: m.id,
       text: typeof m.entry.data === 'string' ? m.entry.data : JSON.stringify(m.entry.data),
     }));
-    return { app, stack, template: artifact.template as CfnTemplate, messages };
+    return {
+      app,
+      stack,
+      template: artifact.template as CfnTemplate,
+      templateFile: opts.outdir === undefined ? undefined : artifact.templateFullPath,
+      messages,
+    };
   } finally {
     if (validation === undefined) delete process.env.CDK_VALIDATION;
-    rmSync(outdir, { recursive: true, force: true });
+    if (opts.outdir === undefined) rmSync(outdir, { recursive: true, force: true });
   }
 }
 
@@ -433,7 +451,10 @@ export function planFromSynth(spec: ClusterSpec, synth: SynthesizedCluster): Pla
   };
 }
 
-/** Synthesizes offline (no credentials), runs cdk-nag, checks limits and prices the spec. */
+/**
+ * Synthesizes offline (no credentials), runs cdk-nag, checks limits and prices the spec. With
+ * `opts.outdir`, the cloud assembly (template included) is kept in that folder.
+ */
 export function planCluster(spec: ClusterSpec, opts: SynthOptions = {}): PlanReport {
   return planFromSynth(spec, synthCluster(spec, opts));
 }
