@@ -4,18 +4,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import {
+  architectureOf,
   type ClusterSpecInput,
   defineCluster,
+  isEcrImage,
   loadClusterFile,
   parseDataBucket,
 } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
+import { runCli, tempDir } from './helpers.js';
 
 const base: ClusterSpecInput = {
   name: 'demo',
   region: 'us-east-1',
   network: { azs: ['us-east-1a', 'us-east-1b'] },
 };
+
+const ECR = '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1';
 
 function refused(spec: unknown, field: RegExp): UsageError {
   try {
@@ -172,6 +177,196 @@ describe('cluster spec', () => {
       }).dataBuckets.length,
       1,
     );
+  });
+
+  it('architectureOf: Graviton families are arm64, everything else x86_64', () => {
+    const arm = [
+      'a1.large',
+      'c6g.large',
+      'c6gd.xlarge',
+      'c6gn.16xlarge',
+      'c7g.large',
+      'c7gd.large',
+      'c7gn.large',
+      'c8g.large',
+      'm6g.large',
+      'm7g.large',
+      'm8g.large',
+      'r6g.large',
+      'r7g.large',
+      'r8g.large',
+      't4g.small',
+      'x2gd.large',
+      'im4gn.large',
+      'is4gen.large',
+      'i4g.large',
+      'g5g.xlarge',
+      'hpc7g.4xlarge',
+      'c7g.metal',
+      'mac2-m2pro.metal',
+    ];
+    const x86 = [
+      'g4dn.xlarge',
+      'g4ad.xlarge',
+      'g5.xlarge',
+      'g6.xlarge',
+      'g6e.xlarge',
+      'gr6.4xlarge',
+      'p3.2xlarge',
+      'p4d.24xlarge',
+      'p5.48xlarge',
+      'c7a.large',
+      'm7i.large',
+      'm7i-flex.large',
+      'inf2.xlarge',
+      'trn1.2xlarge',
+      'trn1n.32xlarge',
+      't3.small',
+      't3a.small',
+      'c5n.large',
+      'x2iedn.xlarge',
+      'u7i-12tb.224xlarge',
+      'u-6tb1.metal',
+      'mac1.metal',
+      'dl1.24xlarge',
+    ];
+    for (const t of arm) assert.equal(architectureOf(t), 'arm64', t);
+    for (const t of x86) assert.equal(architectureOf(t), 'x86_64', t);
+  });
+
+  it('refuses a pool that mixes x86_64 and arm64 types, naming both', () => {
+    const err = refused(
+      { ...base, pools: [{ name: 'a', instanceTypes: ['c7g.large', 'c7i.large', 't4g.large'] }] },
+      /^pools\[0\]\.instanceTypes$/,
+    );
+    assert.match(
+      err.problem,
+      /mixes x86_64 and arm64 types \(x86_64: c7i\.large; arm64: c7g\.large, t4g\.large\)/,
+    );
+    assert.match(err.fix ?? '', /one pool per architecture/);
+    // one architecture per pool is fine, either one
+    const spec = defineCluster({
+      ...base,
+      pools: [
+        { name: 'arm', instanceTypes: ['c7g.large', 'm7g.large'] },
+        { name: 'x86', instanceTypes: ['c7i.large', 'c7a.large'] },
+        { name: 'armecs', instanceTypes: ['c7g.large'], capacity: 'ecs', image: ECR },
+      ],
+    });
+    assert.equal(spec.pools.length, 3);
+  });
+
+  it('refuses arm64 GPU types (g5g) in a GPU pool, for ecs and asg, with x86 GPU families in the fix', () => {
+    for (const capacity of ['ecs', 'asg'] as const) {
+      const err = refused(
+        { ...base, pools: [{ name: 'g', instanceTypes: ['g5g.xlarge'], capacity, image: ECR }] },
+        /^pools\[0\]\.instanceTypes$/,
+      );
+      assert.match(err.problem, /g5g\.xlarge is an arm64 GPU type/);
+      assert.match(err.problem, capacity === 'ecs' ? /no ECS GPU-optimized AMI for arm64/ : /x86_64 only/);
+      assert.match(err.fix ?? '', /g4dn, g5, g6/);
+    }
+    refused(
+      { ...base, pools: [{ name: 'g', instanceTypes: ['g5g.xlarge', 'g5g.2xlarge'], gpu: true }] },
+      /^pools\[0\]\.instanceTypes$/,
+    );
+    // gpu: false runs them as plain arm64 hosts
+    assert.equal(
+      defineCluster({ ...base, pools: [{ name: 'g', instanceTypes: ['g5g.xlarge'], gpu: false }] }).pools[0]!
+        .gpu,
+      false,
+    );
+    // named instances are not validated for architecture
+    defineCluster({ ...base, instances: [{ name: 'a', type: 'g5g.xlarge' }] });
+  });
+
+  it('isEcrImage: only private ECR repositories (aws and aws-cn)', () => {
+    for (const image of [
+      ECR,
+      '123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/worker@sha256:abc',
+      '123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/worker:1',
+      '123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/worker:1',
+    ])
+      assert.ok(isEcrImage(image), image);
+    for (const image of [
+      'nginx:1.27',
+      'tensorflow/tensorflow:latest-gpu',
+      'docker.io/library/nginx',
+      'public.ecr.aws/docker/library/nginx:1.27',
+      'ghcr.io/org/worker:1',
+      '123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example/worker:1',
+      '12345.dkr.ecr.us-east-1.amazonaws.com/worker:1',
+    ])
+      assert.ok(!isEcrImage(image), image);
+  });
+
+  it('refuses a non-ECR image when natGateways is 0, naming the field; accepts ECR, or any image with a NAT', () => {
+    const pool = { name: 'w', instanceTypes: ['t3.small'], capacity: 'ecs' as const };
+    const err = refused(
+      { ...base, pools: [{ ...pool, image: 'hyperflowwms/hyperflow-job-executor:latest' }] },
+      /^pools\[0\]\.image$/,
+    );
+    assert.match(err.problem, /is not in Amazon ECR.*natGateways: 0.*no route to Docker Hub/);
+    assert.match(err.fix ?? '', /push the image to ECR in us-east-1 .*or set network\.natGateways: 1/);
+    // an asg pool runs tasks in its image with docker run: the same
+    refused(
+      { ...base, pools: [{ name: 'w', instanceTypes: ['t3.small'], image: 'nginx:1.27' }] },
+      /^pools\[0\]\.image$/,
+    );
+    // a pool in a public subnet gets no public address either
+    refused(
+      { ...base, pools: [{ ...pool, subnet: 'public', image: 'public.ecr.aws/x/y:1' }] },
+      /^pools\[0\]\.image$/,
+    );
+    // a named instance in a private subnet
+    refused({ ...base, instances: [{ name: 'a', image: 'nginx:1.27' }] }, /^instances\[0\]\.image$/);
+    // ECR of another region is not behind this VPC's endpoints
+    const other = refused(
+      { ...base, pools: [{ ...pool, image: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/w:1' }] },
+      /^pools\[0\]\.image$/,
+    );
+    assert.match(other.problem, /is in ECR in eu-west-1/);
+    // explicit interface endpoints without ECR
+    refused(
+      {
+        ...base,
+        network: { ...base.network, interfaceEndpoints: ['sqs', 'logs'] },
+        pools: [{ ...pool, image: ECR }],
+      },
+      /^network\.interfaceEndpoints$/,
+    );
+
+    // accepted: ECR of the region; a public-subnet instance (own address); anything with a NAT gateway
+    assert.equal(defineCluster({ ...base, pools: [{ ...pool, image: ECR }] }).pools[0]!.image, ECR);
+    defineCluster({
+      ...base,
+      instances: [{ name: 'a', subnet: 'public', image: 'nginx:1.27' }],
+      pools: [{ ...pool, image: ECR }],
+    });
+    const nat = defineCluster({
+      ...base,
+      network: { ...base.network, natGateways: 1 },
+      instances: [{ name: 'a', image: 'nginx:1.27' }],
+      pools: [{ ...pool, image: 'hyperflowwms/hyperflow-job-executor:latest' }],
+    });
+    assert.equal(nat.pools[0]!.image, 'hyperflowwms/hyperflow-job-executor:latest');
+  });
+
+  it('corral plan on a pool mixing architectures exits 2 with one error line and no stack trace', async (t) => {
+    const dir = tempDir(t);
+    writeFileSync(
+      path.join(dir, 'mixed.yaml'),
+      'name: demo\nregion: us-east-1\nnetwork:\n  azs: [us-east-1a]\npools:\n  - name: p\n    instanceTypes: [c7g.large, c7i.large]\n',
+    );
+    const r = await runCli(['plan', 'mixed.yaml'], { cwd: dir });
+    assert.equal(r.code, 2, r.stderr);
+    const lines = r.stderr.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(
+      lines[0]!,
+      /^corral: error: mixed\.yaml:7:\d+: pools\[0\]\.instanceTypes: mixes x86_64 and arm64 types .*\(fix: split them into one pool per architecture\)$/,
+    );
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
   });
 
   it('loads YAML and points at file:line:col of a bad field', () => {

@@ -41,6 +41,36 @@ export function isGpuInstanceType(type: string): boolean {
   return GPU_FAMILY_RE.test(type) && !type.startsWith('g4ad.');
 }
 
+/** CPU architecture of an instance type, as EC2 and the Amazon Linux AMIs name it. */
+export type Architecture = 'x86_64' | 'arm64';
+
+/**
+ * The CPU architecture of an EC2 instance type: arm64 for AWS Graviton (a1, and every family
+ * whose letters after the generation digit contain `g`: c7g, m6gd, x2gd, im4gn, is4gen, g5g,
+ * hpc7g…) and for mac2 (Apple silicon); x86_64 for everything else (g5, g4dn, p4d, c7a, m7i…).
+ * `g5.xlarge` is x86_64 (its `g` is the family letter, before the digit); `g5g.xlarge` is arm64.
+ */
+export function architectureOf(instanceType: string): Architecture {
+  const family = instanceType.split('.')[0]!.toLowerCase();
+  if (family === 'a1' || /^mac2(-|$)/.test(family)) return 'arm64';
+  // letters, generation digits, then attribute letters up to an optional `-suffix` (m7i-flex, u7i-12tb)
+  const m = /^([a-z]+)(\d+)([a-z]*)/.exec(family);
+  return m?.[3]?.includes('g') ? 'arm64' : 'x86_64';
+}
+
+const ECR_IMAGE_RE =
+  /^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z]{2}(?:-gov)?-[a-z]+-\d)\.amazonaws\.com(?:\.cn)?\/\S+$/;
+
+/** True when a container image is in Amazon ECR (`<account>.dkr.ecr.<region>.amazonaws.com[.cn]/…`). */
+export function isEcrImage(image: string): boolean {
+  return ECR_IMAGE_RE.test(image);
+}
+
+/** The region of an ECR image, or undefined when the image is not in ECR. */
+function ecrRegionOf(image: string): string | undefined {
+  return ECR_IMAGE_RE.exec(image)?.[2];
+}
+
 const network = z
   .strictObject({
     /** IPv4 block of the VPC. @default '10.0.0.0/16' */
@@ -246,7 +276,7 @@ const instance = z
     userData: z.string().optional(),
     /** Path of a startup script file (relative to the spec file), run once at first boot. @default - none */
     script: z.string().optional(),
-    /** Container image started at boot with docker (restart always, host network). @default - none */
+    /** Container image started at boot with docker (restart always, host network); in a private subnet with natGateways 0, an ECR image of the cluster region. @default - none */
     image: z.string().min(1).optional(),
     /** AMI id. @default - latest Amazon Linux 2023 (SSM parameter, resolved at deploy time) */
     ami: z
@@ -296,7 +326,7 @@ const pool = z
   .strictObject({
     /** Name of the pool, unique in the cluster. */
     name: nameField('pool'),
-    /** Instance types, in order of preference (the mixed-instances overrides). */
+    /** Instance types, in order of preference (the mixed-instances overrides); all x86_64 or all arm64 (Graviton). */
     instanceTypes: z
       .array(instanceTypeField())
       .min(1, 'needs at least one instance type | fix: list types such as [c6i.large, c5.large]'),
@@ -312,7 +342,7 @@ const pool = z
     spot: spot.prefault({}),
     /** How work is placed: asg (corral worker on each host) or ecs (ECS cluster + capacity provider). @default 'asg' */
     capacity: z.enum(['asg', 'ecs']).default('asg'),
-    /** Container image the workers run (required for capacity: ecs). @default - none (the corral worker runs on the host) */
+    /** Container image the workers run (required for capacity: ecs); with natGateways 0, an ECR image of the cluster region. @default - none (the corral worker runs on the host) */
     image: z.string().min(1).optional(),
     /** Backlog-based scaling. @default - 10 messages per instance, scale to zero after 15m idle */
     scaling: scaling.prefault({}),
@@ -358,6 +388,27 @@ const pool = z
         code: 'custom',
         path: ['instanceTypes'],
         message: 'mixes GPU and non-GPU types | fix: split them into a gpu pool and a cpu pool',
+      });
+    }
+    // One launch template, so one AMI, so one architecture per pool.
+    const arm = p.instanceTypes.filter((t) => architectureOf(t) === 'arm64');
+    const x86 = p.instanceTypes.filter((t) => architectureOf(t) === 'x86_64');
+    if (arm.length > 0 && x86.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['instanceTypes'],
+        message: `mixes x86_64 and arm64 types (x86_64: ${x86.join(', ')}; arm64: ${arm.join(', ')}) | fix: split them into one pool per architecture`,
+      });
+    } else if (arm.length > 0 && p.gpu !== false && gpuTypes.length === p.instanceTypes.length) {
+      // Graviton GPU types (g5g): no GPU-optimized Amazon Linux 2023 AMI exists for arm64.
+      const why =
+        p.capacity === 'ecs'
+          ? 'there is no ECS GPU-optimized AMI for arm64'
+          : "corral's GPU pools use the ECS GPU-optimized Amazon Linux 2023 AMI, which is x86_64 only";
+      ctx.addIssue({
+        code: 'custom',
+        path: ['instanceTypes'],
+        message: `${arm.join(', ')} ${arm.length > 1 ? 'are arm64 GPU types' : 'is an arm64 GPU type'}, but ${why} | fix: use x86_64 GPU types (g4dn, g5, g6, g6e, p4d, p5…) such as g5.xlarge, or set gpu: false to run them as plain arm64 hosts without GPU drivers`,
       });
     }
   })
@@ -598,6 +649,55 @@ const dataBucket = z.string().superRefine((v, ctx) => {
   if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r });
 });
 
+/**
+ * With no NAT gateway the cluster reaches AWS only through its VPC endpoints: ECR of its own
+ * region, nothing else. Pools never get a public address (their launch template maps none);
+ * named instances in a public subnet have one (an Elastic IP or an auto-assigned address).
+ * Refuses every image such an instance or pool could not pull.
+ */
+function imagesWithoutNat(
+  c: {
+    region: string;
+    network: { interfaceEndpoints?: string[] | undefined };
+    instances: { image?: string | undefined; subnet: 'public' | 'private' }[];
+    pools: { image?: string | undefined }[];
+  },
+  ctx: z.RefinementCtx,
+): void {
+  const users: { path: (string | number)[]; image: string }[] = [
+    ...c.pools.flatMap((p, i) => (p.image ? [{ path: ['pools', i, 'image'], image: p.image }] : [])),
+    ...c.instances.flatMap((inst, i) =>
+      inst.image && inst.subnet === 'private' ? [{ path: ['instances', i, 'image'], image: inst.image }] : [],
+    ),
+  ];
+  const ecrUsers: string[] = [];
+  for (const { path, image } of users) {
+    const region = ecrRegionOf(image);
+    if (region === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: `${image} is not in Amazon ECR, and with network.natGateways: 0 there is no route to Docker Hub or any other public registry | fix: push the image to ECR in ${c.region} (reached through the VPC endpoints) and write it as ACCOUNT.dkr.ecr.${c.region}.amazonaws.com${c.region.startsWith('cn-') ? '.cn' : ''}/NAME:TAG, or set network.natGateways: 1`,
+      });
+    } else if (region !== c.region) {
+      ctx.addIssue({
+        code: 'custom',
+        path,
+        message: `${image} is in ECR in ${region}, but with network.natGateways: 0 only ECR in ${c.region} is reachable (through the VPC endpoints) | fix: replicate or push the image to ECR in ${c.region}, or set network.natGateways: 1`,
+      });
+    } else ecrUsers.push(path.join('.').replace(/\.(\d+)\./g, '[$1].'));
+  }
+  const endpoints = c.network.interfaceEndpoints;
+  const missing = ['ecr.api', 'ecr.dkr'].filter((e) => endpoints && !endpoints.includes(e));
+  if (ecrUsers.length > 0 && missing.length > 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['network', 'interfaceEndpoints'],
+      message: `lacks ${missing.join(' and ')}, without which ${ecrUsers[0]} cannot be pulled from ECR (network.natGateways is 0) | fix: add ${missing.join(' and ')} to network.interfaceEndpoints, or set network.natGateways: 1`,
+    });
+  }
+}
+
 /** The zod schema of a cluster spec. */
 export const clusterSchema = z
   .strictObject({
@@ -674,6 +774,7 @@ export const clusterSchema = z
     c.pools.forEach((p, i) => {
       unique('pools', i, p.name);
     });
+    if (c.network.natGateways === 0) imagesWithoutNat(c, ctx);
     c.dataBuckets.forEach((d, i) => {
       const r = parseDataBucket(d);
       if (typeof r !== 'string' && r.partition && r.partition !== partitionOf(c.region)) {
