@@ -1,131 +1,295 @@
 /**
- * The worker bootstrap of a pool, rendered by src/infra/user-data.ts and run with bash off EC2:
- * CORRAL_BOOTSTRAP_SKIP_INSTALL=1 skips the install and systemd and runs the agent part (write
- * worker.env from the stack outputs, `corral worker` in the foreground) against fauxqs until the
- * job's task is done and the worker exits idle.
+ * The bootstrap rehearsal: the user data of a pool and of a coordinator instance, taken from the
+ * synthesized CloudFormation template (every Ref and Fn::Sub resolved to this peer's queue,
+ * buckets and log group), run as root in a throwaway host (test/sandbox.ts: mount namespace,
+ * overlays, stand-ins for dnf, systemctl, shutdown, useradd and cfn-signal only). The artifact
+ * `corral up` would publish is uploaded to the CDK assets bucket of the peer; the hosts fetch it
+ * with the real AWS CLI, check its sha256 and install it; the pool's worker then runs a job that
+ * `corral run --cluster` submits from the coordinator, and both hosts signal success. A tampered
+ * artifact and an unreachable queue make a host signal failure and ship the log lines that
+ * `corral up` prints.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { chmodSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { runClusterJob } from '../src/engine/cluster-run.js';
-import { agentPart, WORKER_LOG_FILE, workerUserData } from '../src/infra/user-data.js';
-import { loadJobFile } from '../src/spec/job.js';
-import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
-import { CLI, tempDir, writeFiles } from './helpers.js';
+import { after, before, describe, it } from 'node:test';
+import { Upload } from '@aws-sdk/lib-storage';
+import { App } from 'aws-cdk-lib';
+import { createLogsClient } from '../src/aws/clients.js';
+import { failureLines } from '../src/aws/host-logs.js';
+import { ClusterStack } from '../src/infra/cluster-stack.js';
+import { buildWorkerArtifact, type WorkerArtifact } from '../src/infra/worker-artifact.js';
+import { defineCluster } from '../src/spec/cluster.js';
+import { type FakeImds, PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
+import { tempDir } from './helpers.js';
+import { makeSandbox, recorded, resolveIntrinsics } from './sandbox.js';
 
-/** The part of the CloudWatch agent's configuration the bootstrap writes. */
-interface CwConfig {
-  logs: {
-    logs_collected: {
-      files: { collect_list: { file_path: string; log_group_name: string; log_stream_name: string }[] };
-    };
-  };
-}
+const ACCOUNT = '123456789012';
+const REGION = 'us-east-1';
+const INSTANCE_ID = 'i-0123456789abcdef0';
+const ASSETS_BUCKET = `cdk-hnb659fds-assets-${ACCOUNT}-${REGION}`;
+
+type Resources = Record<string, { Type: string; Properties?: Record<string, unknown> }>;
 
 let peer: Peer;
+let imds: FakeImds;
+let artifact: WorkerArtifact;
+let resources: Resources;
+const refs = new Map<string, string>();
+let hostEnv: NodeJS.ProcessEnv;
+let artifactKey: string;
+
+function userDataOf(type: string): string {
+  // (an instance with IMDSv2 required has a launch template of its own, without user data)
+  const raw = Object.values(resources)
+    .filter((x) => x.Type === type)
+    .map((r) =>
+      type === 'AWS::EC2::LaunchTemplate'
+        ? (r.Properties!.LaunchTemplateData as Record<string, unknown>).UserData
+        : r.Properties!.UserData,
+    )
+    .find((u) => u !== undefined);
+  return resolveIntrinsics(raw, (name) => {
+    const v = refs.get(name);
+    if (v === undefined) throw new Error(`the rehearsal has no value for ${name}`);
+    return v;
+  });
+}
+
+function logicalIdOf(type: string): string {
+  return Object.entries(resources).find(([, r]) => r.Type === type)![0];
+}
+
 before(async () => {
   peer = await startPeer();
-});
-after(async () => {
-  await peer.stop();
-});
-
-test('the worker bootstrap: worker.env from the stack outputs, no credentials, systemd unit; its agent part runs a task', async (t) => {
-  const dir = tempDir(t);
-  const { queueUrl, dlqUrl } = await peer.createQueues('boot');
-  await peer.createBucket('boot-bucket');
-  const script = workerUserData({
-    clusterName: 'boot',
-    poolName: 'default',
-    region: 'us-east-1',
-    queueUrl,
-    deadLetterQueueUrl: dlqUrl,
-    bucketName: 'boot-bucket',
-    logGroupName: '/corral/boot',
-    idleExitSeconds: 2,
-  });
-  assert.match(script, /^#!\/bin\/bash\nset -euo pipefail\n/);
-  assert.match(script, /dnf install -y nodejs20/);
-  assert.match(script, /npm install -g 'corral@latest'/);
-  assert.match(
-    script,
-    /\[Service\][\s\S]*EnvironmentFile=\/etc\/corral\/worker\.env[\s\S]*Restart=on-failure/,
-  );
-  assert.match(script, /systemctl enable --now corral-worker\.service/);
-  // the worker's log goes to a file the CloudWatch agent ships to the cluster's log group
-  assert.match(script, new RegExp(`StandardOutput=append:${WORKER_LOG_FILE}\n`));
-  assert.match(script, new RegExp(`StandardError=append:${WORKER_LOG_FILE}\n`));
-  const cw = /cat > (\S+) <<'CORRAL_CWAGENT'\n([\s\S]*?)\nCORRAL_CWAGENT\n/.exec(script);
-  assert.ok(cw, 'no CloudWatch agent configuration');
-  assert.match(script, new RegExp(`amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${cw[1]}`));
-  const shipped = (JSON.parse(cw[2]!) as CwConfig).logs.logs_collected.files.collect_list;
-  assert.deepEqual(
-    shipped.map((f) => [f.file_path, f.log_group_name, f.log_stream_name]),
-    [
-      [WORKER_LOG_FILE, '/corral/boot', '{instance_id}/worker'],
-      ['/var/log/cloud-init-output.log', '/corral/boot', '{instance_id}/bootstrap'],
+  imds = await startFakeImds({ instanceId: INSTANCE_ID });
+  artifact = buildWorkerArtifact();
+  const spec = defineCluster({
+    name: 'rehearsal',
+    region: REGION,
+    account: ACCOUNT,
+    network: { azs: ['us-east-1a'] },
+    access: { adminCidr: '203.0.113.7/32' },
+    instances: [{ name: 'coord', type: 't3.small', az: 'us-east-1a', role: 'coordinator' }],
+    pools: [
+      { name: 'cpu', instanceTypes: ['c7i.large'], min: 1, max: 2, scaling: { scaleToZeroAfter: '10m' } },
     ],
-  );
-  assert.doesNotMatch(
-    script,
-    /AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|corral-test/,
-    'no credentials',
-  );
-  const agent = agentPart(script);
-  assert.ok(agent && /exec corral worker/.test(agent), 'marked agent part');
+  });
+  const app = new App({ analyticsReporting: false });
+  const stack = new ClusterStack(app, 'corral-rehearsal', { spec, workerArtifact: artifact });
+  resources = app.synth().getStackByName(stack.stackName).template.Resources as Resources;
 
-  writeFiles(dir, {
-    'bin/corral': `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(CLI)} "$@"\n`,
-    'bootstrap.sh': script,
-    'job/in/x.txt': 'bootstrapped\n',
-    'job/job.yaml': `name: boot
-tasks:
-  map: { glob: "in/*.txt" }
-  command: 'tr a-z A-Z < {input}'
-outputs: out/{input.stem}.txt
-`,
-  });
-  chmodSync(path.join(dir, 'bin/corral'), 0o755);
-  const etc = path.join(dir, 'etc');
-  // Only dummy credentials, from the environment (what the instance role gives on EC2).
-  const child = spawn('bash', [path.join(dir, 'bootstrap.sh')], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      ...PEER_ENV,
-      PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`,
-      CORRAL_BOOTSTRAP_SKIP_INSTALL: '1',
-      CORRAL_ETC_DIR: etc,
-      CORRAL_ENDPOINT_URL: peer.endpoint,
-      CORRAL_CACHE_DIR: path.join(dir, 'cache'),
-      CORRAL_SPOT_INTERVAL_MS: '60000',
-      CORRAL_IMDS_ENDPOINT: 'http://127.0.0.1:9',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  t.after(() => clearTimeout(killer));
-
-  const summary = await runClusterJob(
-    loadJobFile(path.join(dir, 'job/job.yaml')),
-    { name: 'boot', queueUrl, deadLetterQueueUrl: dlqUrl, bucket: 'boot-bucket', region: 'us-east-1' },
-    { stateDir: path.join(dir, 'state'), endpointUrl: peer.endpoint, tickMs: 200 },
-  );
-  assert.equal(summary.status, 'succeeded');
-  assert.equal(readFileSync(path.join(dir, 'job/out/x.txt'), 'utf8'), 'BOOTSTRAPPED\n');
-  assert.equal(await exited, 0, stderr);
-  assert.match(stderr, /exiting \(idle\) after 1 task/);
-  const env = readFileSync(path.join(etc, 'worker.env'), 'utf8');
-  assert.match(env, new RegExp(`^CORRAL_QUEUE_URL=${queueUrl}$`, 'm'));
-  assert.match(env, /^CORRAL_BUCKET=boot-bucket$/m);
-  assert.match(env, /^AWS_REGION=us-east-1$/m);
-  assert.match(env, /^CORRAL_LOG_GROUP=\/corral\/boot$/m);
-  assert.doesNotMatch(env, /AWS_ACCESS_KEY_ID|SECRET/);
+  // The peer's counterparts of the stack's resources.
+  refs.set('AWS::StackName', 'corral-rehearsal');
+  refs.set('AWS::Region', REGION);
+  refs.set('AWS::AccountId', ACCOUNT);
+  refs.set('AWS::Partition', 'aws');
+  refs.set('AWS::URLSuffix', 'amazonaws.com');
+  const queues = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::SQS::Queue');
+  const main = queues.find(([, r]) => r.Properties?.RedrivePolicy)!;
+  const dlq = queues.find(([, r]) => !r.Properties?.RedrivePolicy)!;
+  const { queueUrl, dlqUrl } = await peer.createQueues('rehearsal');
+  refs.set(main[0], queueUrl);
+  refs.set(dlq[0], dlqUrl);
+  for (const [id, r] of Object.entries(resources)) {
+    if (r.Type === 'AWS::S3::Bucket') {
+      const name = id.toLowerCase().slice(0, 63);
+      await peer.createBucket(name);
+      refs.set(id, name);
+    }
+    if (r.Type === 'AWS::Logs::LogGroup') {
+      const name = String(r.Properties!.LogGroupName);
+      peer.createLogGroup(name);
+      refs.set(id, name);
+    }
+  }
+  await peer.createBucket(ASSETS_BUCKET);
+  // Where the CDK's asset publishing puts the artifact: the key the template names.
+  artifactKey = /s3:\/\/[^/]+\/([^' ]+)/.exec(userDataOf('AWS::EC2::LaunchTemplate'))![1]!;
+  await upload(ASSETS_BUCKET, artifactKey, readFileSync(artifact.file));
+  hostEnv = {
+    ...PEER_ENV,
+    AWS_ENDPOINT_URL: peer.endpoint,
+    CORRAL_IMDS_ENDPOINT: imds.endpoint,
+    CORRAL_SPOT_INTERVAL_MS: '60000',
+  };
 });
+
+after(async () => {
+  await imds?.stop();
+  await peer?.stop();
+});
+
+describe('bootstrap rehearsal', () => {
+  it('the synthesized user data names the artifact by its sha256 and installs nothing from a package registry', () => {
+    for (const type of ['AWS::EC2::LaunchTemplate', 'AWS::EC2::Instance']) {
+      const script = userDataOf(type);
+      assert.ok(
+        script.includes(`s3://${ASSETS_BUCKET}/${artifactKey}`),
+        `${type}: fetches the artifact asset`,
+      );
+      assert.ok(script.includes(`${artifact.sha256}  `), `${type}: the sha256 is checked`);
+      assert.doesNotMatch(
+        script,
+        /npm (install|i) |npx |pip install|curl [^\n]*https?:\/\/(?!\$CORRAL_IMDS)/,
+      );
+      assert.doesNotMatch(script, /AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|corral-test/, 'no credentials');
+    }
+  });
+
+  it('a pool host and a coordinator boot from the artifact; the coordinator runs a job the pool worker does', async (t) => {
+    const pool = makeSandbox(tempDir(t, 'corral-host-pool-'));
+    const coord = makeSandbox(tempDir(t, 'corral-host-coord-'));
+    t.after(() => pool.stopServices());
+    const poolScript = path.join(pool.root, 'user-data');
+    writeFileSync(poolScript, userDataOf('AWS::EC2::LaunchTemplate'));
+    const started = Date.now();
+    const booted = await pool.run(['bash', poolScript], { env: hostEnv });
+    assert.equal(booted.code, 0, booted.output);
+    const ms = Date.now() - started;
+    t.diagnostic(`pool bootstrap: ${ms} ms`);
+    const poolRecord = recorded(pool.root);
+    const asg = logicalIdOf('AWS::AutoScaling::AutoScalingGroup');
+    assert.ok(
+      poolRecord.includes(
+        `cfn-signal -e 0 --stack corral-rehearsal --resource ${asg} --region ${REGION} --reason corral worker started`,
+      ),
+      poolRecord.join('\n'),
+    );
+    assert.ok(poolRecord.includes('systemctl enable --now corral-worker.service'));
+    // The worker runs the installed artifact, not any other corral of this machine.
+    const release = path.join(pool.root, 'up/opt/corral', artifact.sha256.slice(0, 16));
+    assert.ok(existsSync(path.join(release, 'dist/cli/main.js')), 'artifact unpacked');
+    assert.match(
+      readFileSync(path.join(pool.root, 'up/usr/local/bin/corral'), 'utf8'),
+      /\/opt\/corral\/current\//,
+    );
+    const ready = peer.logStreams('/corral/rehearsal');
+    assert.ok(
+      ready && [...ready.keys()].some((s) => s.startsWith('ready/')),
+      'the check wrote its ready line',
+    );
+
+    const coordScript = path.join(coord.root, 'user-data');
+    writeFileSync(coordScript, userDataOf('AWS::EC2::Instance'));
+    const cBooted = await coord.run(['bash', coordScript], { env: hostEnv });
+    assert.equal(cBooted.code, 0, cBooted.output);
+    const instance = logicalIdOf('AWS::EC2::Instance');
+    assert.ok(
+      recorded(coord.root).includes(
+        `cfn-signal -e 0 --stack corral-rehearsal --resource ${instance} --region ${REGION} --reason coordinator ready`,
+      ),
+      recorded(coord.root).join('\n'),
+    );
+
+    // Right after boot, on the coordinator, from any folder: corral run FILE --cluster NAME.
+    const work = tempDir(t, 'corral-job-');
+    writeFileSync(path.join(work, 'a.txt'), 'rehearsed\n');
+    writeFileSync(
+      path.join(work, 'job.yaml'),
+      'name: rehearsal-job\ntasks:\n  map: { glob: "*.txt" }\n  command: "tr a-z A-Z < {input}"\noutputs: out/{input.stem}.upper\n',
+    );
+    const { AWS_REGION: _region, ...noRegion } = hostEnv;
+    const job = await coord.run(['corral', 'run', 'job.yaml', '--cluster', 'rehearsal'], {
+      env: noRegion,
+      cwd: work,
+      timeoutMs: 90_000,
+    });
+    assert.equal(job.code, 0, job.output);
+    assert.equal(readFileSync(path.join(work, 'out/a.upper'), 'utf8'), 'REHEARSED\n');
+
+    // A clean stop of the worker powers the host off (how a pool scales in).
+    const unit = pool.servicePid('corral-worker.service')!;
+    const worker = execFileSync('pgrep', ['-P', String(unit)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number);
+    for (const pid of worker) process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 300 && !recorded(pool.root).includes('shutdown -h now'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(
+      recorded(pool.root).includes('unit corral-worker.service exited 0'),
+      recorded(pool.root).join('\n'),
+    );
+    assert.ok(recorded(pool.root).includes('shutdown -h now'));
+  });
+
+  it('a tampered artifact is refused: failure signalled, no worker, the reason shipped for corral up', async (t) => {
+    const host = makeSandbox(tempDir(t, 'corral-host-bad-'));
+    t.after(() => host.stopServices());
+    const bucket = 'tampered-assets';
+    await peer.createBucket(bucket);
+    const bytes = Buffer.from(readFileSync(artifact.file));
+    bytes[bytes.length - 100]! ^= 0xff;
+    await upload(bucket, artifactKey, bytes);
+    const script = path.join(host.root, 'user-data');
+    writeFileSync(script, userDataOf('AWS::EC2::LaunchTemplate').replaceAll(ASSETS_BUCKET, bucket));
+    const since = Date.now() - 1000;
+    const r = await host.run(['bash', script], { env: hostEnv });
+    assert.notEqual(r.code, 0, r.output);
+    const rec = recorded(host.root);
+    assert.ok(
+      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
+      rec.join('\n'),
+    );
+    assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
+    assert.ok(!existsSync(path.join(host.root, 'up/usr/local/bin/corral')), 'nothing installed');
+    const lines = await shipped(since);
+    assert.ok(
+      lines.some((l) => l.host === INSTANCE_ID && /is not the artifact corral up published/.test(l.message)),
+    );
+    assert.ok(lines.some((l) => /corral bootstrap failed/.test(l.message)));
+  });
+
+  it('an unreachable queue fails the readiness check: failure signalled with the log excerpt corral up prints', async (t) => {
+    const host = makeSandbox(tempDir(t, 'corral-host-noqueue-'));
+    t.after(() => host.stopServices());
+    const script = path.join(host.root, 'user-data');
+    const missing = `${peer.endpoint}/000000000000/no-such-queue`;
+    writeFileSync(
+      script,
+      userDataOf('AWS::EC2::LaunchTemplate').replaceAll(refs.get(mainQueueId())!, missing),
+    );
+    const since = Date.now() - 1000;
+    const r = await host.run(['bash', script], { env: hostEnv });
+    assert.notEqual(r.code, 0, r.output);
+    const rec = recorded(host.root);
+    assert.ok(
+      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
+      rec.join('\n'),
+    );
+    assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
+    const lines = await shipped(since);
+    assert.ok(
+      lines.some((l) => /queue .*no-such-queue.* does not exist/.test(l.message)),
+      lines.map((l) => l.message).join('\n'),
+    );
+  });
+});
+
+/** Puts an object in parts, as the CDK's asset publishing does for a large file. */
+async function upload(bucket: string, key: string, body: Buffer): Promise<void> {
+  await new Upload({
+    client: peer.s3,
+    params: { Bucket: bucket, Key: key, Body: body },
+    partSize: 5 * 1024 * 1024,
+  }).done();
+}
+
+function mainQueueId(): string {
+  return Object.entries(resources).find(
+    ([, r]) => r.Type === 'AWS::SQS::Queue' && r.Properties?.RedrivePolicy,
+  )![0];
+}
+
+/** What `corral up` reads back from the log group: the failure excerpts hosts shipped. */
+async function shipped(since: number) {
+  const logs = await createLogsClient({ region: REGION, endpointUrl: peer.endpoint });
+  try {
+    return await failureLines(logs, '/corral/rehearsal', since);
+  } finally {
+    logs.destroy();
+  }
+}

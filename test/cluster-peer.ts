@@ -60,6 +60,10 @@ export interface Peer {
     opts?: { visibility?: number; maxReceiveCount?: number },
   ): Promise<{ queueUrl: string; dlqUrl: string }>;
   createBucket(name: string): Promise<void>;
+  /** Creates a CloudWatch Logs group (the peer serves CreateLogStream, PutLogEvents, FilterLogEvents). */
+  createLogGroup(name: string): void;
+  /** Events of a log group by stream. */
+  logStreams(group: string): Map<string, { timestamp: number; message: string }[]> | undefined;
   /** Keys of a bucket below a prefix (relative to it), read from the peer's memory. */
   objectKeys(bucket: string, prefix: string): string[];
   /** An object's bytes, read from the peer's memory; undefined when there is none. */
@@ -82,6 +86,52 @@ export async function startPeer(): Promise<Peer> {
     if (reply.statusCode === 200) c.accepted++;
     else if (reply.statusCode === 412) c.refused++;
     conditionalPuts.set(key, c);
+  });
+  // CloudWatch Logs (JSON 1.1 protocol), which fauxqs has not: answered before fauxqs sees the request.
+  const logGroups = new Map<string, Map<string, { timestamp: number; message: string; eventId: string }[]>>();
+  let eventIds = 0;
+  app.addHook('onRequest', async (req, reply) => {
+    const target = req.headers['x-amz-target'];
+    if (typeof target !== 'string' || !target.startsWith('Logs_20140328.')) return;
+    const chunks: Buffer[] = [];
+    for await (const c of req.raw) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
+    const fail = (type: string, message: string) => {
+      reply.code(400).header('content-type', 'application/x-amz-json-1.1').header('x-amzn-errortype', type);
+      reply.send(JSON.stringify({ __type: type, message }));
+      return reply;
+    };
+    const group = logGroups.get(String(body.logGroupName));
+    if (!group) return fail('ResourceNotFoundException', 'The specified log group does not exist.');
+    const action = target.slice('Logs_20140328.'.length);
+    let out: unknown = {};
+    if (action === 'CreateLogStream') {
+      const name = String(body.logStreamName);
+      if (group.has(name))
+        return fail('ResourceAlreadyExistsException', 'The specified log stream already exists');
+      group.set(name, []);
+    } else if (action === 'PutLogEvents') {
+      const stream = group.get(String(body.logStreamName));
+      if (!stream) return fail('ResourceNotFoundException', 'The specified log stream does not exist.');
+      for (const e of body.logEvents as { timestamp: number; message: string }[]) {
+        if (typeof e.message !== 'string' || e.message.length === 0)
+          return fail('InvalidParameterException', 'empty message');
+        stream.push({ timestamp: e.timestamp, message: e.message, eventId: String(++eventIds) });
+      }
+    } else if (action === 'FilterLogEvents') {
+      const prefix = String(body.logStreamNamePrefix ?? '');
+      const since = Number(body.startTime ?? 0);
+      const events = [];
+      for (const [name, stream] of group) {
+        if (!name.startsWith(prefix)) continue;
+        for (const e of stream) if (e.timestamp >= since) events.push({ logStreamName: name, ...e });
+      }
+      out = { events, searchedLogStreams: [] };
+    } else {
+      return fail('InvalidAction', `${action} is not served by the test peer`);
+    }
+    reply.code(200).header('content-type', 'application/x-amz-json-1.1').send(JSON.stringify(out));
+    return reply;
   });
   app.addHook('onRequest', async (req) => {
     const target = req.headers['x-amz-target'];
@@ -167,6 +217,12 @@ export async function startPeer(): Promise<Peer> {
     async createBucket(name) {
       await s3.send(new CreateBucketCommand({ Bucket: name }));
     },
+    createLogGroup(name) {
+      if (!logGroups.has(name)) logGroups.set(name, new Map());
+    },
+    logStreams(group) {
+      return logGroups.get(group);
+    },
     objectKeys(bucket, prefix) {
       const r = stores.s3Store.listObjects(bucket, { prefix, maxKeys: Number.MAX_SAFE_INTEGER });
       return r.objects.map((o) => o.key.slice(prefix.length));
@@ -198,7 +254,7 @@ export interface FakeImds {
   stop(): Promise<void>;
 }
 
-export async function startFakeImds(): Promise<FakeImds> {
+export async function startFakeImds(opts: { instanceId?: string } = {}): Promise<FakeImds> {
   const token = `tok-${Math.random().toString(36).slice(2)}`;
   let action: string | undefined;
   const state: FakeImds = {
@@ -222,6 +278,10 @@ export async function startFakeImds(): Promise<FakeImds> {
     if (req.headers['x-aws-ec2-metadata-token'] !== token) {
       state.tokenless++;
       res.writeHead(401).end();
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/latest/meta-data/instance-id' && opts.instanceId) {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(opts.instanceId);
       return;
     }
     if (req.method === 'GET' && req.url === '/latest/meta-data/spot/instance-action' && action) {

@@ -31,7 +31,13 @@ const spec: ClusterSpec = defineCluster({
       spot: { onDemandBase: 1, onDemandAbovePercent: 50 },
     },
     { name: 'gpu', instanceTypes: ['g5.xlarge'], max: 2 },
-    { name: 'ecs', instanceTypes: ['g4dn.xlarge'], capacity: 'ecs', image: 'example/worker:1', max: 3 },
+    {
+      name: 'ecs',
+      instanceTypes: ['g4dn.xlarge'],
+      capacity: 'ecs',
+      image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1',
+      max: 3,
+    },
   ],
   database: { multiAz: true },
   peering: [
@@ -100,7 +106,10 @@ describe('ClusterStack constructs', () => {
     });
     template.hasResourceProperties('AWS::ECS::TaskDefinition', {
       ContainerDefinitions: [
-        Match.objectLike({ Image: 'example/worker:1', ResourceRequirements: [{ Type: 'GPU', Value: '1' }] }),
+        Match.objectLike({
+          Image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1',
+          ResourceRequirements: [{ Type: 'GPU', Value: '1' }],
+        }),
       ],
     });
     template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
@@ -337,13 +346,13 @@ describe('ClusterStack constructs', () => {
     // Expectation computed from the table, not hard-coded.
     const ebs = (gib: number) => (gib * UNIT_PRICES.ebsGp3GibMonth) / HOURS_PER_MONTH;
     const coord = EC2_ON_DEMAND['t3.small']! + ebs(20) + UNIT_PRICES.publicIpv4Hourly;
-    const endpoints = 11 * UNIT_PRICES.interfaceEndpointHourly; // 5 base + 5 ECS + secretsmanager
+    const endpoints = 12 * UNIT_PRICES.interfaceEndpointHourly; // 6 base + 5 ECS + secretsmanager
     const db = 2 * RDS_ON_DEMAND['t4g.micro']! + (2 * 20 * UNIT_PRICES.rdsGp3GibMonth) / HOURS_PER_MONTH;
     const cpuUnit = EC2_ON_DEMAND['c6i.large']! + ebs(30);
     const od = onDemandCount(3, 1, 50);
     assert.equal(od, 2);
     const fixed = coord + endpoints + db;
-    const cost = estimateCost(spec, 11);
+    const cost = estimateCost(spec, 12);
     assert.ok(Math.abs(cost.hourly.onDemand - (fixed + 3 * cpuUnit)) < 1e-4, `${cost.hourly.onDemand}`);
     assert.ok(
       Math.abs(cost.hourly.expected - (fixed + od * cpuUnit + (3 - od) * cpuUnit * SPOT_FRACTION.cpu)) < 1e-4,
@@ -378,7 +387,8 @@ describe('ClusterStack constructs', () => {
 });
 
 describe('user data', () => {
-  it('worker bootstrap installs corral and starts `corral worker` under systemd with the stack outputs', () => {
+  it('worker bootstrap installs the pinned artifact, checks, starts `corral worker` under systemd, then signals', () => {
+    const sha = 'ab'.repeat(32);
     const text = workerUserData({
       clusterName: 'c',
       poolName: 'p',
@@ -387,13 +397,25 @@ describe('user data', () => {
       bucketName: 'b',
       logGroupName: 'lg',
       idleExitSeconds: 900,
+      artifact: { bucket: 'assets', key: 'k.tgz', sha256: sha },
+      signal: { stackName: 'corral-c', resource: 'Group' },
     });
-    assert.match(text, /^#!\/bin\/bash\n/);
-    assert.match(text, /npm install -g 'corral@latest'/);
+    assert.match(text, /^#!\/bin\/bash\nset -euo pipefail\n/);
+    assert.doesNotMatch(text, /npm install|@latest/);
+    assert.match(text, /aws s3 cp .* 's3:\/\/assets\/k\.tgz'/);
+    assert.ok(text.includes(`echo '${sha}  /var/lib/corral-boot/corral.tgz' | sha256sum -c`));
     assert.match(text, /CORRAL_QUEUE_URL=https:\/\/sqs\/q/);
     assert.match(text, /CORRAL_IDLE_EXIT_SECONDS=900/);
-    assert.match(text, /ExecStart=\/usr\/bin\/env corral worker/);
-    assert.match(text, /systemctl enable --now corral-worker\.service/);
+    assert.match(text, /ExecStart=\/usr\/local\/bin\/corral worker/);
+    // a crash-looping worker stops after a bound and reports instead of looping
+    assert.match(text, /StartLimitBurst=5\n[\s\S]*OnFailure=corral-worker-failed\.service/);
+    // order: check, then the unit, then the success signal; a failure trap signals failure
+    const check = text.indexOf('corral worker --check');
+    const start = text.indexOf('systemctl enable --now corral-worker.service');
+    const ready = text.indexOf('corral_signal 0');
+    assert.ok(check > 0 && start > check && ready > start, 'check < start < signal');
+    assert.match(text, /cfn-signal -e "\$1" --stack 'corral-c' --resource 'Group'/);
+    assert.match(text, /trap 'corral_failed \$\? \$LINENO "\$BASH_COMMAND"' ERR/);
   });
 
   it('ECS hosts join their cluster instead of running the worker', () => {
@@ -406,6 +428,7 @@ describe('user data', () => {
       logGroupName: 'l',
       idleExitSeconds: 1,
       ecsClusterName: 'ecs-1',
+      artifact: { bucket: 'a', key: 'k', sha256: 'cd'.repeat(32) },
     });
     assert.match(text, /ECS_CLUSTER=ecs-1/);
     assert.doesNotMatch(text, /ExecStart=/);

@@ -202,8 +202,13 @@ describe('examples/clusters', () => {
       Object.values(e.template.findResources('AWS::EC2::Instance')).map((i) => i.Properties.AvailabilityZone),
     );
     assert.deepEqual([...azs].sort(), ['us-east-1a', 'us-east-1b']);
-    const userData = JSON.stringify(e.template.findResources('AWS::EC2::Instance'));
-    assert.match(userData, /docker run -d --restart always/);
-    assert.equal((userData.match(/coordinator\.env/g) ?? []).length, 1);
+    const instances = Object.values(e.template.findResources('AWS::EC2::Instance')).map((i) =>
+      JSON.stringify(i.Properties.UserData),
+    );
+    assert.ok(instances.every((u) => /docker run -d --restart always/.test(u)));
+    // one coordinator: the only instance with the cluster's outputs and a readiness signal
+    assert.equal(instances.filter((u) => /coordinator\.env/.test(u)).length, 1);
+    assert.equal(instances.filter((u) => /cfn-signal/.test(u)).length, 1);
+    assert.equal(Object.values(e.template.findResources('AWS::EC2::Instance')).filter((i) => i.CreationPolicy).length, 1);
   });
 });

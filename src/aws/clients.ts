@@ -104,3 +104,11 @@ export async function createEc2Client(s: AwsSettings): Promise<import('@aws-sdk/
   const { EC2Client } = await import('@aws-sdk/client-ec2');
   return new EC2Client(common(s));
 }
+
+/** A CloudWatch Logs client (loaded on first use: only the worker check and `corral up` need it). */
+export async function createLogsClient(
+  s: AwsSettings,
+): Promise<import('@aws-sdk/client-cloudwatch-logs').CloudWatchLogsClient> {
+  const { CloudWatchLogsClient } = await import('@aws-sdk/client-cloudwatch-logs');
+  return new CloudWatchLogsClient(common(s));
+}

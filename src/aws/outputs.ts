@@ -5,6 +5,9 @@ import { UsageError } from '../spec/errors.js';
 import type { ClusterStackInfo } from './stacks.js';
 
 /** Where a cluster's queue and bucket are: the stack outputs the runtime needs. */
+/** Where a coordinator instance's bootstrap writes the outputs of its cluster (`NAME.json`). */
+export const HOST_CLUSTERS_DIR = '/etc/corral/clusters';
+
 export interface ClusterTarget {
   readonly name: string;
   readonly queueUrl: string;
@@ -60,7 +63,8 @@ function fromOutputs(name: string, raw: unknown, where: string): ClusterTarget {
 
 /**
  * The target of `--cluster NAME`: flags `--queue-url` + `--bucket`, else an outputs file
- * (`--outputs FILE`, else `<state dir>/clusters/NAME.json` when it exists), else the outputs of
+ * (`--outputs FILE`, else `<state dir>/clusters/NAME.json` when it exists, else
+ * `/etc/corral/clusters/NAME.json`, which a coordinator instance has), else the outputs of
  * the cluster's CloudFormation stack `corral-NAME` (DescribeStacks). Every failure is a UsageError
  * naming the cluster and the fix.
  */
@@ -94,7 +98,9 @@ export async function resolveClusterTarget(
       `save the output of corral up CLUSTER.yaml --json there, or leave --outputs out to read the outputs of stack ${stackNameOf(name)} from CloudFormation`,
     );
   }
-  const file = flags.outputs ?? defaultFile;
+  // On a coordinator instance its bootstrap wrote the outputs for every user and folder.
+  const hostFile = path.join(HOST_CLUSTERS_DIR, `${name}.json`);
+  const file = flags.outputs ?? (!existsSync(defaultFile) && existsSync(hostFile) ? hostFile : defaultFile);
   let t: ClusterTarget;
   if (existsSync(file)) {
     let raw: unknown;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   Aspects,
+  AssetHashType,
   CfnOutput,
   CfnResource,
   type IAspect,
@@ -12,6 +13,7 @@ import {
   Validations,
 } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import type { Construct, IConstruct } from 'constructs';
 import {
@@ -32,6 +34,8 @@ import { LOG_GROUP_REMOVAL, Monitoring } from './monitoring.js';
 import { Network } from './network.js';
 import { Peering } from './peering.js';
 import { StaticInstances } from './static-instances.js';
+import type { ArtifactLocation } from './user-data.js';
+import { buildWorkerArtifact, type WorkerArtifact } from './worker-artifact.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** Tag key every resource of a cluster carries, for `corral gc`. */
@@ -46,9 +50,20 @@ export interface ClusterStackProps extends StackProps {
    * @default - the folder of the spec file, or the working directory
    */
   readonly baseDir?: string;
+  /**
+   * The corral hosts install (a file asset: `corral up` uploads it to the CDK assets bucket).
+   * @default - buildWorkerArtifact(): the corral that synthesizes the stack
+   */
+  readonly workerArtifact?: WorkerArtifact;
 }
 
-const BASE_ENDPOINTS = ['sqs', 'logs', 'ssm', 'ssmmessages', 'ec2messages'];
+/** The log group of a cluster (named, so that `corral up` can read what failing hosts shipped). */
+export function logGroupNameOf(cluster: string): string {
+  return `/corral/${cluster}`;
+}
+
+// cloudformation: hosts report ready with cfn-signal.
+const BASE_ENDPOINTS = ['sqs', 'logs', 'cloudformation', 'ssm', 'ssmmessages', 'ec2messages'];
 const ECS_ENDPOINTS = ['ecs', 'ecs-agent', 'ecs-telemetry', 'ecr.api', 'ecr.dkr'];
 
 /** The interface endpoints a spec gets: as written, or the default for its NAT and pools. */
@@ -87,6 +102,8 @@ export class ClusterStack extends Stack {
   readonly database?: Database;
   readonly peerings: Peering[] = [];
   readonly monitoring: Monitoring;
+  /** The worker artifact hosts install (a file asset). */
+  readonly workerArtifact: s3assets.Asset;
   /** Topic of alarms and pool scaling notifications (email-subscribed when monitoring.alarmEmail is set). */
   readonly notifications: sns.Topic;
 
@@ -107,6 +124,7 @@ export class ClusterStack extends Stack {
     const baseDir = props.baseDir ?? (specFile ? path.dirname(path.resolve(specFile)) : process.cwd());
 
     this.logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: logGroupNameOf(spec.name),
       retention: spec.monitoring.logRetentionDays as logs.RetentionDays,
       removalPolicy: LOG_GROUP_REMOVAL,
     });
@@ -154,6 +172,26 @@ export class ClusterStack extends Stack {
       displayName: `corral ${spec.name}`,
     });
     const queues = [this.jobQueue.queue, this.jobQueue.deadLetterQueue];
+    const built = props.workerArtifact ?? buildWorkerArtifact();
+    this.workerArtifact = new s3assets.Asset(this, 'WorkerArtifact', {
+      path: built.file,
+      assetHash: built.sha256,
+      assetHashType: AssetHashType.CUSTOM,
+    });
+    const artifact: ArtifactLocation = {
+      bucket: this.workerArtifact.s3BucketName,
+      key: this.workerArtifact.s3ObjectKey,
+      sha256: built.sha256,
+    };
+    const readObjectArns = [
+      this.formatArn({
+        service: 's3',
+        region: '',
+        account: '',
+        resource: this.workerArtifact.s3BucketName,
+        resourceName: this.workerArtifact.s3ObjectKey,
+      }),
+    ];
     const dataBuckets: DataBucketGrant[] = spec.dataBuckets.map((d) => {
       const r = parseDataBucket(d) as DataBucketRef; // the schema refused every entry that is not one
       return { ...r, partition: r.partition ?? partitionOf(spec.region) };
@@ -182,6 +220,7 @@ export class ClusterStack extends Stack {
         queues,
         dataBuckets,
         logGroup: this.logGroup,
+        readObjectArns,
         description: `corral ${spec.name}: named instances`,
       });
       this.database?.instance.secret?.grantRead(role.role);
@@ -203,6 +242,15 @@ export class ClusterStack extends Stack {
             ? { CORRAL_DATABASE_SECRET_ARN: this.database.instance.secret.secretArn }
             : {}),
         },
+        coordinatorOutputs: {
+          QueueUrl: this.jobQueue.queue.queueUrl,
+          DeadLetterQueueUrl: this.jobQueue.deadLetterQueue.queueUrl,
+          BucketName: bucket.bucketName,
+          Region: spec.region,
+          LogGroupName: this.logGroup.logGroupName,
+          ClusterName: spec.name,
+        },
+        artifact,
         instances: spec.instances.map((i, n) => ({
           name: i.name,
           type: i.type,
@@ -225,6 +273,7 @@ export class ClusterStack extends Stack {
         queues,
         dataBuckets,
         logGroup: this.logGroup,
+        readObjectArns,
         ecsTasks: p.capacity === 'ecs',
         description: `corral ${spec.name}: pool ${p.name}`,
       });
@@ -237,9 +286,11 @@ export class ClusterStack extends Stack {
           securityGroup: sg,
           role: role.role,
           queue: this.jobQueue.queue,
+          deadLetterQueue: this.jobQueue.deadLetterQueue,
           bucketName: bucket.bucketName,
           logGroup: this.logGroup,
           instanceTypes: p.instanceTypes,
+          artifact,
           gpu: p.gpu,
           minCapacity: p.min,
           maxCapacity: p.max,

@@ -43,6 +43,12 @@ export interface InstanceRoleProps {
    * @default - none
    */
   readonly description?: string;
+  /**
+   * Objects the hosts read besides the cluster's (the worker artifact in the CDK assets bucket),
+   * as object ARNs.
+   * @default - none
+   */
+  readonly readObjectArns?: readonly string[];
 }
 
 /** Actions that AWS does not scope by resource: Session Manager and custom metrics. */
@@ -105,6 +111,9 @@ export class InstanceRole extends Construct {
           actions: ['logs:CreateLogStream', 'logs:PutLogEvents', 'logs:DescribeLogStreams'],
           resources: [props.logGroup.logGroupArn],
         }),
+        ...(props.readObjectArns?.length
+          ? [new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [...props.readObjectArns] })]
+          : []),
       ],
     });
     data.attachToRole(this.role);

@@ -3,11 +3,12 @@ import type * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
-import type * as logs from 'aws-cdk-lib/aws-logs';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { BOOTSTRAP_FAILED, WORKER_GAVE_UP } from './user-data.js';
 
 /** Properties of the cluster monitoring. */
 export interface MonitoringProps {
@@ -85,6 +86,21 @@ export class Monitoring extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
       evaluationPeriods: 1,
       alarmDescription: `${props.clusterName}: tasks reached the dead-letter queue`,
+    });
+    // A bootstrap that failed, or a worker that failed too often to be restarted, says so in the
+    // log group (stream failure/INSTANCE-ID): one line is an alarm.
+    const hostFailures = new logs.MetricFilter(this, 'HostFailuresFilter', {
+      logGroup: props.logGroup,
+      filterPattern: logs.FilterPattern.literal(`?"${BOOTSTRAP_FAILED}" ?"${WORKER_GAVE_UP}"`),
+      metricNamespace: 'Corral',
+      metricName: `HostFailures-${props.clusterName}`,
+      metricValue: '1',
+    });
+    this.addAlarm('HostFailures', {
+      metric: hostFailures.metric({ statistic: 'Sum', period: five }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      alarmDescription: `${props.clusterName}: a host could not start its worker, or its worker kept failing (see the log group's failure/ streams)`,
     });
     for (const [name, instance] of props.instances ?? []) {
       this.addAlarm(`Health-${name}`, {

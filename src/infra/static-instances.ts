@@ -1,8 +1,10 @@
+import { Duration, Lazy, Stack } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
+import { machineImageFor } from './machine-image.js';
 import type { Network } from './network.js';
-import { instanceUserData } from './user-data.js';
+import { type ArtifactLocation, instanceUserData } from './user-data.js';
 
 /** One named instance. */
 export interface StaticInstanceSpec {
@@ -68,6 +70,21 @@ export interface StaticInstancesProps {
    * @default {}
    */
   readonly coordinatorEnv?: Readonly<Record<string, string>>;
+  /**
+   * The cluster's stack outputs, written on the coordinator for `corral run --cluster`.
+   * @default {}
+   */
+  readonly coordinatorOutputs?: Readonly<Record<string, string>>;
+  /**
+   * The corral the coordinator installs (required when an instance has role coordinator).
+   * @default - none
+   */
+  readonly artifact?: ArtifactLocation;
+  /**
+   * How long CloudFormation waits for the coordinator to report ready (cfn-signal).
+   * @default Duration.minutes(15)
+   */
+  readonly readyTimeout?: Duration;
 }
 
 /** Named, long-lived EC2 instances, each with its startup script and optionally an Elastic IP. */
@@ -82,7 +99,12 @@ export class StaticInstances extends Construct {
     for (const spec of props.instances) {
       const machineImage = spec.ami
         ? ec2.MachineImage.genericLinux({ [props.network.vpc.stack.region]: spec.ami })
-        : ec2.MachineImage.latestAmazonLinux2023();
+        : machineImageFor({ instanceTypes: [spec.type] });
+      const coordinator = (spec.role ?? 'custom') === 'coordinator';
+      let instance: ec2.Instance | undefined;
+      const logicalId = Lazy.string({
+        produce: () => Stack.of(this).getLogicalId(instance!.instance),
+      });
       const userData = ec2.UserData.custom(
         instanceUserData({
           name: spec.name,
@@ -91,9 +113,12 @@ export class StaticInstances extends Construct {
           env: props.coordinatorEnv,
           script: spec.script,
           image: spec.image,
+          artifact: coordinator ? props.artifact : undefined,
+          outputs: coordinator ? props.coordinatorOutputs : undefined,
+          signal: coordinator ? { stackName: Stack.of(this).stackName, resource: logicalId } : undefined,
         }),
       );
-      const instance = new ec2.Instance(this, spec.name, {
+      instance = new ec2.Instance(this, spec.name, {
         vpc: props.network.vpc,
         vpcSubnets: props.network.subnets(spec.subnet, spec.az),
         availabilityZone: spec.az,
@@ -116,6 +141,15 @@ export class StaticInstances extends Construct {
           },
         ],
       });
+      if (coordinator) {
+        // The coordinator reports ready once corral is installed and reaches the cluster.
+        instance.instance.cfnOptions.creationPolicy = {
+          resourceSignal: {
+            count: 1,
+            timeout: `PT${(props.readyTimeout ?? Duration.minutes(15)).toMinutes()}M`,
+          },
+        };
+      }
       this.instances.set(spec.name, instance);
       if (spec.elasticIp) {
         const eip = new ec2.CfnEIP(this, `${spec.name}-Eip`, { domain: 'vpc' });

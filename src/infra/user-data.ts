@@ -20,11 +20,14 @@ export interface WorkerUserDataOptions {
   readonly logGroupName: string;
   /** Idle time, in seconds, after which the worker exits. */
   readonly idleExitSeconds: number;
+  /** The corral the host runs: the worker artifact `corral up` published, pinned by its sha256. */
+  readonly artifact: ArtifactLocation;
   /**
-   * Version of corral installed from npm.
-   * @default 'latest'
+   * Where the host reports readiness (cfn-signal) once the worker checked the queue, the bucket
+   * and the log group.
+   * @default - no signal (nothing waits for the host)
    */
-  readonly corralVersion?: string;
+  readonly signal?: SignalTarget;
   /**
    * ECS cluster to join (capacity: ecs); the corral worker is then not started on the host.
    * @default - none (the corral worker runs on the host under systemd)
@@ -36,6 +39,24 @@ export interface WorkerUserDataOptions {
   readonly image?: string;
 }
 
+/** Where hosts fetch the worker artifact (src/infra/worker-artifact.ts) from. */
+export interface ArtifactLocation {
+  /** Bucket holding the artifact (the CDK assets bucket). */
+  readonly bucket: string;
+  /** Object key. */
+  readonly key: string;
+  /** Hex sha256 of the artifact: a host refuses any other bytes. */
+  readonly sha256: string;
+}
+
+/** The CloudFormation resource a host signals (cfn-signal), with a creation or update policy. */
+export interface SignalTarget {
+  /** Stack name. */
+  readonly stackName: string;
+  /** Logical id of the Auto Scaling group or the instance. */
+  readonly resource: string;
+}
+
 /** Quotes a value for a POSIX shell (single quotes). */
 export function shellQuote(v: string): string {
   return `'${v.replace(/'/g, `'"'"'`)}'`;
@@ -43,6 +64,18 @@ export function shellQuote(v: string): string {
 
 /** The worker's own log on a host (its stdout and stderr), shipped to the cluster's log group. */
 export const WORKER_LOG_FILE = '/var/log/corral/worker.log';
+/** The bootstrap's own log on a host; its last lines are shipped when it fails. */
+export const BOOTSTRAP_LOG_FILE = '/var/log/corral/bootstrap.log';
+/** Log stream prefix of the excerpts a failing bootstrap (or a worker that gave up) ships at once. */
+export const FAILURE_STREAM_PREFIX = 'failure/';
+/** The line a host logs when its worker failed too often to be restarted again. */
+export const WORKER_GAVE_UP = 'corral-worker gave up';
+/** The line a failing bootstrap logs first. */
+export const BOOTSTRAP_FAILED = 'corral bootstrap failed';
+/** Where corral is unpacked on a host (one folder per artifact, `current` links to the running one). */
+export const CORRAL_HOME = '/opt/corral';
+/** Starts of the worker unit allowed within the interval before systemd gives up on it. */
+export const WORKER_START_BURST = 5;
 /** Where the worker bootstrap puts the CloudWatch agent's configuration. */
 const CW_AGENT_CONFIG = '/opt/aws/amazon-cloudwatch-agent/etc/corral.json';
 
@@ -61,34 +94,155 @@ export function cloudWatchAgentConfig(logGroupName: string): object {
     logs: {
       logs_collected: {
         files: {
-          collect_list: [
-            file(WORKER_LOG_FILE, 'worker'),
-            file('/var/log/cloud-init-output.log', 'bootstrap'),
-          ],
+          collect_list: [file(WORKER_LOG_FILE, 'worker'), file(BOOTSTRAP_LOG_FILE, 'bootstrap')],
         },
       },
     },
   };
 }
 
-/** Marks the agent part of the worker bootstrap (what runs the worker, without installing anything). */
-export const AGENT_BEGIN = '# >>> corral agent';
-export const AGENT_END = '# <<< corral agent';
+/** JSON events of CloudWatch Logs from lines on stdin (escaped with sed, wrapped with awk). */
+const TO_LOG_EVENTS = String.raw`tr '\t' ' ' | tr -d '\000-\010\013-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | awk -v ts="$(date +%s)000" 'NF { printf "%s{\"timestamp\":%s,\"message\":\"%s\"}", (n++ ? "," : "["), ts, $0 } END { printf "%s", (n ? "]" : "[]") }'`;
 
 /**
- * The worker bootstrap (EC2 user data of a pool): writes `$CORRAL_ETC_DIR/worker.env` (default
- * /etc/corral) from the stack outputs, installs Node 20 and corral from npm, and starts
- * `corral worker` under systemd (`corral-worker.service`, Restart=on-failure; a clean exit after
- * the idle time powers the instance off, which is how the pool scales in). Its log
- * ({@link WORKER_LOG_FILE}) and the bootstrap's output go to the cluster's log group through the
- * CloudWatch agent. No credential is written: the worker uses the instance role through IMDSv2.
- *
- * `CORRAL_BOOTSTRAP_SKIP_INSTALL=1` in the environment skips installation and systemd and runs
- * the worker in the foreground (`corral` must be on PATH): the agent part between
- * {@link AGENT_BEGIN} and {@link AGENT_END}, which is how the bootstrap is tested off EC2.
+ * Shell functions: `corral_iid` (the instance id from IMDSv2; `CORRAL_IMDS_ENDPOINT` overrides its
+ * address, for tests) and `corral_ship FILE` (the file's last 40 lines to the log group, stream
+ * `failure/INSTANCE-ID`, with the AWS CLI every Amazon Linux has).
+ */
+function shipFunctions(region: string, logGroupName: string): string[] {
+  const r = shellQuote(region);
+  const g = shellQuote(logGroupName);
+  return [
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion
+    'CORRAL_IMDS="${CORRAL_IMDS_ENDPOINT:-http://169.254.169.254}"',
+    'corral_iid() {',
+    '  local t',
+    '  t=$(curl -sf -m 5 -X PUT "$CORRAL_IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 300") &&',
+    '    curl -sf -m 5 -H "X-aws-ec2-metadata-token: $t" "$CORRAL_IMDS/latest/meta-data/instance-id" || hostname',
+    '}',
+    'corral_ship() {',
+    `  local stream="${FAILURE_STREAM_PREFIX}$(corral_iid)" events`,
+    `  events=$(tail -n 40 "$1" | ${TO_LOG_EVENTS})`,
+    '  [ "$events" != "[]" ] || return 0',
+    `  aws logs create-log-stream --region ${r} --log-group-name ${g} --log-stream-name "$stream" >/dev/null 2>&1 || true`,
+    `  aws logs put-log-events --region ${r} --log-group-name ${g} --log-stream-name "$stream" --log-events "$events" >/dev/null || echo "corral: could not ship $1 to the log group" >&2`,
+    '}',
+  ];
+}
+
+/** Options of the part of a bootstrap shared by pools and the coordinator. */
+interface PreludeOptions {
+  readonly title: string;
+  readonly region: string;
+  readonly logGroupName: string;
+  readonly signal?: SignalTarget;
+}
+
+/**
+ * The start of every corral bootstrap: its output to {@link BOOTSTRAP_LOG_FILE} (and the console,
+ * which cloud-init keeps), and an ERR trap that, whatever fails, ships the log's last lines to the
+ * log group at once (stream `failure/INSTANCE-ID`, with the AWS CLI every Amazon Linux has, so it
+ * needs nothing the bootstrap installs), signals failure to CloudFormation, and exits. The
+ * instance id comes from IMDSv2 (`CORRAL_IMDS_ENDPOINT` overrides its address, for tests).
+ */
+function prelude(o: PreludeOptions): string[] {
+  const r = shellQuote(o.region);
+  const signal = o.signal
+    ? `/opt/aws/bin/cfn-signal -e "$1" --stack ${shellQuote(o.signal.stackName)} --resource ${shellQuote(o.signal.resource)} --region ${r} --reason "$2" || echo "corral: cfn-signal failed" >&2`
+    : ': no CloudFormation signal for this host';
+  return [
+    '#!/bin/bash',
+    'set -euo pipefail',
+    `# ${o.title} (generated; see src/infra/user-data.ts)`,
+    `mkdir -p ${path.posix.dirname(BOOTSTRAP_LOG_FILE)}`,
+    `exec > >(tee -a ${BOOTSTRAP_LOG_FILE}) 2>&1`,
+    'corral_signal() {',
+    `  ${signal}`,
+    '}',
+    ...shipFunctions(o.region, o.logGroupName),
+    'corral_failed() {',
+    '  local rc=$1 line=$2 cmd=$3',
+    '  trap - ERR',
+    '  set +e',
+    `  echo "${BOOTSTRAP_FAILED} at line $line (exit $rc): $cmd" >&2`,
+    `  corral_ship ${BOOTSTRAP_LOG_FILE}`,
+    `  corral_signal 1 "${BOOTSTRAP_FAILED} (exit $rc): $cmd"`,
+    '  exit "$rc"',
+    '}',
+    `trap 'corral_failed $? $LINENO "$BASH_COMMAND"' ERR`,
+    `echo "corral bootstrap: start ($(date -u +%FT%TZ))"`,
+  ];
+}
+
+/**
+ * Installs the corral of {@link ArtifactLocation} and links `/usr/local/bin/corral` to it: Node 20
+ * from the distribution's repositories (Amazon Linux serves them from S3, so no NAT is needed),
+ * the artifact from S3 through the gateway endpoint with the AWS CLI, refused unless its sha256
+ * is the pinned one, unpacked into {@link CORRAL_HOME}/SHA. When its native parts were built for
+ * another platform or Node ABI (an arm64 host, or a `corral up` from a Mac), the C forker and
+ * better-sqlite3 are compiled here with the distribution's compilers.
+ */
+function installCorral(a: ArtifactLocation, region: string): string[] {
+  const release = `${CORRAL_HOME}/${a.sha256.slice(0, 16)}`;
+  const tgz = '/var/lib/corral-boot/corral.tgz';
+  return [
+    '# Node 20, from the distribution (no registry, no NAT)',
+    'command -v node >/dev/null || dnf install -y nodejs20 || dnf install -y nodejs',
+    'command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node',
+    '# corral: the artifact corral up published, pinned by its sha256',
+    `mkdir -p ${path.posix.dirname(tgz)} ${CORRAL_HOME}`,
+    `aws s3 cp --region ${shellQuote(region)} --only-show-errors ${shellQuote(`s3://${a.bucket}/${a.key}`)} ${tgz}`,
+    `if ! echo ${shellQuote(`${a.sha256}  ${tgz}`)} | sha256sum -c --status; then`,
+    `  echo "corral bootstrap: ${tgz} is not the artifact corral up published (sha256 $(sha256sum ${tgz} | cut -d' ' -f1), expected ${a.sha256}); refusing it" >&2`,
+    '  false',
+    'fi',
+    `rm -rf ${release}.tmp && mkdir -p ${release}.tmp`,
+    `tar -xzf ${tgz} -C ${release}.tmp --strip-components=1 --no-same-owner`,
+    `corral_native=$(node -p 'process.platform + "-" + process.arch + "-" + process.versions.modules')`,
+    `if [ "$corral_native" != "$(cat ${release}.tmp/native-platform)" ]; then`,
+    `  echo "corral bootstrap: native parts built for $(cat ${release}.tmp/native-platform), this host is $corral_native: compiling them here"`,
+    '  dnf install -y gcc gcc-c++ make python3 nodejs20-devel || dnf install -y gcc gcc-c++ make python3 nodejs-devel',
+    `  cc -O2 -o ${release}.tmp/dist/native/corral-forker ${release}.tmp/src/worker/forker.c`,
+    `  (cd ${release}.tmp && "$(command -v npm || command -v npm-20)" rebuild better-sqlite3 --build-from-source --offline)`,
+    'fi',
+    `rm -rf ${release} && mv ${release}.tmp ${release}`,
+    `ln -sfn ${release} ${CORRAL_HOME}/current`,
+    "cat > /usr/local/bin/corral <<'CORRAL_BIN'",
+    '#!/bin/sh',
+    `exec node ${CORRAL_HOME}/current/dist/cli/main.js "$@"`,
+    'CORRAL_BIN',
+    'chmod 755 /usr/local/bin/corral',
+    `echo "corral bootstrap: corral $(corral --version) from ${a.sha256.slice(0, 16)}"`,
+  ];
+}
+
+/** The CloudWatch agent: the worker's and the bootstrap's logs to the log group (the host runs without it). */
+function cloudWatchAgent(logGroupName: string): string[] {
+  return [
+    "# the worker's log and this script's output to CloudWatch Logs (the host works without it)",
+    `mkdir -p ${path.posix.dirname(CW_AGENT_CONFIG)} ${path.posix.dirname(WORKER_LOG_FILE)}`,
+    `cat > ${CW_AGENT_CONFIG} <<'CORRAL_CWAGENT'`,
+    JSON.stringify(cloudWatchAgentConfig(logGroupName), null, 2),
+    'CORRAL_CWAGENT',
+    `if ! { dnf install -y amazon-cloudwatch-agent && /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${CW_AGENT_CONFIG}; }; then`,
+    `  echo "corral: the CloudWatch agent did not start; logs stay in ${path.posix.dirname(WORKER_LOG_FILE)}" >&2`,
+    'fi',
+  ];
+}
+
+/**
+ * The worker bootstrap (EC2 user data of a pool). In order: the failure trap ({@link prelude}),
+ * `/etc/corral/worker.env` from the stack outputs, the cfn-signal tool, Node and the pinned corral
+ * ({@link installCorral}), `corral worker --check` (the queue, the bucket and the log group are
+ * reachable with the instance role), the CloudWatch agent, and `corral worker` under systemd
+ * (`corral-worker.service`: restarted on failure at most {@link WORKER_START_BURST} times in
+ * 10 minutes, then `corral-worker-failed.service` ships the worker's log and logs
+ * {@link WORKER_GAVE_UP}, which raises an alarm; a clean exit after the idle time powers the
+ * instance off, which is how the pool scales in). Only then does it signal success. Any failure
+ * ships the log, signals failure and stops. No credential is written: the instance role is used
+ * through IMDSv2.
  */
 export function workerUserData(o: WorkerUserDataOptions): string {
-  const version = o.corralVersion ?? 'latest';
   const env = [
     `CORRAL_CLUSTER=${o.clusterName}`,
     `CORRAL_POOL=${o.poolName}`,
@@ -101,17 +255,17 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     ...(o.image ? [`CORRAL_IMAGE=${o.image}`] : []),
   ];
   const lines = [
-    '#!/bin/bash',
-    'set -euo pipefail',
-    '# corral worker bootstrap (generated; see src/infra/user-data.ts)',
-    '# CORRAL_BOOTSTRAP_SKIP_INSTALL=1: no install, no systemd, the worker runs in the foreground',
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion
-    'CORRAL_ETC_DIR="${CORRAL_ETC_DIR:-/etc/corral}"',
-    'mkdir -p "$CORRAL_ETC_DIR"',
-    'cat > "$CORRAL_ETC_DIR/worker.env" <<\'CORRAL_ENV\'',
+    ...prelude({
+      title: `corral worker bootstrap: pool ${o.poolName} of cluster ${o.clusterName}`,
+      region: o.region,
+      logGroupName: o.logGroupName,
+      signal: o.signal,
+    }),
+    'mkdir -p /etc/corral',
+    "cat > /etc/corral/worker.env <<'CORRAL_ENV'",
     ...env,
     'CORRAL_ENV',
-    'chmod 644 "$CORRAL_ETC_DIR/worker.env"',
+    'chmod 644 /etc/corral/worker.env',
   ];
   if (o.ecsClusterName) {
     lines.push(
@@ -119,32 +273,18 @@ export function workerUserData(o: WorkerUserDataOptions): string {
       'mkdir -p /etc/ecs',
       `echo ECS_CLUSTER=${o.ecsClusterName} >> /etc/ecs/ecs.config`,
       'echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config',
+      'corral_signal 0 "ECS host configured"',
     );
     return `${lines.join('\n')}\n`;
   }
   lines.push(
-    AGENT_BEGIN,
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion
-    'if [ "${CORRAL_BOOTSTRAP_SKIP_INSTALL:-}" = 1 ]; then',
-    '  set -a',
-    '  . "$CORRAL_ETC_DIR/worker.env"',
-    '  set +a',
-    '  exec corral worker',
-    'fi',
-    AGENT_END,
-    '# Node 20 and corral',
-    'dnf install -y nodejs20 nodejs20-npm || dnf install -y nodejs npm',
-    'command -v node >/dev/null || ln -sf "$(command -v node-20)" /usr/local/bin/node',
-    'command -v npm >/dev/null || ln -sf "$(command -v npm-20)" /usr/local/bin/npm',
-    `npm install -g ${shellQuote(`corral@${version}`)}`,
-    "# the worker's log and this script's output to CloudWatch Logs (the worker runs without it)",
-    `mkdir -p ${path.posix.dirname(CW_AGENT_CONFIG)} ${path.posix.dirname(WORKER_LOG_FILE)}`,
-    `cat > ${CW_AGENT_CONFIG} <<'CORRAL_CWAGENT'`,
-    JSON.stringify(cloudWatchAgentConfig(o.logGroupName), null, 2),
-    'CORRAL_CWAGENT',
-    `if ! { dnf install -y amazon-cloudwatch-agent && /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:${CW_AGENT_CONFIG}; }; then`,
-    `  echo "corral: the CloudWatch agent did not start; the worker's log stays in ${WORKER_LOG_FILE}" >&2`,
-    'fi',
+    ...(o.signal
+      ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
+      : []),
+    ...installCorral(o.artifact, o.region),
+    '# the queue, the bucket and the log group answer (with the instance role) before the host is ready',
+    '(set -a; . /etc/corral/worker.env; set +a; corral worker --check)',
+    ...cloudWatchAgent(o.logGroupName),
     'id corral >/dev/null 2>&1 || useradd --system --home-dir /var/lib/corral --shell /sbin/nologin corral',
     ...(o.image
       ? [
@@ -153,11 +293,28 @@ export function workerUserData(o: WorkerUserDataOptions): string {
           'usermod -aG docker corral',
         ]
       : []),
+    "cat > /usr/local/bin/corral-report-failure <<'CORRAL_REPORT'",
+    '#!/bin/bash',
+    ...shipFunctions(o.region, o.logGroupName),
+    `echo "${WORKER_GAVE_UP} after ${WORKER_START_BURST} failed starts in 10 minutes; it is not restarted (see ${WORKER_LOG_FILE})" >> ${WORKER_LOG_FILE}`,
+    `corral_ship ${WORKER_LOG_FILE}`,
+    'CORRAL_REPORT',
+    'chmod 755 /usr/local/bin/corral-report-failure',
+    "cat > /etc/systemd/system/corral-worker-failed.service <<'CORRAL_UNIT'",
+    '[Unit]',
+    'Description=report that corral-worker gave up',
+    '[Service]',
+    'Type=oneshot',
+    'ExecStart=/usr/local/bin/corral-report-failure',
+    'CORRAL_UNIT',
     "cat > /etc/systemd/system/corral-worker.service <<'CORRAL_UNIT'",
     '[Unit]',
     'Description=corral worker',
     'After=network-online.target',
     'Wants=network-online.target',
+    'StartLimitIntervalSec=600',
+    `StartLimitBurst=${WORKER_START_BURST}`,
+    'OnFailure=corral-worker-failed.service',
     '[Service]',
     'User=corral',
     'StateDirectory=corral',
@@ -166,7 +323,7 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     `StandardError=append:${WORKER_LOG_FILE}`,
     'EnvironmentFile=/etc/corral/worker.env',
     'Environment=CORRAL_CACHE_DIR=/var/lib/corral/cache',
-    'ExecStart=/usr/bin/env corral worker',
+    'ExecStart=/usr/local/bin/corral worker',
     'Restart=on-failure',
     'RestartSec=5',
     'RestartPreventExitStatus=0',
@@ -179,17 +336,11 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     'CORRAL_UNIT',
     'systemctl daemon-reload',
     'systemctl enable --now corral-worker.service',
+    'corral_signal 0 "corral worker started"',
+    'echo "corral bootstrap: ready"',
   );
   return `${lines.join('\n')}\n`;
 }
-
-/** The agent part of a rendered worker bootstrap (between the markers), or undefined. */
-export function agentPart(text: string): string | undefined {
-  const a = text.indexOf(AGENT_BEGIN);
-  const b = text.indexOf(AGENT_END);
-  return a >= 0 && b > a ? text.slice(a, b + AGENT_END.length) : undefined;
-}
-
 /** What a named instance runs at first boot. */
 export interface InstanceUserDataOptions {
   /** Instance name. */
@@ -213,19 +364,66 @@ export interface InstanceUserDataOptions {
    * @default - none
    */
   readonly image?: string;
+  /**
+   * The corral a coordinator installs (required for `coordinator`).
+   * @default - none
+   */
+  readonly artifact?: ArtifactLocation;
+  /**
+   * The cluster's stack outputs (QueueUrl, BucketName, Region, LogGroupName…), written on a
+   * coordinator for `corral run --cluster` (required for `coordinator`).
+   * @default - none
+   */
+  readonly outputs?: Readonly<Record<string, string>>;
+  /**
+   * Where a coordinator reports readiness (cfn-signal).
+   * @default - no signal
+   */
+  readonly signal?: SignalTarget;
 }
 
-/** The startup script of a named instance: docker + container if an image is set, then the user's script. */
+/**
+ * The startup script of a named instance. A `coordinator` gets the worker bootstrap's failure
+ * trap, the pinned corral ({@link installCorral}), `/etc/corral/coordinator.env`, the cluster's
+ * outputs in `/etc/corral/clusters/NAME.json` (so `corral run FILE --cluster NAME` works at once,
+ * from any folder, for any user), `corral worker --check` against them, then signals readiness.
+ * Then docker and the container if an image is set, then the user's script; a coordinator
+ * signals success after those.
+ */
 export function instanceUserData(o: InstanceUserDataOptions): string {
-  const lines = [
-    '#!/bin/bash',
-    'set -euo pipefail',
-    `# corral instance ${o.name} of cluster ${o.clusterName}`,
-  ];
-  if (o.role === 'coordinator') {
-    lines.push('mkdir -p /etc/corral', "cat > /etc/corral/coordinator.env <<'CORRAL_ENV'");
-    for (const [k, v] of Object.entries(o.env ?? {})) lines.push(`${k}=${v}`);
-    lines.push('CORRAL_ENV');
+  const coordinator = o.role === 'coordinator';
+  if (coordinator && (!o.artifact || !o.outputs)) {
+    throw new Error(`instance ${o.name}: a coordinator needs the artifact and the cluster outputs`);
+  }
+  const lines = coordinator
+    ? prelude({
+        title: `corral instance ${o.name} (coordinator) of cluster ${o.clusterName}`,
+        region: o.outputs!.Region ?? '',
+        logGroupName: o.outputs!.LogGroupName ?? '',
+        signal: o.signal,
+      })
+    : ['#!/bin/bash', 'set -euo pipefail', `# corral instance ${o.name} of cluster ${o.clusterName}`];
+  if (coordinator) {
+    lines.push(
+      'mkdir -p /etc/corral/clusters',
+      "cat > /etc/corral/coordinator.env <<'CORRAL_ENV'",
+      ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`),
+      'CORRAL_ENV',
+      `cat > /etc/corral/clusters/${o.clusterName}.json <<'CORRAL_OUTPUTS'`,
+      JSON.stringify({ outputs: o.outputs }, null, 2),
+      'CORRAL_OUTPUTS',
+      'chmod 644 /etc/corral/coordinator.env /etc/corral/clusters/*.json',
+      "cat > /etc/profile.d/corral.sh <<'CORRAL_PROFILE'",
+      `export AWS_REGION=${o.outputs!.Region ?? ''}`,
+      `export CORRAL_CLUSTER=${o.clusterName}`,
+      'CORRAL_PROFILE',
+      ...(o.signal
+        ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
+        : []),
+      ...installCorral(o.artifact!, o.outputs!.Region ?? ''),
+      '# the queue, the bucket and the log group answer (with the instance role) before it is ready',
+      `(export AWS_REGION=${shellQuote(o.outputs!.Region ?? '')}; corral worker --check --cluster ${shellQuote(o.clusterName)})`,
+    );
   }
   if (o.image) {
     lines.push(
@@ -234,16 +432,17 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
       `docker run -d --restart always --network host --name ${shellQuote(o.name)} ${shellQuote(o.image)}`,
     );
   }
-  let text = `${lines.join('\n')}\n`;
   if (o.script) {
     // The user's script runs as written, from its own file, so its shebang and `set` options apply.
     const body = o.script.endsWith('\n') ? o.script : `${o.script}\n`;
-    text +=
-      "cat > /var/lib/corral-startup.sh <<'CORRAL_SCRIPT'\n" +
-      body +
-      'CORRAL_SCRIPT\n' +
-      'chmod 700 /var/lib/corral-startup.sh\n' +
-      `${body.startsWith('#!') ? '' : '/bin/bash '}/var/lib/corral-startup.sh\n`;
+    lines.push(
+      "cat > /var/lib/corral-startup.sh <<'CORRAL_SCRIPT'",
+      body.slice(0, -1),
+      'CORRAL_SCRIPT',
+      'chmod 700 /var/lib/corral-startup.sh',
+      `${body.startsWith('#!') ? '' : '/bin/bash '}/var/lib/corral-startup.sh`,
+    );
   }
-  return text;
+  if (coordinator) lines.push('corral_signal 0 "coordinator ready"', 'echo "corral bootstrap: ready"');
+  return `${lines.join('\n')}\n`;
 }

@@ -1,4 +1,4 @@
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Duration, Lazy, Stack } from 'aws-cdk-lib';
 import * as applicationautoscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -8,8 +8,9 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { machineImageFor } from './machine-image.js';
 import type { Network } from './network.js';
-import { workerUserData } from './user-data.js';
+import { type ArtifactLocation, workerUserData } from './user-data.js';
 
 /** Spot allocation strategies of a mixed-instances policy. */
 export type SpotStrategy = 'price-capacity-optimized' | 'capacity-optimized' | 'lowest-price';
@@ -28,12 +29,25 @@ export interface WorkerPoolProps {
   readonly role: iam.IRole;
   /** Job queue whose backlog drives scaling. */
   readonly queue: sqs.IQueue;
+  /**
+   * The job queue's dead-letter queue (workers record the dead letters they find).
+   * @default - none
+   */
+  readonly deadLetterQueue?: sqs.IQueue;
   /** Cluster bucket name (for the worker configuration). */
   readonly bucketName: string;
   /** Cluster log group. */
   readonly logGroup: logs.ILogGroup;
-  /** Instance types in order of preference. */
+  /** Instance types in order of preference (one architecture). */
   readonly instanceTypes: readonly string[];
+  /** The corral hosts install: the worker artifact, pinned by its sha256. */
+  readonly artifact: ArtifactLocation;
+  /**
+   * How long CloudFormation waits for a host to report ready (cfn-signal) at creation and during
+   * a rolling update before it fails the deployment.
+   * @default Duration.minutes(15)
+   */
+  readonly readyTimeout?: Duration;
   /**
    * Use the GPU (NVIDIA) AMI.
    * @default false
@@ -148,20 +162,32 @@ export class WorkerPool extends Construct {
         containerInsightsV2: ecs.ContainerInsights.ENABLED,
       });
     }
-    const machineImage =
-      gpu || capacity === 'ecs'
-        ? ecs.EcsOptimizedImage.amazonLinux2023(gpu ? ecs.AmiHardwareType.GPU : ecs.AmiHardwareType.STANDARD)
-        : ec2.MachineImage.latestAmazonLinux2023();
+    const machineImage = machineImageFor({
+      instanceTypes: props.instanceTypes,
+      gpu,
+      ecs: capacity === 'ecs',
+    });
+    const minCapacity = props.minCapacity ?? 0;
+    const desiredCapacity = props.desiredCapacity ?? minCapacity;
+    const readyTimeout = props.readyTimeout ?? Duration.minutes(15);
+    // The group's logical id, known once the group exists (the launch template comes first).
+    const groupLogicalId = Lazy.string({
+      produce: () =>
+        stack.getLogicalId(this.autoScalingGroup.node.defaultChild as autoscaling.CfnAutoScalingGroup),
+    });
     const userData = ec2.UserData.custom(
       workerUserData({
         clusterName: props.clusterName,
         poolName: props.poolName,
         region: stack.region,
         queueUrl: props.queue.queueUrl,
+        deadLetterQueueUrl: props.deadLetterQueue?.queueUrl,
         bucketName: props.bucketName,
         logGroupName: props.logGroup.logGroupName,
         idleExitSeconds: Math.round((props.scaleToZeroAfterMs ?? 900_000) / 1000),
         ecsClusterName: this.ecsCluster?.clusterName,
+        artifact: props.artifact,
+        signal: { stackName: stack.stackName, resource: groupLogicalId },
       }),
     );
     this.launchTemplate = new ec2.LaunchTemplate(this, 'LaunchTemplate', {
@@ -183,7 +209,6 @@ export class WorkerPool extends Construct {
         },
       ],
     });
-    const minCapacity = props.minCapacity ?? 0;
     this.autoScalingGroup = new autoscaling.AutoScalingGroup(this, 'Group', {
       vpc: props.network.vpc,
       vpcSubnets: props.network.subnets(props.subnet ?? 'private'),
@@ -199,8 +224,22 @@ export class WorkerPool extends Construct {
       },
       minCapacity,
       maxCapacity: props.maxCapacity ?? 4,
-      desiredCapacity: props.desiredCapacity ?? minCapacity,
+      desiredCapacity,
       capacityRebalance: true,
+      // Hosts signal once `corral worker --check` passed: a deployment whose hosts cannot start
+      // fails (and rolls back) instead of leaving a pool of machines that run nothing; a new
+      // artifact (a newer corral) rolls the running hosts, one batch at a time.
+      signals:
+        desiredCapacity > 0
+          ? autoscaling.Signals.waitForCount(desiredCapacity, { timeout: readyTimeout })
+          : undefined,
+      updatePolicy: autoscaling.UpdatePolicy.rollingUpdate({
+        maxBatchSize: Math.max(1, Math.ceil((props.maxCapacity ?? 4) / 4)),
+        minInstancesInService: 0,
+        waitOnResourceSignals: true,
+        pauseTime: readyTimeout,
+        minSuccessPercentage: 100,
+      }),
       groupMetrics: [autoscaling.GroupMetrics.all()],
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: Duration.minutes(5) }),
       notifications: props.notificationTopic ? [{ topic: props.notificationTopic }] : undefined,

@@ -14,6 +14,8 @@ interface WorkerFlags {
   idleExit?: number;
   prefetch?: number;
   image?: string;
+  logGroup?: string;
+  check?: boolean;
   spot: boolean;
 }
 
@@ -44,12 +46,18 @@ export function register(program: Command): void {
     .option('--prefetch <N>', 'messages received per call, 1-10', parsePositiveInt('--prefetch'))
     .option('--image <IMAGE>', 'run commands in this image with docker run (env CORRAL_IMAGE)')
     .option('--no-spot', 'do not poll IMDSv2 for spot notices')
+    .option('--log-group <NAME>', "the cluster's log group (env CORRAL_LOG_GROUP)")
+    .option(
+      '--check',
+      'check that the queue, the bucket and the log group answer, write a ready line to the log group, and exit (what a host runs before it reports ready)',
+    )
     .action(async (flags: WorkerFlags) => {
       const env = process.env;
       let queueUrl = flags.queueUrl ?? env.CORRAL_QUEUE_URL;
       let bucket = flags.bucket ?? env.CORRAL_BUCKET;
       let dlqUrl = flags.dlqUrl ?? env.CORRAL_DLQ_URL;
       let region = flags.region;
+      let logGroup = flags.logGroup ?? env.CORRAL_LOG_GROUP;
       if (flags.cluster !== undefined) {
         // --cluster: flags, else the outputs file, else CloudFormation; the bootstrap's env is not used
         const { resolveClusterTarget } = await import('../../aws/outputs.js');
@@ -58,6 +66,7 @@ export function register(program: Command): void {
         ({ queueUrl, bucket } = t);
         dlqUrl = t.deadLetterQueueUrl;
         region ??= t.region;
+        logGroup = flags.logGroup ?? t.logGroupName;
       }
       if (!queueUrl)
         throw new UsageError(
@@ -84,6 +93,30 @@ export function register(program: Command): void {
       } finally {
         s3.destroy();
         sqs.destroy();
+      }
+      if (flags.check) {
+        if (!logGroup)
+          throw new UsageError(
+            '--log-group',
+            'no log group given',
+            'pass --log-group or set CORRAL_LOG_GROUP (stack output LogGroupName)',
+          );
+        const { createLogsClient } = await import('../../aws/clients.js');
+        const { checkLogGroup } = await import('../../aws/host-logs.js');
+        const logs = await createLogsClient(settings);
+        try {
+          await checkLogGroup(
+            logs,
+            logGroup,
+            'corral worker ready: the queue, the bucket and the log group answer',
+          );
+        } finally {
+          logs.destroy();
+        }
+        process.stdout.write(
+          `corral worker --check: ok (queue ${queueUrl}, bucket ${bucket}, log group ${logGroup})\n`,
+        );
+        return;
       }
       const ac = new AbortController();
       process.once('SIGTERM', () => ac.abort());
