@@ -102,3 +102,59 @@ export async function failureLines(
   }
   return out.sort((a, b) => a.timestamp - b.timestamp);
 }
+
+/** A running watch of the failure excerpts. */
+export interface HostFailureWatch {
+  /** Lines seen so far. */
+  readonly lines: HostLogLine[];
+  /** Polls one last time, then stops. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Polls a log group for failure excerpts every `intervalMs` and hands each new line to `onLine`,
+ * until stopped: what `corral up` shows while CloudFormation waits for the hosts. Errors of a poll
+ * (the log group not created yet, a throttle) are ignored until the next.
+ */
+export function watchHostFailures(o: {
+  readonly logs: CloudWatchLogsClient;
+  readonly logGroupName: string;
+  /** Epoch ms: older events are not shown. */
+  readonly since: number;
+  readonly onLine: (line: HostLogLine) => void;
+  /** @default 10000 */
+  readonly intervalMs?: number;
+}): HostFailureWatch {
+  const seen = new Set<string>();
+  const lines: HostLogLine[] = [];
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> = Promise.resolve();
+  const poll = async () => {
+    try {
+      for (const l of await failureLines(o.logs, o.logGroupName, o.since, seen)) {
+        lines.push(l);
+        o.onLine(l);
+      }
+    } catch {
+      // the next poll tries again
+    }
+  };
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      running = poll().then(schedule);
+    }, o.intervalMs ?? 10_000);
+  };
+  schedule();
+  return {
+    lines,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+      await poll();
+    },
+  };
+}

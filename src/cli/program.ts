@@ -1,6 +1,6 @@
 /** The corral command line: its commands, and how errors become exit codes. */
 import { Command, CommanderError } from 'commander';
-import { isUsageError, UsageError } from '../spec/errors.js';
+import { CommandFailed, isUsageError, UsageError } from '../spec/errors.js';
 
 type Register = (program: Command) => void;
 
@@ -82,6 +82,11 @@ export async function main(argv: string[]): Promise<void> {
     if (isUsageError(err)) {
       process.stderr.write(`corral: error: ${err.message}\n`);
       process.exitCode = UsageError.EXIT_CODE;
+      return;
+    }
+    if (err instanceof CommandFailed) {
+      process.stderr.write(`corral: ${err.message}\n`);
+      process.exitCode = CommandFailed.EXIT_CODE;
       return;
     }
     process.stderr.write(`corral: internal error: ${(err as Error)?.stack ?? String(err)}\n`);

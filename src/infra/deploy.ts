@@ -3,8 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
 import { type ClusterSpec, stackNameOf } from '../spec/cluster.js';
-import { UsageError } from '../spec/errors.js';
-import { ClusterStack, interfaceEndpointsOf } from './cluster-stack.js';
+import { CommandFailed, UsageError } from '../spec/errors.js';
+import { ClusterStack, interfaceEndpointsOf, logGroupNameOf } from './cluster-stack.js';
 import { type PlanReport, planCluster } from './plan.js';
 import { type CostEstimate, estimateCost } from './prices.js';
 
@@ -171,11 +171,49 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
     },
     { clobberEnv: false },
   );
-  const result = await toolkit.deploy(cx, {
-    stacks: { strategy: lib.StackSelectionStrategy.PATTERN_MUST_MATCH, patterns: [stackName] },
+  // While CloudFormation waits for the hosts' readiness signals, show what failing hosts shipped.
+  const { createLogsClient, resolveAwsSettings } = await import('../aws/clients.js');
+  const { watchHostFailures } = await import('../aws/host-logs.js');
+  const logs = await createLogsClient(resolveAwsSettings({ region: spec.region, env: opts.env }));
+  const logGroupName = logGroupNameOf(spec.name);
+  const watch = watchHostFailures({
+    logs,
+    logGroupName,
+    since: Date.now() - 60_000,
+    onLine: (l) => log(`host ${l.host}: ${l.message}`),
   });
+  let result: Awaited<ReturnType<typeof toolkit.deploy>>;
+  try {
+    result = await toolkit.deploy(cx, {
+      stacks: { strategy: lib.StackSelectionStrategy.PATTERN_MUST_MATCH, patterns: [stackName] },
+    });
+  } catch (err) {
+    await watch.stop();
+    throw new CommandFailed(deployFailure(stackName, logGroupName, err, watch.lines.length));
+  } finally {
+    await watch.stop();
+    logs.destroy();
+  }
   const deployed = result.stacks.find((s) => s.stackName === stackName);
   return { stackName, outputs: { ...(deployed?.outputs ?? {}) }, plan };
+}
+
+/** The one-line message of a deployment that failed, with where the hosts' reasons are. */
+export function deployFailure(
+  stackName: string,
+  logGroupName: string,
+  err: unknown,
+  hostLines: number,
+): string {
+  const why = ((err as Error)?.message ?? String(err)).split('\n')[0];
+  const hosts =
+    hostLines > 0
+      ? `; the hosts' bootstrap lines are printed above (log group ${logGroupName}, streams failure/INSTANCE-ID)`
+      : `; if hosts did not report ready, see log group ${logGroupName} (streams failure/INSTANCE-ID) and the stack events`;
+  const bootstrap = /bootstrap|has not been bootstrapped|CDKToolkit|SSM parameter \/cdk-bootstrap/i.test(why)
+    ? `; the account needs the CDK's assets bucket once: npx cdk bootstrap aws://ACCOUNT/REGION`
+    : '';
+  return `up failed: stack ${stackName} was not deployed: ${why}${hosts}${bootstrap}`;
 }
 
 /**

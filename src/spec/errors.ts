@@ -33,3 +33,17 @@ function formatUsage(field: string, problem: string, fix?: string, location?: st
 export function isUsageError(err: unknown): err is UsageError {
   return err instanceof UsageError;
 }
+
+/**
+ * A command that ran and failed for a reason outside corral (a deployment AWS rolled back, say):
+ * the CLI prints its message on one line, without a stack, and exits with code 1.
+ */
+export class CommandFailed extends Error {
+  /** Exit code of a failed command. */
+  static readonly EXIT_CODE = 1;
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandFailed';
+  }
+}
