@@ -5,13 +5,15 @@
  * environment, stdin only with -i, paths outside the `-v` mounts redirected into a private root
  * that --rm removes). A real coordinator (`corral run --cluster`) and a real worker run against
  * fauxqs on 127.0.0.1; the test checks the recorded argv and what the bucket committed.
+ * Containers are on docker's bridge network (no instance credentials reach them on a pool host,
+ * whose IMDS hop limit is 1) and get `--gpus all` on a GPU pool (CORRAL_GPUS).
  */
 import assert from 'node:assert/strict';
 import { cpSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { dockerArgv } from '../src/worker/docker-command.js';
+import { dockerArgv, dockerCommand, dockerExec } from '../src/worker/docker-command.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { ROOT, runCli, startCli, tempDir, writeFiles } from './helpers.js';
 
@@ -44,6 +46,7 @@ async function runImaged(
   files: Record<string, string>,
   file = 'job.yaml',
   prepare: (dir: string) => void = () => {},
+  workerEnv: NodeJS.ProcessEnv = {},
 ) {
   const dir = tempDir(t);
   writeFiles(dir, files);
@@ -73,7 +76,7 @@ async function runImaged(
   };
   const worker = startCli(
     ['worker', ...where, '--cache-dir', cache, '--idle-exit', '30', '--no-spot', '--image', IMAGE],
-    { cwd: dir, env },
+    { cwd: dir, env: { ...env, ...workerEnv } },
   );
   t.after(() => {
     if (worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
@@ -103,8 +106,8 @@ function assertSafe(argv: string[], cache: string) {
   assert.ok(argv.includes('--rm'), 'the container is removed when the task ends');
   assert.deepEqual(
     valuesOf(argv, '--network'),
-    ['host'],
-    'host network: IMDSv2 and the instance role reach the container',
+    ['bridge'],
+    "bridge network: on a pool host (IMDS hop limit 1) the instance role's credentials do not reach the container",
   );
   const imageAt = argv.indexOf(IMAGE);
   assert.ok(imageAt > 0, `image ${IMAGE} in ${argv}`);
@@ -127,6 +130,10 @@ function assertSafe(argv: string[], cache: string) {
   const all = argv.join('\n');
   for (const secret of [SECRET, KEYS.AWS_SECRET_ACCESS_KEY, KEYS.AWS_ACCESS_KEY_ID])
     assert.ok(!all.includes(secret), `a secret on the docker command line: ${secret}`);
+  assert.ok(
+    !options.includes('--gpus') || valuesOf(options, '--gpus').join() === 'all',
+    'only the pool GPUs',
+  );
   for (const forbidden of ['--privileged', '-p', '--publish', '--env-file', '--cap-add'])
     assert.ok(!options.includes(forbidden), forbidden);
 }
@@ -159,7 +166,7 @@ outputs: out/{input.stem}.txt
       '--rm',
       '-i',
       '--network',
-      'host',
+      'bridge',
       '--init',
       '-v',
       `${r.cache}/inputs:${r.cache}/inputs`,
@@ -272,6 +279,49 @@ test('dockerArgv: {inputs} of a reduce become "$@" with the paths as arguments; 
   ]);
 });
 
+test('a GPU pool (CORRAL_GPUS=all, as its bootstrap writes): every docker run gets --gpus all, the rest as on any pool', async (t) => {
+  const r = await runImaged(
+    t,
+    'dockgpu',
+    {
+      'job.yaml': `name: dockgpu
+tasks:
+  map: { glob: "in/*.txt" }
+  command: 'tr a-z A-Z < {input}'
+outputs: out/{input.stem}.txt
+`,
+      'in/g.txt': 'golf\n',
+      'in/h.txt': 'hotel\n',
+    },
+    'job.yaml',
+    () => {},
+    { CORRAL_GPUS: 'all' },
+  );
+  assert.equal(r.run.code, 0, `${r.run.stdout}\n${r.run.stderr}\n${r.worker.stderr}`);
+  assert.equal(r.calls.length, 2);
+  for (const argv of r.calls) {
+    assertSafe(argv, r.cache);
+    const options = argv.slice(1, argv.indexOf(IMAGE));
+    assert.deepEqual(valuesOf(options, '--gpus'), ['all']);
+    assert.deepEqual(options.slice(0, 7), ['--rm', '-i', '--network', 'bridge', '--init', '--gpus', 'all']);
+  }
+  assert.equal(readFileSync(path.join(r.dir, 'out', 'g.txt'), 'utf8'), 'GOLF\n');
+  assert.equal(readFileSync(path.join(r.dir, 'out', 'h.txt'), 'utf8'), 'HOTEL\n');
+});
+
+test('--gpus in every form of a containerized task (command, exec, host line), and only when asked', () => {
+  const o = { image: IMAGE, mounts: ['/c'], workdir: '/c/w' };
+  const gpu = { ...o, gpus: 'device=0,1' };
+  for (const argv of [dockerArgv('true', gpu), dockerExec(['mProject', 'a.fits'], gpu)]) {
+    const at = argv.indexOf('--gpus');
+    assert.ok(at > 0 && at < argv.indexOf(IMAGE), String(argv));
+    assert.equal(argv[at + 1], 'device=0,1');
+  }
+  assert.match(dockerCommand('true', gpu), / '--gpus' 'device=0,1' /);
+  for (const argv of [dockerArgv('true', o), dockerExec(['x'], o), dockerArgv('true', { ...o, gpus: '' })])
+    assert.ok(!argv.includes('--gpus'), String(argv));
+});
+
 test('a HyperFlow workflow on an imaged pool: each process runs its executable in the image, without a shell of ours', async (t) => {
   const wf = path.join(ROOT, 'examples/hyperflow');
   const r = await runImaged(t, 'mosaic', {}, 'workflow.json', (dir) => {
@@ -289,7 +339,7 @@ test('a HyperFlow workflow on an imaged pool: each process runs its executable i
     const at = argv.indexOf(IMAGE);
     assert.ok(at > 0, `image in ${argv}`);
     assert.deepEqual(argv.slice(0, 2), ['run', '--rm']);
-    assert.deepEqual(valuesOf(argv.slice(0, at), '--network'), ['host']);
+    assert.deepEqual(valuesOf(argv.slice(0, at), '--network'), ['bridge']);
     assert.ok(!argv.slice(0, at).some((a) => /^AWS_/.test(a)), 'no AWS variables');
     return JSON.stringify(argv.slice(at + 1));
   });

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { interfaceEndpointsOf } from '../src/infra/cluster-stack.js';
+import { ECR_LOGIN_ACTION, ECR_PULL_ACTIONS } from '../src/infra/instance-role.js';
 import { type PlanReport, planFromSynth, synthCluster } from '../src/infra/plan.js';
 import {
   EC2_ON_DEMAND,
@@ -11,9 +13,52 @@ import {
   SPOT_FRACTION,
   UNIT_PRICES,
 } from '../src/infra/prices.js';
-import { instanceUserData, workerUserData } from '../src/infra/user-data.js';
+import { ecrImageOf, instanceUserData, workerUserData } from '../src/infra/user-data.js';
 import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
-import { type ClusterSpec, defineCluster } from '../src/spec/cluster.js';
+import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
+import { resolveIntrinsics } from './sandbox.js';
+
+const ECR_WORKER = '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1';
+
+type Resources = Record<string, { Type: string; Properties: Record<string, unknown> }>;
+
+/** The user data of a pool's launch template, every Ref and Fn::GetAtt written as `<Name>`. */
+function poolUserData(t: Template, pool: string): string {
+  const [, lt] = Object.entries(t.findResources('AWS::EC2::LaunchTemplate')).find(([id]) =>
+    id.startsWith(`Pool${pool}LaunchTemplate`),
+  )!;
+  return resolveIntrinsics(
+    (lt.Properties as { LaunchTemplateData: { UserData: unknown } }).LaunchTemplateData.UserData,
+    (name) => `<${name}>`,
+  );
+}
+
+/** The launch template's IMDS hop limit of a pool. */
+function hopLimitOf(t: Template, pool: string): number | undefined {
+  const [, lt] = Object.entries(t.findResources('AWS::EC2::LaunchTemplate')).find(([id]) =>
+    id.startsWith(`Pool${pool}LaunchTemplate`),
+  )!;
+  return (lt.Properties as { LaunchTemplateData: { MetadataOptions: { HttpPutResponseHopLimit?: number } } })
+    .LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit;
+}
+
+/** Every statement of the policies attached to a role (by the role's logical id prefix). */
+function statementsOf(t: Template, rolePrefix: string) {
+  return Object.values(t.findResources('AWS::IAM::Policy') as Resources).flatMap((p) => {
+    const props = p.Properties as {
+      PolicyName: string;
+      PolicyDocument: { Statement: { Action: string | string[]; Resource: unknown; Condition?: unknown }[] };
+      Roles: { Ref: string }[];
+    };
+    if (!props.Roles.some((r) => r.Ref.startsWith(rolePrefix))) return [];
+    return props.PolicyDocument.Statement.map((st) => ({
+      policy: props.PolicyName,
+      actions: ([] as string[]).concat(st.Action),
+      resource: st.Resource,
+      condition: st.Condition,
+    }));
+  });
+}
 
 // GIVEN one cluster using every construct, synthesized once and shared by the assertions.
 const spec: ClusterSpec = defineCluster({
@@ -35,7 +80,7 @@ const spec: ClusterSpec = defineCluster({
       name: 'ecs',
       instanceTypes: ['g4dn.xlarge'],
       capacity: 'ecs',
-      image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1',
+      image: ECR_WORKER,
       max: 3,
     },
   ],
@@ -99,32 +144,95 @@ describe('ClusterStack constructs', () => {
     assert.match(params, /al2023-ami-kernel/);
   });
 
-  it('capacity: ecs creates an ECS cluster, a capacity provider and a service scaled on backlog per task', () => {
+  it('capacity: ecs: the hosts join an ECS cluster and run the corral worker under systemd; no ECS service, task definition or capacity provider', () => {
     template.resourceCountIs('AWS::ECS::Cluster', 1);
-    template.hasResourceProperties('AWS::ECS::CapacityProvider', {
-      AutoScalingGroupProvider: Match.objectLike({ ManagedScaling: Match.objectLike({ Status: 'ENABLED' }) }),
+    template.hasResourceProperties('AWS::ECS::Cluster', {
+      ClusterSettings: [{ Name: 'containerInsights', Value: 'enabled' }],
     });
-    template.hasResourceProperties('AWS::ECS::TaskDefinition', {
-      ContainerDefinitions: [
-        Match.objectLike({
-          Image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1',
-          ResourceRequirements: [{ Type: 'GPU', Value: '1' }],
-        }),
+    for (const type of [
+      'AWS::ECS::Service',
+      'AWS::ECS::TaskDefinition',
+      'AWS::ECS::CapacityProvider',
+      'AWS::ECS::ClusterCapacityProviderAssociations',
+      'AWS::ApplicationAutoScaling::ScalableTarget',
+      'AWS::ApplicationAutoScaling::ScalingPolicy',
+    ]) {
+      template.resourceCountIs(type, 0);
+    }
+    const text = poolUserData(template, 'ecs');
+    const cluster = Object.keys(template.findResources('AWS::ECS::Cluster'))[0]!;
+    assert.ok(text.includes(`echo ECS_CLUSTER=<${cluster}> >> /etc/ecs/ecs.config`), text);
+    assert.match(text, /ExecStart=\/usr\/local\/bin\/corral worker\n/);
+    assert.ok(text.includes(`CORRAL_IMAGE=${ECR_WORKER}\n`));
+    // g4dn: a GPU pool, so each task's container gets the GPUs
+    assert.match(text, /\nCORRAL_GPUS=all\n/);
+    const pull = text.indexOf(`docker pull '${ECR_WORKER}'`);
+    assert.ok(pull > 0 && pull < text.indexOf('corral_signal 0 "corral worker started"'));
+    // the ECS agent may register the host in its own cluster, and run nothing
+    const agent = statementsOf(template, 'PoolRoleecsRole').filter((st) =>
+      st.policy.includes('DefaultPolicy'),
+    );
+    assert.deepEqual(
+      agent.map((st) => [st.actions, st.resource, st.condition]),
+      [
+        [
+          ['ecs:DeregisterContainerInstance', 'ecs:RegisterContainerInstance', 'ecs:Submit*'],
+          { 'Fn::GetAtt': [cluster, 'Arn'] },
+          undefined,
+        ],
+        [
+          ['ecs:Poll', 'ecs:StartTelemetrySession'],
+          '*',
+          { ArnEquals: { 'ecs:cluster': { 'Fn::GetAtt': [cluster, 'Arn'] } } },
+        ],
+        [['ecs:DiscoverPollEndpoint'], '*', undefined],
       ],
-    });
-    template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
-      PolicyType: 'TargetTrackingScaling',
-      TargetTrackingScalingPolicyConfiguration: Match.objectLike({
-        CustomizedMetricSpecification: {
-          Metrics: Match.arrayWith([
-            Match.objectLike({ Id: 'e1', Expression: BACKLOG_EXPRESSION, ReturnData: true }),
-          ]),
-        },
-      }),
-    });
+    );
+    // only EC2 assumes the pool roles: no ECS task role any more
+    for (const role of Object.values(template.findResources('AWS::IAM::Role') as Resources)) {
+      assert.doesNotMatch(JSON.stringify(role.Properties.AssumeRolePolicyDocument), /ecs-tasks/);
+    }
   });
 
-  it('ASG pools scale on backlog per instance (visible messages / in-service instances)', () => {
+  it('a pool with an image: IMDS hop limit 1 (its containers get no instance credentials); 2 without', () => {
+    assert.equal(hopLimitOf(template, 'ecs'), 1);
+    assert.equal(hopLimitOf(template, 'cpu'), 2);
+    assert.equal(hopLimitOf(template, 'gpu'), 2);
+  });
+
+  it('ECR pull rights for the pool whose image is in ECR, scoped to its repository; none for the others', () => {
+    const ecs = statementsOf(template, 'PoolRoleecsRole');
+    assert.deepEqual(
+      ecs.filter((st) => st.actions.some((a) => a.startsWith('ecr:') && a !== ECR_LOGIN_ACTION)),
+      [
+        {
+          policy: ecs.find((st) => st.policy.startsWith('PoolRoleecsImages'))!.policy,
+          actions: [...ECR_PULL_ACTIONS],
+          resource: 'arn:aws:ecr:us-east-1:123456789012:repository/worker',
+          condition: undefined,
+        },
+      ],
+    );
+    const login = ecs.filter((st) => st.actions.includes(ECR_LOGIN_ACTION));
+    assert.equal(login.length, 1);
+    assert.match(login[0]!.policy, /^PoolRoleecsSessionManager/);
+    assert.equal(login[0]!.resource, '*');
+    for (const role of ['PoolRolecpuRole', 'PoolRolegpuRole', 'InstancesRole']) {
+      assert.ok(
+        !statementsOf(template, role).some((st) => st.actions.some((a) => a.startsWith('ecr:'))),
+        `${role}: no ECR rights without an ECR image (nginx:1.27 is on Docker Hub)`,
+      );
+    }
+    // cdk-nag's findings on the roles (the ECR token and the ECS agent on *) are accepted by corral
+    const roles = plan.nag.findings.filter((f) => /\/(PoolRole-[^/]+|InstancesRole)\//.test(f.resourcePath));
+    assert.ok(roles.length > 0);
+    assert.ok(
+      roles.every((f) => f.suppressed && f.suppressedBy === 'corral'),
+      JSON.stringify(roles.filter((f) => !f.suppressed)),
+    );
+  });
+
+  it('every pool scales on backlog per instance (visible messages / in-service instances)', () => {
     template.resourcePropertiesCountIs(
       'AWS::AutoScaling::ScalingPolicy',
       {
@@ -150,7 +258,7 @@ describe('ClusterStack constructs', () => {
           },
         },
       },
-      2,
+      3, // cpu, gpu and ecs: a capacity: ecs pool scales the same way
     );
   });
 
@@ -235,7 +343,7 @@ describe('ClusterStack constructs', () => {
     template.resourceCountIs('AWS::IAM::User', 0);
   });
 
-  it('dataBuckets: read-only grants scoped to the written buckets and prefixes, for every pool, the named instances and ECS tasks', () => {
+  it('dataBuckets: read-only grants scoped to the written buckets and prefixes, for every pool and the named instances', () => {
     const policies = template.findResources('AWS::IAM::Policy', {
       Properties: { PolicyName: Match.stringLikeRegexp('DataBuckets') },
     });
@@ -254,7 +362,7 @@ describe('ClusterStack constructs', () => {
         Resource: ['arn:aws:s3:::lab-raw/runs/2024/*', 'arn:aws:s3:::lab-raw/runs/2025/*'],
       },
     ];
-    // one policy per role: the named instances' role and each pool's role (ECS tasks use theirs)
+    // one policy per role: the named instances' role and each pool's role
     const roles = Object.values(policies).map((p) => {
       const props = p.Properties as {
         PolicyDocument: { Statement: unknown[] };
@@ -270,11 +378,6 @@ describe('ClusterStack constructs', () => {
       'PoolRoleecsRole',
       'PoolRolegpuRole',
     ]);
-    const taskDefs = template.findResources('AWS::ECS::TaskDefinition');
-    for (const td of Object.values(taskDefs)) {
-      const taskRole = (td.Properties as { TaskRoleArn: { 'Fn::GetAtt': [string, string] } }).TaskRoleArn;
-      assert.ok(roles.includes(taskRole['Fn::GetAtt'][0]), 'the ECS task role has the data bucket grants');
-    }
     // never a * resource, never a write
     for (const st of plan.iam.filter((x) => x.policy.includes('DataBuckets'))) {
       assert.ok(
@@ -346,7 +449,9 @@ describe('ClusterStack constructs', () => {
     // Expectation computed from the table, not hard-coded.
     const ebs = (gib: number) => (gib * UNIT_PRICES.ebsGp3GibMonth) / HOURS_PER_MONTH;
     const coord = EC2_ON_DEMAND['t3.small']! + ebs(20) + UNIT_PRICES.publicIpv4Hourly;
-    const endpoints = 12 * UNIT_PRICES.interfaceEndpointHourly; // 6 base + 5 ECS + secretsmanager
+    // 6 base + 3 ECS (the ecs pool) + 2 ECR (its ECR image) + secretsmanager
+    assert.equal(interfaceEndpointsOf(spec).length, 12);
+    const endpoints = 12 * UNIT_PRICES.interfaceEndpointHourly;
     const db = 2 * RDS_ON_DEMAND['t4g.micro']! + (2 * 20 * UNIT_PRICES.rdsGp3GibMonth) / HOURS_PER_MONTH;
     const cpuUnit = EC2_ON_DEMAND['c6i.large']! + ebs(30);
     const od = onDemandCount(3, 1, 50);
@@ -386,6 +491,146 @@ describe('ClusterStack constructs', () => {
   });
 });
 
+describe('pools and named instances with images', () => {
+  const TOOLS = '123456789012.dkr.ecr.us-east-1.amazonaws.com/lab/tools:1.4';
+  const TRAIN = `123456789012.dkr.ecr.us-east-1.amazonaws.com/lab/train@sha256:${'e'.repeat(64)}`;
+  const API = '123456789012.dkr.ecr.us-east-1.amazonaws.com/svc/api:2';
+  const input: ClusterSpecInput = {
+    name: 'imaged',
+    region: 'us-east-1',
+    network: { azs: ['us-east-1a'] }, // natGateways 0: ECR through its endpoints only
+    instances: [
+      { name: 'api', image: API },
+      { name: 'web', subnet: 'public', image: '123456789012.dkr.ecr.us-east-1.amazonaws.com/svc/web:1' },
+    ],
+    pools: [
+      { name: 'tools', instanceTypes: ['c7i.large'], image: TOOLS, min: 1 },
+      { name: 'train', instanceTypes: ['g5.xlarge'], image: TRAIN },
+      { name: 'plain', instanceTypes: ['c7i.large'] },
+    ],
+  };
+  let t: Template;
+  let imaged: PlanReport;
+  before(() => {
+    const spec = defineCluster(input);
+    const synth = synthCluster(spec);
+    t = Template.fromJSON(synth.template);
+    imaged = planFromSynth(spec, synth);
+  });
+
+  it('an asg pool with an ECR image: CORRAL_IMAGE, docker pulled (after an ECR login) before the success signal', () => {
+    const text = poolUserData(t, 'tools');
+    assert.ok(text.includes(`\nCORRAL_IMAGE=${TOOLS}\n`));
+    assert.doesNotMatch(text, /CORRAL_GPUS/, 'not a GPU pool');
+    const login = text.indexOf('| docker login --username AWS --password-stdin');
+    const pull = text.indexOf(`docker pull '${TOOLS}'`);
+    const ready = text.indexOf('corral_signal 0 "corral worker started"');
+    assert.ok(login > 0 && pull > login && ready > pull, 'login < pull < ready');
+    assert.doesNotMatch(text, /ECS_CLUSTER/);
+    const plain = poolUserData(t, 'plain');
+    assert.doesNotMatch(plain, /docker|CORRAL_IMAGE/);
+  });
+
+  it('a GPU pool with an image: CORRAL_GPUS=all, so each task runs with docker run --gpus all', () => {
+    const text = poolUserData(t, 'train');
+    assert.ok(text.includes(`\nCORRAL_IMAGE=${TRAIN}\nCORRAL_GPUS=all\n`), text);
+    assert.ok(text.includes(`docker pull '${TRAIN}'`));
+  });
+
+  it('pull rights on exactly the repositories of the images, the ECR token wherever an ECR image is pulled', () => {
+    const pulls = (role: string) =>
+      statementsOf(t, role)
+        .filter((st) => st.actions.includes('ecr:BatchGetImage'))
+        .map((st) => {
+          assert.deepEqual(st.actions, [...ECR_PULL_ACTIONS]);
+          return st.resource;
+        });
+    assert.deepEqual(pulls('PoolRoletoolsRole'), ['arn:aws:ecr:us-east-1:123456789012:repository/lab/tools']);
+    assert.deepEqual(pulls('PoolRoletrainRole'), ['arn:aws:ecr:us-east-1:123456789012:repository/lab/train']);
+    assert.deepEqual(pulls('PoolRoleplainRole'), []);
+    assert.deepEqual(pulls('InstancesRole'), [
+      [
+        'arn:aws:ecr:us-east-1:123456789012:repository/svc/api',
+        'arn:aws:ecr:us-east-1:123456789012:repository/svc/web',
+      ],
+    ]);
+    const token = (role: string) => statementsOf(t, role).some((st) => st.actions.includes(ECR_LOGIN_ACTION));
+    assert.deepEqual(
+      ['PoolRoletoolsRole', 'PoolRoletrainRole', 'PoolRoleplainRole', 'InstancesRole'].map(token),
+      [true, true, false, true],
+    );
+    // no other ECR action, nowhere on a wildcard but the token
+    for (const st of statementsOf(t, '')) {
+      for (const a of st.actions.filter((x) => x.startsWith('ecr:'))) {
+        assert.ok([ECR_LOGIN_ACTION, ...ECR_PULL_ACTIONS].includes(a), a);
+        if (a !== ECR_LOGIN_ACTION) assert.notEqual(st.resource, '*');
+      }
+    }
+  });
+
+  it('the named instance logs in to ECR before its docker run', () => {
+    const api = Object.entries(t.findResources('AWS::EC2::Instance')).find(([id]) =>
+      id.startsWith('Instancesapi'),
+    )!;
+    const text = resolveIntrinsics((api[1].Properties as { UserData: unknown }).UserData, (n) => `<${n}>`);
+    const login = text.indexOf('docker login --username AWS --password-stdin');
+    assert.ok(
+      login > 0 && text.indexOf(`docker run -d --restart always --network host --name 'api'`) > login,
+    );
+  });
+
+  it('no NAT gateway: ecr.api and ecr.dkr endpoints, no ECS endpoints without an ecs pool; hop limit 1 on image pools', () => {
+    const services = Object.values(t.findResources('AWS::EC2::VPCEndpoint'))
+      .map((e) => (e.Properties as { ServiceName: unknown }).ServiceName)
+      .filter((n): n is string => typeof n === 'string')
+      .map((n) => n.replace('com.amazonaws.us-east-1.', ''));
+    assert.deepEqual(services.sort(), [...interfaceEndpointsOf(defineCluster(input))].sort());
+    assert.ok(services.includes('ecr.api') && services.includes('ecr.dkr'));
+    assert.ok(!services.some((n) => n.startsWith('ecs')), String(services));
+    assert.deepEqual(
+      ['tools', 'train', 'plain'].map((p) => hopLimitOf(t, p)),
+      [1, 1, 2],
+    );
+    t.resourceCountIs('AWS::ECS::Cluster', 0);
+  });
+
+  it('cdk-nag: every finding on the roles is accepted by corral, with its reason', () => {
+    const roles = imaged.nag.findings.filter((f) =>
+      /\/(PoolRole-[^/]+|InstancesRole)\//.test(f.resourcePath),
+    );
+    assert.ok(
+      roles.every((f) => f.suppressed && f.suppressedBy === 'corral' && (f.reason ?? '').length > 10),
+      JSON.stringify(roles.filter((f) => !f.suppressed)),
+    );
+    assert.equal(imaged.nag.errors, 0, imaged.problems.join('; '));
+  });
+
+  it('interfaceEndpointsOf: ECR endpoints for ECR images of pools and private instances when there is no NAT', () => {
+    const ecr = '123456789012.dkr.ecr.us-east-1.amazonaws.com/w:1';
+    const of = (extra: Partial<ClusterSpecInput>) =>
+      interfaceEndpointsOf(
+        defineCluster({ name: 'e', region: 'us-east-1', network: { azs: ['us-east-1a'] }, ...extra }),
+      );
+    const hasEcr = (names: string[]) => names.includes('ecr.api') && names.includes('ecr.dkr');
+    assert.ok(!hasEcr(of({ pools: [{ name: 'p', instanceTypes: ['c7i.large'] }] })));
+    assert.ok(hasEcr(of({ pools: [{ name: 'p', instanceTypes: ['c7i.large'], image: ecr }] })));
+    assert.ok(hasEcr(of({ instances: [{ name: 'i', image: ecr }] })));
+    // a public instance reaches ECR through the internet gateway
+    assert.ok(!hasEcr(of({ instances: [{ name: 'i', subnet: 'public', image: ecr }] })));
+    const ecsPool = of({ pools: [{ name: 'p', instanceTypes: ['c7i.large'], capacity: 'ecs', image: ecr }] });
+    for (const n of ['ecs', 'ecs-agent', 'ecs-telemetry', 'ecr.api', 'ecr.dkr'])
+      assert.ok(ecsPool.includes(n), n);
+    // with a NAT gateway: no interface endpoint at all, unless written
+    assert.deepEqual(
+      of({
+        network: { azs: ['us-east-1a'], natGateways: 1 },
+        pools: [{ name: 'p', instanceTypes: ['c7i.large'], image: 'tensorflow/tensorflow:latest' }],
+      }),
+      [],
+    );
+  });
+});
+
 describe('user data', () => {
   it('worker bootstrap installs the pinned artifact, checks, starts `corral worker` under systemd, then signals', () => {
     const sha = 'ab'.repeat(32);
@@ -418,20 +663,98 @@ describe('user data', () => {
     assert.match(text, /trap 'corral_failed \$\? \$LINENO "\$BASH_COMMAND"' ERR/);
   });
 
-  it('ECS hosts join their cluster instead of running the worker', () => {
-    const text = workerUserData({
-      clusterName: 'c',
-      poolName: 'p',
-      region: 'r',
-      queueUrl: 'q',
-      bucketName: 'b',
-      logGroupName: 'l',
-      idleExitSeconds: 1,
-      ecsClusterName: 'ecs-1',
-      artifact: { bucket: 'a', key: 'k', sha256: 'cd'.repeat(32) },
+  const base = {
+    clusterName: 'c',
+    poolName: 'p',
+    region: 'us-east-1',
+    queueUrl: 'q',
+    bucketName: 'b',
+    logGroupName: 'l',
+    idleExitSeconds: 1,
+    artifact: { bucket: 'a', key: 'k', sha256: 'cd'.repeat(32) },
+    signal: { stackName: 'corral-c', resource: 'Group' },
+  };
+
+  it('ECS hosts join their cluster and run the corral worker under systemd like any pool', () => {
+    const text = workerUserData({ ...base, ecsClusterName: 'ecs-1', image: 'img:1' });
+    assert.match(text, /echo ECS_CLUSTER=ecs-1 >> \/etc\/ecs\/ecs.config/);
+    assert.doesNotMatch(text, /ECS_ENABLE_SPOT_INSTANCE_DRAINING/, 'no ECS task to drain');
+    assert.match(text, /ExecStart=\/usr\/local\/bin\/corral worker\n/);
+    assert.ok(text.indexOf('ECS_CLUSTER') < text.indexOf('corral worker --check'));
+    assert.ok(text.indexOf('systemctl enable --now corral-worker.service') < text.indexOf('corral_signal 0'));
+    // the ECS-optimized AMIs (minimal AL2023) may lack the AWS CLI and tar the bootstrap uses
+    assert.ok(text.indexOf('dnf install -y awscli-2') < text.indexOf('aws s3 cp'));
+  });
+
+  it('a pool with an ECR image: docker, login, pull and logout before the worker starts and the host reports ready', () => {
+    const image = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/lab/tools:1.4';
+    const text = workerUserData({ ...base, image, gpus: 'all' });
+    assert.ok(text.includes(`\nCORRAL_IMAGE=${image}\nCORRAL_GPUS=all\nCORRAL_ENV\n`), text);
+    const at = (line: string) => {
+      const i = text.indexOf(line);
+      assert.ok(i > 0, `missing: ${line}`);
+      return i;
+    };
+    const order = [
+      at('corral worker --check'),
+      at('command -v docker >/dev/null || dnf install -y docker'),
+      at('systemctl enable --now docker'),
+      at(
+        "aws ecr get-login-password --region 'eu-west-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.eu-west-1.amazonaws.com'",
+      ),
+      at(`docker pull '${image}'`),
+      at("docker logout '123456789012.dkr.ecr.eu-west-1.amazonaws.com'"),
+      at('useradd --system'),
+      at('usermod -aG docker corral'),
+      at('systemctl enable --now corral-worker.service'),
+      at('corral_signal 0 "corral worker started"'),
+    ];
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+    );
+  });
+
+  it('an image of another registry is pulled without a login; GPUs only reach containers of an image pool', () => {
+    const text = workerUserData({ ...base, image: 'tensorflow/tensorflow:latest-gpu', gpus: 'all' });
+    assert.match(text, /docker pull 'tensorflow\/tensorflow:latest-gpu'/);
+    assert.doesNotMatch(text, /docker login|ecr get-login-password|docker logout/);
+    const plain = workerUserData({ ...base, gpus: 'all' });
+    assert.doesNotMatch(plain, /CORRAL_GPUS|CORRAL_IMAGE|docker/);
+  });
+
+  it('ecrImageOf: registry, repository and its ARN from tags, digests, nested names and partitions', () => {
+    assert.deepEqual(ecrImageOf('123456789012.dkr.ecr.us-east-1.amazonaws.com/lab/tools:1.4'), {
+      registry: '123456789012.dkr.ecr.us-east-1.amazonaws.com',
+      account: '123456789012',
+      region: 'us-east-1',
+      partition: 'aws',
+      repository: 'lab/tools',
+      repositoryArn: 'arn:aws:ecr:us-east-1:123456789012:repository/lab/tools',
     });
-    assert.match(text, /ECS_CLUSTER=ecs-1/);
-    assert.doesNotMatch(text, /ExecStart=/);
+    const arn = (i: string) => ecrImageOf(i)?.repositoryArn;
+    assert.equal(
+      arn(`123456789012.dkr.ecr.eu-west-1.amazonaws.com/worker@sha256:${'a'.repeat(64)}`),
+      'arn:aws:ecr:eu-west-1:123456789012:repository/worker',
+    );
+    assert.equal(
+      arn('123456789012.dkr.ecr.eu-west-1.amazonaws.com/a/b/c:v1@sha256:ff'),
+      'arn:aws:ecr:eu-west-1:123456789012:repository/a/b/c',
+    );
+    assert.equal(
+      arn('123456789012.dkr.ecr.eu-west-1.amazonaws.com/worker'),
+      'arn:aws:ecr:eu-west-1:123456789012:repository/worker',
+    );
+    assert.equal(
+      arn('123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn/w:1'),
+      'arn:aws-cn:ecr:cn-north-1:123456789012:repository/w',
+    );
+    assert.equal(
+      arn('123456789012.dkr.ecr.us-gov-west-1.amazonaws.com/w:1'),
+      'arn:aws-us-gov:ecr:us-gov-west-1:123456789012:repository/w',
+    );
+    for (const other of ['nginx:1.27', 'registry.example.com:5000/lab/tools:1', 'public.ecr.aws/lab/tools:1'])
+      assert.equal(ecrImageOf(other), undefined, other);
   });
 
   it('named instances start their container, then the user script', () => {
@@ -444,5 +767,17 @@ describe('user data', () => {
     });
     assert.ok(text.indexOf('docker run') < text.indexOf('echo hi'));
     assert.match(text, /\/bin\/bash \/var\/lib\/corral-startup\.sh/);
+    assert.doesNotMatch(text, /docker login/, 'not an ECR image');
+  });
+
+  it('a named instance with an ECR image logs in to its registry before docker run', () => {
+    const image = '123456789012.dkr.ecr.us-east-1.amazonaws.com/svc/api:2';
+    const text = instanceUserData({ name: 'api', clusterName: 'c', role: 'custom', image });
+    const login = text.indexOf(
+      "aws ecr get-login-password --region 'us-east-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.us-east-1.amazonaws.com'",
+    );
+    const run = text.indexOf(`docker run -d --restart always --network host --name 'api' '${image}'`);
+    assert.ok(login > 0 && run > login, text);
+    assert.ok(text.indexOf("docker logout '123456789012.dkr.ecr.us-east-1.amazonaws.com'") > run);
   });
 });

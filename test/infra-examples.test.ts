@@ -3,22 +3,18 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
-import { UNSCOPED_ACTIONS } from '../src/infra/instance-role.js';
+import { ECR_LOGIN_ACTION, UNSCOPED_ACTIONS } from '../src/infra/instance-role.js';
 import { type PlanReport, planFromSynth, type SynthesizedCluster, synthCluster } from '../src/infra/plan.js';
 import { type ClusterSpec, loadClusterFile } from '../src/spec/cluster.js';
 
 const DIR = path.join(import.meta.dirname, '..', 'examples', 'clusters');
 const FILES = readdirSync(DIR).filter((f) => f.endsWith('.yaml'));
 
-/** Actions that aws-cdk-lib's ECS capacity provider grants on `*` (the ECS agent needs them). */
-const ECS_AGENT_ACTIONS = [
-  'ecs:DiscoverPollEndpoint',
-  'ecr:GetAuthorizationToken',
-  'logs:CreateLogStream',
-  'logs:PutLogEvents',
-  'ecs:Poll',
-  'ecs:StartTelemetrySession',
-];
+/**
+ * Actions a capacity: ecs pool grants on `*` so that the ECS agent registers its hosts in the
+ * pool's ECS cluster (ecs:Poll and ecs:StartTelemetrySession conditioned on that cluster).
+ */
+const ECS_AGENT_ACTIONS = ['ecs:DiscoverPollEndpoint', 'ecs:Poll', 'ecs:StartTelemetrySession'];
 
 interface Example {
   file: string;
@@ -150,7 +146,7 @@ describe('examples/clusters', () => {
   });
 
   it('IAM statements use no * resource except where AWS requires it, and none allows s3:* on *', () => {
-    const allowed = new Set([...UNSCOPED_ACTIONS, ...ECS_AGENT_ACTIONS]);
+    const allowed = new Set([...UNSCOPED_ACTIONS, ...ECS_AGENT_ACTIONS, ECR_LOGIN_ACTION]);
     for (const e of examples) {
       for (const s of e.plan.iam.filter((x) => x.kind === 'identity' && x.effect === 'Allow')) {
         if (s.resources.includes('*')) {
@@ -161,6 +157,36 @@ describe('examples/clusters', () => {
           `${e.file}: ${s.policy}`,
         );
         assert.ok(!s.actions.includes('*'), `${e.file}: ${s.policy} allows *`);
+      }
+    }
+  });
+
+  it('pools with an image run the corral worker on the host and pull the image before they report ready; no ECS service', () => {
+    for (const e of examples) {
+      e.template.resourceCountIs('AWS::ECS::Service', 0);
+      e.template.resourceCountIs('AWS::ECS::TaskDefinition', 0);
+      e.template.resourceCountIs('AWS::ECS::CapacityProvider', 0);
+      const lts = e.template.findResources('AWS::EC2::LaunchTemplate');
+      for (const p of e.spec.pools) {
+        const [, lt] = Object.entries(lts).find(([id]) =>
+          id.startsWith(`Pool${p.name.replace(/-/g, '')}LaunchTemplate`),
+        )!;
+        const text = JSON.stringify(lt.Properties.LaunchTemplateData.UserData);
+        assert.match(text, /ExecStart=\/usr\/local\/bin\/corral worker/, `${e.file} ${p.name}`);
+        assert.equal(/ECS_CLUSTER=/.test(text), p.capacity === 'ecs', `${e.file} ${p.name}`);
+        if (!p.image) continue;
+        assert.ok(text.includes(`CORRAL_IMAGE=${p.image}`), `${e.file} ${p.name}`);
+        const pull = text.indexOf(`docker pull '${p.image}'`);
+        assert.ok(
+          pull > 0 && pull < text.indexOf('corral_signal 0 \\"corral worker started\\"'),
+          `${e.file} ${p.name}`,
+        );
+        assert.equal(text.includes('CORRAL_GPUS=all'), p.gpu, `${e.file} ${p.name}: GPUs for the containers`);
+        assert.equal(
+          lt.Properties.LaunchTemplateData.MetadataOptions.HttpPutResponseHopLimit,
+          1,
+          `${e.file} ${p.name}`,
+        );
       }
     }
   });
@@ -209,6 +235,9 @@ describe('examples/clusters', () => {
     // one coordinator: the only instance with the cluster's outputs and a readiness signal
     assert.equal(instances.filter((u) => /coordinator\.env/.test(u)).length, 1);
     assert.equal(instances.filter((u) => /cfn-signal/.test(u)).length, 1);
-    assert.equal(Object.values(e.template.findResources('AWS::EC2::Instance')).filter((i) => i.CreationPolicy).length, 1);
+    assert.equal(
+      Object.values(e.template.findResources('AWS::EC2::Instance')).filter((i) => i.CreationPolicy).length,
+      1,
+    );
   });
 });

@@ -19,6 +19,7 @@ import type { Construct, IConstruct } from 'constructs';
 import {
   type ClusterSpec,
   type DataBucketRef,
+  isEcrImage,
   parseDataBucket,
   partitionOf,
   sourceFileOf,
@@ -64,14 +65,28 @@ export function logGroupNameOf(cluster: string): string {
 
 // cloudformation: hosts report ready with cfn-signal.
 const BASE_ENDPOINTS = ['sqs', 'logs', 'cloudformation', 'ssm', 'ssmmessages', 'ec2messages'];
-const ECS_ENDPOINTS = ['ecs', 'ecs-agent', 'ecs-telemetry', 'ecr.api', 'ecr.dkr'];
+// the ECS agent of capacity: ecs hosts registers them and reports (Container Insights)
+const ECS_ENDPOINTS = ['ecs', 'ecs-agent', 'ecs-telemetry'];
+// docker login (the token) and docker pull (manifests; the layers come through the S3 gateway)
+const ECR_ENDPOINTS = ['ecr.api', 'ecr.dkr'];
 
-/** The interface endpoints a spec gets: as written, or the default for its NAT and pools. */
+/**
+ * The interface endpoints a spec gets: as written, or the default for its NAT, pools and images.
+ * With no NAT gateway: the base set, `ecs`, `ecs-agent` and `ecs-telemetry` for capacity: ecs
+ * pools, `ecr.api` and `ecr.dkr` when a pool or a private named instance has an ECR image (a
+ * public instance reaches ECR through the internet gateway; the spec refuses any other image
+ * without a NAT), `secretsmanager` with a database. With a NAT gateway: none.
+ */
 export function interfaceEndpointsOf(spec: ClusterSpec): string[] {
   if (spec.network.interfaceEndpoints) return [...new Set(spec.network.interfaceEndpoints)];
   if (spec.network.natGateways > 0) return [];
   const names = [...BASE_ENDPOINTS];
   if (spec.pools.some((p) => p.capacity === 'ecs')) names.push(...ECS_ENDPOINTS);
+  const images = [
+    ...spec.pools.map((p) => p.image),
+    ...spec.instances.filter((i) => i.subnet === 'private').map((i) => i.image),
+  ];
+  if (images.some((i) => i !== undefined && isEcrImage(i))) names.push(...ECR_ENDPOINTS);
   if (spec.database) names.push('secretsmanager');
   return names;
 }
@@ -104,6 +119,8 @@ export class ClusterStack extends Stack {
   readonly monitoring: Monitoring;
   /** The worker artifact hosts install (a file asset). */
   readonly workerArtifact: s3assets.Asset;
+  /** What the worker artifact is: corral's version, sha256, size, native platform. */
+  readonly workerArtifactInfo: WorkerArtifact;
   /** Topic of alarms and pool scaling notifications (email-subscribed when monitoring.alarmEmail is set). */
   readonly notifications: sns.Topic;
 
@@ -173,6 +190,7 @@ export class ClusterStack extends Stack {
     });
     const queues = [this.jobQueue.queue, this.jobQueue.deadLetterQueue];
     const built = props.workerArtifact ?? buildWorkerArtifact();
+    this.workerArtifactInfo = built;
     this.workerArtifact = new s3assets.Asset(this, 'WorkerArtifact', {
       path: built.file,
       assetHash: built.sha256,
@@ -221,6 +239,7 @@ export class ClusterStack extends Stack {
         dataBuckets,
         logGroup: this.logGroup,
         readObjectArns,
+        images: spec.instances.map((i) => i.image),
         description: `corral ${spec.name}: named instances`,
       });
       this.database?.instance.secret?.grantRead(role.role);
@@ -274,7 +293,7 @@ export class ClusterStack extends Stack {
         dataBuckets,
         logGroup: this.logGroup,
         readObjectArns,
-        ecsTasks: p.capacity === 'ecs',
+        images: [p.image],
         description: `corral ${spec.name}: pool ${p.name}`,
       });
       this.pools.set(

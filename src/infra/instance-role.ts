@@ -3,6 +3,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { ecrImageOf } from './user-data.js';
 
 /** A bucket, or the objects below one key prefix of it, that a role may read. */
 export interface DataBucketGrant {
@@ -34,10 +35,14 @@ export interface InstanceRoleProps {
    */
   readonly dataBuckets?: readonly DataBucketGrant[];
   /**
-   * Also trusted by ECS tasks (the pool's containers use the same permissions).
-   * @default false
+   * Container images the hosts pull (a pool's image, the named instances' images). For each one
+   * in Amazon ECR the role may pull from its repository (ecr:BatchGetImage,
+   * ecr:GetDownloadUrlForLayer, ecr:BatchCheckLayerAvailability on the repository ARN) and get a
+   * registry token (ecr:GetAuthorizationToken, which supports no resource); other images need no
+   * rights.
+   * @default - none
    */
-  readonly ecsTasks?: boolean;
+  readonly images?: readonly (string | undefined)[];
   /**
    * Description of the role.
    * @default - none
@@ -67,10 +72,23 @@ export const UNSCOPED_ACTIONS: readonly string[] = [
   'cloudwatch:PutMetricData',
 ];
 
+/** The ECR action that supports no resource: the registry token `docker login` takes. */
+export const ECR_LOGIN_ACTION = 'ecr:GetAuthorizationToken';
+
+/** What pulling an image from an ECR repository takes, on the repository ARN. */
+export const ECR_PULL_ACTIONS: readonly string[] = [
+  'ecr:BatchGetImage',
+  'ecr:GetDownloadUrlForLayer',
+  'ecr:BatchCheckLayerAvailability',
+];
+
 /**
  * An EC2 instance role scoped by ARN to the cluster's bucket, queues and log group, with
- * SSM Session Manager (no open ports, no keys on hosts). The actions AWS cannot scope are in a
- * separate `SessionManager` policy so that the cdk-nag wildcard finding can be accepted for it alone.
+ * SSM Session Manager (no open ports, no keys on hosts), and pull rights on the ECR repositories
+ * of its hosts' images (policy `Images`). Only the EC2 service assumes it: no container is given
+ * it (tasks run on docker's bridge network, out of reach of IMDS). The actions AWS cannot scope
+ * (and {@link ECR_LOGIN_ACTION} when an image is in ECR) are in a separate `SessionManager`
+ * policy so that the cdk-nag wildcard finding can be accepted for it alone.
  */
 export class InstanceRole extends Construct {
   /** The role. */
@@ -78,13 +96,10 @@ export class InstanceRole extends Construct {
 
   constructor(scope: Construct, id: string, props: InstanceRoleProps) {
     super(scope, id);
-    const principal = props.ecsTasks
-      ? new iam.CompositePrincipal(
-          new iam.ServicePrincipal('ec2.amazonaws.com'),
-          new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-        )
-      : new iam.ServicePrincipal('ec2.amazonaws.com');
-    this.role = new iam.Role(this, 'Role', { assumedBy: principal, description: props.description });
+    this.role = new iam.Role(this, 'Role', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: props.description,
+    });
     const b = props.bucket;
     const data = new iam.Policy(this, 'ClusterData', {
       statements: [
@@ -119,10 +134,19 @@ export class InstanceRole extends Construct {
     data.attachToRole(this.role);
     const reads = dataBucketStatements(props.dataBuckets ?? []);
     if (reads.length > 0) new iam.Policy(this, 'DataBuckets', { statements: reads }).attachToRole(this.role);
+    const repositories = ecrRepositoryArns(props.images ?? []);
+    if (repositories.length > 0) {
+      new iam.Policy(this, 'Images', {
+        statements: [new iam.PolicyStatement({ actions: [...ECR_PULL_ACTIONS], resources: repositories })],
+      }).attachToRole(this.role);
+    }
     const unscoped = new iam.Policy(this, 'SessionManager', {
       statements: [
         new iam.PolicyStatement({
-          actions: UNSCOPED_ACTIONS.filter((a) => a !== 'cloudwatch:PutMetricData'),
+          actions: [
+            ...UNSCOPED_ACTIONS.filter((a) => a !== 'cloudwatch:PutMetricData'),
+            ...(repositories.length > 0 ? [ECR_LOGIN_ACTION] : []),
+          ],
           resources: ['*'],
         }),
         new iam.PolicyStatement({
@@ -134,6 +158,15 @@ export class InstanceRole extends Construct {
     });
     unscoped.attachToRole(this.role);
   }
+}
+
+/** The ARNs of the ECR repositories of these images, sorted, once each (other images have none). */
+export function ecrRepositoryArns(images: readonly (string | undefined)[]): string[] {
+  const arns = images.flatMap((i) => {
+    const ecr = i === undefined ? undefined : ecrImageOf(i);
+    return ecr ? [ecr.repositoryArn] : [];
+  });
+  return [...new Set(arns)].sort();
 }
 
 /**

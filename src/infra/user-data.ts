@@ -3,6 +3,7 @@
  * Values may be CDK tokens (strings); the caller wraps the text in `UserData.custom`.
  */
 import path from 'node:path';
+import { isEcrImage, partitionOf } from '../spec/cluster.js';
 
 /** Where a worker finds its cluster: the values of the stack outputs. */
 export interface WorkerUserDataOptions {
@@ -29,14 +30,80 @@ export interface WorkerUserDataOptions {
    */
   readonly signal?: SignalTarget;
   /**
-   * ECS cluster to join (capacity: ecs); the corral worker is then not started on the host.
-   * @default - none (the corral worker runs on the host under systemd)
+   * ECS cluster the host joins (capacity: ecs, on the ECS-optimized AMI): its ECS agent registers
+   * it, so the host is listed there, but no ECS task is ever placed on it. The corral worker runs
+   * on the host under systemd all the same.
+   * @default - none
    */
   readonly ecsClusterName?: string;
   /** URL of the dead-letter queue. @default - none (the redrive policy still applies) */
   readonly deadLetterQueueUrl?: string;
-  /** Run each task in this image (`docker run`). @default - on the host */
+  /**
+   * The pool's image: the worker runs each task in it with `docker run` (CORRAL_IMAGE). The
+   * bootstrap installs docker if the AMI has none, logs in to ECR for an ECR image, and pulls the
+   * image before the host reports ready, so an image that cannot be pulled fails the host.
+   * @default - tasks run on the host
+   */
   readonly image?: string;
+  /**
+   * GPUs each task's container gets (`docker run --gpus`; CORRAL_GPUS), with an image: `all` on a
+   * GPU pool (the ECS GPU AMI has the NVIDIA container toolkit).
+   * @default - none
+   */
+  readonly gpus?: string;
+}
+
+/** An image in a private Amazon ECR repository, in parts. */
+export interface EcrImage {
+  /** Registry host, `ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]`: what `docker login` takes. */
+  readonly registry: string;
+  readonly account: string;
+  readonly region: string;
+  readonly partition: string;
+  /** Repository name (without the tag or digest), e.g. `lab/tools`. */
+  readonly repository: string;
+  /** ARN of the repository, what the pull rights are scoped to. */
+  readonly repositoryArn: string;
+}
+
+/** The parts of an ECR image (`isEcrImage` in src/spec/cluster.ts), or undefined for any other image. */
+export function ecrImageOf(image: string): EcrImage | undefined {
+  if (!isEcrImage(image)) return undefined;
+  const slash = image.indexOf('/');
+  const registry = image.slice(0, slash);
+  const [account, , , region] = registry.split('.') as [string, string, string, string];
+  // NAME[:TAG][@DIGEST]: a tag is after the last colon of the last path segment
+  const repository = image
+    .slice(slash + 1)
+    .replace(/@.*$/, '')
+    .replace(/:[^/]*$/, '');
+  const partition = registry.endsWith('.cn') ? 'aws-cn' : partitionOf(region);
+  return {
+    registry,
+    account,
+    region,
+    partition,
+    repository,
+    repositoryArn: `arn:${partition}:ecr:${region}:${account}:repository/${repository}`,
+  };
+}
+
+/**
+ * `docker login` to the registry of an ECR image with a token of the instance role (valid for
+ * 12 hours), for the pull that follows; nothing for an image of any other registry.
+ */
+function ecrLogin(image: string): string[] {
+  const ecr = ecrImageOf(image);
+  if (!ecr) return [];
+  return [
+    `aws ecr get-login-password --region ${shellQuote(ecr.region)} | docker login --username AWS --password-stdin ${shellQuote(ecr.registry)}`,
+  ];
+}
+
+/** Forgets the ECR token `ecrLogin` stored (the image is on the host; runs do not pull). */
+function ecrLogout(image: string): string[] {
+  const ecr = ecrImageOf(image);
+  return ecr ? [`docker logout ${shellQuote(ecr.registry)}`] : [];
 }
 
 /** Where hosts fetch the worker artifact (src/infra/worker-artifact.ts) from. */
@@ -232,9 +299,13 @@ function cloudWatchAgent(logGroupName: string): string[] {
 
 /**
  * The worker bootstrap (EC2 user data of a pool). In order: the failure trap ({@link prelude}),
- * `/etc/corral/worker.env` from the stack outputs, the cfn-signal tool, Node and the pinned corral
- * ({@link installCorral}), `corral worker --check` (the queue, the bucket and the log group are
- * reachable with the instance role), the CloudWatch agent, and `corral worker` under systemd
+ * `/etc/corral/worker.env` from the stack outputs, `/etc/ecs/ecs.config` with capacity: ecs (the
+ * host joins the pool's ECS cluster, and nothing else of ECS), the cfn-signal tool, the AWS CLI
+ * and tar (the ECS-optimized AMIs of GPU and ECS pools may lack them), Node and the pinned
+ * corral ({@link installCorral}), `corral worker --check` (the queue, the bucket and the log group
+ * are reachable with the instance role), with an image: docker, an ECR login for an ECR image and
+ * `docker pull IMAGE` (an image that cannot be pulled fails the host before it reports ready),
+ * the CloudWatch agent, and `corral worker` under systemd
  * (`corral-worker.service`: restarted on failure at most {@link WORKER_START_BURST} times in
  * 10 minutes, then `corral-worker-failed.service` ships the worker's log and logs
  * {@link WORKER_GAVE_UP}, which raises an alarm; a clean exit after the idle time powers the
@@ -253,6 +324,7 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     `CORRAL_LOG_GROUP=${o.logGroupName}`,
     `CORRAL_IDLE_EXIT_SECONDS=${o.idleExitSeconds}`,
     ...(o.image ? [`CORRAL_IMAGE=${o.image}`] : []),
+    ...(o.image && o.gpus ? [`CORRAL_GPUS=${o.gpus}`] : []),
   ];
   const lines = [
     ...prelude({
@@ -269,30 +341,36 @@ export function workerUserData(o: WorkerUserDataOptions): string {
   ];
   if (o.ecsClusterName) {
     lines.push(
-      '# capacity: ecs — this host only runs ECS tasks',
+      '# capacity: ecs: the ECS agent registers this host in the pool ECS cluster (listed there); no ECS task runs on it',
       'mkdir -p /etc/ecs',
       `echo ECS_CLUSTER=${o.ecsClusterName} >> /etc/ecs/ecs.config`,
-      'echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config',
-      'corral_signal 0 "ECS host configured"',
     );
-    return `${lines.join('\n')}\n`;
   }
   lines.push(
     ...(o.signal
       ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
       : []),
+    '# the ECS-optimized AMIs are built on the minimal Amazon Linux 2023, which may lack these',
+    'command -v aws >/dev/null || dnf install -y awscli-2',
+    'command -v tar >/dev/null || dnf install -y tar gzip',
     ...installCorral(o.artifact, o.region),
     '# the queue, the bucket and the log group answer (with the instance role) before the host is ready',
     '(set -a; . /etc/corral/worker.env; set +a; corral worker --check)',
+  );
+  if (o.image) {
+    lines.push(
+      '# the pool image: docker (the ECS-optimized AMIs have it), the image pulled before the host is ready',
+      'command -v docker >/dev/null || dnf install -y docker',
+      'systemctl enable --now docker',
+      ...ecrLogin(o.image),
+      `docker pull ${shellQuote(o.image)}`,
+      ...ecrLogout(o.image),
+    );
+  }
+  lines.push(
     ...cloudWatchAgent(o.logGroupName),
     'id corral >/dev/null 2>&1 || useradd --system --home-dir /var/lib/corral --shell /sbin/nologin corral',
-    ...(o.image
-      ? [
-          '(command -v docker >/dev/null) || dnf install -y docker',
-          'systemctl enable --now docker',
-          'usermod -aG docker corral',
-        ]
-      : []),
+    ...(o.image ? ['usermod -aG docker corral'] : []),
     "cat > /usr/local/bin/corral-report-failure <<'CORRAL_REPORT'",
     '#!/bin/bash',
     ...shipFunctions(o.region, o.logGroupName),
@@ -360,7 +438,8 @@ export interface InstanceUserDataOptions {
    */
   readonly script?: string;
   /**
-   * Container image started with docker (restart always, host network).
+   * Container image started with docker (restart always, host network); for an ECR image docker
+   * logs in to its registry first, with the instance role.
    * @default - none
    */
   readonly image?: string;
@@ -429,7 +508,9 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
     lines.push(
       '(command -v docker >/dev/null) || dnf install -y docker || (apt-get update && apt-get install -y docker.io)',
       'systemctl enable --now docker',
+      ...ecrLogin(o.image),
       `docker run -d --restart always --network host --name ${shellQuote(o.name)} ${shellQuote(o.image)}`,
+      ...ecrLogout(o.image),
     );
   }
   if (o.script) {

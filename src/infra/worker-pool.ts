@@ -1,9 +1,8 @@
 import { Duration, Lazy, Stack } from 'aws-cdk-lib';
-import * as applicationautoscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
-import type * as iam from 'aws-cdk-lib/aws-iam';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -25,7 +24,10 @@ export interface WorkerPoolProps {
   readonly network: Network;
   /** Cluster security group. */
   readonly securityGroup: ec2.ISecurityGroup;
-  /** The pool's instance role (also its ECS task role with capacity: ecs). */
+  /**
+   * The pool's instance role: the corral worker on the host uses it. With capacity: ecs the pool
+   * adds what the ECS agent needs to register the host in the pool's ECS cluster.
+   */
   readonly role: iam.IRole;
   /** Job queue whose backlog drives scaling. */
   readonly queue: sqs.IQueue;
@@ -49,7 +51,8 @@ export interface WorkerPoolProps {
    */
   readonly readyTimeout?: Duration;
   /**
-   * Use the GPU (NVIDIA) AMI.
+   * Use the GPU (NVIDIA) AMI; with an image, each task's container gets all the host's GPUs
+   * (`docker run --gpus all`).
    * @default false
    */
   readonly gpu?: boolean;
@@ -84,17 +87,26 @@ export interface WorkerPoolProps {
    */
   readonly spotAllocationStrategy?: SpotStrategy;
   /**
-   * Placement of work: asg (corral worker on the host) or ecs (ECS cluster + capacity provider).
+   * Where the hosts come from. Either way the corral worker runs on each host under systemd, from
+   * the pinned artifact, and the group scales on backlog per instance. `asg`: Amazon Linux 2023
+   * (the ECS GPU AMI for a GPU pool). `ecs`: the ECS-optimized AMI, and each host joins an ECS
+   * cluster of the pool (Container Insights), where it is listed; no ECS service, task or
+   * capacity provider (a capacity provider with nothing placed would scale the group in against
+   * the backlog policy). Requires an image.
    * @default 'asg'
    */
   readonly capacity?: 'asg' | 'ecs';
   /**
-   * Worker container image (required with capacity: ecs).
-   * @default - none
+   * Image each task runs in: the worker on the host runs `docker run IMAGE` per task (CORRAL_IMAGE).
+   * The bootstrap pulls it before the host reports ready (ECR images with the instance role, which
+   * gets pull rights on the repository). Containers are on docker's bridge network and the
+   * launch template's IMDS hop limit is 1, so a task has no AWS credentials: the worker moves its
+   * inputs and outputs. Required with capacity: ecs.
+   * @default - tasks run on the host
    */
   readonly image?: string;
   /**
-   * Target visible messages per in-service instance (or task).
+   * Target visible messages per in-service instance.
    * @default 10
    */
   readonly backlogPerInstance?: number;
@@ -137,18 +149,19 @@ export const BACKLOG_EXPRESSION = 'IF(m2 > 0, m1 / m2, m1)';
 /**
  * An auto-scaled pool of workers: a launch template (IMDSv2 required, encrypted root volume),
  * an Auto Scaling group with a mixed-instances policy (spot + on-demand) and capacity rebalance,
- * and target tracking on backlog per instance. With capacity: ecs, an ECS cluster, a capacity
- * provider and a service running `image`, scaled on backlog per task.
+ * and target tracking on backlog per instance. Every host runs the corral worker under systemd
+ * ({@link workerUserData}); with an image, the worker runs each task in it with `docker run`.
+ * With capacity: ecs the hosts boot the ECS-optimized AMI and join an ECS cluster of the pool
+ * (visible there, with Container Insights), and nothing else of ECS is used: no service, task
+ * definition or capacity provider.
  */
 export class WorkerPool extends Construct {
   /** The Auto Scaling group. */
   readonly autoScalingGroup: autoscaling.AutoScalingGroup;
   /** The launch template. */
   readonly launchTemplate: ec2.LaunchTemplate;
-  /** The ECS cluster, with capacity: ecs. */
+  /** The ECS cluster the hosts join, with capacity: ecs. */
   readonly ecsCluster?: ecs.Cluster;
-  /** The ECS service, with capacity: ecs. */
-  readonly ecsService?: ecs.Ec2Service;
 
   constructor(scope: Construct, id: string, props: WorkerPoolProps) {
     super(scope, id);
@@ -161,6 +174,25 @@ export class WorkerPool extends Construct {
         vpc: props.network.vpc,
         containerInsightsV2: ecs.ContainerInsights.ENABLED,
       });
+      // What the ECS agent needs to register the host and keep it listed (as aws-cdk-lib grants
+      // for a cluster's Auto Scaling group): its own cluster, no task rights.
+      const clusterArn = this.ecsCluster.clusterArn;
+      props.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['ecs:DeregisterContainerInstance', 'ecs:RegisterContainerInstance', 'ecs:Submit*'],
+          resources: [clusterArn],
+        }),
+      );
+      props.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['ecs:Poll', 'ecs:StartTelemetrySession'],
+          resources: ['*'],
+          conditions: { ArnEquals: { 'ecs:cluster': clusterArn } },
+        }),
+      );
+      props.role.addToPrincipalPolicy(
+        new iam.PolicyStatement({ actions: ['ecs:DiscoverPollEndpoint'], resources: ['*'] }),
+      );
     }
     const machineImage = machineImageFor({
       instanceTypes: props.instanceTypes,
@@ -186,6 +218,8 @@ export class WorkerPool extends Construct {
         logGroupName: props.logGroup.logGroupName,
         idleExitSeconds: Math.round((props.scaleToZeroAfterMs ?? 900_000) / 1000),
         ecsClusterName: this.ecsCluster?.clusterName,
+        image: props.image,
+        gpus: gpu && props.image ? 'all' : undefined,
         artifact: props.artifact,
         signal: { stackName: stack.stackName, resource: groupLogicalId },
       }),
@@ -197,7 +231,10 @@ export class WorkerPool extends Construct {
       securityGroup: props.securityGroup,
       keyPair: props.keyPair,
       requireImdsv2: true,
-      httpPutResponseHopLimit: 2,
+      // With an image, tasks run in containers on docker's bridge network, one hop further than
+      // the host: a hop limit of 1 keeps IMDSv2 (and the instance role) from them; the worker and
+      // the ECS agent run on the host's network.
+      httpPutResponseHopLimit: props.image ? 1 : 2,
       detailedMonitoring: true,
       blockDevices: [
         {
@@ -245,101 +282,34 @@ export class WorkerPool extends Construct {
       notifications: props.notificationTopic ? [{ topic: props.notificationTopic }] : undefined,
     });
 
-    if (this.ecsCluster) {
-      const provider = new ecs.AsgCapacityProvider(this, 'CapacityProvider', {
-        autoScalingGroup: this.autoScalingGroup,
-        enableManagedScaling: true,
-        enableManagedTerminationProtection: false,
-        enableManagedDraining: true,
-      });
-      this.ecsCluster.addAsgCapacityProvider(provider);
-      const task = new ecs.Ec2TaskDefinition(this, 'Task', {
-        taskRole: props.role,
-        networkMode: ecs.NetworkMode.HOST,
-      });
-      task.addContainer('worker', {
-        image: ecs.ContainerImage.fromRegistry(props.image!),
-        memoryReservationMiB: 512,
-        gpuCount: gpu ? 1 : undefined,
-        logging: ecs.LogDrivers.awsLogs({ streamPrefix: props.poolName, logGroup: props.logGroup }),
-        environment: {
-          CORRAL_CLUSTER: props.clusterName,
-          CORRAL_POOL: props.poolName,
-          CORRAL_QUEUE_URL: props.queue.queueUrl,
-          CORRAL_BUCKET: props.bucketName,
-          CORRAL_LOG_GROUP: props.logGroup.logGroupName,
-        },
-      });
-      const service = new ecs.Ec2Service(this, 'Service', {
-        cluster: this.ecsCluster,
-        taskDefinition: task,
-        desiredCount: props.desiredCapacity ?? minCapacity,
-        capacityProviderStrategies: [{ capacityProvider: provider.capacityProviderName, weight: 1 }],
-        minHealthyPercent: 0,
-        maxHealthyPercent: 100,
-        circuitBreaker: { enable: true },
-      });
-      this.ecsService = service;
-      const target = service.autoScaleTaskCount({ minCapacity, maxCapacity: props.maxCapacity ?? 4 });
-      const scalable = target.node.findChild('Target') as applicationautoscaling.ScalableTarget;
-      new applicationautoscaling.CfnScalingPolicy(this, 'BacklogPerTask', {
-        policyName: `${props.clusterName}-${props.poolName}-backlog`,
-        policyType: 'TargetTrackingScaling',
-        scalingTargetId: scalable.scalableTargetId,
-        targetTrackingScalingPolicyConfiguration: {
-          targetValue: props.backlogPerInstance ?? 10,
-          customizedMetricSpecification: {
-            metrics: [
-              queueMetric(props.queue),
-              {
-                id: 'm2',
-                returnData: false,
-                metricStat: {
-                  stat: 'Average',
-                  metric: {
-                    namespace: 'ECS/ContainerInsights',
-                    metricName: 'RunningTaskCount',
-                    dimensions: [
-                      { name: 'ClusterName', value: this.ecsCluster.clusterName },
-                      { name: 'ServiceName', value: service.serviceName },
-                    ],
-                  },
+    // Every pool, capacity: ecs too, scales on its own backlog per instance.
+    new autoscaling.CfnScalingPolicy(this, 'BacklogPerInstance', {
+      autoScalingGroupName: this.autoScalingGroup.autoScalingGroupName,
+      policyType: 'TargetTrackingScaling',
+      targetTrackingConfiguration: {
+        targetValue: props.backlogPerInstance ?? 10,
+        customizedMetricSpecification: {
+          metrics: [
+            queueMetric(props.queue),
+            {
+              id: 'm2',
+              returnData: false,
+              metricStat: {
+                stat: 'Average',
+                metric: {
+                  namespace: 'AWS/AutoScaling',
+                  metricName: 'GroupInServiceInstances',
+                  dimensions: [
+                    { name: 'AutoScalingGroupName', value: this.autoScalingGroup.autoScalingGroupName },
+                  ],
                 },
               },
-              { id: 'e1', expression: BACKLOG_EXPRESSION, label: 'BacklogPerTask', returnData: true },
-            ],
-          },
+            },
+            { id: 'e1', expression: BACKLOG_EXPRESSION, label: 'BacklogPerInstance', returnData: true },
+          ],
         },
-      });
-    } else {
-      new autoscaling.CfnScalingPolicy(this, 'BacklogPerInstance', {
-        autoScalingGroupName: this.autoScalingGroup.autoScalingGroupName,
-        policyType: 'TargetTrackingScaling',
-        targetTrackingConfiguration: {
-          targetValue: props.backlogPerInstance ?? 10,
-          customizedMetricSpecification: {
-            metrics: [
-              queueMetric(props.queue),
-              {
-                id: 'm2',
-                returnData: false,
-                metricStat: {
-                  stat: 'Average',
-                  metric: {
-                    namespace: 'AWS/AutoScaling',
-                    metricName: 'GroupInServiceInstances',
-                    dimensions: [
-                      { name: 'AutoScalingGroupName', value: this.autoScalingGroup.autoScalingGroupName },
-                    ],
-                  },
-                },
-              },
-              { id: 'e1', expression: BACKLOG_EXPRESSION, label: 'BacklogPerInstance', returnData: true },
-            ],
-          },
-        },
-      });
-    }
+      },
+    });
   }
 }
 

@@ -58,6 +58,11 @@ export interface ClusterWorkerOptions {
   readonly imdsEndpoint?: string;
   /** Run each command in this image with `docker run` (the pool's image). @default - on the host */
   readonly image?: string;
+  /**
+   * GPUs each container gets with an image (`docker run --gpus`, CORRAL_GPUS; `all` on a GPU pool).
+   * @default - none
+   */
+  readonly gpus?: string;
   /** Worker id. @default <hostname>-<pid>-<random> */
   readonly id?: string;
   /** Progress lines. @default - standard error */
@@ -236,6 +241,7 @@ async function loadJob(
   name: string,
   cache: InputCache,
   image?: string,
+  gpus?: string,
 ): Promise<LoadedJob | undefined> {
   const text = await bucketStore.getText(`${jobPrefix(name)}job.json`);
   if (!text) return undefined;
@@ -244,7 +250,7 @@ async function loadJob(
   await fsp.mkdir(baseDir, { recursive: true });
   const inImage = (st: LoadedJob['steps'][number]): DockerCommandOptions | undefined =>
     image
-      ? { image, mounts: [cache.pathOf('', '')], workdir: baseDir, env: Object.keys(st.env ?? {}) }
+      ? { image, gpus, mounts: [cache.pathOf('', '')], workdir: baseDir, env: Object.keys(st.env ?? {}) }
       : undefined;
   const steps = job.steps.map((st) => {
     const docker = inImage(st);
@@ -370,7 +376,7 @@ export async function runClusterWorker(
         if (!name) continue;
         let job = jobs.get(name);
         if (!job) {
-          job = await loadJob(bucketStore, name, cache, o.image);
+          job = await loadJob(bucketStore, name, cache, o.image, o.gpus);
           if (!job) {
             log(
               `corral worker ${id}: job ${name} has no spec in s3://${o.bucket}/${jobPrefix(name)}job.json; leaving its task`,
@@ -396,7 +402,9 @@ export async function runClusterWorker(
           store,
           cache,
           logsDir,
-          o.image ? { image: o.image, mounts: [cache.pathOf('', '')], workdir: job.baseDir } : undefined,
+          o.image
+            ? { image: o.image, gpus: o.gpus, mounts: [cache.pathOf('', '')], workdir: job.baseDir }
+            : undefined,
         );
         const agent = new WorkerAgent({
           id,

@@ -12,6 +12,12 @@ export interface DockerCommandOptions {
    * @default - none
    */
   readonly env?: readonly string[];
+  /**
+   * GPUs the container gets (`docker run --gpus`): `all`, a count, or `device=0,1`. A GPU pool's
+   * bootstrap sets `all` (CORRAL_GPUS); the NVIDIA container toolkit of the ECS GPU AMI serves it.
+   * @default - none
+   */
+  readonly gpus?: string;
 }
 
 /** Placeholders and the environment variables the agent sets for them. */
@@ -49,11 +55,18 @@ function q(v: string): string {
 /** One word of the host command line: a literal (quoted) or shell text kept as it is. */
 type Word = { readonly literal: string } | { readonly shell: string };
 
-/** `docker run … IMAGE`: the flags every task gets, and `-e` for the variables it reads. */
+/**
+ * `docker run … IMAGE`: the flags every task gets, `--gpus` on a GPU pool, and `-e` for the
+ * variables it reads. The container is on docker's bridge network, not the host's: on a pool host
+ * the launch template's IMDS hop limit is 1, so IMDSv2 does not answer it and a task has no AWS
+ * credentials (nor any in its environment): the worker on the host moves its inputs and outputs.
+ * It still reaches the VPC and, with a NAT gateway, the internet (through the host).
+ */
 function runWords(o: DockerCommandOptions, used: ReadonlySet<string>): Word[] {
-  const w: Word[] = ['docker', 'run', '--rm', '-i', '--network', 'host', '--init'].map((literal) => ({
+  const w: Word[] = ['docker', 'run', '--rm', '-i', '--network', 'bridge', '--init'].map((literal) => ({
     literal,
   }));
+  if (o.gpus) w.push({ literal: '--gpus' }, { literal: o.gpus });
   for (const m of o.mounts) w.push({ literal: '-v' }, { literal: `${m}:${m}` });
   if (used.has('CORRAL_OUTPUT')) w.push(...OUTPUT_MOUNT.map((shell) => ({ shell })));
   w.push({ literal: '-w' }, { literal: o.workdir });
@@ -95,8 +108,9 @@ function words(template: string, o: DockerCommandOptions): Word[] {
  * The argv of `docker run` for one task: the command template runs in the image with
  * /bin/sh -c, its placeholders read from `CORRAL_*` variables passed with `-e NAME` (so values
  * are never spliced into the command text; `{inputs}` becomes `"$@"`, the paths following as
- * arguments), stdin attached, host network (the instance role through IMDSv2; no keys are
- * passed), same-path mounts, plus the output's folder when the template writes `{output}`.
+ * arguments), stdin attached, bridge network (no AWS credentials: see {@link runWords}), the
+ * pool's GPUs when it has any, same-path mounts, plus the output's folder when the template
+ * writes `{output}`.
  * Words the host shell expands are shown as written (`${CORRAL_OUTPUT:+-v}`, `{inputs}`).
  */
 export function dockerArgv(template: string, o: DockerCommandOptions): string[] {

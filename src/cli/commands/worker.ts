@@ -14,6 +14,7 @@ interface WorkerFlags {
   idleExit?: number;
   prefetch?: number;
   image?: string;
+  gpus?: string;
   logGroup?: string;
   check?: boolean;
   spot: boolean;
@@ -45,6 +46,10 @@ export function register(program: Command): void {
     )
     .option('--prefetch <N>', 'messages received per call, 1-10', parsePositiveInt('--prefetch'))
     .option('--image <IMAGE>', 'run commands in this image with docker run (env CORRAL_IMAGE)')
+    .option(
+      '--gpus <GPUS>',
+      'with --image: the GPUs each container gets, as docker run --gpus takes them (all, a count, device=0,1) (env CORRAL_GPUS)',
+    )
     .option('--no-spot', 'do not poll IMDSv2 for spot notices')
     .option('--log-group <NAME>', "the cluster's log group (env CORRAL_LOG_GROUP)")
     .option(
@@ -134,6 +139,7 @@ export function register(program: Command): void {
           idleExitMs: idle !== undefined ? idle * 1000 : undefined,
           prefetch: flags.prefetch,
           image: flags.image ?? env.CORRAL_IMAGE,
+          gpus: flags.gpus ?? (env.CORRAL_GPUS || undefined),
           spot: flags.spot,
           spotIntervalMs: env.CORRAL_SPOT_INTERVAL_MS ? Number(env.CORRAL_SPOT_INTERVAL_MS) : undefined,
         },
