@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -20,7 +21,11 @@ test('corral plan --out DIR: the template as cdk synth writes it, its assets, pl
   assert.equal(json.code, 0, json.stderr);
   const out = path.join(cwd, 'review/new');
   assert.deepEqual(readFileSync(path.join(out, 'plan.json'), 'utf8'), json.stdout);
-  const report = JSON.parse(json.stdout) as { stackName: string; ok: boolean };
+  const report = JSON.parse(json.stdout) as {
+    stackName: string;
+    ok: boolean;
+    workerArtifact: { sha256: string };
+  };
   assert.equal(report.stackName, STACK);
   assert.ok(report.ok);
   assert.match(
@@ -49,6 +54,17 @@ test('corral plan --out DIR: the template as cdk synth writes it, its assets, pl
   };
   for (const [id, a] of Object.entries(assets.files ?? {}))
     assert.ok(existsSync(path.join(out, a.source.path)), `asset ${id}: ${a.source.path}`);
+
+  // the worker artifact: a file asset whose bytes have the sha256 the plan reports and the
+  // coordinator's user data pins (the other instances install no corral)
+  const w = report.workerArtifact;
+  const tgz = Object.values(assets.files ?? {})
+    .map((a) => path.join(out, a.source.path))
+    .find((f) => f.endsWith('.tgz'));
+  assert.ok(tgz, 'the worker artifact is an asset of the stack');
+  assert.equal(createHash('sha256').update(readFileSync(tgz)).digest('hex'), w.sha256);
+  assert.equal(userData.filter((u) => JSON.stringify(u).includes(w.sha256)).length, 1);
+  assert.ok(!JSON.stringify(template).includes('npm install'), 'no npm install on any host');
 
   // the text plan: on stdout as without --out, the same text in plan.txt, then where the files went
   const text = await runCli(['plan', SPEC, '--out', 'review/new'], { cwd });

@@ -177,6 +177,14 @@ export interface PlanReport {
   readonly outputs: readonly string[];
   /** CDK warnings attached to constructs. */
   readonly warnings: readonly string[];
+  /** The corral every host installs (`up` uploads it as a CDK file asset), pinned by its sha256. */
+  readonly workerArtifact: {
+    readonly version: string;
+    readonly sha256: string;
+    readonly bytes: number;
+    /** Platform of its native parts (`linux-x64-115`); other hosts compile them at boot. */
+    readonly nativePlatform: string;
+  };
 }
 
 /** A cdk-nag suppression: a rule id, a reason, and optionally which findings or paths it covers. */
@@ -423,7 +431,14 @@ export function planFromSynth(spec: ClusterSpec, synth: SynthesizedCluster): Pla
   if (parameters > CFN_LIMITS.parameters)
     problems.push(`${parameters} parameters, more than ${CFN_LIMITS.parameters}`);
   for (const m of synth.messages) if (m.level === 'error') problems.push(`CDK error on ${m.path}: ${m.text}`);
+  const a = stack.workerArtifactInfo;
   return {
+    workerArtifact: {
+      version: a.version,
+      sha256: a.sha256,
+      bytes: a.bytes,
+      nativePlatform: a.nativePlatform,
+    },
     cluster: spec.name,
     stackName: stack.stackName,
     region: stack.region,
@@ -465,6 +480,10 @@ const usd = (v: number) => `$${v < 10 ? v.toFixed(3) : v.toFixed(2)}`;
 export function formatPlan(r: PlanReport): string {
   const out: string[] = [];
   out.push(`corral plan: cluster ${r.cluster} → stack ${r.stackName} in ${r.region}`);
+  const w = r.workerArtifact;
+  out.push(
+    `Hosts install corral ${w.version} from the worker artifact: ${(w.bytes / 2 ** 20).toFixed(1)} MiB, sha256 ${w.sha256}, native parts for ${w.nativePlatform} (up uploads it to the CDK assets bucket)`,
+  );
   out.push('', `Resources (${r.resources.total}):`);
   for (const [type, n] of Object.entries(r.resources.byType).sort(([a], [b]) => a.localeCompare(b))) {
     out.push(`  ${String(n).padStart(4)}  ${type}`);
