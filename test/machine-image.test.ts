@@ -3,7 +3,9 @@ import { describe, it } from 'node:test';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import { ClusterStack } from '../src/infra/cluster-stack.js';
 import { archOf, machineImageFor } from '../src/infra/machine-image.js';
+import { defineCluster } from '../src/spec/cluster.js';
 
 /** The SSM parameter names a launch template of this image resolves its AMI from (not CDK's own). */
 function ssmParametersOf(o: Parameters<typeof machineImageFor>[0]): string[] {
@@ -60,5 +62,42 @@ describe('archOf', () => {
     assert.equal(archOf(['g5.xlarge', 'c7a.large', 't3.small']), 'x86_64');
     assert.throws(() => archOf(['t4g.small', 't3.small']), /x86_64 \(t3\.small\) and arm64 \(t4g\.small\)/);
     assert.throws(() => archOf([]), /no instance types/);
+  });
+});
+
+describe('a cluster stack', () => {
+  it('gives an arm64 pool and an arm64 coordinator arm64 images, and an x86 pool x86_64', () => {
+    const spec = defineCluster({
+      name: 'arch',
+      region: 'us-east-1',
+      network: { azs: ['us-east-1a'] },
+      instances: [{ name: 'coord', type: 't4g.small', az: 'us-east-1a', role: 'coordinator' }],
+      pools: [
+        { name: 'arm', instanceTypes: ['c7g.large', 'm7g.large'] },
+        { name: 'x86', instanceTypes: ['c7i.large'] },
+      ],
+    });
+    const app = new App({ analyticsReporting: false });
+    const stack = new ClusterStack(app, 'corral-arch', {
+      spec,
+      env: { account: '123456789012', region: 'us-east-1' },
+    });
+    const t = Template.fromStack(stack).toJSON() as {
+      Parameters: Record<string, { Default?: string }>;
+      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+    };
+    // the SSM parameter an image id refers to ({ Ref: ParameterName })
+    const imageOf = (v: unknown) => t.Parameters[(v as { Ref: string }).Ref]!.Default!;
+    const launchTemplates = Object.entries(t.Resources).filter(
+      ([, r]) => r.Type === 'AWS::EC2::LaunchTemplate',
+    );
+    const pool = (name: string) =>
+      launchTemplates.find(([id]) => id.startsWith(`Pool${name}`))![1].Properties.LaunchTemplateData as {
+        ImageId: unknown;
+      };
+    assert.match(imageOf(pool('arm').ImageId), /al2023-ami-kernel-.*-arm64$/);
+    assert.match(imageOf(pool('x86').ImageId), /al2023-ami-kernel-.*-x86_64$/);
+    const coord = Object.values(t.Resources).find((r) => r.Type === 'AWS::EC2::Instance')!;
+    assert.match(imageOf(coord.Properties.ImageId), /al2023-ami-kernel-.*-arm64$/);
   });
 });
