@@ -7,11 +7,14 @@
  * with the real AWS CLI, check its sha256 and install it; the pool's worker then runs a job that
  * `corral run --cluster` submits from the coordinator, and both hosts signal success. A tampered
  * artifact and an unreachable queue make a host signal failure and ship the log lines that
- * `corral up` prints.
+ * `corral up` prints. A GPU pool with an ECR image logs in, pulls its image before it signals
+ * ready and writes CORRAL_IMAGE and CORRAL_GPUS; an image that cannot be pulled fails the host.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Upload } from '@aws-sdk/lib-storage';
@@ -23,6 +26,7 @@ import { buildWorkerArtifact, type WorkerArtifact } from '../src/infra/worker-ar
 import { defineCluster } from '../src/spec/cluster.js';
 import { type FakeImds, PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
 import { tempDir } from './helpers.js';
+import { REHEARSAL_SPEC, type Rehearsal, startRehearsal } from './rehearsal.js';
 import { makeSandbox, recorded, resolveIntrinsics } from './sandbox.js';
 
 const ACCOUNT = '123456789012';
@@ -293,3 +297,138 @@ async function shipped(since: number) {
     logs.destroy();
   }
 }
+
+/**
+ * ECR's GetAuthorizationToken (JSON 1.1), which the test peer has not: one token, the base64 of
+ * `AWS:PASSWORD`, as `aws ecr get-login-password` decodes it. The AWS CLI reaches it through
+ * AWS_ENDPOINT_URL_ECR.
+ */
+async function startFakeEcr(
+  password: string,
+): Promise<{ endpoint: string; calls: string[]; stop(): Promise<void> }> {
+  const calls: string[] = [];
+  const server = http.createServer((req, res) => {
+    const target = String(req.headers['x-amz-target'] ?? '');
+    calls.push(target.split('.').pop() ?? '');
+    req.resume();
+    req.on('end', () => {
+      if (target !== 'AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken') {
+        res.writeHead(400, { 'content-type': 'application/x-amz-json-1.1' });
+        res.end(JSON.stringify({ __type: 'InvalidAction', message: `${target} is not served here` }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
+      res.end(
+        JSON.stringify({
+          authorizationData: [
+            {
+              authorizationToken: Buffer.from(`AWS:${password}`).toString('base64'),
+              expiresAt: Math.floor(Date.now() / 1000) + 12 * 3600,
+              proxyEndpoint: `https://${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`,
+            },
+          ],
+        }),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    calls,
+    stop: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/**
+ * A GPU pool whose tasks run in an ECR image: the same rehearsal (test/rehearsal.ts) with docker
+ * as a recording stand-in (test/sandbox.ts) and ECR's token served by a fake answering the real
+ * AWS CLI. The image is pulled, after a login with the instance role's token, before the worker
+ * starts and the host signals ready; an image that cannot be pulled fails the host.
+ */
+describe('bootstrap rehearsal: a GPU pool with an ECR image', () => {
+  const REGISTRY = `${ACCOUNT}.dkr.ecr.${REGION}.amazonaws.com`;
+  const IMAGE = `${REGISTRY}/lab/train:2.1`;
+  const PASSWORD = 'ecr-token-of-the-rehearsal';
+  let r: Rehearsal;
+  let ecr: Awaited<ReturnType<typeof startFakeEcr>>;
+  let env: NodeJS.ProcessEnv;
+  before(async () => {
+    r = await startRehearsal({
+      ...REHEARSAL_SPEC,
+      instances: [],
+      pools: [{ name: 'train', instanceTypes: ['g5.xlarge'], image: IMAGE, min: 1, max: 2 }],
+    });
+    ecr = await startFakeEcr(PASSWORD);
+    env = { ...r.hostEnv, AWS_ENDPOINT_URL_ECR: ecr.endpoint };
+  });
+  after(async () => {
+    await ecr?.stop();
+    await r?.stop();
+  });
+
+  it('logs in to ECR, pulls the image, starts the worker with CORRAL_IMAGE and CORRAL_GPUS, then signals ready', async (t) => {
+    const host = makeSandbox(tempDir(t, 'corral-host-image-'));
+    t.after(() => host.stopServices());
+    const script = path.join(host.root, 'user-data');
+    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate'));
+    const booted = await host.run(['bash', script], { env });
+    assert.equal(booted.code, 0, booted.output);
+    const rec = recorded(host.root);
+    const at = (line: string) => {
+      const i = rec.indexOf(line);
+      assert.ok(i >= 0, `not recorded: ${line}\n${rec.join('\n')}`);
+      return i;
+    };
+    const asg = r.logicalIdOf('AWS::AutoScaling::AutoScalingGroup');
+    const order = [
+      at(`docker login --username AWS --password-stdin ${REGISTRY}`),
+      at(`docker login read the password ${PASSWORD}`),
+      at(`docker pull ${IMAGE}`),
+      at(`docker logout ${REGISTRY}`),
+      at('usermod -aG docker corral'),
+      at('systemctl enable --now corral-worker.service'),
+      at(
+        `cfn-signal -e 0 --stack corral-rehearsal --resource ${asg} --region ${REGION} --reason corral worker started`,
+      ),
+    ];
+    assert.deepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+      rec.join('\n'),
+    );
+    assert.deepEqual(ecr.calls, ['GetAuthorizationToken'], 'one token, from the instance role');
+    const workerEnv = readFileSync(path.join(host.root, 'up/etc/corral/worker.env'), 'utf8');
+    assert.match(workerEnv, new RegExp(`^CORRAL_IMAGE=${IMAGE.replace(/\./g, '\\.')}$`, 'm'));
+    assert.match(workerEnv, /^CORRAL_GPUS=all$/m);
+  });
+
+  it('an image that cannot be pulled fails the host: failure signalled, no worker, the registry error shipped for corral up', async (t) => {
+    const host = makeSandbox(tempDir(t, 'corral-host-nopull-'));
+    t.after(() => host.stopServices());
+    const missing = `${REGISTRY}/lab/no-such-image:1`;
+    const script = path.join(host.root, 'user-data');
+    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(IMAGE, missing));
+    const since = Date.now() - 1000;
+    const res = await host.run(['bash', script], { env });
+    assert.notEqual(res.code, 0, res.output);
+    const rec = recorded(host.root);
+    assert.ok(rec.includes(`docker pull ${missing}`), rec.join('\n'));
+    assert.ok(
+      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
+      rec.join('\n'),
+    );
+    assert.ok(!rec.some((l) => l.startsWith('cfn-signal -e 0 ')));
+    assert.ok(!rec.includes('systemctl enable --now corral-worker.service'), 'no worker started');
+    const logs = await createLogsClient({ region: REGION, endpointUrl: r.peer.endpoint });
+    try {
+      const lines = await failureLines(logs, '/corral/rehearsal', since);
+      assert.ok(
+        lines.some((l) => l.host === INSTANCE_ID && /manifest unknown/.test(l.message)),
+        lines.map((l) => l.message).join('\n'),
+      );
+      assert.ok(lines.some((l) => /corral bootstrap failed .*docker pull/.test(l.message)));
+    } finally {
+      logs.destroy();
+    }
+  });
+});

@@ -4,8 +4,10 @@
  * land in a throwaway folder. Only OS commands are stand-ins that record their arguments: dnf
  * (packages are "installed" when the host already has them), systemctl (runs a unit's ExecStart
  * in the background with its EnvironmentFile, and its ExecStopPost power-off as a recorded
- * `shutdown`), shutdown, useradd, usermod and cfn-signal. Everything else is real: bash, curl,
- * tar, sha256sum, the AWS CLI, Node, and the corral the script installs.
+ * `shutdown`), shutdown, useradd, usermod, cfn-signal and docker (no engine here: `docker login`
+ * records the password it read on stdin, `docker pull` of an image named `…no-such-…` fails as a
+ * registry without it does, anything else succeeds). Everything else is real: bash, curl, tar,
+ * sha256sum, the AWS CLI, Node, and the corral the script installs.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -27,6 +29,20 @@ const STANDINS: Record<string, string> = {
   useradd: `#!/bin/bash\n${RECORD}\nexit 0\n`,
   usermod: `#!/bin/bash\n${RECORD}\nexit 0\n`,
   'cfn-signal': `#!/bin/bash\n${RECORD}\nexit 0\n`,
+  docker: `#!/bin/bash
+${RECORD}
+case "$1" in
+  login)
+    password=$(cat)
+    [ -n "$password" ] || { echo "Error: Cannot perform an interactive login from a non TTY device" >&2; exit 1; }
+    echo "docker login read the password $password" >> "$CORRAL_REHEARSAL_RECORD" ;;
+  pull)
+    case "$2" in
+      *no-such-*) echo "Error response from daemon: manifest for $2 not found: manifest unknown: Requested image not found" >&2; exit 1 ;;
+    esac ;;
+esac
+exit 0
+`,
   // A unit runs as this user (User= is recorded, not applied): the sandbox has no corral user.
   systemctl: String.raw`#!/bin/bash
 ${RECORD}
