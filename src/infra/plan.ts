@@ -207,7 +207,7 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
     appliesTo: ['Resource::*'],
     path: /\/SessionManager\/Resource$/,
     reason:
-      'SSM Session Manager actions and cloudwatch:PutMetricData (conditioned on the Corral namespace) support no resource-level permissions',
+      'SSM Session Manager actions, ecr:GetAuthorizationToken (hosts of an ECR image) and cloudwatch:PutMetricData (conditioned on the Corral namespace) support no resource-level permissions',
   },
   {
     id: 'AwsSolutions-IAM5',
@@ -227,7 +227,7 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
     appliesTo: ['Resource::*', /^Action::ecs:/],
     path: /\/PoolRole-[^/]+\/Role\/DefaultPolicy\/Resource$/,
     reason:
-      'ECS container-instance permissions that aws-cdk-lib AsgCapacityProvider grants; the ECS agent needs them',
+      'the ECS agent of a capacity: ecs host registers and polls its own cluster (conditioned on it where ECS allows) and discovers its endpoint, which has no resource',
   },
   {
     id: 'AwsSolutions-EC29',
@@ -240,11 +240,6 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
     path: /\/Pool-[^/]+\/Group\/ASG$/,
     reason:
       'the launch template encrypts the root volume; cdk-nag does not follow a MixedInstancesPolicy launch template',
-  },
-  {
-    id: 'AwsSolutions-ECS2',
-    path: /\/Pool-[^/]+\/Task\/Resource$/,
-    reason: 'the container environment holds resource names and URLs from stack outputs, never secrets',
   },
 ];
 

@@ -96,7 +96,7 @@ const network = z
     privateSubnetMask: z.number().int().min(16).max(28).default(20),
     /** NAT gateways (0 = private subnets are isolated; S3 gateway and interface endpoints reach AWS). @default 0 */
     natGateways: z.number().int().min(0).default(0),
-    /** Interface endpoints (e.g. sqs, logs, ssm) in the private subnets. @default - sqs, logs, ssm, ssmmessages, ec2messages when natGateways is 0 (plus ecs, ecs-agent, ecs-telemetry, ecr.api, ecr.dkr for ECS pools); none otherwise */
+    /** Interface endpoints (e.g. sqs, logs, ssm) in the private subnets. @default - sqs, logs, cloudformation, ssm, ssmmessages, ec2messages when natGateways is 0 (plus ecs, ecs-agent, ecs-telemetry for ECS pools, ecr.api and ecr.dkr when a pool or private instance has an ECR image, secretsmanager with a database); none otherwise */
     interfaceEndpoints: z
       .array(
         z
@@ -340,9 +340,9 @@ const pool = z
     desired: z.number().int().min(0).optional(),
     /** Spot and on-demand mix. @default - all spot above 0 on-demand, price-capacity-optimized */
     spot: spot.prefault({}),
-    /** How work is placed: asg (corral worker on each host) or ecs (ECS cluster + capacity provider). @default 'asg' */
+    /** Hosts of the pool: asg (Amazon Linux 2023) or ecs (the ECS-optimized AMI, listed in an ECS cluster of the pool); either way the corral worker runs on each host and scales on backlog. @default 'asg' */
     capacity: z.enum(['asg', 'ecs']).default('asg'),
-    /** Container image the workers run (required for capacity: ecs); with natGateways 0, an ECR image of the cluster region. @default - none (the corral worker runs on the host) */
+    /** Container image each task runs in (`docker run` by the worker on the host; pulled before the host reports ready; required for capacity: ecs); with natGateways 0, an ECR image of the cluster region. @default - none (tasks run on the host) */
     image: z.string().min(1).optional(),
     /** Backlog-based scaling. @default - 10 messages per instance, scale to zero after 15m idle */
     scaling: scaling.prefault({}),
