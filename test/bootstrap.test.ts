@@ -17,123 +17,39 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Upload } from '@aws-sdk/lib-storage';
-import { App } from 'aws-cdk-lib';
 import { createLogsClient } from '../src/aws/clients.js';
 import { failureLines } from '../src/aws/host-logs.js';
-import { ClusterStack } from '../src/infra/cluster-stack.js';
-import { buildWorkerArtifact, type WorkerArtifact } from '../src/infra/worker-artifact.js';
-import { defineCluster } from '../src/spec/cluster.js';
-import { type FakeImds, PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
+import type { Peer } from './cluster-peer.js';
 import { tempDir } from './helpers.js';
-import { REHEARSAL_SPEC, type Rehearsal, startRehearsal } from './rehearsal.js';
-import { makeSandbox, recorded, resolveIntrinsics } from './sandbox.js';
-
-const ACCOUNT = '123456789012';
-const REGION = 'us-east-1';
-const INSTANCE_ID = 'i-0123456789abcdef0';
-const ASSETS_BUCKET = `cdk-hnb659fds-assets-${ACCOUNT}-${REGION}`;
-
-type Resources = Record<string, { Type: string; Properties?: Record<string, unknown> }>;
-
-let peer: Peer;
-let imds: FakeImds;
-let artifact: WorkerArtifact;
-let resources: Resources;
-const refs = new Map<string, string>();
-let hostEnv: NodeJS.ProcessEnv;
-let artifactKey: string;
-
-function userDataOf(type: string): string {
-  // (an instance with IMDSv2 required has a launch template of its own, without user data)
-  const raw = Object.values(resources)
-    .filter((x) => x.Type === type)
-    .map((r) =>
-      type === 'AWS::EC2::LaunchTemplate'
-        ? (r.Properties!.LaunchTemplateData as Record<string, unknown>).UserData
-        : r.Properties!.UserData,
-    )
-    .find((u) => u !== undefined);
-  return resolveIntrinsics(raw, (name) => {
-    const v = refs.get(name);
-    if (v === undefined) throw new Error(`the rehearsal has no value for ${name}`);
-    return v;
-  });
-}
-
-function logicalIdOf(type: string): string {
-  return Object.entries(resources).find(([, r]) => r.Type === type)![0];
-}
-
-before(async () => {
-  peer = await startPeer();
-  imds = await startFakeImds({ instanceId: INSTANCE_ID });
-  artifact = buildWorkerArtifact();
-  const spec = defineCluster({
-    name: 'rehearsal',
-    region: REGION,
-    account: ACCOUNT,
-    network: { azs: ['us-east-1a'] },
-    access: { adminCidr: '203.0.113.7/32' },
-    instances: [{ name: 'coord', type: 't3.small', az: 'us-east-1a', role: 'coordinator' }],
-    pools: [
-      { name: 'cpu', instanceTypes: ['c7i.large'], min: 1, max: 2, scaling: { scaleToZeroAfter: '10m' } },
-    ],
-  });
-  const app = new App({ analyticsReporting: false });
-  const stack = new ClusterStack(app, 'corral-rehearsal', { spec, workerArtifact: artifact });
-  resources = app.synth().getStackByName(stack.stackName).template.Resources as Resources;
-
-  // The peer's counterparts of the stack's resources.
-  refs.set('AWS::StackName', 'corral-rehearsal');
-  refs.set('AWS::Region', REGION);
-  refs.set('AWS::AccountId', ACCOUNT);
-  refs.set('AWS::Partition', 'aws');
-  refs.set('AWS::URLSuffix', 'amazonaws.com');
-  const queues = Object.entries(resources).filter(([, r]) => r.Type === 'AWS::SQS::Queue');
-  const main = queues.find(([, r]) => r.Properties?.RedrivePolicy)!;
-  const dlq = queues.find(([, r]) => !r.Properties?.RedrivePolicy)!;
-  const { queueUrl, dlqUrl } = await peer.createQueues('rehearsal');
-  refs.set(main[0], queueUrl);
-  refs.set(dlq[0], dlqUrl);
-  for (const [id, r] of Object.entries(resources)) {
-    if (r.Type === 'AWS::S3::Bucket') {
-      const name = id.toLowerCase().slice(0, 63);
-      await peer.createBucket(name);
-      refs.set(id, name);
-    }
-    if (r.Type === 'AWS::Logs::LogGroup') {
-      const name = String(r.Properties!.LogGroupName);
-      peer.createLogGroup(name);
-      refs.set(id, name);
-    }
-  }
-  await peer.createBucket(ASSETS_BUCKET);
-  // Where the CDK's asset publishing puts the artifact: the key the template names.
-  artifactKey = /s3:\/\/[^/]+\/([^' ]+)/.exec(userDataOf('AWS::EC2::LaunchTemplate'))![1]!;
-  await upload(ASSETS_BUCKET, artifactKey, readFileSync(artifact.file));
-  hostEnv = {
-    ...PEER_ENV,
-    AWS_ENDPOINT_URL: peer.endpoint,
-    CORRAL_IMDS_ENDPOINT: imds.endpoint,
-    CORRAL_SPOT_INTERVAL_MS: '60000',
-  };
-});
-
-after(async () => {
-  await imds?.stop();
-  await peer?.stop();
-});
+import {
+  ACCOUNT,
+  ASSETS_BUCKET,
+  INSTANCE_ID,
+  LOG_GROUP,
+  REGION,
+  REHEARSAL_SPEC,
+  type Rehearsal,
+  startRehearsal,
+} from './rehearsal.js';
+import { makeSandbox, recorded } from './sandbox.js';
 
 describe('bootstrap rehearsal', () => {
+  let r: Rehearsal;
+  before(async () => {
+    r = await startRehearsal();
+  });
+  after(async () => {
+    await r?.stop();
+  });
+
   it('the synthesized user data names the artifact by its sha256 and installs nothing from a package registry', () => {
-    for (const type of ['AWS::EC2::LaunchTemplate', 'AWS::EC2::Instance']) {
-      const script = userDataOf(type);
+    for (const type of ['AWS::EC2::LaunchTemplate', 'AWS::EC2::Instance'] as const) {
+      const script = r.userDataOf(type);
       assert.ok(
-        script.includes(`s3://${ASSETS_BUCKET}/${artifactKey}`),
+        script.includes(`s3://${ASSETS_BUCKET}/${r.artifactKey}`),
         `${type}: fetches the artifact asset`,
       );
-      assert.ok(script.includes(`${artifact.sha256}  `), `${type}: the sha256 is checked`);
+      assert.ok(script.includes(`${r.artifact.sha256}  `), `${type}: the sha256 is checked`);
       assert.doesNotMatch(
         script,
         /npm (install|i) |npx |pip install|curl [^\n]*https?:\/\/(?!\$CORRAL_IMDS)/,
@@ -147,14 +63,14 @@ describe('bootstrap rehearsal', () => {
     const coord = makeSandbox(tempDir(t, 'corral-host-coord-'));
     t.after(() => pool.stopServices());
     const poolScript = path.join(pool.root, 'user-data');
-    writeFileSync(poolScript, userDataOf('AWS::EC2::LaunchTemplate'));
+    writeFileSync(poolScript, r.userDataOf('AWS::EC2::LaunchTemplate'));
     const started = Date.now();
-    const booted = await pool.run(['bash', poolScript], { env: hostEnv });
+    const booted = await pool.run(['bash', poolScript], { env: r.hostEnv });
     assert.equal(booted.code, 0, booted.output);
     const ms = Date.now() - started;
     t.diagnostic(`pool bootstrap: ${ms} ms`);
     const poolRecord = recorded(pool.root);
-    const asg = logicalIdOf('AWS::AutoScaling::AutoScalingGroup');
+    const asg = r.logicalIdOf('AWS::AutoScaling::AutoScalingGroup');
     assert.ok(
       poolRecord.includes(
         `cfn-signal -e 0 --stack corral-rehearsal --resource ${asg} --region ${REGION} --reason corral worker started`,
@@ -163,23 +79,23 @@ describe('bootstrap rehearsal', () => {
     );
     assert.ok(poolRecord.includes('systemctl enable --now corral-worker.service'));
     // The worker runs the installed artifact, not any other corral of this machine.
-    const release = path.join(pool.root, 'up/opt/corral', artifact.sha256.slice(0, 16));
+    const release = path.join(pool.root, 'up/opt/corral', r.artifact.sha256.slice(0, 16));
     assert.ok(existsSync(path.join(release, 'dist/cli/main.js')), 'artifact unpacked');
     assert.match(
       readFileSync(path.join(pool.root, 'up/usr/local/bin/corral'), 'utf8'),
       /\/opt\/corral\/current\//,
     );
-    const ready = peer.logStreams('/corral/rehearsal');
+    const ready = r.peer.logStreams(LOG_GROUP);
     assert.ok(
       ready && [...ready.keys()].some((s) => s.startsWith('ready/')),
       'the check wrote its ready line',
     );
 
     const coordScript = path.join(coord.root, 'user-data');
-    writeFileSync(coordScript, userDataOf('AWS::EC2::Instance'));
-    const cBooted = await coord.run(['bash', coordScript], { env: hostEnv });
+    writeFileSync(coordScript, r.userDataOf('AWS::EC2::Instance'));
+    const cBooted = await coord.run(['bash', coordScript], { env: r.hostEnv });
     assert.equal(cBooted.code, 0, cBooted.output);
-    const instance = logicalIdOf('AWS::EC2::Instance');
+    const instance = r.logicalIdOf('AWS::EC2::Instance');
     assert.ok(
       recorded(coord.root).includes(
         `cfn-signal -e 0 --stack corral-rehearsal --resource ${instance} --region ${REGION} --reason coordinator ready`,
@@ -194,7 +110,7 @@ describe('bootstrap rehearsal', () => {
       path.join(work, 'job.yaml'),
       'name: rehearsal-job\ntasks:\n  map: { glob: "*.txt" }\n  command: "tr a-z A-Z < {input}"\noutputs: out/{input.stem}.upper\n',
     );
-    const { AWS_REGION: _region, ...noRegion } = hostEnv;
+    const { AWS_REGION: _region, ...noRegion } = r.hostEnv;
     const job = await coord.run(['corral', 'run', 'job.yaml', '--cluster', 'rehearsal'], {
       env: noRegion,
       cwd: work,
@@ -224,15 +140,15 @@ describe('bootstrap rehearsal', () => {
     const host = makeSandbox(tempDir(t, 'corral-host-bad-'));
     t.after(() => host.stopServices());
     const bucket = 'tampered-assets';
-    await peer.createBucket(bucket);
-    const bytes = Buffer.from(readFileSync(artifact.file));
+    await r.peer.createBucket(bucket);
+    const bytes = Buffer.from(readFileSync(r.artifact.file));
     bytes[bytes.length - 100]! ^= 0xff;
-    await upload(bucket, artifactKey, bytes);
+    await r.upload(bucket, r.artifactKey, bytes);
     const script = path.join(host.root, 'user-data');
-    writeFileSync(script, userDataOf('AWS::EC2::LaunchTemplate').replaceAll(ASSETS_BUCKET, bucket));
+    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(ASSETS_BUCKET, bucket));
     const since = Date.now() - 1000;
-    const r = await host.run(['bash', script], { env: hostEnv });
-    assert.notEqual(r.code, 0, r.output);
+    const res = await host.run(['bash', script], { env: r.hostEnv });
+    assert.notEqual(res.code, 0, res.output);
     const rec = recorded(host.root);
     assert.ok(
       rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
@@ -240,7 +156,7 @@ describe('bootstrap rehearsal', () => {
     );
     assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
     assert.ok(!existsSync(path.join(host.root, 'up/usr/local/bin/corral')), 'nothing installed');
-    const lines = await shipped(since);
+    const lines = await shipped(r.peer, since);
     assert.ok(
       lines.some((l) => l.host === INSTANCE_ID && /is not the artifact corral up published/.test(l.message)),
     );
@@ -251,21 +167,21 @@ describe('bootstrap rehearsal', () => {
     const host = makeSandbox(tempDir(t, 'corral-host-noqueue-'));
     t.after(() => host.stopServices());
     const script = path.join(host.root, 'user-data');
-    const missing = `${peer.endpoint}/000000000000/no-such-queue`;
+    const missing = `${r.peer.endpoint}/000000000000/no-such-queue`;
     writeFileSync(
       script,
-      userDataOf('AWS::EC2::LaunchTemplate').replaceAll(refs.get(mainQueueId())!, missing),
+      r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(r.refs.get(mainQueueIdOf(r))!, missing),
     );
     const since = Date.now() - 1000;
-    const r = await host.run(['bash', script], { env: hostEnv });
-    assert.notEqual(r.code, 0, r.output);
+    const res = await host.run(['bash', script], { env: r.hostEnv });
+    assert.notEqual(res.code, 0, res.output);
     const rec = recorded(host.root);
     assert.ok(
       rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
       rec.join('\n'),
     );
     assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
-    const lines = await shipped(since);
+    const lines = await shipped(r.peer, since);
     assert.ok(
       lines.some((l) => /queue .*no-such-queue.* does not exist/.test(l.message)),
       lines.map((l) => l.message).join('\n'),
@@ -273,26 +189,17 @@ describe('bootstrap rehearsal', () => {
   });
 });
 
-/** Puts an object in parts, as the CDK's asset publishing does for a large file. */
-async function upload(bucket: string, key: string, body: Buffer): Promise<void> {
-  await new Upload({
-    client: peer.s3,
-    params: { Bucket: bucket, Key: key, Body: body },
-    partSize: 5 * 1024 * 1024,
-  }).done();
-}
-
-function mainQueueId(): string {
-  return Object.entries(resources).find(
-    ([, r]) => r.Type === 'AWS::SQS::Queue' && r.Properties?.RedrivePolicy,
+function mainQueueIdOf(r: Rehearsal): string {
+  return Object.entries(r.resources).find(
+    ([, x]) => x.Type === 'AWS::SQS::Queue' && x.Properties?.RedrivePolicy,
   )![0];
 }
 
 /** What `corral up` reads back from the log group: the failure excerpts hosts shipped. */
-async function shipped(since: number) {
+async function shipped(peer: Peer, since: number) {
   const logs = await createLogsClient({ region: REGION, endpointUrl: peer.endpoint });
   try {
-    return await failureLines(logs, '/corral/rehearsal', since);
+    return await failureLines(logs, LOG_GROUP, since);
   } finally {
     logs.destroy();
   }
@@ -419,16 +326,11 @@ describe('bootstrap rehearsal: a GPU pool with an ECR image', () => {
     );
     assert.ok(!rec.some((l) => l.startsWith('cfn-signal -e 0 ')));
     assert.ok(!rec.includes('systemctl enable --now corral-worker.service'), 'no worker started');
-    const logs = await createLogsClient({ region: REGION, endpointUrl: r.peer.endpoint });
-    try {
-      const lines = await failureLines(logs, '/corral/rehearsal', since);
-      assert.ok(
-        lines.some((l) => l.host === INSTANCE_ID && /manifest unknown/.test(l.message)),
-        lines.map((l) => l.message).join('\n'),
-      );
-      assert.ok(lines.some((l) => /corral bootstrap failed .*docker pull/.test(l.message)));
-    } finally {
-      logs.destroy();
-    }
+    const lines = await shipped(r.peer, since);
+    assert.ok(
+      lines.some((l) => l.host === INSTANCE_ID && /manifest unknown/.test(l.message)),
+      lines.map((l) => l.message).join('\n'),
+    );
+    assert.ok(lines.some((l) => /corral bootstrap failed .*docker pull/.test(l.message)));
   });
 });
