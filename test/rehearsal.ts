@@ -60,6 +60,17 @@ export const REHEARSAL_SPEC: ClusterSpecInput = {
 export async function startRehearsal(specInput: ClusterSpecInput = REHEARSAL_SPEC): Promise<Rehearsal> {
   const peer = await startPeer();
   const imds = await startFakeImds({ instanceId: INSTANCE_ID });
+  try {
+    return await setUp(specInput, peer, imds);
+  } catch (err) {
+    // a setting that cannot be made must not leave its servers holding the test process open
+    await imds.stop();
+    await peer.stop();
+    throw err;
+  }
+}
+
+async function setUp(specInput: ClusterSpecInput, peer: Peer, imds: FakeImds): Promise<Rehearsal> {
   const artifact = buildWorkerArtifact();
   const spec = defineCluster(specInput);
   const app = new App({ analyticsReporting: false });
@@ -115,7 +126,9 @@ export async function startRehearsal(specInput: ClusterSpecInput = REHEARSAL_SPE
     }).done();
   };
   // Where the CDK's asset publishing puts the artifact: the key the template names.
-  const artifactKey = /s3:\/\/[^/]+\/([^' ]+)/.exec(userDataOf('AWS::EC2::LaunchTemplate'))![1]!;
+  const fetch = /s3:\/\/[^/]+\/([^' ]+)/.exec(userDataOf('AWS::EC2::LaunchTemplate'));
+  if (!fetch) throw new Error('the pool user data fetches no artifact from S3');
+  const artifactKey = fetch[1]!;
   await peer.createBucket(ASSETS_BUCKET);
   await upload(ASSETS_BUCKET, artifactKey, readFileSync(artifact.file));
   return {
