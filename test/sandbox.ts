@@ -9,8 +9,8 @@
  * registry without it does, anything else succeeds). Everything else is real: bash, curl, tar,
  * sha256sum, the AWS CLI, Node, and the corral the script installs.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const OVERLAID = ['etc', 'opt', 'var', 'usr/local'];
@@ -44,7 +44,7 @@ esac
 exit 0
 `,
   // A unit runs as this user (User= is recorded, not applied): the sandbox has no corral user.
-  systemctl: String.raw`#!/bin/bash
+  systemctl: `#!/bin/bash
 ${RECORD}
 [ "$1" = enable ] && [ "$2" = --now ] || exit 0
 unit="/etc/systemd/system/$3"
@@ -74,7 +74,7 @@ export interface Sandbox {
     args: string[],
     opts?: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number },
   ): Promise<{ code: number | null; output: string }>;
-  /** Stops the services the stand-in systemctl started (SIGTERM, then SIGKILL). */
+  /** Stops every process the host started, services included (SIGTERM, then SIGKILL). */
   stopServices(): Promise<void>;
   /** Pid of a service the stand-in systemctl started. */
   servicePid(unit: string): number | undefined;
@@ -150,39 +150,39 @@ export function makeSandbox(root: string): Sandbox {
       return existsSync(f) ? Number(readFileSync(f, 'utf8')) : undefined;
     },
     async stopServices() {
-      const dir = path.join(root, 'services');
-      if (!existsSync(dir)) return;
-      const pids = execFileSync('ls', [dir], { encoding: 'utf8' })
-        .split('\n')
-        .filter(Boolean)
-        .map((f) => Number(readFileSync(path.join(dir, f), 'utf8')));
-      const alive = (pid: number) => {
-        try {
-          process.kill(pid, 0);
-          return true;
-        } catch {
-          return false;
-        }
-      };
-      const tree = (pid: number): number[] => {
-        let kids: number[] = [];
-        try {
-          kids = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
-            .split('\n')
-            .filter(Boolean)
-            .map(Number);
-        } catch {
-          // no children
-        }
-        return [pid, ...kids.flatMap(tree)];
-      };
-      for (const pid of pids.flatMap(tree)) if (alive(pid)) process.kill(pid, 'SIGTERM');
-      for (let i = 0; i < 100 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 100));
-      for (const pid of pids.flatMap(tree)) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      // Every process the host started carries CORRAL_REHEARSAL_ROOT=<root> in its environment:
+      // found through /proc, so nothing is left running even when the root is already removed.
+      const mine = () => hostProcesses(root);
+      for (const pid of mine()) signal(pid, 'SIGTERM');
+      for (let i = 0; i < 100 && mine().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      for (const pid of mine()) signal(pid, 'SIGKILL');
       for (const c of children) c.kill('SIGKILL');
     },
   };
   return sandbox;
+}
+
+/** Pids of the live processes whose environment has `CORRAL_REHEARSAL_ROOT=<root>`. */
+function hostProcesses(root: string): number[] {
+  const marker = `\0CORRAL_REHEARSAL_ROOT=${root}\0`;
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      if (`\0${readFileSync(`/proc/${entry}/environ`, 'latin1')}`.includes(marker)) pids.push(Number(entry));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return pids;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
 }
 
 type Cfn = Record<string, unknown>;
