@@ -191,6 +191,40 @@ describe('examples/clusters', () => {
     }
   });
 
+  it('every pool host and coordinator installs the worker artifact by its sha256; no host installs corral from a registry', () => {
+    for (const e of examples) {
+      const sha = e.plan.workerArtifact.sha256;
+      assert.match(sha, /^[0-9a-f]{64}$/);
+      const text = JSON.stringify(e.synth.template);
+      assert.doesNotMatch(text, /npm (install|i) |npx |corral@/, `${e.file}: a registry install`);
+      const res = Object.values(e.synth.template.Resources);
+      const launchTemplates = res.filter(
+        (r) =>
+          r.Type === 'AWS::EC2::LaunchTemplate' &&
+          (r.Properties?.LaunchTemplateData as { UserData?: unknown } | undefined)?.UserData !== undefined,
+      );
+      assert.equal(launchTemplates.length, e.spec.pools.length, e.file);
+      const coordinators = e.spec.instances.filter((i) => i.role === 'coordinator').length;
+      const pinned = res.filter(
+        (r) =>
+          (r.Type === 'AWS::EC2::LaunchTemplate' || r.Type === 'AWS::EC2::Instance') &&
+          JSON.stringify(r.Properties).includes(`${sha}  /var/lib/corral-boot/corral.tgz`),
+      );
+      assert.equal(
+        pinned.length,
+        e.spec.pools.length + coordinators,
+        `${e.file}: hosts that pin the artifact`,
+      );
+      // every pool rolls its hosts when the artifact changes, waiting for their signals
+      for (const g of res.filter((r) => r.Type === 'AWS::AutoScaling::AutoScalingGroup')) {
+        const update = (
+          g as { UpdatePolicy?: { AutoScalingRollingUpdate?: { WaitOnResourceSignals?: boolean } } }
+        ).UpdatePolicy?.AutoScalingRollingUpdate;
+        assert.equal(update?.WaitOnResourceSignals, true, `${e.file}: rolling update`);
+      }
+    }
+  });
+
   it('tags everything with corral:cluster and the spec tags', () => {
     for (const e of examples) {
       e.template.allResourcesProperties('AWS::EC2::VPC', {
