@@ -16,7 +16,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { createLogsClient } from '../src/aws/clients.js';
 import { failureLines } from '../src/aws/host-logs.js';
 import type { Peer } from './cluster-peer.js';
@@ -137,26 +137,17 @@ describe('bootstrap rehearsal', () => {
   });
 
   it('a tampered artifact is refused: failure signalled, no worker, the reason shipped for corral up', async (t) => {
-    const host = makeSandbox(tempDir(t, 'corral-host-bad-'));
-    t.after(() => host.stopServices());
     const bucket = 'tampered-assets';
     await r.peer.createBucket(bucket);
     const bytes = Buffer.from(readFileSync(r.artifact.file));
     bytes[bytes.length - 100]! ^= 0xff;
     await r.upload(bucket, r.artifactKey, bytes);
-    const script = path.join(host.root, 'user-data');
-    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(ASSETS_BUCKET, bucket));
-    const since = Date.now() - 1000;
-    const res = await host.run(['bash', script], { env: r.hostEnv });
-    assert.notEqual(res.code, 0, res.output);
-    const rec = recorded(host.root);
-    assert.ok(
-      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
-      rec.join('\n'),
+    const { host, lines } = await bootFails(
+      t,
+      r,
+      r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(ASSETS_BUCKET, bucket),
     );
-    assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
     assert.ok(!existsSync(path.join(host.root, 'up/usr/local/bin/corral')), 'nothing installed');
-    const lines = await shipped(r.peer, since);
     assert.ok(
       lines.some((l) => l.host === INSTANCE_ID && /is not the artifact corral up published/.test(l.message)),
     );
@@ -164,30 +155,37 @@ describe('bootstrap rehearsal', () => {
   });
 
   it('an unreachable queue fails the readiness check: failure signalled with the log excerpt corral up prints', async (t) => {
-    const host = makeSandbox(tempDir(t, 'corral-host-noqueue-'));
-    t.after(() => host.stopServices());
-    const script = path.join(host.root, 'user-data');
     const missing = `${r.peer.endpoint}/000000000000/no-such-queue`;
-    writeFileSync(
-      script,
+    const { lines } = await bootFails(
+      t,
+      r,
       r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(r.refs.get(mainQueueIdOf(r))!, missing),
     );
-    const since = Date.now() - 1000;
-    const res = await host.run(['bash', script], { env: r.hostEnv });
-    assert.notEqual(res.code, 0, res.output);
-    const rec = recorded(host.root);
-    assert.ok(
-      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
-      rec.join('\n'),
-    );
-    assert.ok(!rec.some((l) => l.startsWith('systemctl enable')), 'no worker started');
-    const lines = await shipped(r.peer, since);
     assert.ok(
       lines.some((l) => /queue .*no-such-queue.* does not exist/.test(l.message)),
       lines.map((l) => l.message).join('\n'),
     );
   });
 });
+
+/** Boots a host that must fail: it signals failure and starts no worker. What it shipped comes back. */
+async function bootFails(t: TestContext, r: Rehearsal, userData: string, env: NodeJS.ProcessEnv = r.hostEnv) {
+  const host = makeSandbox(tempDir(t, 'corral-host-failing-'));
+  t.after(() => host.stopServices());
+  const script = path.join(host.root, 'user-data');
+  writeFileSync(script, userData);
+  const since = Date.now() - 1000;
+  const res = await host.run(['bash', script], { env });
+  assert.notEqual(res.code, 0, res.output);
+  const rec = recorded(host.root);
+  assert.ok(
+    rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
+    rec.join('\n'),
+  );
+  assert.ok(!rec.some((l) => l.startsWith('cfn-signal -e 0 ')), 'no success signal');
+  assert.ok(!rec.includes('systemctl enable --now corral-worker.service'), 'no worker started');
+  return { host, rec, lines: await shipped(r.peer, since) };
+}
 
 function mainQueueIdOf(r: Rehearsal): string {
   return Object.entries(r.resources).find(
@@ -310,23 +308,14 @@ describe('bootstrap rehearsal: a GPU pool with an ECR image', () => {
   });
 
   it('an image that cannot be pulled fails the host: failure signalled, no worker, the registry error shipped for corral up', async (t) => {
-    const host = makeSandbox(tempDir(t, 'corral-host-nopull-'));
-    t.after(() => host.stopServices());
     const missing = `${REGISTRY}/lab/no-such-image:1`;
-    const script = path.join(host.root, 'user-data');
-    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(IMAGE, missing));
-    const since = Date.now() - 1000;
-    const res = await host.run(['bash', script], { env });
-    assert.notEqual(res.code, 0, res.output);
-    const rec = recorded(host.root);
-    assert.ok(rec.includes(`docker pull ${missing}`), rec.join('\n'));
-    assert.ok(
-      rec.some((l) => l.startsWith('cfn-signal -e 1 ')),
-      rec.join('\n'),
+    const { rec, lines } = await bootFails(
+      t,
+      r,
+      r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(IMAGE, missing),
+      env,
     );
-    assert.ok(!rec.some((l) => l.startsWith('cfn-signal -e 0 ')));
-    assert.ok(!rec.includes('systemctl enable --now corral-worker.service'), 'no worker started');
-    const lines = await shipped(r.peer, since);
+    assert.ok(rec.includes(`docker pull ${missing}`), rec.join('\n'));
     assert.ok(
       lines.some((l) => l.host === INSTANCE_ID && /manifest unknown/.test(l.message)),
       lines.map((l) => l.message).join('\n'),
