@@ -59,6 +59,10 @@ lease: 3s
   await first.result;
   const doneBefore = readdirSync(path.join(dir, 'out'));
   assert.ok(doneBefore.length < n, 'the job was still running when killed');
+  // the lock file outlived its coordinator: status says so instead of "running" for ever
+  const status = await runCli(['status', 'killcoord', '--json'], { cwd: dir });
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal((JSON.parse(status.stdout) as { status: string }).status, 'interrupted');
   const second = await runCli(['run', 'job.yaml'], { cwd: dir });
   assert.equal(second.code, 0, second.stderr + second.stdout);
   assert.match(second.stdout, new RegExp(`${n}/${n} tasks done, 0 failed .*\\(resumed\\)`));

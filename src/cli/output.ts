@@ -15,12 +15,14 @@ export function formatSeconds(s: number): string {
 }
 
 /** Parses a positive integer CLI flag, naming the flag on bad input. */
-export function parsePositiveInt(flag: string) {
+export function parsePositiveInt(flag: string, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) {
+    // decimal digits only: Number() would also take 1e1, 0x2 and ' 2 '
+    const n = /^[0-9]+$/.test(v) ? Number(v) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < 1) {
       throw new InvalidArgumentError(`${flag} must be a whole number of at least 1, not "${v}"`);
     }
+    if (n > max) throw new InvalidArgumentError(`${flag} must be at most ${max}, not "${v}"`);
     return n;
   };
 }

@@ -1,13 +1,14 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { DeadLetter, TaskCounts } from '../queue/queue.js';
 import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
+import { pidAlive } from './process-utils.js';
 import { jobPaths } from './state-dir.js';
 
 /** What `corral status JOB` reports. */
 export interface JobStatus {
   readonly job: string;
-  /** `running` while a coordinator holds the job, else how the last run ended. */
+  /** `running` while a coordinator holds the job, `interrupted` when the one that held it died, else how the last run ended. */
   readonly status: string;
   readonly counts: TaskCounts;
   readonly steps: Record<string, TaskCounts>;
@@ -51,6 +52,21 @@ function iso(ms: string | undefined): string | undefined {
   return ms ? new Date(Number(ms)).toISOString() : undefined;
 }
 
+/**
+ * `running` while the coordinator that wrote the lock file is alive; `interrupted` when the lock
+ * file outlived it (a kill -9, a reboot: the next run resumes); undefined without a lock file.
+ */
+export function lockStatus(lockFile: string): 'running' | 'interrupted' | undefined {
+  let text: string;
+  try {
+    text = readFileSync(lockFile, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 0 && pidAlive(pid) ? 'running' : 'interrupted';
+}
+
 /** Reads a job's status from its state file. */
 export async function readJobStatus(stateDir: string, name: string): Promise<JobStatus> {
   const q = openJob(stateDir, name);
@@ -63,7 +79,7 @@ export async function readJobStatus(stateDir: string, name: string): Promise<Job
     }
     return {
       job: name,
-      status: existsSync(lock) ? 'running' : (q.getMeta('status') ?? 'planned'),
+      status: lockStatus(lock) ?? q.getMeta('status') ?? 'planned',
       counts,
       steps,
       startedAt: iso(q.getMeta('started_at')),

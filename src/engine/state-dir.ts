@@ -18,7 +18,17 @@ export interface JobPaths {
 
 /** The state folder from `--state-dir`, `CORRAL_STATE_DIR` or `./.corral`. */
 export function resolveStateDir(flag?: string): string {
-  return path.resolve(flag ?? process.env.CORRAL_STATE_DIR ?? DEFAULT_STATE_DIR);
+  // An empty folder name would put the state in the working folder itself (./jobs/…).
+  if (flag === '') throw new UsageError('--state-dir', 'is empty', 'give a folder, e.g. --state-dir .corral');
+  const env = process.env.CORRAL_STATE_DIR;
+  if (flag === undefined && env === '') {
+    throw new UsageError(
+      'CORRAL_STATE_DIR',
+      'is empty',
+      'unset it or name a folder, e.g. CORRAL_STATE_DIR=.corral',
+    );
+  }
+  return path.resolve(flag ?? env ?? DEFAULT_STATE_DIR);
 }
 
 /** Paths of a job's state. */

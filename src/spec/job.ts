@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { TaskPayload } from '../queue/queue.js';
 import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
+import { MAX_CONCURRENCY } from './limits.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { durationField, sizeField } from './units.js';
 
@@ -163,7 +164,7 @@ export const stepSchema = z
     /** Retries of this step's tasks. @default - the job's `retries` */
     retries: retriesSchema.optional(),
     /** Longest time one attempt may run. @default - the job's `timeout` */
-    timeout: durationField().optional(),
+    timeout: durationField({ min: 1 }).optional(),
     /** Let dependents run when tasks of this step fail (their failed inputs are missing). @default false */
     continueOnFailure: z.boolean().default(false),
     /** Tasks of this step claimed together in one lease batch (agglomeration of small tasks). @default - adaptive, by measured task duration */
@@ -228,9 +229,9 @@ export const jobSchema = z
     /** Retries of failing tasks (steps may override). @default maxAttempts 3, backoff 1s doubling to 5m */
     retries: retriesSchema.default({ maxAttempts: 3, backoff: { initial: 1000, factor: 2, max: 300_000 } }),
     /** Longest time one attempt may run; past it the task's whole process group is killed (steps may override). @default 1h */
-    timeout: durationField().default(3_600_000),
+    timeout: durationField({ min: 1 }).default(3_600_000),
     /** How many tasks run at once (local worker processes). @default the number of CPU cores */
-    concurrency: z.int().min(1).max(4096).optional(),
+    concurrency: z.int().min(1).max(MAX_CONCURRENCY).optional(),
     /** How long a worker's claim on a task lasts without a heartbeat. @default 30s */
     lease: durationField().default(30_000),
   })

@@ -56,14 +56,38 @@ export const sizeField = (opts: { min?: number } = {}) =>
     return n;
   });
 
-/** A zod field for durations written as `30s`, `5m`, `1h` (or seconds); outputs milliseconds. */
-export const durationField = () =>
+/**
+ * The longest duration corral accepts: Node's timers hold at most 2^31-1 ms (~24.8 days) and fire
+ * at once past it, so a longer timeout would end every attempt immediately.
+ */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/**
+ * A zod field for durations written as `30s`, `5m`, `1h` (or seconds); outputs milliseconds, at
+ * least `min` (default 0) and at most {@link MAX_DURATION_MS}.
+ */
+export const durationField = (opts: { min?: number } = {}) =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
     const n = parseDuration(v);
     if (n === undefined) {
       ctx.addIssue({
         code: 'custom',
         message: `"${v}" is not a duration | fix: write a duration such as 30s, 5m or 1h`,
+      });
+      return z.NEVER;
+    }
+    if (n > MAX_DURATION_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${v}" is longer than 24 days, the longest duration corral can time | fix: write at most 24d`,
+      });
+      return z.NEVER;
+    }
+    const min = opts.min ?? 0;
+    if (n < min) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${v}" is shorter than ${min === 1 ? '1ms' : `${min}ms`} | fix: write a positive duration such as 30s`,
       });
       return z.NEVER;
     }

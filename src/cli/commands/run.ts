@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
 import { resolveStateDir } from '../../engine/state-dir.js';
+import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
@@ -32,7 +33,7 @@ export function register(program: Command): void {
     .option(
       '-c, --concurrency <N>',
       "tasks at once (overrides the spec's concurrency)",
-      parsePositiveInt('--concurrency'),
+      parsePositiveInt('--concurrency', MAX_CONCURRENCY),
     )
     .option(
       '--fresh',
