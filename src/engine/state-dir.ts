@@ -1,9 +1,9 @@
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../spec/errors.js';
+import { DEFAULT_STATE_DIR } from '../spec/limits.js';
 
-/** Default state folder, relative to the current directory. */
-export const DEFAULT_STATE_DIR = '.corral';
+export { DEFAULT_STATE_DIR } from '../spec/limits.js';
 
 /** Where a job's state lives inside the state folder. */
 export interface JobPaths {

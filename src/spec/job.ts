@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { TaskPayload } from '../queue/queue.js';
 import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
-import { MAX_CONCURRENCY } from './limits.js';
+import { MAX_CONCURRENCY, RESERVED_DIRS } from './limits.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { durationField, sizeField } from './units.js';
 
@@ -195,6 +195,14 @@ function checkOutputs(outputs: string | undefined, ctx: z.RefinementCtx, perTask
       code: 'custom',
       path: ['outputs'],
       message: `"${outputs}" leaves the job folder | fix: write a relative path below the job file's folder, e.g. out/{index}.txt`,
+    });
+  }
+  const top = normalized.split('/')[0]!;
+  if (RESERVED_DIRS.includes(top)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['outputs'],
+      message: `"${outputs}" is inside ${top}, corral's own folder (its files are removed at the end of a run) | fix: write outputs below another folder, e.g. out/{index}.txt`,
     });
   }
   if (perTask && !/\{(index|input\.path|input\.name|input\.stem|chunk\.start)\}/.test(outputs)) {

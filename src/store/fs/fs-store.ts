@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { STAGING_DIR } from '../../spec/limits.js';
 import type { Store } from '../store.js';
 
 /** Options of the folder store. */
@@ -12,7 +13,7 @@ export interface FsStoreOptions {
 }
 
 /** Folder inside the store root where attempts stage their outputs. */
-export const STAGING_DIR = '.corral-staging';
+export { STAGING_DIR };
 
 /**
  * The embedded Store adapter: outputs are files below a root folder. An attempt writes to
