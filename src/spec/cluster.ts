@@ -319,7 +319,7 @@ const scaling = z.strictObject({
   /** Target visible queue messages per in-service instance (target tracking). @default 10 */
   backlogPerInstance: z.number().positive().default(10),
   /** Idle time after which a worker exits, so the pool can reach zero. @default '15m' (900000 ms) */
-  scaleToZeroAfter: durationField().default(900_000),
+  scaleToZeroAfter: durationField({ timer: true }).default(900_000),
 });
 
 const pool = z

@@ -125,11 +125,11 @@ export const tasksSchema = z
 /** Backoff between attempts of a failing task. */
 export const backoffSchema = z.strictObject({
   /** Delay before the second attempt. @default 1s */
-  initial: durationField().default(1000),
+  initial: durationField({ timer: true }).default(1000),
   /** Each further delay is the previous one times this. @default 2 */
   factor: z.number().min(1).max(100).default(2),
   /** The longest delay. @default 5m */
-  max: durationField().default(300_000),
+  max: durationField({ timer: true }).default(300_000),
 });
 
 /** Retries of failing tasks. */
@@ -164,7 +164,7 @@ export const stepSchema = z
     /** Retries of this step's tasks. @default - the job's `retries` */
     retries: retriesSchema.optional(),
     /** Longest time one attempt may run. @default - the job's `timeout` */
-    timeout: durationField({ min: 1 }).optional(),
+    timeout: durationField({ min: 1, timer: true }).optional(),
     /** Let dependents run when tasks of this step fail (their failed inputs are missing). @default false */
     continueOnFailure: z.boolean().default(false),
     /** Tasks of this step claimed together in one lease batch (agglomeration of small tasks). @default - adaptive, by measured task duration */
@@ -237,11 +237,11 @@ export const jobSchema = z
     /** Retries of failing tasks (steps may override). @default maxAttempts 3, backoff 1s doubling to 5m */
     retries: retriesSchema.default({ maxAttempts: 3, backoff: { initial: 1000, factor: 2, max: 300_000 } }),
     /** Longest time one attempt may run; past it the task's whole process group is killed (steps may override). @default 1h */
-    timeout: durationField({ min: 1 }).default(3_600_000),
+    timeout: durationField({ min: 1, timer: true }).default(3_600_000),
     /** How many tasks run at once (local worker processes). @default the number of CPU cores */
     concurrency: z.int().min(1).max(MAX_CONCURRENCY).optional(),
     /** How long a worker's claim on a task lasts without a heartbeat. @default 30s */
-    lease: durationField().default(30_000),
+    lease: durationField({ timer: true }).default(30_000),
   })
   .superRefine((j, ctx) => {
     if ((j.tasks === undefined) === (j.steps === undefined)) {

@@ -64,9 +64,10 @@ export const MAX_DURATION_MS = 2 ** 31 - 1;
 
 /**
  * A zod field for durations written as `30s`, `5m`, `1h` (or seconds); outputs milliseconds, at
- * least `min` (default 0) and at most {@link MAX_DURATION_MS}.
+ * least `min` (default 0). `timer: true` bounds it by {@link MAX_DURATION_MS}: for durations
+ * corral times itself (timeouts, leases, backoff, idle exit).
  */
-export const durationField = (opts: { min?: number } = {}) =>
+export const durationField = (opts: { min?: number; timer?: boolean } = {}) =>
   z.union([z.string(), z.number()]).transform((v, ctx) => {
     const n = parseDuration(v);
     if (n === undefined) {
@@ -76,7 +77,7 @@ export const durationField = (opts: { min?: number } = {}) =>
       });
       return z.NEVER;
     }
-    if (n > MAX_DURATION_MS) {
+    if (opts.timer && n > MAX_DURATION_MS) {
       ctx.addIssue({
         code: 'custom',
         message: `"${v}" is longer than 24 days, the longest duration corral can time | fix: write at most 24d`,
