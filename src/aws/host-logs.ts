@@ -5,7 +5,6 @@
  */
 import os from 'node:os';
 import type { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
-import { usageErrorOf } from './preflight.js';
 
 /** Log stream prefix of the failure excerpts (the same as the bootstrap's, src/infra/user-data.ts). */
 export const FAILURE_STREAM_PREFIX = 'failure/';
@@ -47,6 +46,8 @@ export async function checkLogGroup(
         'check the cluster outputs (LogGroupName) or run corral up',
       );
     }
+    // (loaded here: user data renders with this module's constants, and needs no AWS SDK)
+    const { usageErrorOf } = await import('./preflight.js');
     throw usageErrorOf(err, { field: 'log group', name: logGroupName }) ?? err;
   }
 }

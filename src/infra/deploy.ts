@@ -182,18 +182,19 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
     since: Date.now() - 60_000,
     onLine: (l) => log(`host ${l.host}: ${l.message}`),
   });
-  let result: Awaited<ReturnType<typeof toolkit.deploy>>;
+  let result: Awaited<ReturnType<typeof toolkit.deploy>> | undefined;
+  let failure: unknown;
   try {
     result = await toolkit.deploy(cx, {
       stacks: { strategy: lib.StackSelectionStrategy.PATTERN_MUST_MATCH, patterns: [stackName] },
     });
   } catch (err) {
-    await watch.stop();
-    throw new CommandFailed(deployFailure(stackName, logGroupName, err, watch.lines.length));
+    failure = err;
   } finally {
     await watch.stop();
     logs.destroy();
   }
+  if (!result) throw new CommandFailed(deployFailure(stackName, logGroupName, failure, watch.lines.length));
   const deployed = result.stacks.find((s) => s.stackName === stackName);
   return { stackName, outputs: { ...(deployed?.outputs ?? {}) }, plan };
 }

@@ -3,6 +3,7 @@
  * Values may be CDK tokens (strings); the caller wraps the text in `UserData.custom`.
  */
 import path from 'node:path';
+import { FAILURE_STREAM_PREFIX } from '../aws/host-logs.js';
 import { isEcrImage, partitionOf } from '../spec/cluster.js';
 
 /** Where a worker finds its cluster: the values of the stack outputs. */
@@ -133,8 +134,6 @@ export function shellQuote(v: string): string {
 export const WORKER_LOG_FILE = '/var/log/corral/worker.log';
 /** The bootstrap's own log on a host; its last lines are shipped when it fails. */
 export const BOOTSTRAP_LOG_FILE = '/var/log/corral/bootstrap.log';
-/** Log stream prefix of the excerpts a failing bootstrap (or a worker that gave up) ships at once. */
-export const FAILURE_STREAM_PREFIX = 'failure/';
 /** The line a host logs when its worker failed too often to be restarted again. */
 export const WORKER_GAVE_UP = 'corral-worker gave up';
 /** The line a failing bootstrap logs first. */
@@ -210,7 +209,8 @@ interface PreludeOptions {
  * which cloud-init keeps), and an ERR trap that, whatever fails, ships the log's last lines to the
  * log group at once (stream `failure/INSTANCE-ID`, with the AWS CLI every Amazon Linux has, so it
  * needs nothing the bootstrap installs), signals failure to CloudFormation, and exits. The
- * instance id comes from IMDSv2 (`CORRAL_IMDS_ENDPOINT` overrides its address, for tests).
+ * instance id comes from IMDSv2 (`CORRAL_IMDS_ENDPOINT` overrides its address, for tests). A host
+ * that signals gets the cfn-signal tool (aws-cfn-bootstrap) first.
  */
 function prelude(o: PreludeOptions): string[] {
   const r = shellQuote(o.region);
@@ -238,6 +238,9 @@ function prelude(o: PreludeOptions): string[] {
     '}',
     `trap 'corral_failed $? $LINENO "$BASH_COMMAND"' ERR`,
     `echo "corral bootstrap: start ($(date -u +%FT%TZ))"`,
+    ...(o.signal
+      ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
+      : []),
   ];
 }
 
@@ -298,9 +301,10 @@ function cloudWatchAgent(logGroupName: string): string[] {
 }
 
 /**
- * The worker bootstrap (EC2 user data of a pool). In order: the failure trap ({@link prelude}),
+ * The worker bootstrap (EC2 user data of a pool). In order: the failure trap and the cfn-signal
+ * tool ({@link prelude}),
  * `/etc/corral/worker.env` from the stack outputs, `/etc/ecs/ecs.config` with capacity: ecs (the
- * host joins the pool's ECS cluster, and nothing else of ECS), the cfn-signal tool, the AWS CLI
+ * host joins the pool's ECS cluster, and nothing else of ECS), the AWS CLI
  * and tar (the ECS-optimized AMIs of GPU and ECS pools may lack them), Node and the pinned
  * corral ({@link installCorral}), `corral worker --check` (the queue, the bucket and the log group
  * are reachable with the instance role), with an image: docker, an ECR login for an ECR image and
@@ -347,9 +351,6 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     );
   }
   lines.push(
-    ...(o.signal
-      ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
-      : []),
     '# the ECS-optimized AMIs are built on the minimal Amazon Linux 2023, which may lack these',
     'command -v aws >/dev/null || dnf install -y awscli-2',
     'command -v tar >/dev/null || dnf install -y tar gzip',
@@ -474,10 +475,11 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
   if (coordinator && (!o.artifact || !o.outputs)) {
     throw new Error(`instance ${o.name}: a coordinator needs the artifact and the cluster outputs`);
   }
+  const region = o.outputs?.Region ?? '';
   const lines = coordinator
     ? prelude({
         title: `corral instance ${o.name} (coordinator) of cluster ${o.clusterName}`,
-        region: o.outputs!.Region ?? '',
+        region,
         logGroupName: o.outputs!.LogGroupName ?? '',
         signal: o.signal,
       })
@@ -493,15 +495,12 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
       'CORRAL_OUTPUTS',
       'chmod 644 /etc/corral/coordinator.env /etc/corral/clusters/*.json',
       "cat > /etc/profile.d/corral.sh <<'CORRAL_PROFILE'",
-      `export AWS_REGION=${o.outputs!.Region ?? ''}`,
+      `export AWS_REGION=${region}`,
       `export CORRAL_CLUSTER=${o.clusterName}`,
       'CORRAL_PROFILE',
-      ...(o.signal
-        ? ['command -v /opt/aws/bin/cfn-signal >/dev/null || dnf install -y aws-cfn-bootstrap']
-        : []),
-      ...installCorral(o.artifact!, o.outputs!.Region ?? ''),
+      ...installCorral(o.artifact!, region),
       '# the queue, the bucket and the log group answer (with the instance role) before it is ready',
-      `(export AWS_REGION=${shellQuote(o.outputs!.Region ?? '')}; corral worker --check --cluster ${shellQuote(o.clusterName)})`,
+      `(export AWS_REGION=${shellQuote(region)}; corral worker --check --cluster ${shellQuote(o.clusterName)})`,
     );
   }
   if (o.image) {
