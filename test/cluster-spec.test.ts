@@ -112,6 +112,22 @@ describe('cluster spec', () => {
     refused({ ...base, peering: [{ vpcId: 'vpc-01234567', cidr: '10.0.128.0/17' }] }, /^peering\[0\]\.cidr$/);
   });
 
+  it('names the field of every malformed CIDR, with peers present, instead of crashing', () => {
+    const peer = { vpcId: 'vpc-01234567', cidr: '172.31.0.0/16' };
+    for (const bad of ['10.0.0.0/33', '300.0.0.0/16', '10.0.0.0/-1', '10.0.0.0', 'x']) {
+      refused({ ...base, network: { ...base.network, cidr: bad }, peering: [peer] }, /^network\.cidr$/);
+      refused({ ...base, peering: [{ ...peer, cidr: bad }] }, /^peering\[0\]\.cidr$/);
+      refused({ ...base, peering: [peer, { vpcId: 'vpc-0123456a', cidr: bad }] }, /^peering\[1\]\.cidr$/);
+      refused({ ...base, access: { adminCidr: bad } }, /^access\.adminCidr$/);
+    }
+  });
+
+  it('refuses a database in one availability zone (an RDS subnet group spans two)', () => {
+    const err = refused({ ...base, network: { azs: ['us-east-1a'] }, database: {} }, /^database$/);
+    assert.match(err.message, /two availability zones/);
+    assert.ok(defineCluster({ ...base, database: {} }).database);
+  });
+
   it('needs adminCidr for a key pair, an image for ECS pools, a database for backend rds', () => {
     refused({ ...base, access: { keyPair: { name: 'k' } } }, /^access\.adminCidr$/);
     refused(

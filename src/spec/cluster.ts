@@ -809,18 +809,21 @@ export const clusterSchema = z
         message: 'is set but backend is local | fix: remove database, or set backend: rds',
       });
     }
-    if (c.database?.multiAz && c.network.azs.length < 2) {
+    if (c.database && c.network.azs.length < 2) {
+      // RDS refuses a DB subnet group that does not span two zones, even for a single-AZ instance.
       ctx.addIssue({
         code: 'custom',
-        path: ['database', 'multiAz'],
+        path: ['database'],
         message:
-          'needs at least two availability zones | fix: add a zone to network.azs or set multiAz: false',
+          'needs at least two availability zones (an RDS subnet group must span two, even for a single-AZ database) | fix: add a second zone to network.azs',
       });
     }
-    const vpc = parseCidr(c.network.cidr)!;
+    // A block that did not parse has its own issue already; overlaps are checked between valid ones.
+    const vpc = parseCidr(c.network.cidr);
     c.peering.forEach((p, i) => {
-      const pc = parseCidr(p.cidr)!;
-      if (cidrOverlaps(vpc, pc)) {
+      const pc = parseCidr(p.cidr);
+      if (!pc) return;
+      if (vpc && cidrOverlaps(vpc, pc)) {
         ctx.addIssue({
           code: 'custom',
           path: ['peering', i, 'cidr'],
@@ -828,7 +831,8 @@ export const clusterSchema = z
         });
       }
       c.peering.slice(0, i).forEach((q) => {
-        if (cidrOverlaps(parseCidr(q.cidr)!, pc)) {
+        const qc = parseCidr(q.cidr);
+        if (qc && cidrOverlaps(qc, pc)) {
           ctx.addIssue({
             code: 'custom',
             path: ['peering', i, 'cidr'],
