@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { interfaceEndpointsOf } from '../src/infra/cluster-stack.js';
@@ -779,5 +782,64 @@ describe('user data', () => {
     const run = text.indexOf(`docker run -d --restart always --network host --name 'api' '${image}'`);
     assert.ok(login > 0 && run > login, text);
     assert.ok(text.indexOf("docker logout '123456789012.dkr.ecr.us-east-1.amazonaws.com'") > run);
+  });
+});
+
+describe('physical names', () => {
+  /** Every literal physical name in a template, as `Type Property value`. */
+  function physicalNames(spec: ClusterSpecInput, baseDir: string): string[] {
+    const t = synthCluster(defineCluster(spec), { baseDir }).template as { Resources: Resources };
+    const named = [
+      'LaunchTemplateName',
+      'KeyName',
+      'DashboardName',
+      'LogGroupName',
+      'QueueName',
+      'BucketName',
+    ];
+    return Object.values(t.Resources).flatMap((r) =>
+      Object.entries(r.Properties ?? {})
+        .filter(([k, v]) => named.includes(k) && typeof v === 'string')
+        .map(([k, v]) => `${r.Type} ${k} ${v as string}`),
+    );
+  }
+
+  it('two clusters in one account share no physical name; a new public key gets a new key pair name', () => {
+    // GIVEN two clusters, each with a named instance `master` and an imported key
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'corral-names-'));
+    writeFileSync(
+      path.join(dir, 'a.pub'),
+      'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK1c2bWq7o9wB8x0c1Q5oK4nR5mZ1yFq0bJ0yJ7b8c9d a\n',
+    );
+    writeFileSync(
+      path.join(dir, 'b.pub'),
+      'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ2d3cXr8p0xC9y1d2R6pL5oS6nA2zGr1cK1zK8c9d0e b\n',
+    );
+    const cluster = (name: string, region: string, key: string): ClusterSpecInput => ({
+      name,
+      region,
+      network: { azs: [`${region}a`] },
+      access: { adminCidr: '203.0.113.7/32', keyPair: { publicKeyFile: key } },
+      instances: [{ name: 'master' }],
+    });
+    // WHEN
+    const one = physicalNames(cluster('one', 'us-east-1', 'a.pub'), dir);
+    const two = physicalNames(cluster('two', 'us-east-1', 'a.pub'), dir);
+    const oneElsewhere = physicalNames(cluster('one', 'eu-west-1', 'a.pub'), dir);
+    const rotated = physicalNames(cluster('one', 'us-east-1', 'b.pub'), dir);
+    // THEN names are per cluster; the dashboard (global to the account) also per region
+    assert.ok(one.some((n) => n.startsWith('AWS::EC2::LaunchTemplate')));
+    assert.deepEqual(
+      one.filter((n) => two.includes(n)),
+      [],
+    );
+    assert.deepEqual(
+      one.filter((n) => n.startsWith('AWS::CloudWatch::Dashboard') && oneElsewhere.includes(n)),
+      [],
+    );
+    // and a rotated key is a key pair of another name, so its replacement can be created first
+    const keyName = (names: string[]) => names.find((n) => n.startsWith('AWS::EC2::KeyPair'));
+    assert.match(keyName(one) ?? '', /KeyName corral-one-[0-9a-f]{8}$/);
+    assert.notEqual(keyName(one), keyName(rotated));
   });
 });

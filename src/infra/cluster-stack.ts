@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -15,6 +16,7 @@ import {
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as cxapi from 'aws-cdk-lib/cx-api';
 import type { Construct, IConstruct } from 'constructs';
 import {
   type ClusterSpec,
@@ -133,6 +135,10 @@ export class ClusterStack extends Stack {
       env: props.env ?? { account: spec.account, region: spec.region },
     });
     this.spec = spec;
+    // Physical names must not collide between clusters in one account: the launch templates that
+    // `requireImdsv2` adds to named instances get unique names (the default names them after the
+    // construct id only, so two clusters with a `master` instance clash on the second up).
+    this.node.setContext(cxapi.EC2_UNIQUE_IMDSV2_LAUNCH_TEMPLATE_NAME, true);
     Validations.of(this).acknowledge({
       id: 'CloudFormation-Validate::W3010',
       reason: 'corral pins the availability zones written in the spec, so synthesis needs no account lookup',
@@ -154,14 +160,17 @@ export class ClusterStack extends Stack {
       flowLogGroup: spec.network.flowLogs ? this.logGroup : undefined,
     });
     const keyPair = spec.access.keyPair;
+    const publicKey = keyPair?.publicKeyFile
+      ? readSpecFile(baseDir, keyPair.publicKeyFile, 'access.keyPair.publicKeyFile').trim()
+      : undefined;
     this.access = new ClusterAccess(this, 'Access', {
       vpc: this.network.vpc,
       adminCidr: spec.access.adminCidr,
       keyPairName: keyPair?.name,
-      publicKeyMaterial: keyPair?.publicKeyFile
-        ? readSpecFile(baseDir, keyPair.publicKeyFile, 'access.keyPair.publicKeyFile')
-        : undefined,
-      importedKeyPairName: keyPair?.publicKeyFile ? `corral-${spec.name}` : undefined,
+      publicKeyMaterial: publicKey,
+      // A new key replaces the key pair, and CloudFormation creates the replacement before it
+      // deletes the old one: the name carries the key's fingerprint so the two never clash.
+      importedKeyPairName: publicKey ? `corral-${spec.name}-${sha256(publicKey).slice(0, 8)}` : undefined,
     });
     const sg = this.access.securityGroup;
     this.network.addInterfaceEndpoints(interfaceEndpointsOf(spec), sg);
@@ -426,4 +435,8 @@ function readSpecFile(baseDir: string, file: string, field: string): string {
       'check the path (relative to the spec file)',
     );
   }
+}
+
+function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
 }

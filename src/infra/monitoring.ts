@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import type * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
@@ -12,7 +12,7 @@ import { BOOTSTRAP_FAILED, WORKER_GAVE_UP } from './user-data.js';
 
 /** Properties of the cluster monitoring. */
 export interface MonitoringProps {
-  /** Cluster name (dashboard name and alarm prefix). */
+  /** Cluster name (alarm prefix; the dashboard is `corral-NAME-REGION`, as dashboards are global to the account). */
   readonly clusterName: string;
   /** Job queue. */
   readonly queue: sqs.IQueue;
@@ -132,7 +132,7 @@ export class Monitoring extends Construct {
     }
     if (props.dashboard ?? true) {
       this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
-        dashboardName: `corral-${props.clusterName}`,
+        dashboardName: `corral-${props.clusterName}-${Stack.of(this).region}`,
         defaultInterval: Duration.hours(3),
       });
       this.dashboard.addWidgets(
