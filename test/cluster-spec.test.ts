@@ -329,10 +329,9 @@ describe('cluster spec', () => {
       { ...base, pools: [{ name: 'w', instanceTypes: ['t3.small'], image: 'nginx:1.27' }] },
       /^pools\[0\]\.image$/,
     );
-    // a pool in a public subnet gets no public address either
-    refused(
-      { ...base, pools: [{ ...pool, subnet: 'public', image: 'public.ecr.aws/x/y:1' }] },
-      /^pools\[0\]\.image$/,
+    // a pool in a public subnet has public addresses: it reaches any registry
+    assert.ok(
+      defineCluster({ ...base, pools: [{ ...pool, subnet: 'public', image: 'public.ecr.aws/x/y:1' }] }),
     );
     // a named instance in a private subnet
     refused({ ...base, instances: [{ name: 'a', image: 'nginx:1.27' }] }, /^instances\[0\]\.image$/);

@@ -843,3 +843,36 @@ describe('physical names', () => {
     assert.notEqual(keyName(one), keyName(rotated));
   });
 });
+
+describe('public pools', () => {
+  it('a pool in a public subnet gives its hosts a public address; a private pool does not', () => {
+    // GIVEN
+    const t = Template.fromJSON(
+      synthCluster(
+        defineCluster({
+          name: 'pub',
+          region: 'us-east-1',
+          network: { azs: ['us-east-1a'] },
+          pools: [
+            { name: 'out', instanceTypes: ['t3.small'], subnet: 'public' },
+            { name: 'in', instanceTypes: ['t3.small'] },
+          ],
+        }),
+      ).template,
+    );
+    // WHEN
+    const interfacesOf = (pool: string) => {
+      const [, lt] = Object.entries(t.findResources('AWS::EC2::LaunchTemplate')).find(([id]) =>
+        id.startsWith(`Pool${pool}LaunchTemplate`),
+      )!;
+      return (
+        lt.Properties as {
+          LaunchTemplateData: { NetworkInterfaces?: { AssociatePublicIpAddress?: boolean }[] };
+        }
+      ).LaunchTemplateData.NetworkInterfaces;
+    };
+    // THEN
+    assert.equal(interfacesOf('out')?.[0]?.AssociatePublicIpAddress, true);
+    assert.equal(interfacesOf('in'), undefined);
+  });
+});

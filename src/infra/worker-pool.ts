@@ -235,6 +235,9 @@ export class WorkerPool extends Construct {
       // the host: a hop limit of 1 keeps IMDSv2 (and the instance role) from them; the worker and
       // the ECS agent run on the host's network.
       httpPutResponseHopLimit: props.image ? 1 : 2,
+      // A public subnet maps no public address on launch (network.ts): a public pool's hosts get
+      // theirs here, or they could reach nothing outside the VPC endpoints.
+      associatePublicIpAddress: props.subnet === 'public' ? true : undefined,
       detailedMonitoring: true,
       blockDevices: [
         {

@@ -346,7 +346,7 @@ const pool = z
     image: z.string().min(1).optional(),
     /** Backlog-based scaling. @default - 10 messages per instance, scale to zero after 15m idle */
     scaling: scaling.prefault({}),
-    /** Subnet kind of the pool's instances. @default 'private' */
+    /** Subnet kind of the pool's instances; in a public subnet each host gets a public address (its security group still admits only SSH from adminCidr and the cluster). @default 'private' */
     subnet: z.enum(['public', 'private']).default('private'),
     /** Root volume size in GiB (encrypted gp3). @default 30 */
     volumeSize: z.number().int().min(8).max(16384).default(30),
@@ -651,8 +651,8 @@ const dataBucket = z.string().superRefine((v, ctx) => {
 
 /**
  * With no NAT gateway the cluster reaches AWS only through its VPC endpoints: ECR of its own
- * region, nothing else. Pools never get a public address (their launch template maps none);
- * named instances in a public subnet have one (an Elastic IP or an auto-assigned address).
+ * region, nothing else. Pools and named instances in a public subnet have a public address
+ * (auto-assigned, or an Elastic IP) and reach any registry; those in private subnets do not.
  * Refuses every image such an instance or pool could not pull.
  */
 function imagesWithoutNat(
@@ -660,12 +660,14 @@ function imagesWithoutNat(
     region: string;
     network: { interfaceEndpoints?: string[] | undefined };
     instances: { image?: string | undefined; subnet: 'public' | 'private' }[];
-    pools: { image?: string | undefined }[];
+    pools: { image?: string | undefined; subnet: 'public' | 'private' }[];
   },
   ctx: z.RefinementCtx,
 ): void {
   const users: { path: (string | number)[]; image: string }[] = [
-    ...c.pools.flatMap((p, i) => (p.image ? [{ path: ['pools', i, 'image'], image: p.image }] : [])),
+    ...c.pools.flatMap((p, i) =>
+      p.image && p.subnet === 'private' ? [{ path: ['pools', i, 'image'], image: p.image }] : [],
+    ),
     ...c.instances.flatMap((inst, i) =>
       inst.image && inst.subnet === 'private' ? [{ path: ['instances', i, 'image'], image: inst.image }] : [],
     ),
