@@ -101,6 +101,12 @@ const spec: ClusterSpec = defineCluster({
   tags: { team: 'research' },
   dataBuckets: ['reference-genomes', 'arn:aws:s3:::lab-raw/runs/2024', 'arn:aws:s3:::lab-raw/runs/2025/'],
 });
+/** A small cluster over two AZs. */
+const lean: ClusterSpecInput = {
+  name: 'lean',
+  region: 'us-east-1',
+  network: { azs: ['us-east-1a', 'us-east-1b'] },
+};
 let template: Template;
 let plan: PlanReport;
 before(() => {
@@ -454,7 +460,8 @@ describe('ClusterStack constructs', () => {
     const coord = EC2_ON_DEMAND['t3.small']! + ebs(20) + UNIT_PRICES.publicIpv4Hourly;
     // 6 base + 3 ECS (the ecs pool) + 2 ECR (its ECR image) + secretsmanager
     assert.equal(interfaceEndpointsOf(spec).length, 12);
-    const endpoints = 12 * UNIT_PRICES.interfaceEndpointHourly;
+    // one endpoint per service and AZ (network.endpointAzs: all, 2 AZs)
+    const endpoints = 12 * 2 * UNIT_PRICES.interfaceEndpointHourly;
     const db = 2 * RDS_ON_DEMAND['t4g.micro']! + (2 * 20 * UNIT_PRICES.rdsGp3GibMonth) / HOURS_PER_MONTH;
     const cpuUnit = EC2_ON_DEMAND['c6i.large']! + ebs(30);
     const od = onDemandCount(3, 1, 50);
@@ -468,16 +475,41 @@ describe('ClusterStack constructs', () => {
     assert.ok(Math.abs(cost.monthly.onDemand - cost.hourly.onDemand * HOURS_PER_MONTH) < 1e-2);
     const gpuUnit = EC2_ON_DEMAND['g5.xlarge']! + ebs(30);
     const ecsUnit = EC2_ON_DEMAND['g4dn.xlarge']! + ebs(30);
-    const peakOd = fixed + 10 * cpuUnit + 2 * gpuUnit + 3 * ecsUnit;
+    // at max each pool is priced on its most expensive allowed type
+    const cpuPeakUnit = Math.max(EC2_ON_DEMAND['c6i.large']!, EC2_ON_DEMAND['c5.large']!) + ebs(30);
+    const peakOd = fixed + 10 * cpuPeakUnit + 2 * gpuUnit + 3 * ecsUnit;
     assert.ok(Math.abs(cost.peakHourly.onDemand - peakOd) < 1e-4);
     const odMax = onDemandCount(10, 1, 50);
     const peakExpected =
       fixed +
-      odMax * cpuUnit +
-      (10 - odMax) * cpuUnit * SPOT_FRACTION.cpu +
+      odMax * cpuPeakUnit +
+      (10 - odMax) * cpuPeakUnit * SPOT_FRACTION.cpu +
       (2 * gpuUnit + 3 * ecsUnit) * SPOT_FRACTION.gpu;
     assert.ok(Math.abs(cost.peakHourly.expected - peakExpected) < 1e-4);
     assert.deepEqual(plan.cost.hourly, cost.hourly);
+    // idle: every pool at min (0 here), what runs regardless stays
+    assert.ok(Math.abs(cost.idleHourly.onDemand - fixed) < 1e-4, `${cost.idleHourly.onDemand}`);
+  });
+
+  it('interface endpoints sit in every AZ by default, in the first only with endpointAzs: first', () => {
+    const subnetsPerEndpoint = (t: Template) =>
+      Object.values(t.findResources('AWS::EC2::VPCEndpoint') as Resources)
+        .filter((e) => e.Properties.VpcEndpointType === 'Interface')
+        .map((e) => (e.Properties.SubnetIds as unknown[]).length);
+    const everywhere = subnetsPerEndpoint(template);
+    assert.equal(everywhere.length, 12);
+    assert.ok(everywhere.every((n) => n === 2));
+    const one = defineCluster({ ...lean, network: { ...lean.network, endpointAzs: 'first' } });
+    assert.deepEqual([...new Set(subnetsPerEndpoint(Template.fromJSON(synthCluster(one).template)))], [1]);
+    assert.equal(
+      estimateCost(one, 6).lines.find((l) => l.item.startsWith('interface endpoints'))?.quantity,
+      6,
+    );
+    assert.equal(
+      estimateCost(defineCluster(lean), 6).lines.find((l) => l.item.startsWith('interface endpoints'))
+        ?.quantity,
+      12,
+    );
   });
 
   it('plan lists findings with rule id, path and suppression; limits and outputs', () => {

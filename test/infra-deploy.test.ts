@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { checkBudget, down, findCredentialSource, up } from '../src/infra/deploy.js';
 import { planCluster } from '../src/infra/plan.js';
+import { EC2_ON_DEMAND, estimateCost } from '../src/infra/prices.js';
 import { defineCluster } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
 
@@ -88,6 +89,36 @@ describe('up / down without AWS', () => {
     // A generous budget passes.
     const ok = defineCluster({ ...tight, budget: { maxHourly: 100 } } as never);
     assert.ok(checkBudget(ok).peakHourly.expected < 100);
+  });
+
+  it('the budget prices each pool on its most expensive allowed type, not its first', () => {
+    // GIVEN a pool that may launch c6i.4xlarge, listed after t3.micro
+    const mixed = defineCluster({
+      name: 'mixed',
+      region: 'us-east-1',
+      network: { azs: ['us-east-1a'] },
+      pools: [{ name: 'cpu', instanceTypes: ['t3.micro', 'c6i.4xlarge'], max: 10 }],
+      budget: { maxHourly: 1 },
+    });
+    // WHEN / THEN: 10 × c6i.4xlarge at expected spot is far above $1/h
+    assert.throws(
+      () => checkBudget(mixed),
+      (e: unknown) =>
+        e instanceof UsageError && e.field === 'budget.maxHourly' && /most expensive type/.test(e.message),
+    );
+    const cost = estimateCost(mixed);
+    const peak = cost.peakLines.find((l) => l.item.startsWith('pool cpu'));
+    assert.match(peak?.item ?? '', /c6i\.4xlarge/);
+    assert.ok(cost.peakHourly.onDemand >= 10 * EC2_ON_DEMAND['c6i.4xlarge']!);
+    // and a type the table lacks makes the budget uncheckable, wherever it is listed
+    const unknown = defineCluster({
+      ...mixed,
+      pools: [{ name: 'cpu', instanceTypes: ['t3.micro', 'zz9.huge'], max: 1 }],
+    } as never);
+    assert.throws(
+      () => checkBudget(unknown),
+      (e: unknown) => e instanceof UsageError && /no price for instance type zz9\.huge/.test(e.message),
+    );
   });
   it('up deploys nothing when the plan it is given (the one corral up showed) fails; it does not plan again', async () => {
     const spec = defineCluster({ name: 'shown', region: 'us-east-1', network: { azs: ['us-east-1a'] } });

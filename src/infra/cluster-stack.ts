@@ -173,7 +173,7 @@ export class ClusterStack extends Stack {
       importedKeyPairName: publicKey ? `corral-${spec.name}-${sha256(publicKey).slice(0, 8)}` : undefined,
     });
     const sg = this.access.securityGroup;
-    this.network.addInterfaceEndpoints(interfaceEndpointsOf(spec), sg);
+    this.network.addInterfaceEndpoints(interfaceEndpointsOf(spec), sg, spec.network.endpointAzs);
 
     this.jobQueue = new JobQueue(this, 'JobQueue', {
       visibilityTimeoutMs: spec.queue.visibilityTimeout,

@@ -112,7 +112,7 @@ export function checkBudget(spec: ClusterSpec): CostEstimate {
   if (cost.peakHourly.expected > max) {
     throw new UsageError(
       'budget.maxHourly',
-      `the cluster may cost $${cost.peakHourly.expected.toFixed(3)}/h at full scale (expected spot), above the budget of $${max}/h`,
+      `the cluster may cost $${cost.peakHourly.expected.toFixed(3)}/h at full scale (every pool at max on its most expensive type, expected spot), above the budget of $${max}/h`,
       'lower pools[].max, use cheaper instance types or more spot, or raise budget.maxHourly',
     );
   }

@@ -96,17 +96,24 @@ export class Network extends Construct {
   }
 
   /**
-   * Adds interface endpoints (e.g. `sqs`, `logs`, `ssm`) in the private subnet of the first AZ,
-   * reachable on 443 by members of `securityGroup` (the endpoints join that group).
+   * Adds interface endpoints (e.g. `sqs`, `logs`, `ssm`) in the private subnet of every AZ (or of
+   * the first only), reachable on 443 by members of `securityGroup` (the endpoints join that group).
    */
-  addInterfaceEndpoints(names: readonly string[], securityGroup: ec2.ISecurityGroup): void {
+  addInterfaceEndpoints(
+    names: readonly string[],
+    securityGroup: ec2.ISecurityGroup,
+    azs: 'all' | 'first' = 'all',
+  ): void {
     for (const name of names) {
       this.vpc.addInterfaceEndpoint(`Endpoint-${name}`, {
         service: new ec2.InterfaceVpcEndpointAwsService(name),
         privateDnsEnabled: true,
         securityGroups: [securityGroup],
         open: false,
-        subnets: { subnetType: this.privateSubnetType, availabilityZones: [this.vpc.availabilityZones[0]!] },
+        subnets: {
+          subnetType: this.privateSubnetType,
+          availabilityZones: azs === 'all' ? this.vpc.availabilityZones : [this.vpc.availabilityZones[0]!],
+        },
       });
     }
   }

@@ -530,7 +530,8 @@ export function formatPlan(r: PlanReport): string {
   out.push(
     `  hourly:  ${usd(c.hourly.onDemand)} on-demand, ${usd(c.hourly.expected)} expected with spot`,
     `  monthly: ${usd(c.monthly.onDemand)} on-demand, ${usd(c.monthly.expected)} expected with spot`,
-    `  at max:  ${usd(c.peakHourly.onDemand)}/h on-demand, ${usd(c.peakHourly.expected)}/h expected`,
+    `  at max:  ${usd(c.peakHourly.expected)}/h expected, ${usd(c.peakHourly.onDemand)}/h worst case (every pool at max, on its most expensive type, all on-demand)`,
+    `  idle:    ${usd(c.idleHourly.expected)}/h expected with no work (pools at min, plus endpoints, NAT, named instances, database)`,
   );
   if (c.unpriced.length) out.push(`  not priced: ${c.unpriced.join(', ')}`);
   out.push('  (usage-based S3, SQS, data transfer and CloudWatch charges are not included)');

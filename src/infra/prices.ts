@@ -149,8 +149,16 @@ export interface CostEstimate {
   readonly hourly: CostTotals;
   /** Monthly cost at desired size (730 hours). */
   readonly monthly: CostTotals;
-  /** Hourly cost with every pool at max: what `budget.maxHourly` is compared with. */
+  /**
+   * Hourly cost with every pool at max, each at its most expensive allowed instance type: the
+   * expected figure is what `budget.maxHourly` is compared with; the on-demand one is the worst
+   * case (spot never costs more than on-demand).
+   */
   readonly peakHourly: CostTotals;
+  /** Lines with every pool at max and its most expensive allowed type. */
+  readonly peakLines: readonly CostLine[];
+  /** Hourly cost of a cluster with no work: every pool at its min, plus what runs regardless. */
+  readonly idleHourly: CostTotals;
   /** Things the table has no price for (counted as 0). */
   readonly unpriced: readonly string[];
   readonly source: string;
@@ -165,7 +173,10 @@ export function onDemandCount(n: number, base: number, abovePercent: number): nu
 
 const round = (v: number) => Math.round(v * 1e6) / 1e6;
 
-/** Estimates the hourly and monthly cost of a spec from the bundled table. */
+/**
+ * Estimates the hourly and monthly cost of a spec from the bundled table. `interfaceEndpoints` is
+ * the number of endpoint services; each is billed once per AZ it sits in (`network.endpointAzs`).
+ */
 export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEstimate {
   const mult = REGION_MULTIPLIER[spec.region] ?? 1;
   const unpriced: string[] = [];
@@ -199,11 +210,13 @@ export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEst
     fixed.push(line('public IPv4 of NAT gateways', n, n * UNIT_PRICES.publicIpv4Hourly * mult));
   }
   if (interfaceEndpoints > 0) {
+    const azs = spec.network.endpointAzs === 'all' ? spec.network.azs.length : 1;
+    const n = interfaceEndpoints * azs;
     fixed.push(
       line(
-        'interface endpoints (one AZ)',
-        interfaceEndpoints,
-        interfaceEndpoints * UNIT_PRICES.interfaceEndpointHourly * mult,
+        `interface endpoints (${interfaceEndpoints} × ${azs} AZ${azs > 1 ? 's' : ''})`,
+        n,
+        n * UNIT_PRICES.interfaceEndpointHourly * mult,
       ),
     );
   }
@@ -224,10 +237,15 @@ export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEst
       ),
     );
   }
-  const poolLines = (size: 'desired' | 'max') =>
+  // At desired and min size a pool is priced at its first (preferred) type; at max at its most
+  // expensive one, as the group may launch any type it allows.
+  const priciest = (types: readonly string[]) =>
+    types.reduce((a, t) => ((EC2_ON_DEMAND[t] ?? 0) > (EC2_ON_DEMAND[a] ?? 0) ? t : a), types[0]!);
+  const poolLines = (size: 'min' | 'desired' | 'max') =>
     spec.pools.map((p) => {
       const n = p[size];
-      const type = p.instanceTypes[0]!;
+      const type = size === 'max' ? priciest(p.instanceTypes) : p.instanceTypes[0]!;
+      for (const t of p.instanceTypes) ec2(t); // every allowed type must be priced for a budget to hold
       const unit = ec2(type) + ebsHourly(p.volumeSize);
       const od = onDemandCount(n, p.spot.onDemandBase, p.spot.onDemandAbovePercent);
       const spotFraction = p.gpu ? SPOT_FRACTION.gpu : SPOT_FRACTION.cpu;
@@ -244,6 +262,7 @@ export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEst
   });
   const lines = [...fixed, ...poolLines('desired')];
   const peak = [...fixed, ...poolLines('max')];
+  const idle = [...fixed, ...poolLines('min')];
   const hourly = sum(lines);
   return {
     region: spec.region,
@@ -255,6 +274,8 @@ export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEst
       expected: round(hourly.expected * HOURS_PER_MONTH),
     },
     peakHourly: sum(peak),
+    peakLines: peak,
+    idleHourly: sum(idle),
     unpriced: [...new Set(unpriced)],
     source: PRICE_TABLE_SOURCE,
     date: PRICE_TABLE_DATE,

@@ -107,6 +107,8 @@ const network = z
           ),
       )
       .optional(),
+    /** Where the interface endpoints live: in every AZ of the cluster (one AZ's outage leaves the others reaching AWS, no cross-AZ traffic), or in the first only (1/N of their hourly cost, one point of failure). @default 'all' */
+    endpointAzs: z.enum(['all', 'first']).default('all'),
     /** VPC flow logs (rejected traffic) to the cluster log group. @default true */
     flowLogs: z.boolean().default(true),
   })
