@@ -5,7 +5,7 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { interfaceEndpointsOf } from '../src/infra/cluster-stack.js';
-import { ECR_LOGIN_ACTION, ECR_PULL_ACTIONS } from '../src/infra/instance-role.js';
+import { ATTEMPT_OBJECTS, ECR_LOGIN_ACTION, ECR_PULL_ACTIONS } from '../src/infra/instance-role.js';
 import { type PlanReport, planFromSynth, synthCluster } from '../src/infra/plan.js';
 import {
   EC2_ON_DEMAND,
@@ -19,6 +19,8 @@ import {
 import { ecrImageOf, instanceUserData, workerUserData } from '../src/infra/user-data.js';
 import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
 import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
+import { S3_LAYOUT } from '../src/store/s3/s3-store.js';
+import { jobPrefix } from '../src/worker/cluster-main.js';
 import { resolveIntrinsics } from './sandbox.js';
 
 const ECR_WORKER = '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1';
@@ -350,6 +352,23 @@ describe('ClusterStack constructs', () => {
     }
     template.resourceCountIs('AWS::IAM::AccessKey', 0);
     template.resourceCountIs('AWS::IAM::User', 0);
+  });
+
+  it('hosts delete only attempt uploads in the cluster bucket, and hold no metrics grant nothing uses', () => {
+    const deletes = plan.iam.filter((st) => st.actions.some((a) => a === 's3:DeleteObject' || a === 's3:*'));
+    // the named instances' role and one per pool
+    const hostDeletes = deletes.filter((st) => /^(InstancesRole|PoolRole)/.test(st.policy));
+    assert.equal(hostDeletes.length, 4);
+    for (const st of hostDeletes) {
+      assert.deepEqual(st.actions, ['s3:DeleteObject']);
+      assert.equal(st.resources.length, 1);
+      assert.match(st.resources[0]!, /^<StorageBucket[0-9A-F]+\.Arn>\/jobs\/\*\/attempts\/\*$/);
+    }
+    // the pattern covers what the S3 store deletes (an attempt upload), not outputs or markers
+    const glob = new RegExp(`^${ATTEMPT_OBJECTS.replaceAll('*', '[^]*')}$`);
+    assert.match(`${jobPrefix('j')}${S3_LAYOUT.attempts}out/a.txt/attempt-1`, glob);
+    assert.doesNotMatch(`${jobPrefix('j')}${S3_LAYOUT.committed}out/a.txt`, glob);
+    assert.ok(!plan.iam.some((st) => st.actions.includes('cloudwatch:PutMetricData')));
   });
 
   it('dataBuckets: read-only grants scoped to the written buckets and prefixes, for every pool and the named instances', () => {

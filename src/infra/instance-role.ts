@@ -69,8 +69,10 @@ export const UNSCOPED_ACTIONS: readonly string[] = [
   'ec2messages:GetEndpoint',
   'ec2messages:GetMessages',
   'ec2messages:SendReply',
-  'cloudwatch:PutMetricData',
 ];
+
+/** Objects a host may delete: uploads of attempts, below any job's prefix. */
+export const ATTEMPT_OBJECTS = 'jobs/*/attempts/*';
 
 /** The ECR action that supports no resource: the registry token `docker login` takes. */
 export const ECR_LOGIN_ACTION = 'ecr:GetAuthorizationToken';
@@ -108,8 +110,14 @@ export class InstanceRole extends Construct {
           resources: [b.bucketArn],
         }),
         new iam.PolicyStatement({
-          actions: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload'],
+          actions: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload'],
           resources: [b.arnForObjects('*')],
+        }),
+        // A worker deletes only an attempt's upload whose commit lost the race: never an output
+        // or a commit marker (the S3 store's layout: jobs/JOB/attempts/KEY/ATTEMPT).
+        new iam.PolicyStatement({
+          actions: ['s3:DeleteObject'],
+          resources: [b.arnForObjects(ATTEMPT_OBJECTS)],
         }),
         new iam.PolicyStatement({
           actions: [
@@ -143,16 +151,8 @@ export class InstanceRole extends Construct {
     const unscoped = new iam.Policy(this, 'SessionManager', {
       statements: [
         new iam.PolicyStatement({
-          actions: [
-            ...UNSCOPED_ACTIONS.filter((a) => a !== 'cloudwatch:PutMetricData'),
-            ...(repositories.length > 0 ? [ECR_LOGIN_ACTION] : []),
-          ],
+          actions: [...UNSCOPED_ACTIONS, ...(repositories.length > 0 ? [ECR_LOGIN_ACTION] : [])],
           resources: ['*'],
-        }),
-        new iam.PolicyStatement({
-          actions: ['cloudwatch:PutMetricData'],
-          resources: ['*'],
-          conditions: { StringEquals: { 'cloudwatch:namespace': 'Corral' } },
         }),
       ],
     });

@@ -207,13 +207,17 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
     appliesTo: ['Resource::*'],
     path: /\/SessionManager\/Resource$/,
     reason:
-      'SSM Session Manager actions, ecr:GetAuthorizationToken (hosts of an ECR image) and cloudwatch:PutMetricData (conditioned on the Corral namespace) support no resource-level permissions',
+      'SSM Session Manager actions and ecr:GetAuthorizationToken (hosts of an ECR image) support no resource-level permissions',
   },
   {
     id: 'AwsSolutions-IAM5',
-    appliesTo: [/^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/\*$/],
+    appliesTo: [
+      /^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/\*$/,
+      /^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/jobs\/\*\/attempts\/\*$/,
+    ],
     path: /\/ClusterData\/Resource$/,
-    reason: 'workers read and write any object key of their own cluster bucket, and nothing else',
+    reason:
+      'workers read and write any object key of their own cluster bucket, and nothing else; they delete only attempt uploads (jobs/*/attempts/*)',
   },
   {
     id: 'AwsSolutions-IAM5',
