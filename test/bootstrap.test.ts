@@ -19,6 +19,7 @@ import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { createLogsClient } from '../src/aws/clients.js';
 import { failureLines } from '../src/aws/host-logs.js';
+import { RETRY_TRIES } from '../src/infra/user-data.js';
 import type { Peer } from './cluster-peer.js';
 import { tempDir } from './helpers.js';
 import {
@@ -307,6 +308,26 @@ describe('bootstrap rehearsal: a GPU pool with an ECR image', () => {
     assert.match(workerEnv, /^CORRAL_GPUS=all$/m);
   });
 
+  it('a registry not reachable yet (the network comes up after boot): the pull is retried, then the host is ready', async (t) => {
+    const late = `${REGISTRY}/lab/late-network:1`;
+    const host = makeSandbox(tempDir(t, 'corral-host-late-'));
+    t.after(() => host.stopServices());
+    const script = path.join(host.root, 'user-data');
+    writeFileSync(script, r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(IMAGE, late));
+    const booted = await host.run(['bash', script], { env });
+    assert.equal(booted.code, 0, booted.output);
+    const rec = recorded(host.root);
+    assert.equal(rec.filter((l) => l === `docker pull ${late}`).length, 3, rec.join('\n'));
+    assert.deepEqual(
+      rec.filter((l) => l.startsWith('sleep ')),
+      ['sleep 2', 'sleep 4'],
+    );
+    assert.ok(
+      rec.some((l) => l.startsWith('cfn-signal -e 0 ')),
+      rec.join('\n'),
+    );
+  });
+
   it('an image that cannot be pulled fails the host: failure signalled, no worker, the registry error shipped for corral up', async (t) => {
     const missing = `${REGISTRY}/lab/no-such-image:1`;
     const { rec, lines } = await bootFails(
@@ -315,7 +336,7 @@ describe('bootstrap rehearsal: a GPU pool with an ECR image', () => {
       r.userDataOf('AWS::EC2::LaunchTemplate').replaceAll(IMAGE, missing),
       env,
     );
-    assert.ok(rec.includes(`docker pull ${missing}`), rec.join('\n'));
+    assert.equal(rec.filter((l) => l === `docker pull ${missing}`).length, RETRY_TRIES, rec.join('\n'));
     assert.ok(
       lines.some((l) => l.host === INSTANCE_ID && /manifest unknown/.test(l.message)),
       lines.map((l) => l.message).join('\n'),

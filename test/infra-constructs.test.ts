@@ -16,7 +16,7 @@ import {
   SPOT_FRACTION,
   UNIT_PRICES,
 } from '../src/infra/prices.js';
-import { ecrImageOf, instanceUserData, workerUserData } from '../src/infra/user-data.js';
+import { ecrImageOf, instanceUserData, shellQuote, workerUserData } from '../src/infra/user-data.js';
 import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
 import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
 import { S3_LAYOUT } from '../src/store/s3/s3-store.js';
@@ -369,6 +369,16 @@ describe('ClusterStack constructs', () => {
     assert.match(`${jobPrefix('j')}${S3_LAYOUT.attempts}out/a.txt/attempt-1`, glob);
     assert.doesNotMatch(`${jobPrefix('j')}${S3_LAYOUT.committed}out/a.txt`, glob);
     assert.ok(!plan.iam.some((st) => st.actions.includes('cloudwatch:PutMetricData')));
+  });
+
+  it('the Elastic IP and its association wait for the internet gateway attachment', () => {
+    const [attachment] = Object.keys(template.findResources('AWS::EC2::VPCGatewayAttachment'));
+    assert.ok(attachment);
+    for (const type of ['AWS::EC2::EIP', 'AWS::EC2::EIPAssociation']) {
+      const found = Object.values(template.findResources(type)) as { DependsOn?: string[] }[];
+      assert.equal(found.length, 1, type);
+      assert.ok(found[0]!.DependsOn?.includes(attachment), `${type} DependsOn ${found[0]!.DependsOn}`);
+    }
   });
 
   it('dataBuckets: read-only grants scoped to the written buckets and prefixes, for every pool and the named instances', () => {
@@ -751,12 +761,13 @@ describe('user data', () => {
     };
     const order = [
       at('corral worker --check'),
-      at('command -v docker >/dev/null || dnf install -y docker'),
+      at('command -v docker >/dev/null || corral_retry dnf install -y docker'),
       at('systemctl enable --now docker'),
+      // what needs the registry is retried: the host's network may come up after boot
       at(
-        "aws ecr get-login-password --region 'eu-west-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.eu-west-1.amazonaws.com'",
+        `corral_retry bash -o pipefail -c ${shellQuote("aws ecr get-login-password --region 'eu-west-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.eu-west-1.amazonaws.com'")}`,
       ),
-      at(`docker pull '${image}'`),
+      at(`corral_retry docker pull '${image}'`),
       at("docker logout '123456789012.dkr.ecr.eu-west-1.amazonaws.com'"),
       at('useradd --system'),
       at('usermod -aG docker corral'),
@@ -828,10 +839,12 @@ describe('user data', () => {
     const image = '123456789012.dkr.ecr.us-east-1.amazonaws.com/svc/api:2';
     const text = instanceUserData({ name: 'api', clusterName: 'c', role: 'custom', image });
     const login = text.indexOf(
-      "aws ecr get-login-password --region 'us-east-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.us-east-1.amazonaws.com'",
+      `corral_retry bash -o pipefail -c ${shellQuote("aws ecr get-login-password --region 'us-east-1' | docker login --username AWS --password-stdin '123456789012.dkr.ecr.us-east-1.amazonaws.com'")}`,
     );
+    const pull = text.indexOf(`corral_retry docker pull '${image}'`);
     const run = text.indexOf(`docker run -d --restart always --network host --name 'api' '${image}'`);
-    assert.ok(login > 0 && run > login, text);
+    assert.ok(login > 0 && pull > login && run > pull, text);
+    assert.ok(text.indexOf('corral_retry() {') < login);
     assert.ok(text.indexOf("docker logout '123456789012.dkr.ecr.us-east-1.amazonaws.com'") > run);
   });
 });

@@ -6,7 +6,8 @@
  * in the background with its EnvironmentFile, and its ExecStopPost power-off as a recorded
  * `shutdown`), shutdown, useradd, usermod, cfn-signal and docker (no engine here: `docker login`
  * records the password it read on stdin, `docker pull` of an image named `…no-such-…` fails as a
- * registry without it does, anything else succeeds). Everything else is real: bash, curl, tar,
+ * registry without it does, of one named `…late-network…` fails twice as a registry not reachable
+ * yet does, anything else succeeds) and sleep (records, returns at once). Everything else is real: bash, curl, tar,
  * sha256sum, the AWS CLI, Node, and the corral the script installs.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -29,6 +30,8 @@ const STANDINS: Record<string, string> = {
   useradd: `#!/bin/bash\n${RECORD}\nexit 0\n`,
   usermod: `#!/bin/bash\n${RECORD}\nexit 0\n`,
   'cfn-signal': `#!/bin/bash\n${RECORD}\nexit 0\n`,
+  // The host's clock is not the test's: a bootstrap that waits (retries) only records how long.
+  sleep: `#!/bin/bash\n${RECORD}\nexit 0\n`,
   docker: `#!/bin/bash
 ${RECORD}
 case "$1" in
@@ -39,6 +42,10 @@ case "$1" in
   pull)
     case "$2" in
       *no-such-*) echo "Error response from daemon: manifest for $2 not found: manifest unknown: Requested image not found" >&2; exit 1 ;;
+      *late-network*)
+        tries="$CORRAL_REHEARSAL_ROOT/pull-tries"
+        echo x >> "$tries"
+        [ "$(wc -l < "$tries")" -ge 3 ] || { echo "Error response from daemon: Get https://$2/v2/: dial tcp: i/o timeout" >&2; exit 1; } ;;
     esac ;;
 esac
 exit 0

@@ -1,6 +1,6 @@
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as logs from 'aws-cdk-lib/aws-logs';
-import { Construct } from 'constructs';
+import { Construct, DependencyGroup } from 'constructs';
 
 /** Properties of the cluster network. */
 export interface NetworkProps {
@@ -66,6 +66,11 @@ export class Network extends Construct {
   readonly privateSubnetType: ec2.SubnetType;
   /** IPv4 block of the VPC, as written in the spec. */
   readonly cidr: string;
+  /**
+   * The internet gateway, attached: what an Elastic IP waits for (the VPC's own
+   * `internetConnectivityEstablished` holds the gateway but not its attachment).
+   */
+  readonly internetAttached = new DependencyGroup();
 
   constructor(scope: Construct, id: string, props: NetworkProps) {
     super(scope, id);
@@ -87,6 +92,9 @@ export class Network extends Construct {
       ],
       gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
     });
+    this.internetAttached.add(this.vpc.internetConnectivityEstablished);
+    const attachment = this.vpc.node.tryFindChild('VPCGW');
+    if (attachment) this.internetAttached.add(attachment);
     if (props.flowLogGroup) {
       this.vpc.addFlowLog('FlowLog', {
         destination: ec2.FlowLogDestination.toCloudWatchLogs(props.flowLogGroup),

@@ -152,11 +152,14 @@ export class StaticInstances extends Construct {
       }
       this.instances.set(spec.name, instance);
       if (spec.elasticIp) {
+        // An address of the VPC domain needs the internet gateway attached first.
         const eip = new ec2.CfnEIP(this, `${spec.name}-Eip`, { domain: 'vpc' });
-        new ec2.CfnEIPAssociation(this, `${spec.name}-EipAssociation`, {
+        eip.node.addDependency(props.network.internetAttached);
+        const association = new ec2.CfnEIPAssociation(this, `${spec.name}-EipAssociation`, {
           allocationId: eip.attrAllocationId,
           instanceId: instance.instanceId,
         });
+        association.node.addDependency(props.network.internetAttached);
         this.elasticIps.set(spec.name, eip);
       }
     }

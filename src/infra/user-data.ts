@@ -96,10 +96,29 @@ export function ecrImageOf(image: string): EcrImage | undefined {
 function ecrLogin(image: string): string[] {
   const ecr = ecrImageOf(image);
   if (!ecr) return [];
-  return [
-    `aws ecr get-login-password --region ${shellQuote(ecr.region)} | docker login --username AWS --password-stdin ${shellQuote(ecr.registry)}`,
-  ];
+  const login = `aws ecr get-login-password --region ${shellQuote(ecr.region)} | docker login --username AWS --password-stdin ${shellQuote(ecr.registry)}`;
+  return [`corral_retry bash -o pipefail -c ${shellQuote(login)}`];
 }
+
+/** Tries of {@link RETRY_FUNCTION} before a step that needs the network fails the bootstrap. */
+export const RETRY_TRIES = 20;
+
+/**
+ * `corral_retry CMD…`: runs a command that needs the network until it succeeds, up to
+ * {@link RETRY_TRIES} tries 2, 4, 8, 16 then 30 s apart (about 8 minutes): a host's network may
+ * come up after its script starts (an Elastic IP is associated after boot). A command in an
+ * `until` condition does not trip `set -e` or the ERR trap; the last failure does.
+ */
+const RETRY_FUNCTION = [
+  'corral_retry() {',
+  '  local n=1 d=2',
+  '  until "$@"; do',
+  `    if [ "$n" -ge ${RETRY_TRIES} ]; then echo "corral: gave up after $n tries: $*" >&2; CORRAL_GAVE_UP="$*"; return 1; fi`,
+  '    echo "corral: try $n failed, again in $d seconds: $*" >&2',
+  '    sleep "$d"; n=$((n + 1)); d=$((d < 16 ? d * 2 : 30))',
+  '  done',
+  '}',
+];
 
 /** Forgets the ECR token `ecrLogin` stored (the image is on the host; runs do not pull). */
 function ecrLogout(image: string): string[] {
@@ -226,9 +245,12 @@ function prelude(o: PreludeOptions): string[] {
     'corral_signal() {',
     `  ${signal}`,
     '}',
+    'CORRAL_GAVE_UP=',
+    ...RETRY_FUNCTION,
     ...shipFunctions(o.region, o.logGroupName),
     'corral_failed() {',
     '  local rc=$1 line=$2 cmd=$3',
+    '  [ -z "$CORRAL_GAVE_UP" ] || cmd=$CORRAL_GAVE_UP',
     '  trap - ERR',
     '  set +e',
     `  echo "${BOOTSTRAP_FAILED} at line $line (exit $rc): $cmd" >&2`,
@@ -361,10 +383,10 @@ export function workerUserData(o: WorkerUserDataOptions): string {
   if (o.image) {
     lines.push(
       '# the pool image: docker (the ECS-optimized AMIs have it), the image pulled before the host is ready',
-      'command -v docker >/dev/null || dnf install -y docker',
+      'command -v docker >/dev/null || corral_retry dnf install -y docker',
       'systemctl enable --now docker',
       ...ecrLogin(o.image),
-      `docker pull ${shellQuote(o.image)}`,
+      `corral_retry docker pull ${shellQuote(o.image)}`,
       ...ecrLogout(o.image),
     );
   }
@@ -483,7 +505,12 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
         logGroupName: o.outputs!.LogGroupName ?? '',
         signal: o.signal,
       })
-    : ['#!/bin/bash', 'set -euo pipefail', `# corral instance ${o.name} of cluster ${o.clusterName}`];
+    : [
+        '#!/bin/bash',
+        'set -euo pipefail',
+        `# corral instance ${o.name} of cluster ${o.clusterName}`,
+        ...(o.image ? RETRY_FUNCTION : []),
+      ];
   if (coordinator) {
     lines.push(
       'mkdir -p /etc/corral/clusters',
@@ -505,9 +532,11 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
   }
   if (o.image) {
     lines.push(
-      '(command -v docker >/dev/null) || dnf install -y docker || (apt-get update && apt-get install -y docker.io)',
+      '# the network may come up after boot (an Elastic IP is associated later): retry what needs it',
+      "command -v docker >/dev/null || if command -v dnf >/dev/null; then corral_retry dnf install -y docker; else corral_retry sh -c 'apt-get update && apt-get install -y docker.io'; fi",
       'systemctl enable --now docker',
       ...ecrLogin(o.image),
+      `corral_retry docker pull ${shellQuote(o.image)}`,
       `docker run -d --restart always --network host --name ${shellQuote(o.name)} ${shellQuote(o.image)}`,
       ...ecrLogout(o.image),
     );
