@@ -272,7 +272,7 @@ const instance = z
     subnet: z.enum(['public', 'private']).default('private'),
     /** Associate an Elastic IP (needs subnet: public). @default false */
     elasticIp: z.boolean().default(false),
-    /** What the instance is for: the coordinator runs `corral coordinator`; custom runs only your script. @default 'custom' */
+    /** What the instance is for: a coordinator gets corral (the worker artifact) and the cluster's outputs, so `corral run FILE --cluster NAME` works on it; custom runs only your script. @default 'custom' */
     role: z.enum(['coordinator', 'custom']).default('custom'),
     /** Startup script text, run once at first boot. @default - none */
     userData: z.string().optional(),

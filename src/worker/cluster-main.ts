@@ -52,7 +52,7 @@ export interface ClusterWorkerOptions {
   readonly prefetch?: number;
   /** Poll IMDSv2 for spot notices. @default true */
   readonly spot?: boolean;
-  /** Between IMDS polls. @default 2000 */
+  /** Between IMDS polls. @default 500 (SPOT_POLL_MS) */
   readonly spotIntervalMs?: number;
   /** IMDS base URL. @default - CORRAL_IMDS_ENDPOINT, else http://169.254.169.254 */
   readonly imdsEndpoint?: string;
