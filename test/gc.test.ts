@@ -8,8 +8,9 @@ import { after, before, test } from 'node:test';
 import { HeadBucketCommand, PutBucketTaggingCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ListQueuesCommand, TagQueueCommand } from '@aws-sdk/client-sqs';
 import { createCloudFormationClient, createEc2Client, resolveAwsSettings } from '../src/aws/clients.js';
-import { CLUSTER_TAG_KEY, findOrphans, type Orphan } from '../src/aws/gc.js';
+import { CLUSTER_TAG_KEY, findOrphans, type Orphan, RETAIN_TAG_KEY } from '../src/aws/gc.js';
 import { describeClusterStack } from '../src/aws/stacks.js';
+import { RETAIN_TAG } from '../src/infra/cluster-bucket.js';
 import { CLUSTER_TAG } from '../src/infra/cluster-stack.js';
 import { type InstanceStateName, type QueryPeer, startQueryPeer } from './aws-query-peer.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
@@ -72,6 +73,7 @@ const stateOf = (label: string) => query.instances.get(inst[label]!)!.state;
 
 test('findOrphans: tagged instances (live states only), buckets and queues whose stack is gone', async () => {
   assert.equal(CLUSTER_TAG_KEY, CLUSTER_TAG);
+  assert.equal(RETAIN_TAG_KEY, RETAIN_TAG);
   const settings = resolveAwsSettings({ endpointUrl: query.endpoint });
   const ec2 = await createEc2Client(settings);
   const cfn = await createCloudFormationClient(settings);
@@ -211,6 +213,53 @@ test('corral gc lists without changing anything; --yes terminates instances and 
 
   const none = await runCli(['gc', ...common], { cwd, env: PEER_ENV });
   assert.equal(none.stdout, 'no orphaned corral resources\n');
+});
+
+test('corral gc keeps a bucket its cluster retained (corral:retain) unless it is named with --retained', async (t) => {
+  const cwd = tempDir(t);
+  const common = ['--endpoint-url', query.endpoint, '--cluster', 'kept'];
+  await peer.createBucket('gc-kept-bucket');
+  await peer.s3.send(new PutObjectCommand({ Bucket: 'gc-kept-bucket', Key: 'jobs/j/out/a.txt', Body: 'a' }));
+  await peer.s3.send(
+    new PutBucketTaggingCommand({
+      Bucket: 'gc-kept-bucket',
+      Tagging: {
+        TagSet: [
+          { Key: CLUSTER_TAG_KEY, Value: 'kept' },
+          { Key: RETAIN_TAG_KEY, Value: 'true' },
+        ],
+      },
+    }),
+  );
+  // --yes alone: listed as kept, not deleted
+  const yes = await runCli(['gc', ...common, '--yes', '--json'], { cwd, env: PEER_ENV });
+  assert.equal(yes.code, 0, yes.stderr);
+  assert.deepEqual(JSON.parse(yes.stdout), {
+    orphans: [{ kind: 'bucket', id: 'gc-kept-bucket', cluster: 'kept', retained: true }],
+    deleted: [],
+  });
+  await peer.s3.send(new HeadBucketCommand({ Bucket: 'gc-kept-bucket' }));
+  const text = await runCli(['gc', ...common], { cwd, env: PEER_ENV });
+  assert.equal(
+    text.stdout,
+    'kept bucket gc-kept-bucket (cluster kept, retained on purpose; delete it with --yes --retained gc-kept-bucket)\n',
+  );
+  // a name that is not a retained orphan: exit 2, nothing deleted
+  const wrong = await runCli(['gc', ...common, '--yes', '--retained', 'gc-live-bucket'], {
+    cwd,
+    env: PEER_ENV,
+  });
+  assert.equal(wrong.code, 2, wrong.stderr);
+  assert.match(wrong.stderr, /^corral: error: --retained: gc-live-bucket is not a retained bucket/m);
+  await peer.s3.send(new HeadBucketCommand({ Bucket: 'gc-kept-bucket' }));
+  // named: deleted
+  const named = await runCli(['gc', ...common, '--yes', '--retained', 'gc-kept-bucket'], {
+    cwd,
+    env: PEER_ENV,
+  });
+  assert.equal(named.code, 0, named.stderr);
+  assert.match(named.stdout, /^deleted bucket gc-kept-bucket \(cluster kept\)$/m);
+  await assert.rejects(peer.s3.send(new HeadBucketCommand({ Bucket: 'gc-kept-bucket' })));
 });
 
 test('corral gc at an endpoint without EC2 or CloudFormation: says so and exits 2, deleting nothing', async (t) => {

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
+import { RETAIN_TAG } from '../src/infra/cluster-bucket.js';
 import { interfaceEndpointsOf } from '../src/infra/cluster-stack.js';
 import { ATTEMPT_OBJECTS, ECR_LOGIN_ACTION, ECR_PULL_ACTIONS } from '../src/infra/instance-role.js';
 import { type PlanReport, planFromSynth, synthCluster } from '../src/infra/plan.js';
@@ -938,5 +939,23 @@ describe('public pools', () => {
     // THEN
     assert.equal(interfacesOf('out')?.[0]?.AssociatePublicIpAddress, true);
     assert.equal(interfacesOf('in'), undefined);
+  });
+});
+
+describe('retained buckets', () => {
+  it('a bucket down keeps carries corral:retain, so gc keeps it too; a destroyed one does not', () => {
+    const tagsOfBuckets = (removalPolicy: 'retain' | 'destroy') => {
+      const t = Template.fromJSON(
+        synthCluster(defineCluster({ ...lean, name: `b-${removalPolicy}`, bucket: { removalPolicy } }))
+          .template,
+      );
+      return Object.values(t.findResources('AWS::S3::Bucket') as Resources).map((b) =>
+        ((b.Properties.Tags ?? []) as { Key: string; Value: string }[]).find((x) => x.Key === RETAIN_TAG),
+      );
+    };
+    const kept = tagsOfBuckets('retain');
+    assert.equal(kept.length, 2);
+    assert.ok(kept.every((tag) => tag?.Value === 'true'));
+    assert.ok(tagsOfBuckets('destroy').every((tag) => tag === undefined));
   });
 });

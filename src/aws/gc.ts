@@ -26,6 +26,8 @@ import {
 
 /** The tag every cluster resource carries (`CLUSTER_TAG` of src/infra/cluster-stack.ts, without loading the CDK). */
 export const CLUSTER_TAG_KEY = 'corral:cluster';
+/** The tag of a bucket the user asked to keep (`RETAIN_TAG` of src/infra/cluster-bucket.ts). */
+export const RETAIN_TAG_KEY = 'corral:retain';
 
 /** Kinds of resources gc collects. */
 export type OrphanKind = 'instance' | 'bucket' | 'queue';
@@ -39,6 +41,8 @@ export interface Orphan {
   readonly cluster: string;
   /** An instance's state when it was listed (pending, running, stopping, stopped). */
   readonly state?: string;
+  /** A bucket tagged `corral:retain` (`bucket.removalPolicy: retain`): deleted only when named. */
+  readonly retained?: true;
 }
 
 /** Instance states gc collects: every state that still costs money or can come back. */
@@ -109,7 +113,14 @@ export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
     try {
       const t = await o.s3.send(new GetBucketTaggingCommand({ Bucket: b.Name }));
       const v = t.TagSet?.find((x) => x.Key === CLUSTER_TAG_KEY)?.Value;
-      if (v) tagged.push({ kind: 'bucket', id: b.Name, cluster: v });
+      const retained = t.TagSet?.some((x) => x.Key === RETAIN_TAG_KEY && x.Value === 'true');
+      if (v)
+        tagged.push({
+          kind: 'bucket',
+          id: b.Name,
+          cluster: v,
+          ...(retained ? { retained: true as const } : {}),
+        });
     } catch (err) {
       const name = (err as Error).name;
       if (name === 'NoSuchTagSet' || name === 'NoSuchTagSetError') continue;

@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Tags } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 
@@ -102,5 +102,13 @@ export class ClusterBucket extends Construct {
         },
       ],
     });
+    // What down keeps, gc keeps too, unless asked for it by name (src/aws/gc.ts reads this tag).
+    if (!destroy) {
+      Tags.of(this.bucket).add(RETAIN_TAG, 'true');
+      if (this.accessLogBucket) Tags.of(this.accessLogBucket).add(RETAIN_TAG, 'true');
+    }
   }
 }
+
+/** Tag of a bucket `corral down` leaves in place (`bucket.removalPolicy: retain`). */
+export const RETAIN_TAG = 'corral:retain';

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
+import type { Orphan } from '../../aws/gc.js';
 import { UsageError } from '../../spec/errors.js';
 import { printJson } from '../output.js';
 
 interface GcFlags {
   cluster?: string;
+  retained?: string[];
   yes?: boolean;
   region?: string;
   endpointUrl?: string;
@@ -22,6 +24,11 @@ export function register(program: Command): void {
       '\nInstances are searched in the region of --region / AWS_REGION (pending, running, stopping or\nstopped); buckets and queues wherever the credentials can list them. Nothing is changed without --yes.',
     )
     .option('--cluster <NAME>', 'only the resources of this cluster')
+    .option(
+      '--retained <BUCKET>',
+      'with --yes, also delete this bucket although its cluster asked to keep it (bucket.removalPolicy: retain); repeatable',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
     .option(
       '--yes',
       'terminate the listed instances and delete the listed buckets (emptied first, every version) and queues',
@@ -68,9 +75,20 @@ export function register(program: Command): void {
               `corral gc: skipped ${id === '*' ? `every ${kind}` : `${kind} ${id}`}: ${why}\n`,
             ),
         });
+        const named = new Set(flags.retained ?? []);
+        const unknown = [...named].filter((b) => !orphans.some((o) => o.retained && o.id === b));
+        if (unknown.length > 0) {
+          throw new UsageError(
+            '--retained',
+            `${unknown[0]} is not a retained bucket of a cluster whose stack is gone`,
+            'name a bucket that corral gc lists as kept',
+          );
+        }
+        const kept = (o: Orphan) => o.retained === true && !named.has(o.id);
         const deleted: string[] = [];
         if (flags.yes) {
           for (const o of orphans) {
+            if (kept(o)) continue;
             await deleteOrphan({ s3, sqs, ec2 }, o);
             deleted.push(o.id);
           }
@@ -81,10 +99,17 @@ export function register(program: Command): void {
         }
         if (orphans.length === 0) out.write('no orphaned corral resources\n');
         for (const o of orphans) {
+          if (kept(o)) {
+            out.write(
+              `kept bucket ${o.id} (cluster ${o.cluster}, retained on purpose; delete it with --yes --retained ${o.id})\n`,
+            );
+            continue;
+          }
           const verb = !flags.yes ? 'orphan' : o.kind === 'instance' ? 'terminated' : 'deleted';
           out.write(`${verb} ${o.kind} ${o.id} (cluster ${o.cluster}${o.state ? `, ${o.state}` : ''})\n`);
         }
-        if (orphans.length > 0 && !flags.yes) out.write('run again with --yes to terminate/delete them\n');
+        if (orphans.some((o) => !kept(o)) && !flags.yes)
+          out.write('run again with --yes to terminate/delete them\n');
       } catch (err) {
         if (err instanceof UsageError) throw err;
         throw usageErrorOf(err, { field: 'endpoint', name: 'gc', endpoint: settings.endpointUrl }) ?? err;
