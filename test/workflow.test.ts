@@ -225,3 +225,21 @@ concurrency: 2
   );
   assert.ok(Math.max(...sizes) === 5, `claim sizes ${sizes.join(',')}`);
 });
+
+test('100 chained `needs` steps all run: a barrier released while a worker finishes the step before is never taken as unreachable', async (t) => {
+  const dir = tempDir(t);
+  const n = 100;
+  const steps = Array.from(
+    { length: n },
+    (_, i) => `  - name: s${i}\n    command: "true"\n${i ? `    needs: [s${i - 1}]\n` : ''}`,
+  ).join('');
+  writeFiles(dir, { 'job.yaml': `name: chain\nsteps:\n${steps}` });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /succeeded: 100\/100 tasks done/);
+  const st = JSON.parse((await runCli(['status', 'chain', '--json'], { cwd: dir })).stdout);
+  assert.deepEqual(
+    Object.values(st.steps).map((v) => (v as { done: number }).done),
+    Array.from({ length: n }, () => 1),
+  );
+});
