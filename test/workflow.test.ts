@@ -243,3 +243,54 @@ test('100 chained `needs` steps all run: a barrier released while a worker finis
     Array.from({ length: n }, () => 1),
   );
 });
+
+test('outputs another step or an input can name are refused at load; outputs apart from them run', async (t) => {
+  const dir = tempDir(t);
+  const data = { 'data/a.txt': 'b\na\n', 'data/b.txt': 'd\nc\n', 'ids.txt': '1\n2\n3\n' };
+  const refused: Record<string, [string, RegExp]> = {
+    // the second step never ran: its outputs were there when it started
+    same: [
+      `steps:
+  - { name: a, map: { glob: "data/*.txt" }, command: "wc -c < {input}", outputs: "out/{index}.txt" }
+  - { name: b, map: { glob: "data/*.txt" }, command: "wc -l < {input}", outputs: "./out/{index}.txt" }`,
+      /steps\[1\]\.outputs: "\.\/out\/\{index\}\.txt" can name the same files as the outputs of step a/,
+    ],
+    // 0 tasks ran, "succeeded"
+    inputs: [
+      `tasks: { map: { glob: "data/*.txt" }, command: "sort {input}" }
+outputs: "data/{input.name}"`,
+      /outputs: "data\/\{input\.name\}" can name the input files \(map\.glob: "data\/\*\.txt"\)/,
+    ],
+    own: [
+      `steps:
+  - { name: s, map: { glob: "data/*" }, command: "sort {input}", outputs: "data/{input.stem}.sorted" }`,
+      /steps\[0\]\.outputs: "data\/\{input\.stem\}\.sorted" can name files of its own input/,
+    ],
+  };
+  for (const [name, [body, re]] of Object.entries(refused)) {
+    const d = path.join(dir, name);
+    writeFiles(d, { ...data, 'job.yaml': `name: ${name}\n${body}\n` });
+    const r = await runCli(['run', 'job.yaml'], { cwd: d });
+    assert.equal(r.code, 2, `${name}: ${r.stderr}${r.stdout}`);
+    assert.match(r.stderr, re);
+    assert.deepEqual(readdirSync(d).sort(), ['data', 'ids.txt', 'job.yaml'], name);
+    assert.deepEqual(readdirSync(path.join(d, 'data')).sort(), ['a.txt', 'b.txt'], name);
+  }
+  // per-task outputs beside a reduce's fixed one, and a map over what the step it needs wrote
+  const ok = path.join(dir, 'ok');
+  writeFiles(ok, {
+    ...data,
+    'job.yaml': `name: ok
+steps:
+  - { name: split, map: { lines: ids.txt }, command: "echo {input}", outputs: "parts/{index}.txt" }
+  - { name: double, needs: [split], map: { glob: "parts/*.txt" }, command: "echo $(( $(cat {input}) * 2 ))", outputs: "out/{index}.txt" }
+  - name: total
+    reduce: double
+    command: 'cat {inputs} | awk "{s+=\\$1} END {print s}"'
+    outputs: out/total.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: ok });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(readFileSync(path.join(ok, 'out/total.txt'), 'utf8').trim(), '12');
+});
