@@ -1,11 +1,19 @@
 import { setMaxListeners } from 'node:events';
 import { existsSync, rmSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { sleep } from '../engine/process-utils.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
-import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
+import {
+  backoffDelay,
+  type Completion,
+  type Failure,
+  type Lease,
+  type Queue,
+  type TaskPayload,
+} from '../queue/queue.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
@@ -368,6 +376,8 @@ export class WorkerAgent {
     const key = p.o;
     let startedAt = Date.now();
     if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found', startedAt };
+    const changed = await inputChanged(p, baseDir);
+    if (changed) return { ok: false, error: changed, startedAt };
     const attemptId = `${lease.attempt}-${this.o.id}`;
     let staged: string | undefined;
     try {
@@ -470,6 +480,11 @@ export class WorkerAgent {
       if (key !== undefined) await store.discard(key, attemptId);
       return { ok: false, cancelled: true, startedAt };
     }
+    // a chunk read while its file changed is not the planned chunk either
+    if (r.ok) {
+      const during = await inputChanged(p, baseDir);
+      if (during) r = { ok: false, error: during };
+    }
     if (r.ok && p.outs) {
       // a process that writes in place (HyperFlow) must have written every one of its outputs
       const missing = p.outs.filter((f) => !existsSync(path.resolve(baseDir, f)));
@@ -522,4 +537,24 @@ function taskEnv(vars: Record<string, string>): Record<string, string> {
     env[name] = vars[k]!;
   }
   return env;
+}
+
+/**
+ * Why a chunk's input file is not the one its chunks were planned on (its size or mtime differ
+ * from the plan's), or undefined: a truncated or rewritten input would otherwise give chunks that
+ * read nothing, or other bytes, and "succeed".
+ */
+async function inputChanged(p: TaskPayload, baseDir: string): Promise<string | undefined> {
+  if (p.z === undefined || p.p === undefined) return undefined;
+  const planned = `${p.z} bytes, modified ${new Date(p.m ?? 0).toISOString()}`;
+  const fix = 'restore it, or run again with --fresh to plan its chunks anew';
+  let now: { size: number; mtimeMs: number };
+  try {
+    now = await stat(path.resolve(baseDir, p.p));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return `input ${p.p} is gone since its chunks were planned (${planned}; now ${code}): ${fix}`;
+  }
+  if (now.size === p.z && now.mtimeMs === p.m) return undefined;
+  return `input ${p.p} changed since its chunks were planned (${planned}; now ${now.size} bytes, modified ${new Date(now.mtimeMs).toISOString()}), so bytes ${p.s}-${p.e} are not the planned chunk: ${fix}`;
 }
