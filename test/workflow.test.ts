@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
@@ -293,4 +293,49 @@ steps:
   const r = await runCli(['run', 'job.yaml'], { cwd: ok });
   assert.equal(r.code, 0, r.stderr + r.stdout);
   assert.equal(readFileSync(path.join(ok, 'out/total.txt'), 'utf8').trim(), '12');
+});
+
+test('an output another step wrote during the run is not taken as a task result; one from an earlier run still is', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'ids.txt': '1\n2\n3\n',
+    // step a writes, undeclared, the file that b/0 will output
+    'job.yaml': `name: sneak
+steps:
+  - { name: a, command: "mkdir -p out && echo from a > out/0.txt" }
+  - name: b
+    needs: [a]
+    map: { lines: ids.txt }
+    command: "echo b {input}; echo >> runs-{index}"
+    outputs: out/{index}.txt
+    retries: { maxAttempts: 2, backoff: { initial: 10ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const summary = JSON.parse(r.stdout) as {
+    counts: { done: number };
+    deadLetters: { key: string; error: string }[];
+  };
+  assert.equal(summary.counts.done, 3);
+  assert.deepEqual(
+    summary.deadLetters.map((d) => d.key),
+    ['b/0'],
+  );
+  assert.match(
+    summary.deadLetters[0]!.error,
+    /its output out\/0\.txt appeared during this run before the task first ran/,
+  );
+  assert.equal(readFileSync(path.join(dir, 'out/1.txt'), 'utf8'), 'b 2\n');
+  // the state is lost: outputs there before the run are the truth, those tasks do not run again
+  rmSync(path.join(dir, '.corral'), { recursive: true });
+  rmSync(path.join(dir, 'out/0.txt'));
+  writeFiles(dir, {
+    'job.yaml': readFileSync(path.join(dir, 'job.yaml'), 'utf8').replace(' && echo from a > out/0.txt', ''),
+  });
+  const again = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal(readFileSync(path.join(dir, 'out/0.txt'), 'utf8'), 'b 1\n');
+  for (const i of [1, 2])
+    assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), '\n', `runs of b/${i}`);
 });

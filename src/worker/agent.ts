@@ -50,6 +50,12 @@ export interface WorkerAgentOptions {
    * tasks, and lets them claim once the plan is written. @default false
    */
   readonly holdUntilWake?: boolean;
+  /**
+   * Whether an output that exists before its task runs is the task's result (true), was written
+   * by something else (false: the attempt fails), or is gone (undefined: the task runs).
+   * @default - always the task's result
+   */
+  readonly ownsOutput?: (lease: Lease, key: string) => Promise<boolean | undefined>;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -375,7 +381,16 @@ export class WorkerAgent {
     const p = lease.payload;
     const key = p.o;
     let startedAt = Date.now();
-    if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found', startedAt };
+    if (key !== undefined && (await store.exists(key))) {
+      const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
+      if (own) return { ok: true, outcome: 'found', startedAt };
+      if (own === false)
+        return {
+          ok: false,
+          error: `its output ${key} appeared during this run before the task first ran (written by another step's command or another process), so it is not this task's result: have only this step write it, or remove it`,
+          startedAt,
+        };
+    }
     const changed = await inputChanged(p, baseDir);
     if (changed) return { ok: false, error: changed, startedAt };
     const attemptId = `${lease.attempt}-${this.o.id}`;
