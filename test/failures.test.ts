@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { alive, runCli, tempDir, waitFor, writeFiles } from './helpers.js';
+import { alive, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 
 test('a task that always fails lands in the dead letters after maxAttempts, with its error and log', async (t) => {
   const dir = tempDir(t);
@@ -124,4 +124,44 @@ retries: { maxAttempts: 2, backoff: { initial: 10ms } }
     assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), poison ? 'xx' : 'x', `runs of task ${i}`);
     if (!poison) assert.equal(readFileSync(path.join(dir, 'out', String(i)), 'utf8'), `ok ${i}`);
   }
+});
+
+test('a chunk input truncated during the run fails its tasks with the reason instead of "succeeding" with empty chunks', async (t) => {
+  const dir = tempDir(t);
+  const lines = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join('\n');
+  writeFiles(dir, {
+    'big.txt': `${lines}\n`,
+    // every task waits for "go": one that started before the truncation reads it while it changes
+    'job.yaml': `name: shrink
+tasks:
+  map: { chunks: big.txt, chunkSize: 1000 }
+  command: 'touch started; while [ ! -e go ]; do sleep 0.02; done; wc -c'
+  stdin: input
+outputs: out/{index}.txt
+concurrency: 2
+retries: { maxAttempts: 2, backoff: { initial: 10ms } }
+`,
+  });
+  const run = startCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  t.after(() => run.kill('SIGKILL'));
+  await waitFor(() => existsSync(path.join(dir, 'started')), 60_000);
+  writeFileSync(path.join(dir, 'big.txt'), '');
+  writeFileSync(path.join(dir, 'go'), '');
+  const timer = setTimeout(() => run.kill('SIGKILL'), 90_000);
+  const r = await run.result;
+  clearTimeout(timer);
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const summary = JSON.parse(r.stdout) as {
+    counts: Record<string, number>;
+    deadLetters: { key: string; error: string }[];
+  };
+  assert.equal(summary.counts.done, 0, r.stdout);
+  assert.ok(summary.counts.dead >= 18, r.stdout);
+  assert.equal(summary.deadLetters.length, summary.counts.dead);
+  for (const d of summary.deadLetters)
+    assert.match(
+      d.error,
+      /^input big\.txt changed since its chunks were planned \(18890 bytes, .*; now 0 bytes, .*\), so bytes \d+-\d+ are not the planned chunk: restore it, or run again with --fresh/,
+    );
+  assert.deepEqual(existsSync(path.join(dir, 'out')) ? readdirSync(path.join(dir, 'out')) : [], []);
 });

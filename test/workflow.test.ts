@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
@@ -224,4 +224,118 @@ concurrency: 2
     20,
   );
   assert.ok(Math.max(...sizes) === 5, `claim sizes ${sizes.join(',')}`);
+});
+
+test('100 chained `needs` steps all run: a barrier released while a worker finishes the step before is never taken as unreachable', async (t) => {
+  const dir = tempDir(t);
+  const n = 100;
+  const steps = Array.from(
+    { length: n },
+    (_, i) => `  - name: s${i}\n    command: "true"\n${i ? `    needs: [s${i - 1}]\n` : ''}`,
+  ).join('');
+  writeFiles(dir, { 'job.yaml': `name: chain\nsteps:\n${steps}` });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, /succeeded: 100\/100 tasks done/);
+  const st = JSON.parse((await runCli(['status', 'chain', '--json'], { cwd: dir })).stdout);
+  assert.deepEqual(
+    Object.values(st.steps).map((v) => (v as { done: number }).done),
+    Array.from({ length: n }, () => 1),
+  );
+});
+
+test('outputs another step or an input can name are refused at load; outputs apart from them run', async (t) => {
+  const dir = tempDir(t);
+  const data = { 'data/a.txt': 'b\na\n', 'data/b.txt': 'd\nc\n', 'ids.txt': '1\n2\n3\n' };
+  const refused: Record<string, [string, RegExp]> = {
+    // the second step never ran: its outputs were there when it started
+    same: [
+      `steps:
+  - { name: a, map: { glob: "data/*.txt" }, command: "wc -c < {input}", outputs: "out/{index}.txt" }
+  - { name: b, map: { glob: "data/*.txt" }, command: "wc -l < {input}", outputs: "./out/{index}.txt" }`,
+      /steps\[1\]\.outputs: "\.\/out\/\{index\}\.txt" can name the same files as the outputs of step a/,
+    ],
+    // 0 tasks ran, "succeeded"
+    inputs: [
+      `tasks: { map: { glob: "data/*.txt" }, command: "sort {input}" }
+outputs: "data/{input.name}"`,
+      /outputs: "data\/\{input\.name\}" can name the input files \(map\.glob: "data\/\*\.txt"\)/,
+    ],
+    own: [
+      `steps:
+  - { name: s, map: { glob: "data/*" }, command: "sort {input}", outputs: "data/{input.stem}.sorted" }`,
+      /steps\[0\]\.outputs: "data\/\{input\.stem\}\.sorted" can name files of its own input/,
+    ],
+  };
+  for (const [name, [body, re]] of Object.entries(refused)) {
+    const d = path.join(dir, name);
+    writeFiles(d, { ...data, 'job.yaml': `name: ${name}\n${body}\n` });
+    const r = await runCli(['run', 'job.yaml'], { cwd: d });
+    assert.equal(r.code, 2, `${name}: ${r.stderr}${r.stdout}`);
+    assert.match(r.stderr, re);
+    assert.deepEqual(readdirSync(d).sort(), ['data', 'ids.txt', 'job.yaml'], name);
+    assert.deepEqual(readdirSync(path.join(d, 'data')).sort(), ['a.txt', 'b.txt'], name);
+  }
+  // per-task outputs beside a reduce's fixed one, and a map over what the step it needs wrote
+  const ok = path.join(dir, 'ok');
+  writeFiles(ok, {
+    ...data,
+    'job.yaml': `name: ok
+steps:
+  - { name: split, map: { lines: ids.txt }, command: "echo {input}", outputs: "parts/{index}.txt" }
+  - { name: double, needs: [split], map: { glob: "parts/*.txt" }, command: "echo $(( $(cat {input}) * 2 ))", outputs: "out/{index}.txt" }
+  - name: total
+    reduce: double
+    command: 'cat {inputs} | awk "{s+=\\$1} END {print s}"'
+    outputs: out/total.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: ok });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(readFileSync(path.join(ok, 'out/total.txt'), 'utf8').trim(), '12');
+});
+
+test('an output another step wrote during the run is not taken as a task result; one from an earlier run still is', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'ids.txt': '1\n2\n3\n',
+    // step a writes, undeclared, the file that b/0 will output
+    'job.yaml': `name: sneak
+steps:
+  - { name: a, command: "mkdir -p out && echo from a > out/0.txt" }
+  - name: b
+    needs: [a]
+    map: { lines: ids.txt }
+    command: "echo b {input}; echo >> runs-{index}"
+    outputs: out/{index}.txt
+    retries: { maxAttempts: 2, backoff: { initial: 10ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const summary = JSON.parse(r.stdout) as {
+    counts: { done: number };
+    deadLetters: { key: string; error: string }[];
+  };
+  assert.equal(summary.counts.done, 3);
+  assert.deepEqual(
+    summary.deadLetters.map((d) => d.key),
+    ['b/0'],
+  );
+  assert.match(
+    summary.deadLetters[0]!.error,
+    /its output out\/0\.txt appeared during this run before the task first ran/,
+  );
+  assert.equal(readFileSync(path.join(dir, 'out/1.txt'), 'utf8'), 'b 2\n');
+  // the state is lost: outputs there before the run are the truth, those tasks do not run again
+  rmSync(path.join(dir, '.corral'), { recursive: true });
+  rmSync(path.join(dir, 'out/0.txt'));
+  writeFiles(dir, {
+    'job.yaml': readFileSync(path.join(dir, 'job.yaml'), 'utf8').replace(' && echo from a > out/0.txt', ''),
+  });
+  const again = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal(readFileSync(path.join(dir, 'out/0.txt'), 'utf8'), 'b 1\n');
+  for (const i of [1, 2])
+    assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), '\n', `runs of b/${i}`);
 });

@@ -207,7 +207,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     queue.setMeta('fingerprint', fp);
     queue.setMeta('spec', JSON.stringify(job));
     writeFileSync(paths.jobJson, JSON.stringify(job));
-    const dag = new DagState(queue, job);
+    const dag = new DagState(queue, job, { stamp: true });
     const logDag = (ev: DagEvents) => {
       for (const e of ev.expanded)
         log.info(
@@ -330,7 +330,8 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       }
       if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
         const n = dag.skipUnreachable();
-        log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
+        if (n > 0)
+          log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
         counts = queue.countsSync();
       }
       const now = Date.now();

@@ -252,14 +252,33 @@ export class DagState {
 
   /**
    * Blocked tasks that nothing can release any more (all else has finished) are skipped, so that a
-   * run always ends; returns how many.
+   * run always ends; returns how many (0 when something can still release them).
+   *
+   * Decided under the write lock, from the state itself rather than from counts read earlier: a
+   * worker that completes the last task of a step between the caller's `advance` and its counts
+   * leaves nothing pending or leased, yet the step's dependents are releasable, not unreachable
+   * (a chain of 100 fast `needs` steps lost ~95 of them that way).
    */
   skipUnreachable(): number {
     return this.db
-      .prepare(
-        "UPDATE tasks SET state = 'skipped', last_error = 'skipped: its inputs can no longer be produced', finished_at = ? WHERE state = 'blocked'",
-      )
-      .run(Date.now()).changes;
+      .transaction(() => {
+        const c = this.queue.countsSync();
+        if (c.blocked === 0 || c.pending + c.leased > 0) return 0;
+        // a failure not yet passed on, or a barrier whose needed step has finished: the next
+        // `advance` decides those tasks (skipped with their real reason, or released)
+        const unpropagated = this.db
+          .prepare("SELECT 1 FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT 1")
+          .get();
+        if (unpropagated) return 0;
+        for (const st of this.job.steps)
+          for (const need of this.unsatisfied(st.name)) if (this.finished(need).done) return 0;
+        return this.db
+          .prepare(
+            "UPDATE tasks SET state = 'skipped', last_error = 'skipped: its inputs can no longer be produced', finished_at = ? WHERE state = 'blocked'",
+          )
+          .run(Date.now()).changes;
+      })
+      .immediate();
   }
 
   /**

@@ -228,6 +228,12 @@ export async function s3ChunkRanges(
 export interface ExpandOptions {
   /** Lists and reads `s3://` inputs; without it (a local run) such inputs are refused. @default - none */
   readonly s3?: S3Client;
+  /**
+   * Records each local chunk input's size and mtime in its tasks, which check them before they
+   * run: only where workers read the very file that was planned (a local run), not a copy.
+   * @default false
+   */
+  readonly stamp?: boolean;
 }
 
 /**
@@ -278,8 +284,11 @@ export async function* expandFileMap(
   } else if (map.chunks !== undefined) {
     for (const f of await matchFiles(baseDir, map.chunks, `${field}.chunks`)) {
       const p = relPath(baseDir, f);
+      // stated before the ranges are read: a change meanwhile shows as a difference too
+      const st = opts.stamp ? await fsp.stat(f) : undefined;
+      const stamp = st ? { z: st.size, m: st.mtimeMs } : {};
       for (const [s, e] of await chunkRanges(f, map.chunkSize, map.align))
-        yield withOutput({ i: i++, p, s, e });
+        yield withOutput({ i: i++, p, s, e, ...stamp });
     }
   } else if (map.lines !== undefined) {
     const [file] = await matchFiles(baseDir, map.lines, `${field}.lines`);

@@ -16,6 +16,13 @@ export interface TaskPayload {
   readonly s?: number;
   /** Chunk end byte, exclusive (chunk maps). */
   readonly e?: number;
+  /**
+   * Size (bytes) and modification time (ms) of a chunk's input file when its chunks were planned
+   * (local chunk maps): a task whose input differs when it starts fails, rather than reading
+   * bytes that are no longer the planned chunk.
+   */
+  readonly z?: number;
+  readonly m?: number;
   /** Output key in the store, relative to its root. */
   readonly o?: string;
   /** Input keys in the store (a reduce's inputs; a HyperFlow process's input files). */

@@ -5,6 +5,7 @@ import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 import { MAX_CONCURRENCY, RESERVED_DIRS } from './limits.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
+import { outputsMatchInput, outputsOverlap } from './overlap.js';
 import { durationField, sizeField } from './units.js';
 
 /** Placeholders a command template or an `outputs` pattern may use. */
@@ -263,7 +264,88 @@ export const jobSchema = z
       ctx.addIssue({ code: 'custom', path: ['lease'], message: 'must be at least 2s | fix: use lease: 30s' });
     }
     if (j.steps) checkGraph(j.steps, ctx);
+    checkOutputsApart(j, ctx);
   });
+
+/** The file input (`glob`, `lines` or `chunks`) of a map, with its field name. */
+function fileInput(map: MapSpec | undefined): [string, 'glob' | 'lines' | 'chunks'] | undefined {
+  for (const k of ['glob', 'lines', 'chunks'] as const) {
+    const v = map?.[k];
+    if (v !== undefined && !v.startsWith('s3://')) return [v, k];
+  }
+  return undefined;
+}
+
+/**
+ * Outputs that another step, or an input, can name too: a task whose output exists when it
+ * starts is done without running, so a second step writing the same files never ran, and outputs
+ * that are inputs "succeeded" with 0 tasks run. Refused at load: each step's outputs apart from
+ * every other step's, and from every input the step cannot have produced (a map that `needs` a
+ * step may read that step's outputs).
+ */
+function checkOutputsApart(
+  j: { tasks?: z.output<typeof tasksSchema>; steps?: StepIn[]; outputs?: string },
+  ctx: z.RefinementCtx,
+): void {
+  if (j.tasks) {
+    const input = fileInput(j.tasks.map);
+    if (j.outputs && input && outputsMatchInput(j.outputs, input[0])) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outputs'],
+        message: `"${j.outputs}" can name the input files (map.${input[1]}: "${input[0]}"), which would be taken for outputs | fix: write outputs to another folder, e.g. out/{index}.txt`,
+      });
+    }
+    return;
+  }
+  const steps = j.steps ?? [];
+  const byName = new Map(steps.map((st) => [st.name, st]));
+  /** Steps that `name` waits for, directly or not. */
+  const upstream = (name: string): Set<string> => {
+    const out = new Set<string>();
+    const todo = [name];
+    while (todo.length > 0) {
+      const st = byName.get(todo.pop()!);
+      if (!st) continue;
+      for (const d of [
+        ...st.needs,
+        ...(st.reduce ? [st.reduce] : []),
+        ...(st.map?.outputsOf ? [st.map.outputsOf] : []),
+      ])
+        if (!out.has(d)) {
+          out.add(d);
+          todo.push(d);
+        }
+    }
+    return out;
+  };
+  steps.forEach((st, i) => {
+    if (!st.outputs) return;
+    for (const [k, other] of steps.slice(0, i).entries()) {
+      if (other.outputs && outputsOverlap(st.outputs, other.outputs)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['steps', i, 'outputs'],
+          message: `"${st.outputs}" can name the same files as the outputs of step ${other.name} (steps[${k}]: "${other.outputs}"); a task whose output exists is taken as done | fix: give each step its own folder, e.g. ${st.name}/{index}.txt`,
+        });
+        return;
+      }
+    }
+    for (const reader of steps) {
+      const input = fileInput(reader.map);
+      if (!input || (reader !== st && upstream(reader.name).has(st.name))) continue;
+      if (outputsMatchInput(st.outputs, input[0])) {
+        const whose = reader === st ? 'its own input' : `the input of step ${reader.name}`;
+        ctx.addIssue({
+          code: 'custom',
+          path: ['steps', i, 'outputs'],
+          message: `"${st.outputs}" can name files of ${whose} (map.${input[1]}: "${input[0]}"), which would be taken for outputs | fix: write outputs to another folder, e.g. ${st.name}/{index}.txt`,
+        });
+        return;
+      }
+    }
+  });
+}
 
 type StepIn = z.output<typeof stepSchema>;
 

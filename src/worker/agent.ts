@@ -1,11 +1,19 @@
 import { setMaxListeners } from 'node:events';
 import { existsSync, rmSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { sleep } from '../engine/process-utils.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
-import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
+import {
+  backoffDelay,
+  type Completion,
+  type Failure,
+  type Lease,
+  type Queue,
+  type TaskPayload,
+} from '../queue/queue.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
@@ -42,6 +50,12 @@ export interface WorkerAgentOptions {
    * tasks, and lets them claim once the plan is written. @default false
    */
   readonly holdUntilWake?: boolean;
+  /**
+   * Whether an output that exists before its task runs is the task's result (true), was written
+   * by something else (false: the attempt fails), or is gone (undefined: the task runs).
+   * @default - always the task's result
+   */
+  readonly ownsOutput?: (lease: Lease, key: string) => Promise<boolean | undefined>;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -367,7 +381,18 @@ export class WorkerAgent {
     const p = lease.payload;
     const key = p.o;
     let startedAt = Date.now();
-    if (key !== undefined && (await store.exists(key))) return { ok: true, outcome: 'found', startedAt };
+    if (key !== undefined && (await store.exists(key))) {
+      const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
+      if (own) return { ok: true, outcome: 'found', startedAt };
+      if (own === false)
+        return {
+          ok: false,
+          error: `its output ${key} appeared during this run before the task first ran (written by another step's command or another process), so it is not this task's result: have only this step write it, or remove it`,
+          startedAt,
+        };
+    }
+    const changed = await inputChanged(p, baseDir);
+    if (changed) return { ok: false, error: changed, startedAt };
     const attemptId = `${lease.attempt}-${this.o.id}`;
     let staged: string | undefined;
     try {
@@ -470,6 +495,11 @@ export class WorkerAgent {
       if (key !== undefined) await store.discard(key, attemptId);
       return { ok: false, cancelled: true, startedAt };
     }
+    // a chunk read while its file changed is not the planned chunk either
+    if (r.ok) {
+      const during = await inputChanged(p, baseDir);
+      if (during) r = { ok: false, error: during };
+    }
     if (r.ok && p.outs) {
       // a process that writes in place (HyperFlow) must have written every one of its outputs
       const missing = p.outs.filter((f) => !existsSync(path.resolve(baseDir, f)));
@@ -522,4 +552,24 @@ function taskEnv(vars: Record<string, string>): Record<string, string> {
     env[name] = vars[k]!;
   }
   return env;
+}
+
+/**
+ * Why a chunk's input file is not the one its chunks were planned on (its size or mtime differ
+ * from the plan's), or undefined: a truncated or rewritten input would otherwise give chunks that
+ * read nothing, or other bytes, and "succeed".
+ */
+async function inputChanged(p: TaskPayload, baseDir: string): Promise<string | undefined> {
+  if (p.z === undefined || p.p === undefined) return undefined;
+  const planned = `${p.z} bytes, modified ${new Date(p.m ?? 0).toISOString()}`;
+  const fix = 'restore it, or run again with --fresh to plan its chunks anew';
+  let now: { size: number; mtimeMs: number };
+  try {
+    now = await stat(path.resolve(baseDir, p.p));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return `input ${p.p} is gone since its chunks were planned (${planned}; now ${code}): ${fix}`;
+  }
+  if (now.size === p.z && now.mtimeMs === p.m) return undefined;
+  return `input ${p.p} changed since its chunks were planned (${planned}; now ${now.size} bytes, modified ${new Date(now.mtimeMs).toISOString()}), so bytes ${p.s}-${p.e} are not the planned chunk: ${fix}`;
 }

@@ -10,6 +10,7 @@ import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { WorkerAgent } from './agent.js';
+import { ownOutputCheck } from './preexisting.js';
 
 /** What the coordinator hands a local worker process (as JSON in argv, or in a `config` message). */
 export interface LocalWorkerConfig {
@@ -32,6 +33,7 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
   const queue = new SqliteQueue(cfg.db, { maxAttempts: job.spec.retries.maxAttempts });
   const store = new FsStore(cfg.storeRoot, { scope: job.spec.name });
   const host = os.hostname();
+  const ownsOutput = ownOutputCheck(queue, store);
   const agents = cfg.ids.map(
     (id) =>
       new WorkerAgent({
@@ -45,6 +47,7 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
         // the coordinator checks for the end of the run at once instead of at its next tick
         onIdle: () => process.send?.({ type: 'idle' }),
         holdUntilWake: cfg.hold,
+        ownsOutput,
       }),
   );
   const onMessage = (m: Message) => {
