@@ -20,6 +20,7 @@ import {
 import { ecrImageOf, instanceUserData, shellQuote, workerUserData } from '../src/infra/user-data.js';
 import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
 import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
+import { UsageError } from '../src/spec/errors.js';
 import { S3_LAYOUT } from '../src/store/s3/s3-store.js';
 import { jobPrefix } from '../src/worker/cluster-main.js';
 import { resolveIntrinsics } from './sandbox.js';
@@ -97,7 +98,6 @@ const spec: ClusterSpec = defineCluster({
       vpcId: 'vpc-0fedcba9876543210',
       cidr: '192.168.0.0/20',
       region: 'eu-west-1',
-      routeTableIds: ['rtb-0fedcba987654321f'],
     },
   ],
   monitoring: { alarmEmail: 'ops@example.com' },
@@ -293,6 +293,42 @@ describe('ClusterStack constructs', () => {
     for (const port of [80, 443]) {
       assert.ok(plan.ingress.some((r) => r.source === 'cidr:172.31.0.0/16' && r.fromPort === port));
     }
+    // the peer without a route back is named in the plan, with the connection id as an output
+    assert.ok(
+      plan.warnings.some((w) =>
+        /peer vpc-0fedcba9876543210: no route back is created.*10\.40\.0\.0\/16/.test(w),
+      ),
+      plan.warnings.join('\n'),
+    );
+    assert.ok(!plan.warnings.some((w) => /peer vpc-0123456789abcdef0: no route back/.test(w)));
+    const outputs = Object.keys(template.toJSON().Outputs as object);
+    assert.ok(
+      outputs.includes('Peering0Connection') && outputs.includes('Peering1Connection'),
+      String(outputs),
+    );
+  });
+
+  it('peering: routes back in another region or account are refused at load, with the fix', () => {
+    const peer = {
+      vpcId: 'vpc-0fedcba9876543210',
+      cidr: '192.168.0.0/20',
+      routeTableIds: ['rtb-0fedcba987654321f'],
+    };
+    for (const where of [{ region: 'eu-west-1' }, { accountId: '210987654321' }]) {
+      assert.throws(
+        () =>
+          defineCluster({
+            ...lean,
+            peering: [{ ...peer, ...where, peerRoleArn: 'arn:aws:iam::210987654321:role/accept' }],
+          }),
+        (e: unknown) =>
+          e instanceof UsageError &&
+          e.field === 'peering[0].routeTableIds' &&
+          /cannot add routes/.test(e.problem) &&
+          /output Peering0Connection/.test(e.fix ?? ''),
+      );
+    }
+    assert.ok(defineCluster({ ...lean, peering: [peer] }));
   });
 
   it('database: encrypted private PostgreSQL, password in Secrets Manager, reachable only from the cluster SG', () => {

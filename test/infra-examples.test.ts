@@ -43,6 +43,29 @@ before(() => {
 describe('examples/clusters', () => {
   it('has at least 7 examples', () => assert.ok(FILES.length >= 7, FILES.join(', ')));
 
+  it('deploy side by side in one account: no two routes into one peer route table for the same block, no shared stack', () => {
+    // routes each example adds to route tables outside its stack (the peer VPC's), by table and destination
+    const outside = examples.flatMap((e) =>
+      Object.values(e.synth.template.Resources ?? {})
+        .filter((r) => r.Type === 'AWS::EC2::Route' && typeof r.Properties?.RouteTableId === 'string')
+        .map((r) => ({
+          file: e.file,
+          key: `${e.spec.region} ${r.Properties!.RouteTableId} ${r.Properties!.DestinationCidrBlock}`,
+        })),
+    );
+    assert.ok(outside.length > 0, 'the peering examples route back from a peer table');
+    const seen = new Map<string, string>();
+    for (const { file, key } of outside) {
+      assert.ok(
+        !seen.has(key) || seen.get(key) === file,
+        `${file} and ${seen.get(key)} both add the route ${key}`,
+      );
+      seen.set(key, file);
+    }
+    const stacks = examples.map((e) => `${e.spec.region} ${e.spec.name}`);
+    assert.equal(new Set(stacks).size, stacks.length);
+  });
+
   it('covers every seed with a header naming what it replaces', () => {
     const headers = FILES.map((f) =>
       readFileSync(path.join(DIR, f), 'utf8')

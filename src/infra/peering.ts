@@ -1,3 +1,4 @@
+import { Annotations, CfnOutput } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import { Construct } from 'constructs';
 import type { ClusterAccess } from './cluster-access.js';
@@ -80,6 +81,21 @@ export class Peering extends Construct {
         });
       });
     }
+    if (!this.routesBack && (props.peerRouteTableIds ?? []).length > 0) {
+      throw new Error(
+        `Peering ${id}: peerRouteTableIds are in another region or account, where this stack cannot add routes`,
+      );
+    }
+    if ((props.peerRouteTableIds ?? []).length === 0) {
+      Annotations.of(this).addWarningV2(
+        'corral:peering-one-way',
+        `peer ${props.peerVpcId}: no route back is created; traffic flows once the peer VPC's route tables send ${props.network.cidr} to the peering connection (output ${id}Connection)`,
+      );
+    }
+    new CfnOutput(here, `${id}Connection`, {
+      value: this.connection.ref,
+      description: `VPC peering connection to ${props.peerVpcId}`,
+    });
     props.access.allowFromCidr(props.peerCidr, props.ports ?? [80, 443], `from peer ${props.peerVpcId}`);
   }
 }

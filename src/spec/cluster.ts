@@ -513,7 +513,7 @@ const peer = z.strictObject({
       'is not an IAM role ARN | fix: write arn:aws:iam::<account>:role/<name>',
     )
     .optional(),
-  /** Route tables of the peer VPC that get a route back to the cluster (same account and region only). @default [] */
+  /** Route tables of the peer VPC that get a route back to the cluster (same account and region only; refused otherwise). @default [] - no route back: add one in the peer VPC (plan warns) */
   routeTableIds: z
     .array(
       z
@@ -844,6 +844,19 @@ export const clusterSchema = z
           });
         }
       });
+      const elsewhere =
+        p.region && p.region !== c.region
+          ? `region ${p.region}`
+          : p.accountId && p.accountId !== c.account
+            ? `account ${p.accountId}`
+            : undefined;
+      if (elsewhere && p.routeTableIds.length > 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['peering', i, 'routeTableIds'],
+          message: `are in ${elsewhere}, where the cluster's stack cannot add routes (the peering would carry traffic one way only) | fix: remove routeTableIds and, in the peer VPC's route tables, route ${c.network.cidr} to the peering connection (corral up prints its id as output Peering${i}Connection)`,
+        });
+      }
       if (p.accountId && c.account && p.accountId !== c.account && !p.peerRoleArn) {
         ctx.addIssue({
           code: 'custom',
