@@ -3,11 +3,19 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from '
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { checkBudget, down, findCredentialSource, up } from '../src/infra/deploy.js';
-import { planCluster } from '../src/infra/plan.js';
+import {
+  checkBudget,
+  deployedOutputsOf,
+  down,
+  findCredentialSource,
+  keptImages,
+  up,
+} from '../src/infra/deploy.js';
+import { type CfnTemplate, planCluster, synthCluster } from '../src/infra/plan.js';
 import { EC2_ON_DEMAND, estimateCost } from '../src/infra/prices.js';
 import { defineCluster } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
+import { startQueryPeer } from './aws-query-peer.js';
 
 const spec = defineCluster({
   name: 'nocreds',
@@ -131,5 +139,78 @@ describe('up / down without AWS', () => {
     );
     assert.ok(err instanceof UsageError && err.field === 'suppressions', String(err));
     assert.match(err.message, /AwsSolutions-X1/);
+  });
+});
+
+describe('named instances keep their image', () => {
+  const spec = defineCluster({
+    name: 'pinned',
+    region: 'us-east-1',
+    network: { azs: ['us-east-1a'] },
+    instances: [{ name: 'head-node' }, { name: 'fixed', ami: 'ami-0fedcba9876543210' }, { name: 'new-one' }],
+  });
+  const instanceImage = (t: CfnTemplate, logicalPrefix: string) =>
+    Object.entries(t.Resources).find(
+      ([id, r]) => r.Type === 'AWS::EC2::Instance' && id.startsWith(logicalPrefix),
+    )![1].Properties!.ImageId;
+
+  it('the first up resolves the latest image and outputs it; the next up keeps the deployed one', async () => {
+    // GIVEN a deployed stack (a CloudFormation peer) whose outputs hold the image head-node runs
+    const query = await startQueryPeer();
+    // the SDK reads credentials from the process environment (any will do for the peer)
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = 'peer';
+    process.env.AWS_SECRET_ACCESS_KEY = 'peer';
+    try {
+      query.putStack('corral-pinned', {
+        outputs: { HeadNodeImageId: 'ami-0123456789abcdef0', FixedImageId: 'ami-0fedcba9876543210' },
+      });
+      const env = {
+        AWS_REGION: 'us-east-1',
+        AWS_ENDPOINT_URL: query.endpoint,
+        AWS_ACCESS_KEY_ID: 'x',
+        AWS_SECRET_ACCESS_KEY: 'y',
+      };
+      // WHEN
+      const deployed = await deployedOutputsOf(spec, { env });
+      const kept = keptImages(spec, deployed);
+      // THEN only an instance without ami and with a deployed image keeps it
+      assert.deepEqual(kept, { 'head-node': 'ami-0123456789abcdef0' });
+      assert.equal(
+        await deployedOutputsOf(defineCluster({ ...spec, name: 'fresh' } as never), { env }),
+        undefined,
+      );
+      // and the stack synthesized with it runs that image; the first up's follows the public parameter
+      const first = synthCluster(spec).template;
+      const next = synthCluster(spec, { pinnedImages: kept }).template;
+      assert.deepEqual(
+        instanceImage(first, 'Instancesheadnode') as object,
+        first.Outputs!.HeadNodeImageId && (first.Outputs!.HeadNodeImageId as { Value: unknown }).Value,
+      );
+      assert.match(
+        JSON.stringify(instanceImage(first, 'Instancesheadnode')),
+        /"Ref":"SsmParameterValue/,
+      );
+      assert.equal(instanceImage(next, 'Instancesheadnode'), 'ami-0123456789abcdef0');
+      assert.equal((next.Outputs!.HeadNodeImageId as { Value: unknown }).Value, 'ami-0123456789abcdef0');
+      assert.equal(instanceImage(next, 'Instancesfixed'), 'ami-0fedcba9876543210');
+      assert.match(
+        JSON.stringify(instanceImage(next, 'Instancesnewone')),
+        /"Ref":"SsmParameterValue/,
+      );
+      // plan says which image each instance runs
+      const plan = planCluster(spec);
+      assert.match(
+        plan.images['head-node']!.parameter ?? '',
+        /^\/aws\/service\/ami-amazon-linux-latest\/al2023/,
+      );
+      assert.deepEqual(plan.images.fixed, { ami: 'ami-0fedcba9876543210' });
+    } finally {
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      else process.env.AWS_ACCESS_KEY_ID = saved.id;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+      else process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+      await query.stop();
+    }
   });
 });

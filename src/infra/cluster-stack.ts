@@ -58,6 +58,18 @@ export interface ClusterStackProps extends StackProps {
    * @default - buildWorkerArtifact(): the corral that synthesizes the stack
    */
   readonly workerArtifact?: WorkerArtifact;
+  /**
+   * Image ids of named instances, by instance name, kept from the deployed stack (its
+   * `<Name>ImageId` outputs): an instance without `ami` keeps the image it was created with
+   * instead of following the latest Amazon Linux, which would replace it and its disk.
+   * @default - none: each named instance resolves the latest image (first `up`, or `up --update-images`)
+   */
+  readonly pinnedImages?: Readonly<Record<string, string>>;
+}
+
+/** The stack output holding the image id a named instance runs. */
+export function imageOutputKeyOf(instance: string): string {
+  return `${pascal(instance)}ImageId`;
 }
 
 /** The log group of a cluster (named, so that `corral up` can read what failing hosts shipped). */
@@ -287,7 +299,7 @@ export class ClusterStack extends Stack {
           elasticIp: i.elasticIp,
           role: i.role,
           image: i.image,
-          ami: i.ami,
+          ami: i.ami ?? props.pinnedImages?.[i.name],
           volumeSize: i.volumeSize,
           script:
             i.script !== undefined ? readSpecFile(baseDir, i.script, `instances[${n}].script`) : i.userData,
@@ -373,6 +385,12 @@ export class ClusterStack extends Stack {
     new CfnOutput(this, 'Region', { value: this.region });
     new CfnOutput(this, 'LogGroupName', { value: this.logGroup.logGroupName });
     new CfnOutput(this, 'ClusterName', { value: spec.name });
+    for (const [name, image] of this.staticInstances?.imageIds ?? []) {
+      new CfnOutput(this, imageOutputKeyOf(name), {
+        value: image,
+        description: `Image of ${name}, kept on the next up (up --update-images moves it to the latest)`,
+      });
+    }
     for (const [name, eip] of this.staticInstances?.elasticIps ?? []) {
       new CfnOutput(this, `${pascal(name)}PublicIp`, {
         value: eip.ref,

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { App, Stack } from 'aws-cdk-lib';
 import { type ClusterSpec, stackNameOf } from '../spec/cluster.js';
 import { CommandFailed, UsageError } from '../spec/errors.js';
-import { ClusterStack, interfaceEndpointsOf, logGroupNameOf } from './cluster-stack.js';
+import { ClusterStack, imageOutputKeyOf, interfaceEndpointsOf, logGroupNameOf } from './cluster-stack.js';
 import { type PlanReport, planCluster } from './plan.js';
 import { type CostEstimate, estimateCost } from './prices.js';
 
@@ -45,6 +45,32 @@ export interface UpOptions extends AwsCallOptions {
    * @default - planned here
    */
   readonly plan?: PlanReport;
+  /**
+   * Move named instances without `ami` to the latest image (replacing them and their disks).
+   * @default false - they keep the image of the deployed stack
+   */
+  readonly updateImages?: boolean;
+  /**
+   * The deployed stack's outputs, when the caller read them already.
+   * @default - read with CloudFormation DescribeStacks
+   */
+  readonly deployedOutputs?: Readonly<Record<string, string>> | null;
+}
+
+/**
+ * The images named instances keep: each instance without `ami` whose deployed stack has its
+ * `<Name>ImageId` output keeps that image.
+ */
+export function keptImages(
+  spec: ClusterSpec,
+  deployedOutputs: Readonly<Record<string, string>> | undefined,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const i of spec.instances) {
+    const kept = deployedOutputs?.[imageOutputKeyOf(i.name)];
+    if (!i.ami && kept && /^ami-[0-9a-f]{8,17}$/.test(kept)) out[i.name] = kept;
+  }
+  return out;
 }
 
 /** What `up` returns. */
@@ -157,14 +183,25 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
       'run corral plan FILE, then fix the spec or add a suppression with a reason',
     );
   }
-  const { lib, toolkit } = await toolkitOf(log);
   const stackName = stackNameOf(spec.name);
+  const pinnedImages = opts.updateImages
+    ? {}
+    : keptImages(
+        spec,
+        opts.deployedOutputs === undefined
+          ? await deployedOutputsOf(spec, opts)
+          : (opts.deployedOutputs ?? undefined),
+      );
+  for (const [name, image] of Object.entries(pinnedImages))
+    log(`instance ${name} keeps image ${image} (up --update-images moves it to the latest)`);
+  const { lib, toolkit } = await toolkitOf(log);
   const cx = await toolkit.fromAssemblyBuilder(
     async (props) => {
       const app = new App({ outdir: props.outdir, context: props.context, analyticsReporting: false });
       new ClusterStack(app, stackName, {
         spec,
         baseDir: opts.baseDir,
+        pinnedImages,
         env: { account: spec.account ?? props.env.CDK_DEFAULT_ACCOUNT, region: spec.region },
       });
       return app.synth();
@@ -197,6 +234,24 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
   if (!result) throw new CommandFailed(deployFailure(stackName, logGroupName, failure, watch.lines.length));
   const deployed = result.stacks.find((s) => s.stackName === stackName);
   return { stackName, outputs: { ...(deployed?.outputs ?? {}) }, plan };
+}
+
+/** The outputs of the deployed cluster stack (CloudFormation DescribeStacks), undefined when it does not exist yet. */
+export async function deployedOutputsOf(
+  spec: ClusterSpec,
+  opts: AwsCallOptions,
+): Promise<Readonly<Record<string, string>> | undefined> {
+  const { createCloudFormationClient, resolveAwsSettings } = await import('../aws/clients.js');
+  const { describeClusterStack, stackLookupError } = await import('../aws/stacks.js');
+  const settings = resolveAwsSettings({ region: spec.region, env: opts.env });
+  const cfn = await createCloudFormationClient(settings);
+  try {
+    return (await describeClusterStack(cfn, spec.name))?.outputs;
+  } catch (err) {
+    throw stackLookupError(err, spec.name, settings.endpointUrl) ?? err;
+  } finally {
+    cfn.destroy();
+  }
 }
 
 /** The one-line message of a deployment that failed, with where the hosts' reasons are. */

@@ -35,6 +35,11 @@ export interface SynthOptions {
    */
   readonly baseDir?: string;
   /**
+   * Images named instances keep (see ClusterStackProps.pinnedImages).
+   * @default - none
+   */
+  readonly pinnedImages?: Readonly<Record<string, string>>;
+  /**
    * Folder the cloud assembly is synthesized into and kept, as `cdk synth` leaves it: the stack's
    * template as `<stackName>.template.json`, its file assets (`asset.*`), `manifest.json` and
    * `tree.json`. Created if missing; files already in it are overwritten, others are left alone.
@@ -83,6 +88,7 @@ export function synthCluster(spec: ClusterSpec, opts: SynthOptions = {}): Synthe
     const stack = new ClusterStack(app, stackNameOf(spec.name), {
       spec,
       baseDir: opts.baseDir,
+      pinnedImages: opts.pinnedImages,
       env: { account: opts.account ?? spec.account ?? PLAN_ACCOUNT, region: spec.region },
     });
     const assembly = app.synth();
@@ -177,6 +183,11 @@ export interface PlanReport {
   readonly outputs: readonly string[];
   /** CDK warnings attached to constructs. */
   readonly warnings: readonly string[];
+  /**
+   * The image of each named instance: its `ami`, or the public parameter it is resolved from at
+   * first `up` (then kept: `up --update-images` moves it).
+   */
+  readonly images: Readonly<Record<string, { readonly ami?: string; readonly parameter?: string }>>;
   /** The corral every host installs (`up` uploads it as a CDK file asset), pinned by its sha256. */
   readonly workerArtifact: {
     readonly version: string;
@@ -431,7 +442,17 @@ export function planFromSynth(spec: ClusterSpec, synth: SynthesizedCluster): Pla
     problems.push(`${parameters} parameters, more than ${CFN_LIMITS.parameters}`);
   for (const m of synth.messages) if (m.level === 'error') problems.push(`CDK error on ${m.path}: ${m.text}`);
   const a = stack.workerArtifactInfo;
+  const images: Record<string, { ami?: string; parameter?: string }> = {};
+  for (const [name, id] of stack.staticInstances?.imageIds ?? []) {
+    const ref = stack.resolve(id) as { Ref?: string } | string;
+    const param = typeof ref === 'object' && ref.Ref ? template.Parameters?.[ref.Ref] : undefined;
+    images[name] =
+      typeof ref === 'string'
+        ? { ami: ref }
+        : { parameter: String((param as { Default?: unknown })?.Default ?? ref.Ref) };
+  }
   return {
+    images,
     workerArtifact: {
       version: a.version,
       sha256: a.sha256,
@@ -483,6 +504,13 @@ export function formatPlan(r: PlanReport): string {
   out.push(
     `Hosts install corral ${w.version} from the worker artifact: ${(w.bytes / 2 ** 20).toFixed(1)} MiB, sha256 ${w.sha256}, native parts for ${w.nativePlatform} (up uploads it to the CDK assets bucket)`,
   );
+  for (const [name, i] of Object.entries(r.images)) {
+    out.push(
+      i.ami
+        ? `Instance ${name} runs image ${i.ami}`
+        : `Instance ${name} runs the image ${i.parameter} names at its first up, then keeps it (up --update-images moves it to the latest)`,
+    );
+  }
   out.push('', `Resources (${r.resources.total}):`);
   for (const [type, n] of Object.entries(r.resources.byType).sort(([a], [b]) => a.localeCompare(b))) {
     out.push(`  ${String(n).padStart(4)}  ${type}`);

@@ -93,6 +93,8 @@ export class StaticInstances extends Construct {
   readonly instances = new Map<string, ec2.Instance>();
   /** Elastic IPs by instance name. */
   readonly elasticIps = new Map<string, ec2.CfnEIP>();
+  /** Image id each instance runs, by name (resolved from the public parameter at deploy time when no `ami`). */
+  readonly imageIds = new Map<string, string>();
 
   constructor(scope: Construct, id: string, props: StaticInstancesProps) {
     super(scope, id);
@@ -100,6 +102,7 @@ export class StaticInstances extends Construct {
       const machineImage = spec.ami
         ? ec2.MachineImage.genericLinux({ [props.network.vpc.stack.region]: spec.ami })
         : machineImageFor({ instanceTypes: [spec.type] });
+      this.imageIds.set(spec.name, machineImage.getImage(this).imageId);
       const coordinator = (spec.role ?? 'custom') === 'coordinator';
       let instance: ec2.Instance | undefined;
       const logicalId = Lazy.string({

@@ -9,12 +9,16 @@ export function register(program: Command): void {
     .argument('<FILE>', 'cluster spec (YAML)')
     .option('-y, --yes', 'do not ask for confirmation')
     .option('--json', 'print the stack outputs as one JSON object on stdout')
+    .option(
+      '--update-images',
+      'move named instances without ami to the latest image (replaces them and their disks); by default they keep the image they were created with',
+    )
     .description('create or update the cluster on AWS (CloudFormation stack corral-<name>)')
     .addHelpText(
       'after',
       '\nChecks budget.maxHourly and AWS credentials before any call to AWS, and refuses a spec whose\nplan fails. Without --yes, prints the plan and asks for confirmation (needs a terminal).',
     )
-    .action(async (file: string, opts: { yes?: boolean; json?: boolean }) => {
+    .action(async (file: string, opts: { yes?: boolean; json?: boolean; updateImages?: boolean }) => {
       const { checkBudget, requireCredentials, up } = await import('../../infra/deploy.js');
       const { formatPlan, planCluster } = await import('../../infra/plan.js');
       const { loadClusterFile } = await import('../../spec/cluster.js');
@@ -42,7 +46,7 @@ export function register(program: Command): void {
           return;
         }
       }
-      const result = await up(spec, { plan });
+      const result = await up(spec, { plan, updateImages: opts.updateImages });
       if (opts.json) {
         process.stdout.write(`${JSON.stringify({ stackName: result.stackName, outputs: result.outputs })}\n`);
       } else {
