@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { runCli, tempDir } from './helpers.js';
@@ -27,17 +27,44 @@ function huge(kind: 'job' | 'cluster'): string {
   return head + Array.from({ length: 45_000 }, (_, i) => line(i)).join('');
 }
 
-/** Every path below `dir` with its size and mtime: what "unchanged" compares. */
-function snapshot(dir: string, rel = ''): string[] {
+/** Every path below `dir` with its size and mtime: what "unchanged" compares (names as bytes: some are not UTF-8). */
+function snapshot(dir: string, rel = Buffer.alloc(0)): string[] {
   const out: string[] = [];
-  for (const e of readdirSync(path.join(dir, rel), { withFileTypes: true })) {
-    const r = path.join(rel, e.name);
-    const s = statSync(path.join(dir, r));
-    out.push(`${r} ${e.isDirectory() ? 'dir' : s.size} ${s.mtimeMs}`);
-    if (e.isDirectory()) out.push(...snapshot(dir, r));
+  const at = (r: Buffer) => Buffer.concat([Buffer.from(`${dir}/`), r]);
+  for (const name of readdirSync(at(rel), { encoding: 'buffer' })) {
+    const r = rel.length ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
+    const s = lstatSync(at(r));
+    out.push(`${r.toString('latin1')} ${s.isDirectory() ? 'dir' : s.size} ${s.mtimeMs}`);
+    if (s.isDirectory()) out.push(...snapshot(dir, r));
   }
   return out.sort();
 }
+
+/** Cases with files a repository should not hold (names that are not UTF-8), made at run time. */
+const made: Record<string, (dir: string) => void> = {
+  'job-glob-name-not-utf8.yaml': (dir) => {
+    writeFileSync(
+      path.join(dir, 'job-glob-name-not-utf8.yaml'),
+      'name: x\ntasks:\n  map: { glob: "*.csv" }\n  command: "cat {input}"\n',
+    );
+    writeFileSync(Buffer.from(`${dir}/caf\xe9.csv`, 'latin1'), 'a,b\n');
+  },
+  'job-glob-folder-not-utf8.yaml': (dir) => {
+    writeFileSync(
+      path.join(dir, 'job-glob-folder-not-utf8.yaml'),
+      'name: x\ntasks:\n  map: { chunks: "*/*.csv" }\n  command: "wc -l"\n',
+    );
+    mkdirSync(Buffer.from(`${dir}/d\xe9`, 'latin1'));
+    writeFileSync(Buffer.from(`${dir}/d\xe9/a.csv`, 'latin1'), 'a,b\n');
+  },
+  'job-lines-not-utf8.yaml': (dir) => {
+    writeFileSync(
+      path.join(dir, 'job-lines-not-utf8.yaml'),
+      'name: x\ntasks:\n  map: { lines: names.txt }\n  command: "echo {input}"\n',
+    );
+    writeFileSync(path.join(dir, 'names.txt'), Buffer.from('ok\nna\xefve\n', 'latin1'));
+  },
+};
 
 interface Case {
   name: string;
@@ -48,7 +75,8 @@ interface Case {
 function caseOf(name: string): Case {
   const file = name.replace(/^generated:/, '');
   const setup = (dir: string) => {
-    if (name.startsWith('generated:'))
+    if (made[file]) made[file](dir);
+    else if (name.startsWith('generated:'))
       writeFileSync(path.join(dir, file), huge(file.startsWith('job') ? 'job' : 'cluster'));
     else copyFileSync(path.join(DIR, file), path.join(dir, file));
     if (file.endsWith('.args') || file.startsWith('hf-')) {

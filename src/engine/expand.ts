@@ -7,6 +7,7 @@ import type { ListObjectsV2CommandOutput, S3Client } from '@aws-sdk/client-s3';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
+import { firstUndecodable, firstUndecodableLine, watchWalk } from './file-names.js';
 import { outputKey } from './template.js';
 
 const NEWLINE_WINDOW = 64 * 1024;
@@ -37,13 +38,22 @@ async function matchFiles(baseDir: string, pattern: string, field: string): Prom
     }
     return [abs];
   }
+  const walk = watchWalk();
   const found = await fg!(pattern, {
     cwd: baseDir,
     absolute: true,
     onlyFiles: true,
     dot: false,
     followSymbolicLinks: true,
+    fs: walk.fs as object,
   });
+  const bad = firstUndecodable(baseDir, [...walk.suspects, ...found]);
+  if (bad !== undefined)
+    throw new UsageError(
+      field,
+      `"${pattern}" reaches ${bad}, whose name is not UTF-8 (corral cannot pass it to a task)`,
+      `rename it to UTF-8, e.g. mv $'${bad}' NEW-NAME, or narrow the glob`,
+    );
   if (found.length === 0) {
     throw new UsageError(
       field,
@@ -292,6 +302,14 @@ export async function* expandFileMap(
     }
   } else if (map.lines !== undefined) {
     const [file] = await matchFiles(baseDir, map.lines, `${field}.lines`);
+    // bytes that are not UTF-8 would reach a task as U+FFFD, another line than the file's
+    const bad = await firstUndecodableLine(file!);
+    if (bad)
+      throw new UsageError(
+        `${field}.lines`,
+        `line ${bad.n} of ${relPath(baseDir, file!)} is not UTF-8 text ("${bad.text}")`,
+        'convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8',
+      );
     const rl = createInterface({ input: createReadStream(file!), crlfDelay: Number.POSITIVE_INFINITY });
     for await (const line of rl) {
       if (line.trim() === '') continue;

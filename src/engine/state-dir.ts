@@ -1,6 +1,16 @@
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmdirSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmdirSync,
+  statSync,
+} from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../spec/errors.js';
+import type { LoadedJob } from '../spec/job.js';
 import { DEFAULT_STATE_DIR } from '../spec/limits.js';
 
 export { DEFAULT_STATE_DIR } from '../spec/limits.js';
@@ -29,6 +39,44 @@ export function resolveStateDir(flag?: string): string {
     );
   }
   return path.resolve(flag ?? env ?? DEFAULT_STATE_DIR);
+}
+
+/** A path with its existing part's symlinks resolved (the rest may not exist yet). */
+function realish(p: string): string {
+  let head = p;
+  let tail = '';
+  for (;;) {
+    try {
+      return path.join(realpathSync(head), tail);
+    } catch {
+      const parent = path.dirname(head);
+      if (parent === head) return p;
+      tail = path.join(path.basename(head), tail);
+      head = parent;
+    }
+  }
+}
+
+/**
+ * Refuses, before anything is created, a state folder that would hold a job's outputs (e.g.
+ * `--state-dir results` with outputs `results/{index}.txt`): corral writes and removes files
+ * there, as in the default `.corral`, which the spec reserves.
+ */
+export function assertStateDirHoldsNoOutputs(stateDir: string, job: LoadedJob, flag = '--state-dir'): void {
+  const state = realish(stateDir);
+  for (const [i, st] of job.steps.entries()) {
+    if (!st.outputs) continue;
+    // the fixed folder of the pattern: every output of the step is below it
+    const fixed = st.outputs.replaceAll('\\', '/').split('{')[0]!;
+    const dir = realish(path.resolve(job.baseDir, fixed.slice(0, fixed.lastIndexOf('/') + 1) || '.'));
+    const rel = path.relative(state, dir);
+    if (rel.startsWith('..') || path.isAbsolute(rel)) continue;
+    throw new UsageError(
+      flag,
+      `${path.relative(process.cwd(), stateDir) || '.'} would hold the outputs of ${job.spec.tasks ? 'the job' : `steps[${i}]`} ("${st.outputs}"); corral writes and removes its own files there`,
+      `pass a state dir outside the outputs' folder, e.g. ${flag === '--state-dir' ? '--state-dir ' : 'CORRAL_STATE_DIR='}.corral`,
+    );
+  }
 }
 
 /** Paths of a job's state. */

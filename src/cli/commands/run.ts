@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
-import { resolveStateDir } from '../../engine/state-dir.js';
+import { assertStateDirHoldsNoOutputs, resolveStateDir } from '../../engine/state-dir.js';
 import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
@@ -87,6 +87,11 @@ async function runLocal(
   const [{ loadJob, parseVars }, { runJob }] = await modules;
   const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
   const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
+  assertStateDirHoldsNoOutputs(
+    stateDir,
+    job,
+    flags.stateDir === '.corral' && process.env.CORRAL_STATE_DIR ? 'CORRAL_STATE_DIR' : '--state-dir',
+  );
   const token = flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN;
   // The dashboard starts now and shows the job once its state file exists.
   const ui = flags.ui

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { promises as fsp, rmdirSync, rmSync } from 'node:fs';
+import { constants, promises as fsp, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { STAGING_DIR } from '../../spec/limits.js';
 import type { Store } from '../store.js';
@@ -19,11 +19,16 @@ export { STAGING_DIR };
  * The embedded Store adapter: outputs are files below a root folder. An attempt writes to
  * `<root>/.corral-staging/…`; commit is `link(2)` to the final path, which fails if the path
  * exists, so the first commit wins atomically and no reader ever sees a partial output.
+ * An output folder on another filesystem (a symlink or a mount below the root) cannot take a link
+ * from the staging folder (EXDEV): there the output is copied beside its final path under a
+ * hidden `.corral-staging.…` name, flushed, and linked from that copy, with the same guarantees.
  */
 export class FsStore implements Store {
   readonly location: string;
   private readonly fsync: boolean;
   private readonly stagingRoot: string;
+  /** Output folders a link from the staging folder could not reach (EXDEV): commits copy there. */
+  private readonly crossDevice = new Set<string>();
 
   constructor(
     readonly root: string,
@@ -57,6 +62,8 @@ export class FsStore implements Store {
   async commit(key: string, attemptId: string): Promise<'committed' | 'duplicate' | 'missing'> {
     const staged = this.stagingPath(key, attemptId);
     const final = this.pathOf(key);
+    const dir = path.dirname(final);
+    if (this.crossDevice.has(dir)) return this.commitByCopy(key, attemptId, staged, final);
     if (this.fsync) {
       let fh: fsp.FileHandle;
       try {
@@ -70,7 +77,7 @@ export class FsStore implements Store {
         await fh.close();
       }
     }
-    await fsp.mkdir(path.dirname(final), { recursive: true });
+    await fsp.mkdir(dir, { recursive: true });
     try {
       await fsp.link(staged, final);
     } catch (err) {
@@ -78,6 +85,11 @@ export class FsStore implements Store {
       if (code === 'EEXIST') {
         await this.discard(key, attemptId);
         return 'duplicate';
+      }
+      if (code === 'EXDEV') {
+        if (this.crossDevice.size >= 10_000) this.crossDevice.clear();
+        this.crossDevice.add(dir);
+        return this.commitByCopy(key, attemptId, staged, final);
       }
       if (code === 'ENOENT') {
         try {
@@ -87,6 +99,55 @@ export class FsStore implements Store {
         }
       }
       throw err;
+    }
+    await this.discard(key, attemptId);
+    return 'committed';
+  }
+
+  /**
+   * Commit to a folder on another filesystem: a copy on the output's filesystem under a hidden
+   * name of this attempt (never taken for an output: `list` skips it), flushed, then linked to
+   * the final path, which still fails if the output exists, so the first commit wins.
+   */
+  private async commitByCopy(
+    key: string,
+    attemptId: string,
+    staged: string,
+    final: string,
+  ): Promise<'committed' | 'duplicate' | 'missing'> {
+    const dir = path.dirname(final);
+    const copy = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
+    await fsp.mkdir(dir, { recursive: true });
+    try {
+      await fsp.copyFile(staged, copy, constants.COPYFILE_EXCL);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        try {
+          await fsp.access(staged);
+        } catch {
+          return 'missing';
+        }
+      }
+      await fsp.rm(copy, { force: true });
+      throw err;
+    }
+    try {
+      if (this.fsync) {
+        const fh = await fsp.open(copy, 'r');
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }
+      await fsp.link(copy, final);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      await this.discard(key, attemptId);
+      return 'duplicate';
+    } finally {
+      await fsp.rm(copy, { force: true });
     }
     await this.discard(key, attemptId);
     return 'committed';
@@ -120,17 +181,27 @@ export class FsStore implements Store {
 
   async *list(prefix = ''): AsyncIterable<string> {
     const base = this.pathOf(prefix || '.');
+    // folders by device and inode: a symlinked folder (e.g. out/ on another disk) is walked once
+    const seen = new Set<string>();
     const walk = async function* (dir: string, rel: string): AsyncIterable<string> {
       let entries: import('node:fs').Dirent[];
       try {
+        const st = await fsp.stat(dir);
+        if (seen.has(`${st.dev}:${st.ino}`)) return;
+        seen.add(`${st.dev}:${st.ino}`);
         entries = await fsp.readdir(dir, { withFileTypes: true });
       } catch {
         return;
       }
       for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
-        if (e.name === STAGING_DIR) continue;
+        // the staging folder, and the copies of commits to another filesystem (see commitByCopy)
+        if (e.name === STAGING_DIR || e.name.startsWith(`${STAGING_DIR}.`)) continue;
         const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) yield* walk(path.join(dir, e.name), r);
+        const p = path.join(dir, e.name);
+        const isDir =
+          e.isDirectory() ||
+          (e.isSymbolicLink() && (await fsp.stat(p).catch(() => undefined))?.isDirectory());
+        if (isDir) yield* walk(p, r);
         else yield r;
       }
     };
