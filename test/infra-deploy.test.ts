@@ -187,17 +187,11 @@ describe('named instances keep their image', () => {
         instanceImage(first, 'Instancesheadnode') as object,
         first.Outputs!.HeadNodeImageId && (first.Outputs!.HeadNodeImageId as { Value: unknown }).Value,
       );
-      assert.match(
-        JSON.stringify(instanceImage(first, 'Instancesheadnode')),
-        /"Ref":"SsmParameterValue/,
-      );
+      assert.match(JSON.stringify(instanceImage(first, 'Instancesheadnode')), /"Ref":"SsmParameterValue/);
       assert.equal(instanceImage(next, 'Instancesheadnode'), 'ami-0123456789abcdef0');
       assert.equal((next.Outputs!.HeadNodeImageId as { Value: unknown }).Value, 'ami-0123456789abcdef0');
       assert.equal(instanceImage(next, 'Instancesfixed'), 'ami-0fedcba9876543210');
-      assert.match(
-        JSON.stringify(instanceImage(next, 'Instancesnewone')),
-        /"Ref":"SsmParameterValue/,
-      );
+      assert.match(JSON.stringify(instanceImage(next, 'Instancesnewone')), /"Ref":"SsmParameterValue/);
       // plan says which image each instance runs
       const plan = planCluster(spec);
       assert.match(
