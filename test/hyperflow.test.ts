@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -70,4 +70,91 @@ test('HyperFlow: missing inputs, unset {{vars}} and unsupported functions exit 2
     c.stderr,
     /processes\[26\]\.function: process "sum" uses function "add", which corral does not run/,
   );
+});
+
+/** A workflow of shell processes: each is [name, script, ins, outs]; signals are every name used. */
+function shellWorkflow(
+  name: string,
+  processes: Array<[string, string, string[], string[]]>,
+  ins: string[],
+  outs: string[] = [],
+): string {
+  const names = [...new Set([...ins, ...processes.flatMap(([, , i, o]) => [...i, ...o])])];
+  return JSON.stringify({
+    name,
+    processes: processes.map(([n, sh, i, o]) => ({
+      name: n,
+      function: 'command',
+      type: 'dataflow',
+      config: { executor: { executable: 'sh', args: ['-c', sh] } },
+      ins: i,
+      outs: o,
+    })),
+    signals: names.map((n) => ({ name: n })),
+    ins,
+    outs,
+  });
+}
+
+test('HyperFlow: a workflow input that a process writes is refused at import, and the input is kept', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'input.csv': 'a,b\n1,2\n',
+    'wf.json': shellWorkflow('clobber', [['p', 'exit 1', [], ['input.csv']]], ['input.csv']),
+  });
+  const r = await runCli(['run', 'wf.json'], { cwd: dir });
+  assert.equal(r.code, 2, r.stderr + r.stdout);
+  assert.match(
+    r.stderr,
+    /^corral: error: .*processes\[0\]\.outs\[0\]: process "p" writes "input\.csv", which is a workflow input \(ins\): a failed attempt would delete it \(fix: /m,
+  );
+  assert.equal(readFileSync(path.join(dir, 'input.csv'), 'utf8'), 'a,b\n1,2\n');
+  assert.equal(existsSync(path.join(dir, '.corral')), false, 'nothing created');
+});
+
+test('HyperFlow: an output that names a folder is refused at import; one that turns out a folder fails its attempt', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { 'in.txt': 'x\n' });
+  mkdirSync(path.join(dir, 'sub'));
+  mkdirSync(path.join(dir, 'made'));
+  // known at import: the working directory itself, a trailing slash, a folder that exists
+  for (const [out, what] of [
+    ['sub/..', /writes "sub\/\.\.", which names a folder, not a file/],
+    ['.', /writes "\.", which names a folder, not a file/],
+    ['res/', /writes "res\/", which names a folder, not a file/],
+    ['made', /writes "made", which is a folder in .*, not a file/],
+  ] as const) {
+    writeFiles(dir, { 'wf.json': shellWorkflow('dirs', [['p', 'exit 1', ['in.txt'], [out]]], ['in.txt']) });
+    const r = await runCli(['run', 'wf.json'], { cwd: dir });
+    assert.equal(r.code, 2, `${out}: ${r.stderr}${r.stdout}`);
+    assert.match(r.stderr, what);
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+    assert.equal(existsSync(path.join(dir, '.corral')), false, 'nothing created');
+  }
+  // known only when the process has run: a folder where a file was promised is a failed
+  // attempt with the reason, whether the process succeeded or failed; the rest of the run goes on
+  writeFiles(dir, {
+    'wf.json': shellWorkflow(
+      'dirs',
+      [
+        ['mkdir', 'mkdir -p res && touch res/a', ['in.txt'], ['res']],
+        ['mkdirfail', 'mkdir -p res2; exit 3', ['in.txt'], ['res2']],
+        ['ok', 'cp in.txt ok.txt', ['in.txt'], ['ok.txt']],
+      ],
+      ['in.txt'],
+    ),
+  });
+  const r = await runCli(['run', 'wf.json', '--json'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.counts.done, 1);
+  assert.equal(s.counts.dead, 2);
+  const errors = Object.fromEntries(
+    (s.deadLetters as { key: string; error: string }[]).map((d) => [d.key, d.error]),
+  );
+  assert.match(errors['mkdir/0']!, /succeeded but its output res is a folder, not a file/);
+  assert.match(errors['mkdirfail/0']!, /exited with code 3/);
+  // a failed attempt removes the files it wrote, never a folder
+  assert.ok(statSync(path.join(dir, 'res2')).isDirectory());
+  assert.equal(readFileSync(path.join(dir, 'res/a'), 'utf8'), '');
 });
