@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { runCli, tempDir, writeFiles } from './helpers.js';
+import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 import { inputs, mosaic, N } from './hyperflow-mosaic.js';
 
 for (const form of ['index', 'name'] as const) {
@@ -157,4 +157,75 @@ test('HyperFlow: an output that names a folder is refused at import; one that tu
   // a failed attempt removes the files it wrote, never a folder
   assert.ok(statSync(path.join(dir, 'res2')).isDirectory());
   assert.equal(readFileSync(path.join(dir, 'res/a'), 'utf8'), '');
+});
+
+/** A chain of `n` processes (p0 → p1 → …), each with its own name; the first one fails. */
+function failingChain(n: number): string {
+  return JSON.stringify({
+    name: 'chain',
+    processes: Array.from({ length: n }, (_, i) => ({
+      name: `p${i}`,
+      config: { executor: { executable: 'sh', args: ['-c', i === 0 ? 'exit 1' : `cp s${i} s${i + 1}`] } },
+      ins: [i],
+      outs: [i + 1],
+    })),
+    signals: Array.from({ length: n + 1 }, (_, i) => ({ name: `s${i}` })),
+    ins: [0],
+    outs: [n],
+  });
+}
+
+test('HyperFlow: a failure at the head of 8,000 chained processes skips the rest in linear time', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(8000) });
+  // it took > 10 minutes when each pass over every step passed the failure on one link further
+  const t0 = Date.now();
+  const r = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  const seconds = (Date.now() - t0) / 1000;
+  assert.equal(r.code, 1, `${r.signal ?? ''} after ${seconds} s: ${r.stderr.slice(-500)}`);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.counts.dead, 1);
+  assert.equal(s.counts.skipped, 7999);
+  assert.ok(seconds < 60, `took ${seconds} s`);
+  assert.match(s.failedPaths[0], /^p0\/0 failed → p1\/0 skipped → p2\/0 skipped/);
+});
+
+test('HyperFlow: a SIGTERM while a failure spreads through 8,000 processes ends the run at once; the resume finishes it', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(8000) });
+  const child = startCli(['run', 'wf.json', '--json'], { cwd: dir });
+  t.after(() => child.kill('SIGKILL'));
+  // the head has failed: the coordinator now passes that on down the chain
+  const db = path.join(dir, '.corral/jobs/chain/state.db');
+  await waitFor(
+    () => {
+      if (!existsSync(db)) return false;
+      const d = new Database(db, { readonly: true, fileMustExist: true });
+      try {
+        return (
+          (d.prepare("SELECT count(*) AS n FROM tasks WHERE state = 'dead'").get() as { n: number }).n > 0
+        );
+      } catch {
+        return false; // not planned yet
+      } finally {
+        d.close();
+      }
+    },
+    60_000,
+    20,
+  );
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const r = await child.result;
+  clearTimeout(timer);
+  const seconds = (Date.now() - t0) / 1000;
+  // interrupted (130), or already finished with the failure (1); never killed after a wait
+  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
+  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  assert.equal(again.code, 1, again.stderr.slice(-500));
+  const s = JSON.parse(again.stdout);
+  assert.equal(s.counts.dead, 1);
+  assert.equal(s.counts.skipped, 7999);
 });

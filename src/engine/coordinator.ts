@@ -207,7 +207,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     queue.setMeta('fingerprint', fp);
     queue.setMeta('spec', JSON.stringify(job));
     writeFileSync(paths.jobJson, JSON.stringify(job));
-    const dag = new DagState(queue, job);
+    const dag = new DagState(queue, job, {}, opts.signal);
     const logDag = (ev: DagEvents) => {
       for (const e of ev.expanded)
         log.info(
