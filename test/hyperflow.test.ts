@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -157,6 +157,41 @@ test('HyperFlow: an output that names a folder is refused at import; one that tu
   // a failed attempt removes the files it wrote, never a folder
   assert.ok(statSync(path.join(dir, 'res2')).isDirectory());
   assert.equal(readFileSync(path.join(dir, 'res/a'), 'utf8'), '');
+});
+
+test('HyperFlow: after the state is lost, --fresh runs only the processes whose outputs are not all there', async (t) => {
+  const dir = tempDir(t);
+  // each process notes that it ran; c writes two outputs
+  writeFiles(dir, {
+    'in.txt': 'x\n',
+    'wf.json': shellWorkflow(
+      'again',
+      [
+        ['a', 'echo a >> runs.log; cp in.txt a.txt', ['in.txt'], ['a.txt']],
+        ['b', 'echo b >> runs.log; cp a.txt b.txt', ['a.txt'], ['b.txt']],
+        ['c', 'echo c >> runs.log; cp b.txt c1.txt; cp b.txt c2.txt', ['b.txt'], ['c1.txt', 'c2.txt']],
+        ['d', 'echo d >> runs.log', ['c1.txt'], []],
+      ],
+      ['in.txt'],
+      ['c2.txt'],
+    ),
+  });
+  const runs = () => readFileSync(path.join(dir, 'runs.log'), 'utf8').split('\n').filter(Boolean);
+  const first = await runCli(['run', 'wf.json', '--json'], { cwd: dir });
+  assert.equal(first.code, 0, first.stderr + first.stdout);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd']);
+  // the state is lost: every process with outputs is done without running (d has none: it runs)
+  rmSync(path.join(dir, '.corral'), { recursive: true });
+  const again = await runCli(['run', 'wf.json', '--fresh', '--json'], { cwd: dir });
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal(JSON.parse(again.stdout).counts.done, 4);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd', 'd']);
+  // one of c's two outputs is gone: c runs again, the others do not
+  rmSync(path.join(dir, 'c2.txt'));
+  const third = await runCli(['run', 'wf.json', '--fresh', '--json'], { cwd: dir });
+  assert.equal(third.code, 0, third.stderr + third.stdout);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd', 'd', 'c', 'd']);
+  assert.equal(readFileSync(path.join(dir, 'c2.txt'), 'utf8'), 'x\n');
 });
 
 /** A chain of `n` processes (p0 → p1 → …), each with its own name; the first one fails. */

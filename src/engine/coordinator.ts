@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
@@ -294,6 +294,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     logDag(
       await dag.advance(small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined),
     );
+    if (!resumed && job.format === 'hyperflow') reconcileOuts(queue, dag, job.baseDir, log);
     compute.wake();
 
     let counts = queue.countsSync();
@@ -404,6 +405,37 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
     log.info(
       { event: 'reconciled', found: found.length },
       `${found.length} task(s) already had their output`,
+    );
+  }
+}
+
+/**
+ * A HyperFlow process writes its outputs (`outs`) in place: in a new plan (a first run, or
+ * `--fresh` after the state was lost), a process whose outputs are all there, as files, is done
+ * without running, as a map task whose output is committed.
+ */
+function reconcileOuts(queue: SqliteQueue, dag: DagState, baseDir: string, log: Logger): void {
+  const rows = queue.db
+    .prepare("SELECT id, payload FROM tasks WHERE state IN ('pending', 'blocked')")
+    .all() as { id: number; payload: string }[];
+  const isFile = (f: string) => {
+    try {
+      return statSync(path.resolve(baseDir, f)).isFile();
+    } catch {
+      return false;
+    }
+  };
+  const found = rows
+    .filter((r) => {
+      const outs = (JSON.parse(r.payload) as TaskPayload).outs;
+      return outs !== undefined && outs.length > 0 && outs.every(isFile);
+    })
+    .map((r) => r.id);
+  if (found.length) {
+    dag.markFound(found);
+    log.info(
+      { event: 'reconciled', found: found.length },
+      `${found.length} process(es) already had their outputs`,
     );
   }
 }
