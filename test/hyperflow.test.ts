@@ -194,13 +194,13 @@ test('HyperFlow: after the state is lost, --fresh runs only the processes whose 
   assert.equal(readFileSync(path.join(dir, 'c2.txt'), 'utf8'), 'x\n');
 });
 
-/** A chain of `n` processes (p0 → p1 → …), each with its own name; the first one fails. */
-function failingChain(n: number): string {
+/** A chain of `n` processes (p0 → p1 → …), each with its own name; process `fail` fails. */
+function failingChain(n: number, fail = 0): string {
   return JSON.stringify({
     name: 'chain',
     processes: Array.from({ length: n }, (_, i) => ({
       name: `p${i}`,
-      config: { executor: { executable: 'sh', args: ['-c', i === 0 ? 'exit 1' : `cp s${i} s${i + 1}`] } },
+      config: { executor: { executable: 'sh', args: ['-c', i === fail ? 'exit 1' : `cp s${i} s${i + 1}`] } },
       ins: [i],
       outs: [i + 1],
     })),
@@ -263,4 +263,49 @@ test('HyperFlow: a SIGTERM while a failure spreads through 8,000 processes ends 
   const s = JSON.parse(again.stdout);
   assert.equal(s.counts.dead, 1);
   assert.equal(s.counts.skipped, 7999);
+});
+
+test('HyperFlow: a SIGTERM during the plan of 6,000 processes ends the run; the resume takes the plan up again', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(6000, 3) });
+  const child = startCli(['run', 'wf.json', '--json'], { cwd: dir });
+  t.after(() => child.kill('SIGKILL'));
+  // the plan is written in transactions of 2,000 rows: the first is there
+  const db = path.join(dir, '.corral/jobs/chain/state.db');
+  await waitFor(
+    () => {
+      if (!existsSync(db)) return false;
+      const d = new Database(db, { readonly: true, fileMustExist: true });
+      try {
+        return (d.prepare('SELECT count(*) AS n FROM tasks').get() as { n: number }).n > 0;
+      } catch {
+        return false;
+      } finally {
+        d.close();
+      }
+    },
+    60_000,
+    10,
+  );
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const r = await child.result;
+  clearTimeout(timer);
+  const seconds = (Date.now() - t0) / 1000;
+  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
+  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  // the resume plans the rest once, with every edge: p3 fails and its failure reaches the end
+  const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  assert.equal(again.code, 1, again.stderr.slice(-500));
+  const s = JSON.parse(again.stdout);
+  assert.deepEqual([s.counts.total, s.counts.done, s.counts.dead, s.counts.skipped], [6000, 3, 1, 5996]);
+  const d = new Database(db, { readonly: true });
+  t.after(() => d.close());
+  const viaEdges = d
+    .prepare(
+      "SELECT count(*) AS n FROM tasks WHERE state = 'skipped' AND last_error LIKE 'skipped: needs task %'",
+    )
+    .get() as { n: number };
+  assert.equal(viaEdges.n, 5996, 'every skip passed along an edge');
 });

@@ -291,16 +291,19 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     compute.prestart(early);
     // a small plan's first rows are committed first, and the workers start on them meanwhile
     const c = compute;
-    logDag(
-      await dag.advance(small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined),
+    const planned = await dag.advance(
+      small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined,
     );
-    if (!resumed && job.format === 'hyperflow') reconcileOuts(queue, dag, job.baseDir, log);
+    logDag(planned);
+    // no process has run since a HyperFlow plan: what is there is from before it
+    if (job.format === 'hyperflow' && planned.expanded.length > 0)
+      reconcileOuts(queue, dag, job.baseDir, log);
     compute.wake();
 
     let counts = queue.countsSync();
     const remaining = counts.pending + counts.leased + counts.blocked;
     const workers = Math.max(early, Math.min(concurrency, remaining));
-    await compute.scaleTo(workers);
+    if (!opts.signal?.aborted) await compute.scaleTo(workers);
     compute.discardSpare();
 
     const tick = opts.tickMs ?? 200;
@@ -412,7 +415,8 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
 /**
  * A HyperFlow process writes its outputs (`outs`) in place: in a new plan (a first run, or
  * `--fresh` after the state was lost), a process whose outputs are all there, as files, is done
- * without running, as a map task whose output is committed.
+ * without running, as a map task whose output is committed. Not on resume of a planned
+ * workflow: a process killed mid-run may have left partial outputs there.
  */
 function reconcileOuts(queue: SqliteQueue, dag: DagState, baseDir: string, log: Logger): void {
   const rows = queue.db

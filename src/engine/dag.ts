@@ -152,21 +152,55 @@ export class DagState {
     return (this.unsatisfiedStmt.all(step) as { needs: string }[]).map((r) => r.needs);
   }
 
-  /** Plans every process of a HyperFlow workflow at once, with an edge per signal between processes. */
-  private expandHyperflow(): void {
+  /**
+   * Plans every process of a HyperFlow workflow, with an edge per signal between processes, in
+   * transactions of PROPAGATE_BATCH rows with the event loop served between them (a SIGTERM is
+   * answered during the plan of a big workflow). The steps are marked expanded in the last one, so
+   * a plan cut short by an abort is taken up again on resume: the rows it wrote are kept, its edges
+   * written again. Returns false when aborted before the end. No worker claims meanwhile: they
+   * are woken once the first pass is over.
+   */
+  private async expandHyperflow(): Promise<boolean> {
+    if (this.signal?.aborted) return false;
     const tasks = this.job.hyperflow ?? [];
     const steps = this.steps;
+    const written = new Map(
+      (this.db.prepare('SELECT id, key FROM tasks').all() as { id: number; key: string }[]).map((r) => [
+        r.key,
+        r.id,
+      ]),
+    );
+    const ids: number[] = new Array(tasks.length);
+    const inBatches = async (body: (from: number, to: number) => void): Promise<boolean> => {
+      for (let from = 0; from < tasks.length; from += PROPAGATE_BATCH) {
+        if (this.signal?.aborted) return false;
+        this.db.transaction(() => body(from, Math.min(tasks.length, from + PROPAGATE_BATCH)))();
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      return true;
+    };
+    const rows = await inBatches((from, to) => {
+      for (let k = from; k < to; k++) {
+        const t = tasks[k]!;
+        const st = steps.get(t.step)!;
+        ids[k] =
+          written.get(this.keyOf(st.name, t.payload.i)) ?? this.insertRow(st, t.payload, t.after.length);
+      }
+    });
+    if (!rows) return false;
+    // the edges of a plan cut short are written again (a HyperFlow job has no other edges)
+    if (written.size > 0) this.db.prepare('DELETE FROM deps').run();
     const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
+    const edges = await inBatches((from, to) => {
+      for (let k = from; k < to; k++) for (const a of tasks[k]!.after) edge.run(ids[a]!, ids[k]!);
+    });
+    if (!edges) return false;
     this.db.transaction(() => {
-      const ids: number[] = [];
-      for (const t of tasks) ids.push(this.insertRow(steps.get(t.step)!, t.payload, t.after.length));
-      tasks.forEach((t, k) => {
-        for (const a of t.after) edge.run(ids[a]!, ids[k]!);
-      });
       const perStep = new Map<string, number>();
       for (const t of tasks) perStep.set(t.step, (perStep.get(t.step) ?? 0) + 1);
       for (const st of this.job.steps) this.setStepState(st.name, 'expanded', perStep.get(st.name) ?? 0);
     })();
+    return true;
   }
 
   /** The early start asked of the current `advance`, until the first file map takes it. */
@@ -175,7 +209,7 @@ export class DagState {
   /** Expands a step if its inputs are known; returns undefined when it must wait. */
   private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
     if (this.job.format === 'hyperflow') {
-      this.expandHyperflow();
+      if (!(await this.expandHyperflow())) return undefined;
       return { tasks: this.job.hyperflow?.filter((t) => t.step === st.name).length ?? 0 };
     }
     const src = st.map?.outputsOf;
