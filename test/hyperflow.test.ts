@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
-import { runCli, tempDir, writeFiles } from './helpers.js';
+import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 import { inputs, mosaic, N } from './hyperflow-mosaic.js';
 
 for (const form of ['index', 'name'] as const) {
@@ -70,4 +70,242 @@ test('HyperFlow: missing inputs, unset {{vars}} and unsupported functions exit 2
     c.stderr,
     /processes\[26\]\.function: process "sum" uses function "add", which corral does not run/,
   );
+});
+
+/** A workflow of shell processes: each is [name, script, ins, outs]; signals are every name used. */
+function shellWorkflow(
+  name: string,
+  processes: Array<[string, string, string[], string[]]>,
+  ins: string[],
+  outs: string[] = [],
+): string {
+  const names = [...new Set([...ins, ...processes.flatMap(([, , i, o]) => [...i, ...o])])];
+  return JSON.stringify({
+    name,
+    processes: processes.map(([n, sh, i, o]) => ({
+      name: n,
+      function: 'command',
+      type: 'dataflow',
+      config: { executor: { executable: 'sh', args: ['-c', sh] } },
+      ins: i,
+      outs: o,
+    })),
+    signals: names.map((n) => ({ name: n })),
+    ins,
+    outs,
+  });
+}
+
+test('HyperFlow: a workflow input that a process writes is refused at import, and the input is kept', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'input.csv': 'a,b\n1,2\n',
+    'wf.json': shellWorkflow('clobber', [['p', 'exit 1', [], ['input.csv']]], ['input.csv']),
+  });
+  const r = await runCli(['run', 'wf.json'], { cwd: dir });
+  assert.equal(r.code, 2, r.stderr + r.stdout);
+  assert.match(
+    r.stderr,
+    /^corral: error: .*processes\[0\]\.outs\[0\]: process "p" writes "input\.csv", which is a workflow input \(ins\): a failed attempt would delete it \(fix: /m,
+  );
+  assert.equal(readFileSync(path.join(dir, 'input.csv'), 'utf8'), 'a,b\n1,2\n');
+  assert.equal(existsSync(path.join(dir, '.corral')), false, 'nothing created');
+});
+
+test('HyperFlow: an output that names a folder is refused at import; one that turns out a folder fails its attempt', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { 'in.txt': 'x\n' });
+  mkdirSync(path.join(dir, 'sub'));
+  mkdirSync(path.join(dir, 'made'));
+  // known at import: the working directory itself, a trailing slash, a folder that exists
+  for (const [out, what] of [
+    ['sub/..', /writes "sub\/\.\.", which names a folder, not a file/],
+    ['.', /writes "\.", which names a folder, not a file/],
+    ['res/', /writes "res\/", which names a folder, not a file/],
+    ['made', /writes "made", which is a folder in .*, not a file/],
+  ] as const) {
+    writeFiles(dir, { 'wf.json': shellWorkflow('dirs', [['p', 'exit 1', ['in.txt'], [out]]], ['in.txt']) });
+    const r = await runCli(['run', 'wf.json'], { cwd: dir });
+    assert.equal(r.code, 2, `${out}: ${r.stderr}${r.stdout}`);
+    assert.match(r.stderr, what);
+    assert.doesNotMatch(r.stderr, /internal error|\n\s+at /);
+    assert.equal(existsSync(path.join(dir, '.corral')), false, 'nothing created');
+  }
+  // known only when the process has run: a folder where a file was promised is a failed
+  // attempt with the reason, whether the process succeeded or failed; the rest of the run goes on
+  writeFiles(dir, {
+    'wf.json': shellWorkflow(
+      'dirs',
+      [
+        ['mkdir', 'mkdir -p res && touch res/a', ['in.txt'], ['res']],
+        ['mkdirfail', 'mkdir -p res2; exit 3', ['in.txt'], ['res2']],
+        ['ok', 'cp in.txt ok.txt', ['in.txt'], ['ok.txt']],
+      ],
+      ['in.txt'],
+    ),
+  });
+  const r = await runCli(['run', 'wf.json', '--json'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.counts.done, 1);
+  assert.equal(s.counts.dead, 2);
+  const errors = Object.fromEntries(
+    (s.deadLetters as { key: string; error: string }[]).map((d) => [d.key, d.error]),
+  );
+  assert.match(errors['mkdir/0']!, /succeeded but its output res is a folder, not a file/);
+  assert.match(errors['mkdirfail/0']!, /exited with code 3/);
+  // a failed attempt removes the files it wrote, never a folder
+  assert.ok(statSync(path.join(dir, 'res2')).isDirectory());
+  assert.equal(readFileSync(path.join(dir, 'res/a'), 'utf8'), '');
+});
+
+test('HyperFlow: after the state is lost, --fresh runs only the processes whose outputs are not all there', async (t) => {
+  const dir = tempDir(t);
+  // each process notes that it ran; c writes two outputs
+  writeFiles(dir, {
+    'in.txt': 'x\n',
+    'wf.json': shellWorkflow(
+      'again',
+      [
+        ['a', 'echo a >> runs.log; cp in.txt a.txt', ['in.txt'], ['a.txt']],
+        ['b', 'echo b >> runs.log; cp a.txt b.txt', ['a.txt'], ['b.txt']],
+        ['c', 'echo c >> runs.log; cp b.txt c1.txt; cp b.txt c2.txt', ['b.txt'], ['c1.txt', 'c2.txt']],
+        ['d', 'echo d >> runs.log', ['c1.txt'], []],
+      ],
+      ['in.txt'],
+      ['c2.txt'],
+    ),
+  });
+  const runs = () => readFileSync(path.join(dir, 'runs.log'), 'utf8').split('\n').filter(Boolean);
+  const first = await runCli(['run', 'wf.json', '--json'], { cwd: dir });
+  assert.equal(first.code, 0, first.stderr + first.stdout);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd']);
+  // the state is lost: every process with outputs is done without running (d has none: it runs)
+  rmSync(path.join(dir, '.corral'), { recursive: true });
+  const again = await runCli(['run', 'wf.json', '--fresh', '--json'], { cwd: dir });
+  assert.equal(again.code, 0, again.stderr + again.stdout);
+  assert.equal(JSON.parse(again.stdout).counts.done, 4);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd', 'd']);
+  // one of c's two outputs is gone: c runs again, the others do not
+  rmSync(path.join(dir, 'c2.txt'));
+  const third = await runCli(['run', 'wf.json', '--fresh', '--json'], { cwd: dir });
+  assert.equal(third.code, 0, third.stderr + third.stdout);
+  assert.deepEqual(runs(), ['a', 'b', 'c', 'd', 'd', 'c', 'd']);
+  assert.equal(readFileSync(path.join(dir, 'c2.txt'), 'utf8'), 'x\n');
+});
+
+/** A chain of `n` processes (p0 → p1 → …), each with its own name; process `fail` fails. */
+function failingChain(n: number, fail = 0): string {
+  return JSON.stringify({
+    name: 'chain',
+    processes: Array.from({ length: n }, (_, i) => ({
+      name: `p${i}`,
+      config: { executor: { executable: 'sh', args: ['-c', i === fail ? 'exit 1' : `cp s${i} s${i + 1}`] } },
+      ins: [i],
+      outs: [i + 1],
+    })),
+    signals: Array.from({ length: n + 1 }, (_, i) => ({ name: `s${i}` })),
+    ins: [0],
+    outs: [n],
+  });
+}
+
+test('HyperFlow: a failure at the head of 8,000 chained processes skips the rest in linear time', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(8000) });
+  // it took > 10 minutes when each pass over every step passed the failure on one link further
+  const t0 = Date.now();
+  const r = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  const seconds = (Date.now() - t0) / 1000;
+  assert.equal(r.code, 1, `${r.signal ?? ''} after ${seconds} s: ${r.stderr.slice(-500)}`);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.counts.dead, 1);
+  assert.equal(s.counts.skipped, 7999);
+  assert.ok(seconds < 60, `took ${seconds} s`);
+  assert.match(s.failedPaths[0], /^p0\/0 failed → p1\/0 skipped → p2\/0 skipped/);
+});
+
+test('HyperFlow: a SIGTERM while a failure spreads through 8,000 processes ends the run at once; the resume finishes it', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(8000) });
+  const child = startCli(['run', 'wf.json', '--json'], { cwd: dir });
+  t.after(() => child.kill('SIGKILL'));
+  // the head has failed: the coordinator now passes that on down the chain
+  const db = path.join(dir, '.corral/jobs/chain/state.db');
+  await waitFor(
+    () => {
+      if (!existsSync(db)) return false;
+      const d = new Database(db, { readonly: true, fileMustExist: true });
+      try {
+        return (
+          (d.prepare("SELECT count(*) AS n FROM tasks WHERE state = 'dead'").get() as { n: number }).n > 0
+        );
+      } catch {
+        return false; // not planned yet
+      } finally {
+        d.close();
+      }
+    },
+    60_000,
+    20,
+  );
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const r = await child.result;
+  clearTimeout(timer);
+  const seconds = (Date.now() - t0) / 1000;
+  // interrupted (130), or already finished with the failure (1); never killed after a wait
+  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
+  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  assert.equal(again.code, 1, again.stderr.slice(-500));
+  const s = JSON.parse(again.stdout);
+  assert.equal(s.counts.dead, 1);
+  assert.equal(s.counts.skipped, 7999);
+});
+
+test('HyperFlow: a SIGTERM during the plan of 6,000 processes ends the run; the resume takes the plan up again', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, { s0: 'x\n', 'wf.json': failingChain(6000, 3) });
+  const child = startCli(['run', 'wf.json', '--json'], { cwd: dir });
+  t.after(() => child.kill('SIGKILL'));
+  // the plan is written in transactions of 2,000 rows: the first is there
+  const db = path.join(dir, '.corral/jobs/chain/state.db');
+  await waitFor(
+    () => {
+      if (!existsSync(db)) return false;
+      const d = new Database(db, { readonly: true, fileMustExist: true });
+      try {
+        return (d.prepare('SELECT count(*) AS n FROM tasks').get() as { n: number }).n > 0;
+      } catch {
+        return false;
+      } finally {
+        d.close();
+      }
+    },
+    60_000,
+    10,
+  );
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const r = await child.result;
+  clearTimeout(timer);
+  const seconds = (Date.now() - t0) / 1000;
+  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
+  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  // the resume plans the rest once, with every edge: p3 fails and its failure reaches the end
+  const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
+  assert.equal(again.code, 1, again.stderr.slice(-500));
+  const s = JSON.parse(again.stdout);
+  assert.deepEqual([s.counts.total, s.counts.done, s.counts.dead, s.counts.skipped], [6000, 3, 1, 5996]);
+  const d = new Database(db, { readonly: true });
+  t.after(() => d.close());
+  const viaEdges = d
+    .prepare(
+      "SELECT count(*) AS n FROM tasks WHERE state = 'skipped' AND last_error LIKE 'skipped: needs task %'",
+    )
+    .get() as { n: number };
+  assert.equal(viaEdges.n, 5996, 'every skip passed along an edge');
 });

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
@@ -207,7 +207,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     queue.setMeta('fingerprint', fp);
     queue.setMeta('spec', JSON.stringify(job));
     writeFileSync(paths.jobJson, JSON.stringify(job));
-    const dag = new DagState(queue, job, { stamp: true });
+    const dag = new DagState(queue, job, { stamp: true }, opts.signal);
     const logDag = (ev: DagEvents) => {
       for (const e of ev.expanded)
         log.info(
@@ -291,15 +291,19 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     compute.prestart(early);
     // a small plan's first rows are committed first, and the workers start on them meanwhile
     const c = compute;
-    logDag(
-      await dag.advance(small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined),
+    const planned = await dag.advance(
+      small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined,
     );
+    logDag(planned);
+    // no process has run since a HyperFlow plan: what is there is from before it
+    if (job.format === 'hyperflow' && planned.expanded.length > 0)
+      reconcileOuts(queue, dag, job.baseDir, log);
     compute.wake();
 
     let counts = queue.countsSync();
     const remaining = counts.pending + counts.leased + counts.blocked;
     const workers = Math.max(early, Math.min(concurrency, remaining));
-    await compute.scaleTo(workers);
+    if (!opts.signal?.aborted) await compute.scaleTo(workers);
     compute.discardSpare();
 
     const tick = opts.tickMs ?? 200;
@@ -405,6 +409,38 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
     log.info(
       { event: 'reconciled', found: found.length },
       `${found.length} task(s) already had their output`,
+    );
+  }
+}
+
+/**
+ * A HyperFlow process writes its outputs (`outs`) in place: in a new plan (a first run, or
+ * `--fresh` after the state was lost), a process whose outputs are all there, as files, is done
+ * without running, as a map task whose output is committed. Not on resume of a planned
+ * workflow: a process killed mid-run may have left partial outputs there.
+ */
+function reconcileOuts(queue: SqliteQueue, dag: DagState, baseDir: string, log: Logger): void {
+  const rows = queue.db
+    .prepare("SELECT id, payload FROM tasks WHERE state IN ('pending', 'blocked')")
+    .all() as { id: number; payload: string }[];
+  const isFile = (f: string) => {
+    try {
+      return statSync(path.resolve(baseDir, f)).isFile();
+    } catch {
+      return false;
+    }
+  };
+  const found = rows
+    .filter((r) => {
+      const outs = (JSON.parse(r.payload) as TaskPayload).outs;
+      return outs !== undefined && outs.length > 0 && outs.every(isFile);
+    })
+    .map((r) => r.id);
+  if (found.length) {
+    dag.markFound(found);
+    log.info(
+      { event: 'reconciled', found: found.length },
+      `${found.length} process(es) already had their outputs`,
     );
   }
 }

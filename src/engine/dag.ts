@@ -24,6 +24,12 @@ export interface EarlyStart {
   readonly onCommitted: () => void;
 }
 
+/**
+ * Tasks whose failure is passed on per transaction; between two transactions the event loop
+ * runs, so that a long propagation (a chain of thousands) never keeps a signal from being answered.
+ */
+const PROPAGATE_BATCH = 2000;
+
 /** A step's readiness to be expanded into tasks. */
 type StepState = 'waiting' | 'expanded' | 'skipped';
 
@@ -51,6 +57,8 @@ export class DagState {
     private readonly job: LoadedJob,
     /** How file maps are listed (an S3 client for `s3://` inputs on a cluster). @default {} */
     private readonly expand: ExpandOptions = {},
+    /** Aborting ends a pass early (between two transactions); the next pass goes on from there. */
+    private readonly signal?: AbortSignal,
   ) {
     this.db = queue.db;
     this.steps = new Map(job.steps.map((s) => [s.name, s]));
@@ -61,10 +69,12 @@ export class DagState {
     return this.job.spec.tasks && step === MAP_STEP ? String(i) : `${step}/${i}`;
   }
 
+  /** Prepared once: every pass asks it of every step (a HyperFlow workflow has a step per process name). */
+  private stepStateStmt: Database.Statement | undefined;
+
   private stepState(name: string): StepState | undefined {
-    return (
-      this.db.prepare('SELECT state FROM steps WHERE name = ?').get(name) as { state: StepState } | undefined
-    )?.state;
+    this.stepStateStmt ??= this.db.prepare('SELECT state FROM steps WHERE name = ?');
+    return (this.stepStateStmt.get(name) as { state: StepState } | undefined)?.state;
   }
 
   private setStepState(name: string, state: StepState, tasks = 0): void {
@@ -100,10 +110,11 @@ export class DagState {
   async advance(early?: EarlyStart): Promise<DagEvents> {
     this.early = early;
     const ev: DagEvents = { expanded: [], skipped: [], released: [] };
-    for (let changed = true; changed; ) {
+    for (let changed = true; changed && !this.signal?.aborted; ) {
       changed = false;
-      changed = this.propagateFailures() > 0 || changed;
-      for (const st of this.job.steps) {
+      changed = (await this.propagateFailures()) > 0 || changed;
+      // a planned HyperFlow workflow has no step left to expand nor barrier to release
+      for (const st of this.job.format === 'hyperflow' && this.allExpanded() ? [] : this.job.steps) {
         const state = this.stepState(st.name);
         if (state === undefined) {
           const r = await this.tryExpand(st);
@@ -134,29 +145,62 @@ export class DagState {
     return ev;
   }
 
+  private unsatisfiedStmt: Database.Statement | undefined;
+
   private unsatisfied(step: string): string[] {
-    return (
-      this.db.prepare('SELECT needs FROM step_deps WHERE step = ? AND satisfied = 0').all(step) as {
-        needs: string;
-      }[]
-    ).map((r) => r.needs);
+    this.unsatisfiedStmt ??= this.db.prepare('SELECT needs FROM step_deps WHERE step = ? AND satisfied = 0');
+    return (this.unsatisfiedStmt.all(step) as { needs: string }[]).map((r) => r.needs);
   }
 
-  /** Plans every process of a HyperFlow workflow at once, with an edge per signal between processes. */
-  private expandHyperflow(): void {
+  /**
+   * Plans every process of a HyperFlow workflow, with an edge per signal between processes, in
+   * transactions of PROPAGATE_BATCH rows with the event loop served between them (a SIGTERM is
+   * answered during the plan of a big workflow). The steps are marked expanded in the last one, so
+   * a plan cut short by an abort is taken up again on resume: the rows it wrote are kept, its edges
+   * written again. Returns false when aborted before the end. No worker claims meanwhile: they
+   * are woken once the first pass is over.
+   */
+  private async expandHyperflow(): Promise<boolean> {
+    if (this.signal?.aborted) return false;
     const tasks = this.job.hyperflow ?? [];
     const steps = this.steps;
-    const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
-    this.db.transaction(() => {
-      const ids: number[] = [];
-      for (const t of tasks) ids.push(this.insertRow(steps.get(t.step)!, t.payload, t.after.length));
-      tasks.forEach((t, k) => {
-        for (const a of t.after) edge.run(ids[a]!, ids[k]!);
-      });
-      for (const st of this.job.steps) {
-        this.setStepState(st.name, 'expanded', tasks.filter((t) => t.step === st.name).length);
+    const written = new Map(
+      (this.db.prepare('SELECT id, key FROM tasks').all() as { id: number; key: string }[]).map((r) => [
+        r.key,
+        r.id,
+      ]),
+    );
+    const ids: number[] = new Array(tasks.length);
+    const inBatches = async (body: (from: number, to: number) => void): Promise<boolean> => {
+      for (let from = 0; from < tasks.length; from += PROPAGATE_BATCH) {
+        if (this.signal?.aborted) return false;
+        this.db.transaction(() => body(from, Math.min(tasks.length, from + PROPAGATE_BATCH)))();
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
+      return true;
+    };
+    const rows = await inBatches((from, to) => {
+      for (let k = from; k < to; k++) {
+        const t = tasks[k]!;
+        const st = steps.get(t.step)!;
+        ids[k] =
+          written.get(this.keyOf(st.name, t.payload.i)) ?? this.insertRow(st, t.payload, t.after.length);
+      }
+    });
+    if (!rows) return false;
+    // the edges of a plan cut short are written again (a HyperFlow job has no other edges)
+    if (written.size > 0) this.db.prepare('DELETE FROM deps').run();
+    const edge = this.db.prepare('INSERT INTO deps (task_id, dependent_id) VALUES (?, ?)');
+    const edges = await inBatches((from, to) => {
+      for (let k = from; k < to; k++) for (const a of tasks[k]!.after) edge.run(ids[a]!, ids[k]!);
+    });
+    if (!edges) return false;
+    this.db.transaction(() => {
+      const perStep = new Map<string, number>();
+      for (const t of tasks) perStep.set(t.step, (perStep.get(t.step) ?? 0) + 1);
+      for (const st of this.job.steps) this.setStepState(st.name, 'expanded', perStep.get(st.name) ?? 0);
     })();
+    return true;
   }
 
   /** The early start asked of the current `advance`, until the first file map takes it. */
@@ -165,7 +209,7 @@ export class DagState {
   /** Expands a step if its inputs are known; returns undefined when it must wait. */
   private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
     if (this.job.format === 'hyperflow') {
-      this.expandHyperflow();
+      if (!(await this.expandHyperflow())) return undefined;
       return { tasks: this.job.hyperflow?.filter((t) => t.step === st.name).length ?? 0 };
     }
     const src = st.map?.outputsOf;
@@ -439,43 +483,76 @@ export class DagState {
 
   /**
    * Dead and skipped tasks pass their fate along task edges: dependents are skipped, or, below a
-   * step with `continueOnFailure`, released as if the input were done (it is just missing).
+   * step with `continueOnFailure`, released as if the input were done (it is just missing). A
+   * skipped dependent passes its fate on in the same pass, so a chain of N tasks takes one pass
+   * (not N passes over every step); the work is split into transactions of PROPAGATE_BATCH tasks
+   * with the event loop served between them, and an abort stops it between two (the rest is
+   * still marked to pass on, and the next pass goes on from there).
    */
-  private propagateFailures(): number {
-    const rows = this.db
-      .prepare(
-        "SELECT id, key, step, state FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT 10000",
-      )
-      .all() as { id: number; key: string; step: string; state: string }[];
-    if (rows.length === 0) return 0;
-    const mark = this.db.prepare('UPDATE tasks SET propagated = 1 WHERE id = ?');
-    const skip = this.db.prepare(
-      `UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ?
-       WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?) AND state IN ('blocked', 'pending')`,
-    );
-    this.db.transaction(() => {
-      for (const r of rows) {
+  private async propagateFailures(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = this.propagateBatch();
+      total += n;
+      if (n === 0 || this.signal?.aborted) return total;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private propagateStmts:
+    | { select: Database.Statement; mark: Database.Statement; skip: Database.Statement }
+    | undefined;
+
+  /** Passes on the fate of up to PROPAGATE_BATCH dead or skipped tasks, in one transaction. */
+  private propagateBatch(): number {
+    this.propagateStmts ??= {
+      select: this.db.prepare(
+        "SELECT id, key, step, state FROM tasks WHERE state IN ('dead', 'skipped') AND propagated = 0 LIMIT ?",
+      ),
+      mark: this.db.prepare('UPDATE tasks SET propagated = 1 WHERE id = ?'),
+      skip: this.db.prepare(
+        `UPDATE tasks SET state = 'skipped', last_error = ?, finished_at = ?
+         WHERE id IN (SELECT dependent_id FROM deps WHERE task_id = ?) AND state IN ('blocked', 'pending')
+         RETURNING id, key, step, state`,
+      ),
+    };
+    const { select, mark, skip } = this.propagateStmts;
+    type Row = { id: number; key: string; step: string; state: string };
+    return this.db.transaction(() => {
+      const work = select.all(PROPAGATE_BATCH) as Row[];
+      let n = 0;
+      // what this batch skips is passed on in it too, up to the batch size; the rest stays
+      // unpropagated and the next batch selects it
+      while (work.length > 0 && n < PROPAGATE_BATCH) {
+        const r = work.pop()!;
         if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure)
           this.queue.releaseDependents(r.id);
         else
-          skip.run(
-            `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
-            Date.now(),
-            r.id,
+          work.push(
+            ...(skip.all(
+              `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
+              Date.now(),
+              r.id,
+            ) as Row[]),
           );
         mark.run(r.id);
+        n++;
       }
+      return n;
     })();
-    return rows.length;
   }
 
   /** Every step expanded or skipped. */
   allExpanded(): boolean {
-    return this.job.steps.every((s) => {
+    // once true, for good: a step is never planned again
+    this.expandedAll ||= this.job.steps.every((s) => {
       const st = this.stepState(s.name);
       return st === 'expanded' || st === 'skipped';
     });
+    return this.expandedAll;
   }
+
+  private expandedAll = false;
 
   /** Steps that were skipped whole (never expanded) because a step they need failed. */
   skippedSteps(): string[] {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { existsSync, rmSync } from 'node:fs';
+import { lstatSync, rmSync, type Stats, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -423,6 +423,9 @@ export class WorkerAgent {
       if (key !== undefined) await store.discard(key, attemptId);
       return { ok: false, cancelled: true, startedAt };
     }
+    // what a process that writes in place (HyperFlow) finds at its outputs, so that a failed
+    // attempt removes only what it wrote
+    const outsBefore = p.outs?.map((f) => statOf(path.resolve(baseDir, f), lstatSync));
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }
@@ -501,13 +504,17 @@ export class WorkerAgent {
       if (during) r = { ok: false, error: during };
     }
     if (r.ok && p.outs) {
-      // a process that writes in place (HyperFlow) must have written every one of its outputs
-      const missing = p.outs.filter((f) => !existsSync(path.resolve(baseDir, f)));
+      // a process that writes in place (HyperFlow) must have written every one of its outputs, as files
+      const found = p.outs.map((f) => statOf(path.resolve(baseDir, f), statSync));
+      const missing = p.outs.filter((_f, k) => found[k] === undefined);
+      const folders = p.outs.filter((_f, k) => found[k]?.isDirectory());
       if (missing.length) r = { ok: false, error: `succeeded but did not write ${missing.join(', ')}` };
+      else if (folders.length)
+        r = { ok: false, error: `succeeded but its output ${folders.join(', ')} is a folder, not a file` };
     }
     if (!r.ok) {
       log.write(`corral: attempt failed: ${r.error}\n`);
-      for (const f of p.outs ?? []) rmSync(path.resolve(baseDir, f), { force: true });
+      if (p.outs) removeWritten(p.outs, outsBefore!, baseDir, log);
     }
     log.close();
     if (!r.ok) {
@@ -535,6 +542,40 @@ export class WorkerAgent {
     }
     return { ok: true, outcome: c, startedAt };
   }
+}
+
+/** A path's stats (`lstatSync` or `statSync`), or undefined when there is nothing there. */
+function statOf(p: string, stat: typeof lstatSync): Stats | undefined {
+  try {
+    return stat(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * After a failed attempt of a process that writes in place: removes the outputs it wrote (a
+ * partial output must not pass for a result), but no file it left as it was, and never a folder.
+ * A file that cannot be removed is noted in the task's log; it does not stop the worker.
+ */
+function removeWritten(
+  outs: readonly string[],
+  before: ReadonlyArray<Stats | undefined>,
+  baseDir: string,
+  log: TaskLog,
+): void {
+  outs.forEach((f, k) => {
+    const file = path.resolve(baseDir, f);
+    const now = statOf(file, lstatSync);
+    if (now === undefined || now.isDirectory()) return;
+    const was = before[k];
+    if (was && was.ino === now.ino && was.size === now.size && was.mtimeMs === now.mtimeMs) return;
+    try {
+      rmSync(file, { force: true });
+    } catch (err) {
+      log.write(`corral: could not remove the partial output ${f}: ${(err as Error).message}\n`);
+    }
+  });
 }
 
 /** CORRAL_INPUT_NAME for input.name, and so on (a handful of names, each made once). */

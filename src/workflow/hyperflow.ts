@@ -1,9 +1,10 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TaskPayload } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
 import { findCycle, type JobSpec, type LoadedJob, retriesSchema, type StepDef } from '../spec/job.js';
+import { RESERVED_DIRS } from '../spec/limits.js';
 
 /** HyperFlow process functions that run `config.executor` as a command; corral runs them all locally or on its workers. */
 export const COMMAND_FUNCTIONS = new Set([
@@ -98,7 +99,7 @@ export function importHyperflow(
         file,
       );
     }
-    return { name: norm, hasData: s.data !== undefined };
+    return { name: norm, raw: name, hasData: s.data !== undefined };
   });
   const byName = new Map(signals.map((s, i) => [s.name, i]));
   const sigRef = (ref: unknown, where: string): number => {
@@ -117,7 +118,14 @@ export function importHyperflow(
 
   const procs = (Array.isArray(d.processes) ? d.processes : d.tasks) as RawProcess[];
   const listKey = Array.isArray(d.processes) ? 'processes' : 'tasks';
+  const wfIns = (Array.isArray(d.ins) ? d.ins : []).map((r, k) => sigRef(r, `ins[${k}]`));
+  const wfInSet = new Set(wfIns);
   const producer = new Map<number, number>();
+  /** Refuses a process output that cannot be a file the process writes in place (see checkOutput). */
+  const checkOutput = (o: number, where: string, name: string) => {
+    const why = unwritableOutput(signals[o]!, wfInSet.has(o), workdir);
+    if (why) throw new UsageError(where, `process "${name}" ${why.problem}`, why.fix, file);
+  };
   const parsed = procs.map((p, i) => {
     const at = `${listKey}[${i}]`;
     const name = typeof p?.name === 'string' && p.name ? p.name : `process-${i}`;
@@ -155,6 +163,7 @@ export function importHyperflow(
     ];
     const ins = (Array.isArray(p.ins) ? p.ins : []).map((r, k) => sigRef(r, `${at}.ins[${k}]`));
     const outs = (Array.isArray(p.outs) ? p.outs : []).map((r, k) => sigRef(r, `${at}.outs[${k}]`));
+    for (const [k, o] of outs.entries()) checkOutput(o, `${at}.outs[${k}]`, name);
     for (const o of outs) {
       const other = producer.get(o);
       if (other !== undefined && other !== i) {
@@ -171,7 +180,6 @@ export function importHyperflow(
   });
 
   // inputs nobody produces must be there before the run starts
-  const wfIns = (Array.isArray(d.ins) ? d.ins : []).map((r, k) => sigRef(r, `ins[${k}]`));
   const needed = new Set<number>(wfIns);
   for (const p of parsed) for (const s of p.ins) if (!producer.has(s)) needed.add(s);
   const missing = [...needed].filter(
@@ -250,4 +258,45 @@ export function importHyperflow(
     hyperflow,
     outs: (Array.isArray(d.outs) ? d.outs : []).map((r, k) => signals[sigRef(r, `outs[${k}]`)]!.name),
   } as LoadedJob & { hyperflow: HyperflowTask[] };
+}
+
+/**
+ * Why a signal cannot be a process's output, or undefined when it can: a process writes its
+ * outputs in place and a failed attempt removes what it wrote, so an output must be a file of the
+ * working directory that is not a workflow input (a failed attempt would delete the user's input),
+ * not a folder (`.`, `sub/..`, `out/`, or a folder that exists) and not inside corral's own folders.
+ */
+function unwritableOutput(
+  sig: { name: string; raw: string },
+  isWorkflowInput: boolean,
+  workdir: string,
+): { problem: string; fix: string } | undefined {
+  if (isWorkflowInput)
+    return {
+      problem: `writes "${sig.name}", which is a workflow input (ins): a failed attempt would delete it`,
+      fix: 'give the output its own name, or remove the signal from the workflow ins',
+    };
+  if (sig.name === '.' || sig.name.endsWith('/') || /(^|\/)\.\.?\/*$/.test(sig.raw))
+    return {
+      problem: `writes "${sig.raw}", which names a folder, not a file`,
+      fix: 'name the file the process writes, e.g. out/result.txt',
+    };
+  const top = sig.name.split('/')[0]!;
+  if (RESERVED_DIRS.includes(top))
+    return {
+      problem: `writes "${sig.name}", inside ${top}, corral's own folder (its files are removed at the end of a run)`,
+      fix: 'write outputs below another folder',
+    };
+  let isDir = false;
+  try {
+    isDir = statSync(path.join(workdir, sig.name)).isDirectory();
+  } catch {
+    // not there yet (or unreadable): the process makes it
+  }
+  if (isDir)
+    return {
+      problem: `writes "${sig.name}", which is a folder in ${workdir}, not a file`,
+      fix: 'name the file the process writes, or remove the folder',
+    };
+  return undefined;
 }
