@@ -223,6 +223,7 @@ export class DagState {
   }
 
   private insertStmt: Database.Statement | undefined;
+  private insertAgainStmt: Database.Statement | undefined;
 
   private insertRow(st: StepDef, p: TaskPayload, depsLeft: number): number {
     // prepared once: a million-task map inserts through it a million times
@@ -320,10 +321,25 @@ export class DagState {
     let n = 0;
     // after an early start the workers claim meanwhile: shorter transactions keep them waiting less
     let smallRest = false;
+    // a plan cut short (kill -9) left some of these rows without marking the step expanded: the
+    // next run plans the step again, and the rows it finds are kept as they are (done or not)
+    this.insertAgainStmt ??= this.db.prepare(
+      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
+    );
+    const again = this.insertAgainStmt;
+    const insert = (p: TaskPayload) =>
+      again.run(
+        this.keyOf(st.name, p.i),
+        st.name,
+        JSON.stringify(p),
+        st.retries.maxAttempts,
+        depsLeft > 0 ? 'blocked' : 'pending',
+        depsLeft,
+      );
     const flush = () => {
       const rows = batch;
       this.db.transaction(() => {
-        for (const p of rows) this.insertRow(st, p, depsLeft);
+        for (const p of rows) insert(p);
       })();
       batch = [];
     };
@@ -338,9 +354,11 @@ export class DagState {
         early.onCommitted();
       } else if (batch.length >= (smallRest ? SMALL_PLAN_BATCH : INSERT_BATCH)) flush();
     }
+    // the last rows, the barriers and the step's state in one transaction: planned at once or not at all
     this.db.transaction(() => {
-      for (const p of batch) this.insertRow(st, p, depsLeft);
+      for (const p of batch) insert(p);
       this.insertBarriers(st, barriers);
+      if (n > 0) this.setStepState(st.name, 'expanded', n);
     })();
     return n;
   }
@@ -373,6 +391,7 @@ export class DagState {
           if (r.state !== 'done') edge.run(r.id, id);
         }
         this.insertBarriers(st, own);
+        this.setStepState(st.name, 'expanded', rows.length);
         return rows.length;
       })
       .immediate();
@@ -396,6 +415,7 @@ export class DagState {
     this.db.transaction(() => {
       this.insertRow(st, task, barriers.length);
       this.insertBarriers(st, barriers);
+      this.setStepState(st.name, 'expanded', 1);
     })();
     return 1;
   }

@@ -1,0 +1,66 @@
+/**
+ * The state file under stress (issue 17, items 1, 3, 4 and 5): a plan cut short by kill -9, an
+ * error found once work has run, a full disk, a corrupt or read-only state. Each must end in a
+ * clear outcome and leave a state that the next run resumes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { CLI, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
+
+/** Rows in a state file that is being written, or 0 while it has no tasks table yet. */
+function taskRows(db: string): number {
+  if (!existsSync(db)) return 0;
+  let conn: Database.Database | undefined;
+  try {
+    conn = new Database(db, { readonly: true, fileMustExist: true });
+    conn.pragma('busy_timeout = 100');
+    return (conn.prepare('SELECT count(*) AS n FROM tasks').get() as { n: number }).n;
+  } catch {
+    return 0;
+  } finally {
+    conn?.close();
+  }
+}
+
+/** Runs a read-only query on a job's state file. */
+function query<T>(db: string, sql: string): T[] {
+  const conn = new Database(db, { readonly: true, fileMustExist: true });
+  try {
+    return conn.prepare(sql).all() as T[];
+  } finally {
+    conn.close();
+  }
+}
+
+test('kill -9 while the plan is written: the next run finishes it, every task done once', async (t) => {
+  const dir = tempDir(t);
+  const n = 60_000;
+  writeFiles(dir, {
+    'lines.txt': `${Array.from({ length: n }, (_, i) => String(i + 1)).join('\n')}\n`,
+    'noop.mjs': 'export default async () => {};\n',
+    'job.yaml': 'name: bigplan\ntasks:\n  map: { lines: lines.txt }\n  module: ./noop.mjs\nconcurrency: 2\n',
+  });
+  const db = path.join(dir, '.corral/jobs/bigplan/state.db');
+  const first = startCli(['run', 'job.yaml', '-q'], { cwd: dir });
+  // the plan is written in transactions of 5,000 rows: kill it once the first one is committed
+  await waitFor(() => taskRows(db) > 0, 60_000, 5);
+  first.kill('SIGKILL');
+  await first.result;
+  const planned = taskRows(db);
+  const steps = query<{ name: string; state: string }>(db, 'SELECT name, state FROM steps');
+  assert.ok(planned > 0 && planned < n, `killed mid-plan (${planned} of ${n} rows written)`);
+  assert.deepEqual(steps, [], 'the step was not marked planned');
+
+  const r = await runCli(['run', 'job.yaml', '-q'], { cwd: dir, timeoutMs: 300_000 });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.match(r.stdout, new RegExp(`job bigplan succeeded: ${n}/${n} tasks done, 0 failed`));
+  const [once] = query<{ tasks: number; attempts: number; rows: number }>(
+    db,
+    "SELECT count(DISTINCT task_id) AS tasks, count(*) AS attempts, (SELECT count(*) FROM tasks) AS rows FROM attempts WHERE outcome = 'ok'",
+  );
+  assert.deepEqual(once, { tasks: n, attempts: n, rows: n }, 'each task ran once');
+});
