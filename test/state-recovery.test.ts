@@ -64,3 +64,43 @@ test('kill -9 while the plan is written: the next run finishes it, every task do
   );
   assert.deepEqual(once, { tasks: n, attempts: n, rows: n }, 'each task ran once');
 });
+
+test('a needs step whose glob matches nothing once the step before ran: the job fails, its state is kept and resumes', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'job.yaml': `name: midrun
+steps:
+  - name: make
+    command: "mkdir -p out && echo hi > out/a.txt && echo ran >> made.log"
+  - name: count
+    needs: [make]
+    map: { glob: "out/*.csv" }
+    command: "wc -l < {input}"
+    outputs: counts/{input.stem}
+  - name: total
+    needs: [count]
+    command: "cat counts/* > total.txt"
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.doesNotMatch(r.stderr, /corral: error:|internal error|\n\s+at /);
+  assert.match(r.stdout, /job midrun failed: 1\/1 tasks done/);
+  assert.match(r.stdout, /step count: steps\[1\]\.map\.glob: "out\/\*\.csv" matches no file/);
+  assert.match(r.stdout, /step total: not planned/);
+  assert.ok(existsSync(path.join(dir, '.corral/jobs/midrun/state.db')), 'the state is kept');
+  const status = await runCli(['status', 'midrun'], { cwd: dir });
+  assert.match(status.stdout, /job midrun: failed/);
+
+  // again without the input: the same failure, and the step that ran does not run again
+  const again = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(again.code, 1, again.stderr + again.stdout);
+  assert.match(again.stdout, /\(resumed\)/);
+
+  writeFileSync(path.join(dir, 'out/x.csv'), 'a\nb\n');
+  const fixed = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(fixed.code, 0, fixed.stderr + fixed.stdout);
+  assert.match(fixed.stdout, /job midrun succeeded: 3\/3 tasks done/);
+  assert.equal(readFileSync(path.join(dir, 'made.log'), 'utf8'), 'ran\n', 'make ran once');
+  assert.equal(readFileSync(path.join(dir, 'total.txt'), 'utf8').trim(), '2');
+});

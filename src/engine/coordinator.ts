@@ -37,6 +37,11 @@ export interface RunSummary {
   readonly skippedSteps: string[];
   /** Promised workflow outputs (HyperFlow `outs`) that are not there at the end. */
   readonly missingOutputs: string[];
+  /**
+   * Steps this run could not plan once the steps they need had run (a glob that matched
+   * nothing), with the reason, and the steps waiting on them; the next run plans them again.
+   */
+  readonly unplanned?: string[];
   /** Where committed outputs are, when the job has outputs. */
   readonly outputs?: string;
   readonly stateDir: string;
@@ -218,6 +223,8 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         log.info({ event: 'released', step: e.step, needs: e.needs }, `step ${e.step}: ${e.needs} finished`);
       for (const e of ev.skipped)
         log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
+      for (const e of ev.unplanned)
+        log.error({ event: 'unplanned', ...e }, `step ${e.step} cannot be planned: ${e.reason}`);
     };
     if (resumed) await reconcile(queue, dag, store, log);
     queue.setMeta('started_at', String(started));
@@ -361,6 +368,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       failedPaths,
       skippedSteps,
       missingOutputs,
+      unplanned: dag.unplanned(),
       outputs: outputsDir(job),
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
@@ -368,7 +376,8 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     };
   } catch (err) {
     if (compute) await compute.abort();
-    if (!existed && err instanceof UsageError) {
+    // bad input found before any task ran leaves nothing behind; after that, the state is kept
+    if (!existed && err instanceof UsageError && !workStarted(queue)) {
       await queue.close();
       rmSync(paths.dir, { recursive: true, force: true });
     }
@@ -376,6 +385,16 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   } finally {
     await queue.close();
     rmSync(paths.lock, { force: true });
+  }
+}
+
+/** Whether any task of the job has started (a state file that cannot be read counts as yes). */
+function workStarted(queue: SqliteQueue): boolean {
+  try {
+    const c = queue.countsSync();
+    return c.leased + c.done + c.dead > 0;
+  } catch {
+    return true;
   }
 }
 
