@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -103,4 +103,62 @@ steps:
   assert.match(fixed.stdout, /job midrun succeeded: 3\/3 tasks done/);
   assert.equal(readFileSync(path.join(dir, 'made.log'), 'utf8'), 'ran\n', 'make ran once');
   assert.equal(readFileSync(path.join(dir, 'total.txt'), 'utf8').trim(), '2');
+});
+
+test('disk full in the state folder: the run stops with one line, cleans up, and resumes once space is back', async (t) => {
+  const dir = tempDir(t);
+  const n = 200;
+  writeFiles(dir, {
+    'items.txt': `${Array.from({ length: n }, (_, i) => `t${i}`).join('\n')}\n`,
+    'job.yaml': `name: full
+tasks:
+  map: { lines: items.txt }
+  command: "echo {input}; echo a line for the task log >&2"
+outputs: out/{index}.txt
+concurrency: 2
+`,
+    '.corral/.keep': '',
+  });
+  // A 16 MiB tmpfs on the state folder (a mount namespace of our own, as test/sandbox.ts does),
+  // filled but for ~0.9 MiB; the filler goes before the second run. The namespace, and the
+  // mount with it, last as long as this script.
+  const node = JSON.stringify(process.execPath);
+  const cli = JSON.stringify(CLI);
+  const script = `set -u
+mount -t tmpfs -o size=16m tmpfs .corral || exit 9
+head -c 15800000 /dev/zero > .corral/filler
+${node} ${cli} run job.yaml -q > run1.out 2> run1.err; echo $? > run1.code
+${node} ${cli} status full --json > status1.json 2> status1.err
+ls -A .corral/jobs/full/logs > logs1.txt
+rm .corral/filler
+${node} ${cli} run job.yaml -q > run2.out 2> run2.err; echo $? > run2.code
+`;
+  const sh = spawn('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  sh.stderr.on('data', (d) => {
+    err += d;
+  });
+  const code = await new Promise<number | null>((resolve) => sh.on('close', resolve));
+  assert.equal(code, 0, `the namespace script failed: ${err}`);
+  const read = (f: string) => readFileSync(path.join(dir, f), 'utf8');
+
+  assert.equal(read('run1.code').trim(), '1', read('run1.err'));
+  assert.match(
+    read('run1.err'),
+    /^corral: job full stopped: no space left on the device of \S+\/\.corral\/jobs\/full \(.+\); its state is kept: free some space and run the same command again to resume\n$/,
+  );
+  assert.ok(!existsSync(path.join(dir, '.corral-staging')), 'no staging files are left');
+  assert.doesNotMatch(read('logs1.txt'), /\.forker-|\.part/, 'no scratch log parts are left');
+  const s1 = JSON.parse(read('status1.json')) as { counts: { done: number; dead: number } };
+  assert.equal(s1.counts.dead, 0, 'no task was charged for the full disk');
+  assert.ok(s1.counts.done < n, 'the disk filled before the end');
+
+  assert.equal(read('run2.code').trim(), '0', read('run2.err') + read('run2.out'));
+  assert.match(
+    read('run2.out'),
+    new RegExp(`job full succeeded: ${n}/${n} tasks done, 0 failed .*\\(resumed\\)`),
+  );
+  const outs = readdirSync(path.join(dir, 'out'));
+  assert.equal(outs.length, n);
+  for (let i = 0; i < n; i++) assert.equal(read(`out/${i}.txt`), `t${i}\n`);
 });

@@ -6,14 +6,21 @@ import { LocalCompute, type PrestartedWorker } from '../compute/local/local-comp
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
-import { UsageError } from '../spec/errors.js';
+import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { type Logger, pino } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
 import { pidAlive } from './process-utils.js';
-import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
+import {
+  assertWritableStateDir,
+  createJobDirs,
+  type JobPaths,
+  jobPaths,
+  noSpaceFailure,
+  unreadableState,
+} from './state-dir.js';
 
 /** Progress of a running job, as reported to the CLI. */
 export interface Progress extends TaskCounts {
@@ -193,12 +200,25 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) rmSync(f, { force: true });
   }
   const resumed = existed && !opts.fresh;
-  createJobDirs(paths);
-  acquireLock(paths, name);
+  let queue: SqliteQueue;
+  const sidecars = [`${paths.db}-wal`, `${paths.db}-shm`].filter((f) => !existsSync(f));
+  try {
+    createJobDirs(paths);
+    acquireLock(paths, name);
+    queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
+  } catch (err) {
+    // nothing ran: a state file that cannot be read (or written) is left as it was
+    rmSync(paths.lock, { force: true });
+    for (const f of sidecars) rmSync(f, { force: true });
+    if (!existed) rmSync(paths.dir, { recursive: true, force: true });
+    if (isNoSpace(err)) throw noSpaceFailure(name, paths.dir, (err as Error).message);
+    throw unreadableState(err, paths, name) ?? err;
+  }
   const log = pino({ base: { job: name }, level: logLevel() }, eventStream(paths.events));
-  const queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
   const store = new FsStore(job.baseDir, { scope: name });
   let compute: LocalCompute | undefined;
+  /** Whether this run started its workers (from then on, a failure keeps the state). */
+  let running = false;
   try {
     const fp = fingerprint(job);
     const old = queue.getMeta('fingerprint');
@@ -293,6 +313,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
     // once the plan is written: claiming during a long plan only slowed both down.
+    running = true;
     const before = queue.countsSync();
     const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
     compute.prestart(early);
@@ -318,7 +339,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         interrupted = true;
         break;
       }
-      if (compute.failure !== undefined) throw new Error(`cannot run workers: ${compute.failure}`);
+      if (compute.failure !== undefined) throw new CommandFailed(`cannot run workers: ${compute.failure}`);
       await nap(tick);
       const reaped = await queue.reapExpired();
       const ev = await dag.advance();
@@ -375,17 +396,31 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       resumed,
     };
   } catch (err) {
-    if (compute) await compute.abort();
+    if (compute) {
+      await compute.abort();
+      // no worker of this job runs now: what its attempts staged or began to log can go
+      store.cleanStaging();
+      removeForkerScratch(paths.logs);
+    }
     // bad input found before any task ran leaves nothing behind; after that, the state is kept
     if (!existed && err instanceof UsageError && !workStarted(queue)) {
       await queue.close();
       rmSync(paths.dir, { recursive: true, force: true });
     }
+    if (isNoSpace(err) || compute?.noSpace) throw noSpaceFailure(name, paths.dir, noSpaceCause(err));
+    const unreadable = unreadableState(err, paths, name);
+    if (unreadable) throw running ? new CommandFailed(unreadable.message) : unreadable;
     throw err;
   } finally {
     await queue.close();
     rmSync(paths.lock, { force: true });
   }
+}
+
+function noSpaceCause(err: unknown): string {
+  return isNoSpace(err)
+    ? (err as Error).message.split('\n')[0]!
+    : 'a worker could not write the state file or a task log';
 }
 
 /** Whether any task of the job has started (a state file that cannot be read counts as yes). */

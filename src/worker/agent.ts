@@ -6,6 +6,7 @@ import { sleep } from '../engine/process-utils.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
 import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
+import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
@@ -461,6 +462,8 @@ export class WorkerAgent {
         if (r.poisoned) this.poisoned = true;
       }
     } catch (err) {
+      // corral's own write failed (the task's log on a full disk): not the task's failure
+      if (isNoSpace(err)) throw err;
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
     }
     startedAt = r.startedAt ?? startedAt;
