@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -161,4 +162,129 @@ ${node} ${cli} run job.yaml -q > run2.out 2> run2.err; echo $? > run2.code
   const outs = readdirSync(path.join(dir, 'out'));
   assert.equal(outs.length, n);
   for (let i = 0; i < n; i++) assert.equal(read(`out/${i}.txt`), `t${i}\n`);
+});
+
+/**
+ * Every file below a folder with a digest of its content: what "unchanged" compares. sqlite's
+ * -wal and -shm files are left out: any reader of a WAL file may create them (empty of data).
+ */
+function files(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+    const r = path.join(rel, e.name);
+    if (e.isDirectory()) out.push(...files(dir, r));
+    else if (!/-(wal|shm)$/.test(r))
+      out.push(
+        `${r} ${createHash('sha1')
+          .update(readFileSync(path.join(dir, r)))
+          .digest('hex')}`,
+      );
+  }
+  return out.sort();
+}
+
+const ONE_LINE_STATE_ERROR =
+  /^corral: error: JOB: the state of job bad cannot be read: \.corral\/jobs\/bad\/state\.db: .+ \(SQLITE_\w+\) \(fix: run the job again with --fresh .*or remove \.corral\/jobs\/bad\)\n$/;
+
+for (const damage of ['garbage', 'half a file'] as const) {
+  test(`a corrupt state.db (${damage}): one-line errors that say what to do, the other jobs unaffected, --fresh recovers`, async (t) => {
+    const dir = tempDir(t);
+    writeFiles(dir, {
+      'items.txt': 'a\nb\nc\n',
+      'good.yaml':
+        'name: good\ntasks:\n  map: { lines: items.txt }\n  command: "echo {input}"\noutputs: good/{index}\n',
+      'bad.yaml':
+        'name: bad\ntasks:\n  map: { lines: items.txt }\n  command: "echo {input}; echo log >&2"\noutputs: bad/{index}\n',
+    });
+    for (const j of ['good', 'bad']) {
+      const r = await runCli(['run', `${j}.yaml`, '-q'], { cwd: dir });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const db = path.join(dir, '.corral/jobs/bad/state.db');
+    if (damage === 'garbage') writeFileSync(db, Buffer.alloc(20_000, 'garbage '));
+    else truncateSync(db, Math.floor(readFileSync(db).length / 2));
+    const state = path.join(dir, '.corral/jobs/bad');
+    const before = files(state);
+
+    const run = await runCli(['run', 'bad.yaml'], { cwd: dir });
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /corral: running job bad from bad\.yaml\ncorral: error: JOB: the state of job bad cannot be read/,
+    );
+    assert.match(run.stderr.split('\n').slice(1).join('\n'), ONE_LINE_STATE_ERROR);
+    assert.deepEqual(files(state), before, 'the state folder is unchanged');
+
+    const all = await runCli(['status'], { cwd: dir });
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(
+      all.stdout,
+      /^bad\s+unreadable\s+the state of job bad cannot be read: .*\(SQLITE_\w+\) \(fix: run the job again with --fresh/m,
+    );
+    assert.match(all.stdout, /^good\s+succeeded\s+3\/3 done/m);
+    const json = await runCli(['status', '--json'], { cwd: dir });
+    assert.deepEqual(
+      (JSON.parse(json.stdout) as Array<{ job: string; status: string }>).map((j) => [j.job, j.status]),
+      [
+        ['bad', 'unreadable'],
+        ['good', 'succeeded'],
+      ],
+    );
+    for (const args of [
+      ['status', 'bad'],
+      ['logs', 'bad', '0'],
+      ['report', 'bad', '-o', 'r.html'],
+    ]) {
+      const r = await runCli(args, { cwd: dir });
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, ONE_LINE_STATE_ERROR, args.join(' '));
+    }
+    assert.deepEqual(files(state), before, 'the readers changed nothing');
+
+    const fresh = await runCli(['run', 'bad.yaml', '--fresh', '-q'], { cwd: dir });
+    assert.equal(fresh.code, 0, fresh.stderr);
+    assert.match(fresh.stdout, /job bad succeeded: 3\/3 tasks done/);
+  });
+}
+
+test('a read-only state folder: status, logs and report read it', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'a\nb\n',
+    'job.yaml':
+      'name: ro\ntasks:\n  map: { lines: items.txt }\n  command: "echo {input}; echo said {input} >&2"\noutputs: out/{index}\n',
+  });
+  const r = await runCli(['run', 'job.yaml', '-q'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  // a read-only bind mount of the state folder, in a mount namespace of our own
+  const node = JSON.stringify(process.execPath);
+  const cli = JSON.stringify(CLI);
+  const cmds = [
+    ['status'],
+    ['status', 'ro'],
+    ['logs', 'ro'],
+    ['logs', 'ro', '1'],
+    ['report', 'ro', '-o', '-'],
+  ];
+  const script = `mount --bind .corral .corral && mount -o remount,bind,ro .corral || exit 9
+touch .corral/probe 2>/dev/null && exit 8
+${cmds.map((c, i) => `${node} ${cli} ${c.join(' ')} > out${i}.txt 2> err${i}.txt; echo $? > code${i}.txt`).join('\n')}
+`;
+  const sh = spawn('unshare', ['-rm', 'sh', '-c', script], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  sh.stderr.on('data', (d) => {
+    err += d;
+  });
+  const code = await new Promise<number | null>((resolve) => sh.on('close', resolve));
+  assert.equal(code, 0, `the namespace script failed (${code}): ${err}`);
+  const read = (f: string) => readFileSync(path.join(dir, f), 'utf8');
+  cmds.forEach((c, i) => {
+    assert.equal(read(`code${i}.txt`).trim(), '0', `${c.join(' ')}: ${read(`err${i}.txt`)}`);
+    assert.equal(read(`err${i}.txt`), '', c.join(' '));
+  });
+  assert.match(read('out0.txt'), /^ro\s+succeeded\s+2\/2 done/m);
+  assert.match(read('out1.txt'), /job ro: succeeded\ntasks: 2 total, 2 done/);
+  assert.match(read('out2.txt'), /job succeeded/);
+  assert.match(read('out3.txt'), /said b/);
+  assert.match(read('out4.txt'), /<html/i);
 });
