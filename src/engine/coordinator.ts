@@ -75,7 +75,10 @@ export interface RunOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
-/** Scratch log files of forkers that died with their worker (see src/worker/forker.c). */
+/**
+ * Scratch log files of forkers that died with their worker (see src/worker/forker.c), and task
+ * log parts that a worker could not append to their log (src/worker/run-command.ts).
+ */
 function removeForkerScratch(logsDir: string): void {
   let names: string[];
   try {
@@ -84,7 +87,8 @@ function removeForkerScratch(logsDir: string): void {
     return;
   }
   for (const n of names)
-    if (n.startsWith('.forker-') && n.endsWith('.part')) rmSync(path.join(logsDir, n), { force: true });
+    if ((n.startsWith('.forker-') && n.endsWith('.part')) || n.endsWith('.log.part'))
+      rmSync(path.join(logsDir, n), { force: true });
 }
 
 /** Rows of a small plan that workers may start on while the rest is written. */
