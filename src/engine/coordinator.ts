@@ -173,6 +173,24 @@ async function preflight(
   return { ready: Math.min(first, upTo), small: first <= INSERT_BATCH };
 }
 
+/**
+ * Refuses a state file that sqlite cannot read (garbage, a file cut short at its first pages)
+ * before anything is touched; damage deeper in the file is found when it is read.
+ */
+function assertReadableState(paths: JobPaths, name: string): void {
+  if (!existsSync(paths.db)) return;
+  let q: SqliteQueue | undefined;
+  try {
+    q = new SqliteQueue(paths.db, { readonly: true });
+    q.getMeta('fingerprint');
+    q.countsSync();
+  } catch (err) {
+    throw unreadableState(err, paths, name) ?? err;
+  } finally {
+    if (q?.db.open) q.db.close();
+  }
+}
+
 function acquireLock(paths: JobPaths, name: string): void {
   if (existsSync(paths.lock)) {
     const pid = Number(readFileSync(paths.lock, 'utf8').trim());
@@ -196,8 +214,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   const started = Date.now();
   const name = job.spec.name;
   const concurrency = opts.concurrency ?? job.concurrency;
-  const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const paths = jobPaths(opts.stateDir, name);
+  if (!opts.fresh) assertReadableState(paths, name);
+  const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const existed = existsSync(paths.db);
   if (existsSync(paths.dir)) acquireLock(paths, name);
   if (opts.fresh && existed) {
