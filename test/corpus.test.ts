@@ -1,5 +1,13 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { runCli, tempDir } from './helpers.js';
@@ -9,7 +17,8 @@ import { runCli, tempDir } from './helpers.js';
  * through the built CLI in a fresh folder; test/corpus/expected.json maps it to the regex its
  * error must match. Job YAML (`job-*`) and HyperFlow JSON (`hf-*`) go to `corral run`, cluster
  * YAML (`cluster-*`) to `corral plan`, and `*.args` hold CLI arguments, one per line (run next to
- * test/corpus/support/job.yaml). Every case exits 2 with exactly one `corral: error:` line and
+ * test/corpus/support/job.yaml; `args-corrupt-state-*` with a state file of job x that is not a
+ * database). Every case exits 2 with exactly one `corral: error:` line and
  * changes nothing in its folder (no state dir, no outputs).
  */
 const DIR = path.join(import.meta.dirname, 'corpus');
@@ -81,6 +90,11 @@ function caseOf(name: string): Case {
     else copyFileSync(path.join(DIR, file), path.join(dir, file));
     if (file.endsWith('.args') || file.startsWith('hf-')) {
       for (const s of readdirSync(SUPPORT)) copyFileSync(path.join(SUPPORT, s), path.join(dir, s));
+    }
+    if (file.startsWith('args-corrupt-state-')) {
+      // the support job `x` has a state file that is not a database
+      mkdirSync(path.join(dir, '.corral/jobs/x'), { recursive: true });
+      writeFileSync(path.join(dir, '.corral/jobs/x/state.db'), 'garbage '.repeat(2000));
     }
   };
   if (file.endsWith('.args')) {

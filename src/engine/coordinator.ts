@@ -6,14 +6,21 @@ import { LocalCompute, type PrestartedWorker } from '../compute/local/local-comp
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
-import { UsageError } from '../spec/errors.js';
+import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { type Logger, pino } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
 import { pidAlive } from './process-utils.js';
-import { assertWritableStateDir, createJobDirs, type JobPaths, jobPaths } from './state-dir.js';
+import {
+  assertWritableStateDir,
+  createJobDirs,
+  type JobPaths,
+  jobPaths,
+  noSpaceFailure,
+  unreadableState,
+} from './state-dir.js';
 
 /** Progress of a running job, as reported to the CLI. */
 export interface Progress extends TaskCounts {
@@ -37,6 +44,11 @@ export interface RunSummary {
   readonly skippedSteps: string[];
   /** Promised workflow outputs (HyperFlow `outs`) that are not there at the end. */
   readonly missingOutputs: string[];
+  /**
+   * Steps this run could not plan once the steps they need had run (a glob that matched
+   * nothing), with the reason, and the steps waiting on them; the next run plans them again.
+   */
+  readonly unplanned?: string[];
   /** Where committed outputs are, when the job has outputs. */
   readonly outputs?: string;
   readonly stateDir: string;
@@ -63,7 +75,10 @@ export interface RunOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
-/** Scratch log files of forkers that died with their worker (see src/worker/forker.c). */
+/**
+ * Scratch log files of forkers that died with their worker (see src/worker/forker.c), and task
+ * log parts that a worker could not append to their log (src/worker/run-command.ts).
+ */
 function removeForkerScratch(logsDir: string): void {
   let names: string[];
   try {
@@ -72,7 +87,8 @@ function removeForkerScratch(logsDir: string): void {
     return;
   }
   for (const n of names)
-    if (n.startsWith('.forker-') && n.endsWith('.part')) rmSync(path.join(logsDir, n), { force: true });
+    if ((n.startsWith('.forker-') && n.endsWith('.part')) || n.endsWith('.log.part'))
+      rmSync(path.join(logsDir, n), { force: true });
 }
 
 /** Rows of a small plan that workers may start on while the rest is written. */
@@ -157,6 +173,24 @@ async function preflight(
   return { ready: Math.min(first, upTo), small: first <= INSERT_BATCH };
 }
 
+/**
+ * Refuses a state file that sqlite cannot read (garbage, a file cut short at its first pages)
+ * before anything is touched; damage deeper in the file is found when it is read.
+ */
+function assertReadableState(paths: JobPaths, name: string): void {
+  if (!existsSync(paths.db)) return;
+  let q: SqliteQueue | undefined;
+  try {
+    q = new SqliteQueue(paths.db, { readonly: true });
+    q.getMeta('fingerprint');
+    q.countsSync();
+  } catch (err) {
+    throw unreadableState(err, paths, name) ?? err;
+  } finally {
+    if (q?.db.open) q.db.close();
+  }
+}
+
 function acquireLock(paths: JobPaths, name: string): void {
   if (existsSync(paths.lock)) {
     const pid = Number(readFileSync(paths.lock, 'utf8').trim());
@@ -180,20 +214,34 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   const started = Date.now();
   const name = job.spec.name;
   const concurrency = opts.concurrency ?? job.concurrency;
-  const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const paths = jobPaths(opts.stateDir, name);
+  if (!opts.fresh) assertReadableState(paths, name);
+  const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const existed = existsSync(paths.db);
   if (existsSync(paths.dir)) acquireLock(paths, name);
   if (opts.fresh && existed) {
     for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) rmSync(f, { force: true });
   }
   const resumed = existed && !opts.fresh;
-  createJobDirs(paths);
-  acquireLock(paths, name);
+  let queue: SqliteQueue;
+  const sidecars = [`${paths.db}-wal`, `${paths.db}-shm`].filter((f) => !existsSync(f));
+  try {
+    createJobDirs(paths);
+    acquireLock(paths, name);
+    queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
+  } catch (err) {
+    // nothing ran: a state file that cannot be read (or written) is left as it was
+    rmSync(paths.lock, { force: true });
+    for (const f of sidecars) rmSync(f, { force: true });
+    if (!existed) rmSync(paths.dir, { recursive: true, force: true });
+    if (isNoSpace(err)) throw noSpaceFailure(name, paths.dir, (err as Error).message);
+    throw unreadableState(err, paths, name) ?? err;
+  }
   const log = pino({ base: { job: name }, level: logLevel() }, eventStream(paths.events));
-  const queue = new SqliteQueue(paths.db, { maxAttempts: job.spec.retries.maxAttempts });
   const store = new FsStore(job.baseDir, { scope: name });
   let compute: LocalCompute | undefined;
+  /** Whether this run started its workers (from then on, a failure keeps the state). */
+  let running = false;
   try {
     const fp = fingerprint(job);
     const old = queue.getMeta('fingerprint');
@@ -218,6 +266,8 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         log.info({ event: 'released', step: e.step, needs: e.needs }, `step ${e.step}: ${e.needs} finished`);
       for (const e of ev.skipped)
         log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
+      for (const e of ev.unplanned)
+        log.error({ event: 'unplanned', ...e }, `step ${e.step} cannot be planned: ${e.reason}`);
     };
     if (resumed) await reconcile(queue, dag, store, log);
     queue.setMeta('started_at', String(started));
@@ -286,6 +336,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
     // once the plan is written: claiming during a long plan only slowed both down.
+    running = true;
     const before = queue.countsSync();
     const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
     compute.prestart(early);
@@ -315,7 +366,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         interrupted = true;
         break;
       }
-      if (compute.failure !== undefined) throw new Error(`cannot run workers: ${compute.failure}`);
+      if (compute.failure !== undefined) throw new CommandFailed(`cannot run workers: ${compute.failure}`);
       await nap(tick);
       const reaped = await queue.reapExpired();
       const ev = await dag.advance();
@@ -366,21 +417,47 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       failedPaths,
       skippedSteps,
       missingOutputs,
+      unplanned: dag.unplanned(),
       outputs: outputsDir(job),
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
       resumed,
     };
   } catch (err) {
-    if (compute) await compute.abort();
-    if (!existed && err instanceof UsageError) {
+    if (compute) {
+      await compute.abort();
+      // no worker of this job runs now: what its attempts staged or began to log can go
+      store.cleanStaging();
+      removeForkerScratch(paths.logs);
+    }
+    // bad input found before any task ran leaves nothing behind; after that, the state is kept
+    if (!existed && err instanceof UsageError && !workStarted(queue)) {
       await queue.close();
       rmSync(paths.dir, { recursive: true, force: true });
     }
+    if (isNoSpace(err) || compute?.noSpace) throw noSpaceFailure(name, paths.dir, noSpaceCause(err));
+    const unreadable = unreadableState(err, paths, name);
+    if (unreadable) throw running ? new CommandFailed(unreadable.message) : unreadable;
     throw err;
   } finally {
     await queue.close();
     rmSync(paths.lock, { force: true });
+  }
+}
+
+function noSpaceCause(err: unknown): string {
+  return isNoSpace(err)
+    ? (err as Error).message.split('\n')[0]!
+    : 'a worker could not write the state file or a task log';
+}
+
+/** Whether any task of the job has started (a state file that cannot be read counts as yes). */
+function workStarted(queue: SqliteQueue): boolean {
+  try {
+    const c = queue.countsSync();
+    return c.leased + c.done + c.dead > 0;
+  } catch {
+    return true;
   }
 }
 

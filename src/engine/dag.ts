@@ -38,6 +38,8 @@ export interface DagEvents {
   expanded: Array<{ step: string; tasks: number }>;
   skipped: Array<{ step: string; reason: string; tasks: number }>;
   released: Array<{ step: string; needs: string }>;
+  /** Steps that could not be planned once the steps they need had run, with the reason. */
+  unplanned: Array<{ step: string; reason: string }>;
 }
 
 /**
@@ -109,7 +111,7 @@ export class DagState {
    */
   async advance(early?: EarlyStart): Promise<DagEvents> {
     this.early = early;
-    const ev: DagEvents = { expanded: [], skipped: [], released: [] };
+    const ev: DagEvents = { expanded: [], skipped: [], released: [], unplanned: [] };
     for (let changed = true; changed && !this.signal?.aborted; ) {
       changed = false;
       changed = (await this.propagateFailures()) > 0 || changed;
@@ -117,10 +119,12 @@ export class DagState {
       for (const st of this.job.format === 'hyperflow' && this.allExpanded() ? [] : this.job.steps) {
         const state = this.stepState(st.name);
         if (state === undefined) {
+          if (this.unplannable.has(st.name)) continue;
           const r = await this.tryExpand(st);
           if (r) {
             changed = true;
-            if (r.skipped) ev.skipped.push({ step: st.name, reason: r.skipped, tasks: 0 });
+            if (r.unplanned) ev.unplanned.push({ step: st.name, reason: r.unplanned });
+            else if (r.skipped) ev.skipped.push({ step: st.name, reason: r.skipped, tasks: 0 });
             else ev.expanded.push({ step: st.name, tasks: r.tasks });
           }
         } else if (state === 'expanded') {
@@ -206,8 +210,46 @@ export class DagState {
   /** The early start asked of the current `advance`, until the first file map takes it. */
   private early: EarlyStart | undefined;
 
+  /**
+   * Steps whose inputs turned out wrong once the steps they need had run (a glob that matches
+   * nothing), with the reason. Not stored: such a step fails this run (its dependents are not
+   * planned either), the state is kept, and the next run plans it again.
+   */
+  private readonly unplannable = new Map<string, string>();
+
+  private cannotPlan(st: StepDef, err: UsageError): { tasks: number; unplanned: string } {
+    this.unplannable.set(st.name, err.message);
+    return { tasks: 0, unplanned: err.message };
+  }
+
+  /** Whether a step can never be planned in this run: it or a step it reads or waits for could not be. */
+  private waitsOnUnplannable(name: string): boolean {
+    if (this.unplannable.has(name)) return true;
+    const st = this.steps.get(name);
+    if (!st) return false;
+    const refs = [...(st.map?.outputsOf ? [st.map.outputsOf] : []), ...this.barriers(st)];
+    return refs.some((r) => {
+      const s = this.stepState(r);
+      return s !== 'expanded' && s !== 'skipped' && this.waitsOnUnplannable(r);
+    });
+  }
+
+  /** Steps not planned in this run: those that could not be (with the reason), and those waiting on them. */
+  unplanned(): string[] {
+    const out: string[] = [];
+    for (const st of this.job.steps) {
+      const reason = this.unplannable.get(st.name);
+      if (reason !== undefined) out.push(`step ${st.name}: ${reason}`);
+      else if (this.stepState(st.name) === undefined && this.waitsOnUnplannable(st.name))
+        out.push(`step ${st.name}: not planned (it needs a step that could not be)`);
+    }
+    return out;
+  }
+
   /** Expands a step if its inputs are known; returns undefined when it must wait. */
-  private async tryExpand(st: StepDef): Promise<{ tasks: number; skipped?: string } | undefined> {
+  private async tryExpand(
+    st: StepDef,
+  ): Promise<{ tasks: number; skipped?: string; unplanned?: string } | undefined> {
     if (this.job.format === 'hyperflow') {
       if (!(await this.expandHyperflow())) return undefined;
       return { tasks: this.job.hyperflow?.filter((t) => t.step === st.name).length ?? 0 };
@@ -231,12 +273,22 @@ export class DagState {
           return { tasks: 0, skipped: `step ${b} failed` };
         }
       }
-      const n = await this.insertStream(st, expandFileMap(this.job, st, this.expand), 0, []);
+      // work has run by now: wrong inputs fail the run (its state kept), they are not bad input
+      let n: number;
+      try {
+        n = await this.insertStream(st, expandFileMap(this.job, st, this.expand), 0, []);
+      } catch (err) {
+        if (err instanceof UsageError) return this.cannotPlan(st, err);
+        throw err;
+      }
       if (n === 0)
-        throw new UsageError(
-          `steps.${st.name}.map`,
-          'matched no input after the steps it needs ran',
-          'check the glob against what they write',
+        return this.cannotPlan(
+          st,
+          new UsageError(
+            `steps.${st.name}.map`,
+            'matched no input after the steps it needs ran',
+            'check the glob against what they write',
+          ),
         );
       this.setStepState(st.name, 'expanded', n);
       return { tasks: n };
@@ -267,6 +319,7 @@ export class DagState {
   }
 
   private insertStmt: Database.Statement | undefined;
+  private insertAgainStmt: Database.Statement | undefined;
 
   private insertRow(st: StepDef, p: TaskPayload, depsLeft: number): number {
     // prepared once: a million-task map inserts through it a million times
@@ -383,10 +436,25 @@ export class DagState {
     let n = 0;
     // after an early start the workers claim meanwhile: shorter transactions keep them waiting less
     let smallRest = false;
+    // a plan cut short (kill -9) left some of these rows without marking the step expanded: the
+    // next run plans the step again, and the rows it finds are kept as they are (done or not)
+    this.insertAgainStmt ??= this.db.prepare(
+      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
+    );
+    const again = this.insertAgainStmt;
+    const insert = (p: TaskPayload) =>
+      again.run(
+        this.keyOf(st.name, p.i),
+        st.name,
+        JSON.stringify(p),
+        st.retries.maxAttempts,
+        depsLeft > 0 ? 'blocked' : 'pending',
+        depsLeft,
+      );
     const flush = () => {
       const rows = batch;
       this.db.transaction(() => {
-        for (const p of rows) this.insertRow(st, p, depsLeft);
+        for (const p of rows) insert(p);
       })();
       batch = [];
     };
@@ -401,9 +469,11 @@ export class DagState {
         early.onCommitted();
       } else if (batch.length >= (smallRest ? SMALL_PLAN_BATCH : INSERT_BATCH)) flush();
     }
+    // the last rows, the barriers and the step's state in one transaction: planned at once or not at all
     this.db.transaction(() => {
-      for (const p of batch) this.insertRow(st, p, depsLeft);
+      for (const p of batch) insert(p);
       this.insertBarriers(st, barriers);
+      if (n > 0) this.setStepState(st.name, 'expanded', n);
     })();
     return n;
   }
@@ -436,6 +506,7 @@ export class DagState {
           if (r.state !== 'done') edge.run(r.id, id);
         }
         this.insertBarriers(st, own);
+        this.setStepState(st.name, 'expanded', rows.length);
         return rows.length;
       })
       .immediate();
@@ -459,6 +530,7 @@ export class DagState {
     this.db.transaction(() => {
       this.insertRow(st, task, barriers.length);
       this.insertBarriers(st, barriers);
+      this.setStepState(st.name, 'expanded', 1);
     })();
     return 1;
   }
@@ -542,12 +614,12 @@ export class DagState {
     })();
   }
 
-  /** Every step expanded or skipped. */
+  /** Every step expanded or skipped, or never to be planned in this run (see `unplanned`). */
   allExpanded(): boolean {
     // once true, for good: a step is never planned again
     this.expandedAll ||= this.job.steps.every((s) => {
       const st = this.stepState(s.name);
-      return st === 'expanded' || st === 'skipped';
+      return st === 'expanded' || st === 'skipped' || this.waitsOnUnplannable(s.name);
     });
     return this.expandedAll;
   }
@@ -578,7 +650,10 @@ export class DagState {
         : (this.job.outs ?? []).filter((f) => !existsSync(path.resolve(this.job.baseDir, f)));
     const status = interrupted
       ? 'interrupted'
-      : counts.dead + counts.skipped > 0 || skippedSteps.length > 0 || missingOutputs.length > 0
+      : counts.dead + counts.skipped > 0 ||
+          skippedSteps.length > 0 ||
+          missingOutputs.length > 0 ||
+          this.unplannable.size > 0
         ? 'failed'
         : 'succeeded';
     return { status, skippedSteps, missingOutputs };

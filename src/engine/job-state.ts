@@ -3,7 +3,7 @@ import type { DeadLetter, TaskCounts } from '../queue/queue.js';
 import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { pidAlive } from './process-utils.js';
-import { jobPaths } from './state-dir.js';
+import { jobPaths, unreadableState } from './state-dir.js';
 
 /** What `corral status JOB` reports. */
 export interface JobStatus {
@@ -42,10 +42,22 @@ export function assertJobExists(stateDir: string, name: string): void {
   );
 }
 
-/** Opens a job's state file, or says which jobs exist. */
+/**
+ * Opens a job's state file read-only (a reader changes nothing, and works in a read-only state
+ * folder), or says which jobs exist, or that the file cannot be read and what to do.
+ */
 export function openJob(stateDir: string, name: string): SqliteQueue {
   assertJobExists(stateDir, name);
-  return new SqliteQueue(jobPaths(stateDir, name).db);
+  return readState(stateDir, name, () => new SqliteQueue(jobPaths(stateDir, name).db, { readonly: true }));
+}
+
+/** Runs `read` on a job's state, turning sqlite's refusal of the file into a UsageError that says what to do. */
+export function readState<T>(stateDir: string, name: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw unreadableState(err, jobPaths(stateDir, name), name) ?? err;
+  }
 }
 
 function iso(ms: string | undefined): string | undefined {
@@ -94,6 +106,9 @@ export async function readJobStatus(stateDir: string, name: string): Promise<Job
       deadLetters: await q.deadLetters(1000),
       stateDir: jobPaths(stateDir, name).dir,
     };
+  } catch (err) {
+    // a file cut short opens, and fails at the first page it lacks
+    throw unreadableState(err, jobPaths(stateDir, name), name) ?? err;
   } finally {
     await q.close();
   }

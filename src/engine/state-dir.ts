@@ -9,7 +9,7 @@ import {
   statSync,
 } from 'node:fs';
 import path from 'node:path';
-import { UsageError } from '../spec/errors.js';
+import { CommandFailed, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { DEFAULT_STATE_DIR } from '../spec/limits.js';
 
@@ -133,4 +133,29 @@ export function createJobDirs(paths: JobPaths): void {
 /** File name of a task's log, from its key. */
 export function taskLogName(key: string): string {
   return `${key.replace(/[^A-Za-z0-9._-]/g, '_')}.log`;
+}
+
+/** sqlite's codes for a state file that cannot be opened or read (not a busy or full one). */
+const UNREADABLE = /^SQLITE_(CORRUPT|NOTADB|CANTOPEN|IOERR|PERM|READONLY|AUTH|FORMAT)/;
+
+/**
+ * A UsageError saying that a job's state file cannot be read and what to do, when `err` is
+ * sqlite's refusal of the file (garbage, cut short, unreadable); undefined for any other error.
+ */
+export function unreadableState(err: unknown, paths: JobPaths, job: string): UsageError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !UNREADABLE.test(code)) return undefined;
+  const rel = path.relative(process.cwd(), paths.dir) || paths.dir;
+  return new UsageError(
+    'JOB',
+    `the state of job ${job} cannot be read: ${path.join(rel, path.basename(paths.db))}: ${(err as Error).message} (${code})`,
+    `run the job again with --fresh to plan it anew (committed outputs are kept and not redone), or remove ${rel}`,
+  );
+}
+
+/** The one-line failure of a run that stopped because the disk of its state (or outputs) is full. */
+export function noSpaceFailure(job: string, dir: string, cause: string): CommandFailed {
+  return new CommandFailed(
+    `job ${job} stopped: no space left on the device of ${dir} (${cause}); its state is kept: free some space and run the same command again to resume`,
+  );
 }

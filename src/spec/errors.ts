@@ -47,3 +47,15 @@ export class CommandFailed extends Error {
     this.name = 'CommandFailed';
   }
 }
+
+/**
+ * True for a write that failed because the disk (or the user's quota) is full: ENOSPC or EDQUOT
+ * from the file system, SQLITE_FULL from the state file.
+ */
+export function isNoSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
+}
+
+/** Exit code of a local worker process that stopped because its disk is full (EX_IOERR). */
+export const EXIT_NO_SPACE = 74;

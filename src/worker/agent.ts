@@ -14,6 +14,7 @@ import {
   type Queue,
   type TaskPayload,
 } from '../queue/queue.js';
+import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
 import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
@@ -489,6 +490,8 @@ export class WorkerAgent {
         if (r.poisoned) this.poisoned = true;
       }
     } catch (err) {
+      // corral's own write failed (the task's log on a full disk): not the task's failure
+      if (isNoSpace(err)) throw err;
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
     }
     startedAt = r.startedAt ?? startedAt;

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { AWAIT_CONFIG, TASK_EXTRA_CA_CERTS } from '../compute/local/local-compute.js';
 import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { EXIT_NO_SPACE, isNoSpace } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { WorkerAgent } from './agent.js';
@@ -72,7 +73,8 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
 
 const fail = (err: unknown) => {
   process.stderr.write(`corral worker: ${(err as Error).stack ?? err}\n`);
-  process.exit(70);
+  // a full disk is said by the exit code: the log that would say it may be empty for that reason
+  process.exit(isNoSpace(err) ? EXIT_NO_SPACE : 70);
 };
 
 // started without it (it runs no TLS itself); the tasks it starts get it back

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, createReadStream, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { shellQuote } from '../engine/template.js';
+import { isNoSpace } from '../spec/errors.js';
 import type { ShellRunner } from './shell-runner.js';
 import type { TaskLog } from './task-log.js';
 
@@ -230,7 +231,9 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
         const part = readFileSync(partLog);
         if (part.length > 0) o.log.write(part);
         unlinkSync(partLog);
-      } catch {
+      } catch (err) {
+        // the log cannot be written (a full disk): the worker stops; the run removes the part
+        if (isNoSpace(err)) throw err;
         // no log part: the task could not start
       }
     }

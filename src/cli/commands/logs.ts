@@ -24,7 +24,7 @@ export function register(program: Command): void {
     .option('-f, --follow', 'keep printing new lines until the job is no longer running')
     .action(async (name: string, task: string | undefined, flags: LogsFlags) => {
       if ((flags as ClusterFlags).cluster) return logsOnCluster(name, task, flags as ClusterFlags);
-      const { openJob } = await import('../../engine/job-state.js');
+      const { openJob, readState } = await import('../../engine/job-state.js');
       const { formatEvent } = await import('../../observe/log.js');
       const stateDir = resolveStateDir(flags.stateDir);
       const q = openJob(stateDir, name);
@@ -33,9 +33,9 @@ export function register(program: Command): void {
       let pretty = !flags.raw;
       try {
         if (task !== undefined) {
-          const row = q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(task) as
-            | { key: string; state: string; attempts: number }
-            | undefined;
+          const row = readState(stateDir, name, () =>
+            q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(task),
+          ) as { key: string; state: string; attempts: number } | undefined;
           if (!row)
             throw new UsageError(
               'TASK',

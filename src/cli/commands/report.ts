@@ -33,13 +33,15 @@ export function register(program: Command): void {
       '\nThe file opens offline in any browser.\nExample: corral report checksums -o checksums.html',
     )
     .action(async (name: string, flags: ReportFlags) => {
-      const { assertJobExists } = await import('../../engine/job-state.js');
+      const { assertJobExists, readState } = await import('../../engine/job-state.js');
       const { buildReport } = await import('../../observe/report.js');
       const stateDir = resolveStateDir(flags.stateDir);
       assertJobExists(stateDir, name);
-      const html = buildReport(stateDir, name, {
-        pricing: { instanceType: flags.instanceType, region: flags.region, spot: flags.spot },
-      });
+      const html = readState(stateDir, name, () =>
+        buildReport(stateDir, name, {
+          pricing: { instanceType: flags.instanceType, region: flags.region, spot: flags.spot },
+        }),
+      );
       if (flags.output === '-') {
         process.stdout.write(html);
         return;

@@ -153,6 +153,11 @@ async function runLocal(
       out.write('failed paths through the workflow:\n');
       for (const fp of spread) out.write(`  ${fp}\n`);
     }
+    if (summary.unplanned?.length) {
+      out.write('steps not planned:\n');
+      for (const u of summary.unplanned) out.write(`  ${u}\n`);
+      out.write('run the same command again to plan them (finished tasks do not run again)\n');
+    }
     if (summary.status === 'interrupted') out.write(`interrupted: run the same command again to resume\n`);
     out.write(
       `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,

@@ -15,16 +15,29 @@ export function register(program: Command): void {
     .action(async (name: string | undefined, flags: { stateDir?: string; json?: boolean }) => {
       if ((flags as ClusterFlags).cluster) return statusOnCluster(name, flags as ClusterFlags);
       const { listJobs, readJobStatus } = await import('../../engine/job-state.js');
+      const { isUsageError } = await import('../../spec/errors.js');
       const stateDir = resolveStateDir(flags.stateDir);
       const out = process.stdout;
       if (name === undefined) {
-        const jobs = await Promise.all(listJobs(stateDir).map((j) => readJobStatus(stateDir, j)));
+        // a job whose state cannot be read is listed as such, with the reason; the others as usual
+        const jobs = await Promise.all(
+          listJobs(stateDir).map((j) =>
+            readJobStatus(stateDir, j).catch((err: unknown) => {
+              if (!isUsageError(err)) throw err;
+              return { job: j, status: 'unreadable', error: `${err.problem} (fix: ${err.fix})` };
+            }),
+          ),
+        );
         if (flags.json) {
-          printJson(jobs.map((j) => ({ job: j.job, status: j.status, counts: j.counts })));
+          printJson(jobs.map((j) => ('error' in j ? j : { job: j.job, status: j.status, counts: j.counts })));
           return;
         }
         if (jobs.length === 0) out.write(`no jobs in ${stateDir}\n`);
         for (const j of jobs) {
+          if ('error' in j) {
+            out.write(`${j.job.padEnd(24)} ${j.status.padEnd(12)} ${j.error}\n`);
+            continue;
+          }
           const c = j.counts;
           out.write(
             `${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed\n`,

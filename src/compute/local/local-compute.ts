@@ -2,6 +2,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { closeSync, createWriteStream, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EXIT_NO_SPACE } from '../../spec/errors.js';
 import type { LocalWorkerConfig } from '../../worker/local-main.js';
 import type { Compute, WorkerEvent } from '../compute.js';
 
@@ -172,6 +173,8 @@ export class LocalCompute implements Compute {
    * coordinator ends the run with it instead of waiting for workers that never come.
    */
   failure: string | undefined;
+  /** A worker stopped because its disk is full (the state file or a log could not be written). */
+  noSpace = false;
 
   constructor(private readonly o: LocalComputeOptions) {
     this.lanes = o.commandsOnly ? LANES_PER_PROCESS : 1;
@@ -283,6 +286,11 @@ export class LocalCompute implements Compute {
         } catch {
           // gone already
         }
+      }
+      if (code === EXIT_NO_SPACE) {
+        // restarting workers into a full disk would only fail their tasks: the run stops here
+        this.noSpace = true;
+        this.failure ??= `a worker could not write (no space left on device); see ${logPath}`;
       }
       const expected = slot.stopping || this.closing;
       const type = expected || code === 75 ? 'exited' : 'lost';

@@ -1,5 +1,6 @@
-import { existsSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, existsSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type {
@@ -69,8 +70,57 @@ const NATIVE_BINDING = (() => {
   }
 })();
 
-/** Opens (creating and migrating if needed) a state file with WAL and sane pragmas. */
+/**
+ * Opens (creating and migrating if needed) a state file with WAL and sane pragmas. Read-only, it
+ * works in a folder that cannot be written too (a read-only mount, another user's files): sqlite
+ * cannot create the shared-memory file a WAL reader needs there, so it reads a private copy.
+ */
 export function openStateDb(file: string, opts: SqliteQueueOptions = {}): Database.Database {
+  if (!opts.readonly) return openDb(file, opts);
+  const db = openDb(file, opts);
+  try {
+    db.pragma('user_version', { simple: true }); // the first read opens the file (and its -shm)
+    return db;
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code !== 'SQLITE_CANTOPEN' || writable(path.dirname(file))) throw err;
+    return openCopy(file, opts);
+  }
+}
+
+/** Whether a folder can be written (access(2) says yes to root everywhere; a read-only mount says no only to a write). */
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    rmdirSync(mkdtempSync(path.join(dir, '.corral-probe-')));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Opens a read-only copy of a state file (and its WAL) in a temporary folder, removed on close. */
+function openCopy(file: string, opts: SqliteQueueOptions): Database.Database {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'corral-state-'));
+  try {
+    const copy = path.join(tmp, path.basename(file));
+    copyFileSync(file, copy);
+    if (existsSync(`${file}-wal`)) copyFileSync(`${file}-wal`, `${copy}-wal`);
+    const db = openDb(copy, opts);
+    const close = db.close.bind(db);
+    db.close = () => {
+      close();
+      rmSync(tmp, { recursive: true, force: true });
+      return db;
+    };
+    return db;
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function openDb(file: string, opts: SqliteQueueOptions): Database.Database {
   const db = new Database(file, {
     readonly: opts.readonly ?? false,
     fileMustExist: opts.readonly ?? false,
