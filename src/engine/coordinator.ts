@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
@@ -219,7 +219,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       for (const e of ev.skipped)
         log.warn({ event: 'skipped', ...e }, `step ${e.step} skipped (${e.reason})`);
     };
-    if (resumed) await reconcile(queue, dag, store, log);
+    const orphans = resumed ? await reconcile(queue, dag, store, log) : [];
     queue.setMeta('started_at', String(started));
     log.info(
       { event: resumed ? 'resumed' : 'started', pid: process.pid },
@@ -313,7 +313,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       }
       if (compute.failure !== undefined) throw new Error(`cannot run workers: ${compute.failure}`);
       await nap(tick);
-      const reaped = await queue.reapExpired();
+      const now0 = Date.now();
+      releaseOrphans(queue, orphans, now0, log);
+      const reaped = await queue.reapExpired(now0);
       const ev = await dag.advance();
       logDag(ev);
       if (reaped > 0 || ev.expanded.length > 0 || ev.released.length > 0) compute.wake();
@@ -381,16 +383,18 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
 
 /**
  * Makes the state agree with the store, which is the truth: tasks whose output is committed are
- * done, and leases of workers from an earlier, dead coordinator are handed back.
+ * done, and leases of workers from an earlier, dead coordinator are handed back, uncharged (the
+ * coordinator's death is not their tasks' fault). Returns those workers still alive: they are
+ * handing their leases back themselves, or `releaseOrphans` does once they are gone.
  */
-async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log: Logger): Promise<void> {
-  for (const w of queue.workers()) {
-    if (w.state === 'running' && !pidAlive(w.pid)) {
-      const n = queue.releaseOwner(w.id);
-      queue.workerBeat(w.id, w.pid, w.host, [], 'lost');
-      if (n) log.info({ event: 'released', worker: w.id, leases: n }, `handed back ${n} lease(s) of ${w.id}`);
-    }
-  }
+async function reconcile(
+  queue: SqliteQueue,
+  dag: DagState,
+  store: FsStore,
+  log: Logger,
+): Promise<WorkerRow[]> {
+  const orphans = queue.workers().filter((w) => w.state === 'running');
+  releaseOrphans(queue, orphans, Date.now(), log);
   const rows = queue.db
     .prepare("SELECT id, payload FROM tasks WHERE state IN ('pending', 'leased', 'blocked')")
     .all() as { id: number; payload: string }[];
@@ -405,6 +409,25 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
       { event: 'reconciled', found: found.length },
       `${found.length} task(s) already had their output`,
     );
+  }
+  return orphans;
+}
+
+/**
+ * Hands back, uncharged, the leases of workers of an earlier coordinator: all of them once the
+ * worker is gone, and those that expired meanwhile (the reaper would charge them). `orphans`
+ * keeps the workers still alive.
+ */
+function releaseOrphans(queue: SqliteQueue, orphans: WorkerRow[], now: number, log: Logger): void {
+  for (let i = orphans.length - 1; i >= 0; i--) {
+    const w = orphans[i]!;
+    const gone = !pidAlive(w.pid);
+    const n = queue.releaseOwner(w.id, gone ? undefined : now);
+    if (gone) {
+      queue.workerBeat(w.id, w.pid, w.host, [], 'lost');
+      orphans.splice(i, 1);
+    }
+    if (n) log.info({ event: 'released', worker: w.id, leases: n }, `handed back ${n} lease(s) of ${w.id}`);
   }
 }
 
