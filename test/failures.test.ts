@@ -65,6 +65,34 @@ retries: { maxAttempts: 1 }
   });
 }
 
+test('a process that left the group with setsid does not hold the attempt past its end or its timeout (Node spawn path)', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'fast\nslow\n',
+    // stdin: input pipes the line through Node's spawn; the setsid child holds the pipes for ever
+    'job.yaml': `name: escaper
+tasks:
+  map: { lines: items.txt }
+  stdin: input
+  command: "setsid sh -c 'echo $$ >> bg.pids; exec sleep 1000' & if [ {input} = slow ]; then sleep 100; fi; wc -l"
+outputs: out/{index}
+timeout: 2s
+retries: { maxAttempts: 1 }
+`,
+  });
+  // before: the run never ended (the pipes never closed); 60 s is a bound, it takes ~3 s
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 60_000 });
+  for (const pid of readFileSync(path.join(dir, 'bg.pids'), 'utf8').trim().split('\n'))
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {}
+  assert.equal(r.signal, null, 'the run hung');
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /1\/2 tasks done, 1 failed/);
+  assert.match(r.stdout, /task 1: timed out after 2s; its process group was killed after 1 attempt/);
+  assert.equal(readFileSync(path.join(dir, 'out', '0'), 'utf8').trim(), '1');
+});
+
 test('a module task that throws is retried and reports the error', async (t) => {
   const dir = tempDir(t);
   writeFiles(dir, {

@@ -49,6 +49,11 @@ export interface RunCommandOptions {
 }
 
 const KILL_GRACE_MS = 2000;
+/**
+ * How long the output a task wrote before its shell exited may take to be read from its pipes;
+ * after it, the attempt ends whatever still holds them.
+ */
+const PIPES_GRACE_MS = 1000;
 
 function killGroup(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -90,6 +95,8 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     let aborted = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
+    let pipesTimer: NodeJS.Timeout | undefined;
+    let rs: ReturnType<typeof createReadStream> | undefined;
     const startedAt = Date.now();
     if (pid !== undefined) o.onGroup?.(pid);
 
@@ -116,7 +123,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
         const end = o.stdin.end === undefined ? undefined : o.stdin.end - 1;
         if (end !== undefined && o.stdin.start !== undefined && end < o.stdin.start) child.stdin.end();
         else {
-          const rs = createReadStream(o.stdin.path, { start: o.stdin.start, end });
+          rs = createReadStream(o.stdin.path, { start: o.stdin.start, end });
           rs.on('error', (err) => {
             o.log.write(`corral: cannot read input: ${err.message}\n`);
             child.stdin?.destroy();
@@ -131,7 +138,13 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       settled = true;
       clearTimeout(timer);
       if (graceTimer) clearTimeout(graceTimer);
+      if (pipesTimer) clearTimeout(pipesTimer);
       o.signal.removeEventListener('abort', onAbort);
+      // nothing of the attempt is waited for any more, whoever still holds its pipes
+      rs?.destroy();
+      child.stdin?.destroy();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       o.onGroup?.(undefined);
       resolve({ ...r, startedAt });
     };
@@ -151,8 +164,12 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
         else if (sig) finish({ ok: false, error: `killed by ${sig}` });
         else finish({ ok: false, error: `exited with code ${code}` });
       };
-      if (child.stdout || child.stderr) child.once('close', done);
-      else done();
+      if (child.stdout || child.stderr) {
+        // The pipes close once what the task wrote is read, unless a process outside its group
+        // (one that called setsid) still holds them: then the attempt ends without them.
+        child.once('close', done);
+        pipesTimer = setTimeout(done, PIPES_GRACE_MS);
+      } else done();
     });
   });
 }
