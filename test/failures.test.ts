@@ -93,6 +93,41 @@ retries: { maxAttempts: 1 }
   assert.equal(readFileSync(path.join(dir, 'out', '0'), 'utf8').trim(), '1');
 });
 
+test('a line over 128 KiB or with a NUL byte reaches its task on stdin; a NUL byte in a command fails at once, with the reason', async (t) => {
+  const dir = tempDir(t);
+  const long = 'x'.repeat(200_000);
+  writeFiles(dir, {
+    'items.txt': `short\n${long}\na\0b\n`,
+    // the environment mirrors a line only when it can hold it: CORRAL_INPUT is unset for the others
+    'job.yaml': `name: longlines
+steps:
+  - name: count
+    map: { lines: items.txt }
+    stdin: input
+    command: 'wc -c; echo "\${CORRAL_INPUT-unset}" | cut -c1-5'
+    outputs: out/{index}
+  - name: echo
+    map: { lines: items.txt }
+    command: 'printf %s {input} | wc -c'
+    outputs: echo/{index}
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  // before: "could not start the command: spawn E2BIG" and "must be a string without null bytes"
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const out = (i: number) => readFileSync(path.join(dir, 'out', String(i)), 'utf8').split('\n');
+  assert.deepEqual(out(0).slice(0, 2), ['6', 'short']);
+  assert.deepEqual(out(1).slice(0, 2), ['200001', 'unset']);
+  assert.deepEqual(out(2).slice(0, 2), ['4', 'unset']);
+  assert.equal(readFileSync(path.join(dir, 'echo', '0'), 'utf8'), '5\n');
+  // a command line ends at a NUL byte: never run cut short, and not retried
+  assert.match(
+    r.stdout,
+    /task echo\/2: could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
+  );
+});
+
 test('a module task that throws is retried and reports the error', async (t) => {
   const dir = tempDir(t);
   writeFiles(dir, {

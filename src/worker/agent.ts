@@ -65,7 +65,15 @@ const MAX_IDLE_SLEEP_MS = 250;
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
   | { ok: true; outcome: Completion['outcome']; startedAt: number }
-  | { ok: false; cancelled?: boolean; error?: string; logPath?: string; startedAt: number };
+  | {
+      ok: false;
+      cancelled?: boolean;
+      error?: string;
+      logPath?: string;
+      startedAt: number;
+      /** No attempt can succeed: not retried. */
+      final?: boolean;
+    };
 /**
  * A worker: claims tasks from the Queue port, runs each (shell command or module function),
  * commits its output through the Store port, acks, and heartbeats its leases meanwhile.
@@ -325,6 +333,7 @@ export class WorkerAgent {
             retryDelayMs: delay,
             startedAt,
             finishedAt,
+            final: r.final,
           });
         }
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
@@ -482,7 +491,13 @@ export class WorkerAgent {
     log.close();
     if (!r.ok) {
       if (key !== undefined) await store.discard(key, attemptId);
-      return { ok: false, error: r.error, logPath: log.written ? logPath : undefined, startedAt };
+      return {
+        ok: false,
+        error: r.error,
+        logPath: log.written ? logPath : undefined,
+        startedAt,
+        final: r.final,
+      };
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
     let c: Awaited<ReturnType<Store['commit']>>;
@@ -510,8 +525,19 @@ export class WorkerAgent {
 /** CORRAL_INPUT_NAME for input.name, and so on (a handful of names, each made once). */
 const envNames = new Map<string, string>();
 
-/** Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START. */
-function taskEnv(vars: Record<string, string>): Record<string, string> {
+/**
+ * Linux's limit on one `NAME=VALUE` string of an environment (MAX_ARG_STRLEN, 32 pages, its NUL
+ * included): a longer one made the task's start fail with E2BIG.
+ */
+const MAX_ENV_STRING = 131_072;
+
+/**
+ * Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START.
+ * A value an environment cannot hold is left out, and the task still starts: one with a NUL byte
+ * (a line holding one), or one over 128 KiB (a long line, a reduce's many inputs). The task reads
+ * such a line on stdin (`stdin: input`), and a reduce its inputs from CORRAL_INPUTS_FILE.
+ */
+export function taskEnv(vars: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const k in vars) {
     let name = envNames.get(k);
@@ -519,7 +545,12 @@ function taskEnv(vars: Record<string, string>): Record<string, string> {
       name = `CORRAL_${k.replace('.', '_').toUpperCase()}`;
       envNames.set(k, name);
     }
-    env[name] = vars[k]!;
+    const v = vars[k]!;
+    // a UTF-8 byte is at most 3 per UTF-16 unit: only a long value is measured
+    if (v.length * 3 + name.length + 2 > MAX_ENV_STRING && Buffer.byteLength(v) + name.length + 2 > MAX_ENV_STRING)
+      continue;
+    if (v.includes('\0')) continue;
+    env[name] = v;
   }
   return env;
 }

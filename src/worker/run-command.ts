@@ -24,6 +24,8 @@ export interface TaskResult {
   readonly cancelled?: boolean;
   /** When the task's process started (ms since the epoch). */
   readonly startedAt?: number;
+  /** The command cannot start, however often it is tried (too long, a NUL byte): not retried. */
+  readonly final?: boolean;
 }
 
 /** Options of one shell command run. */
@@ -68,6 +70,15 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
  * process it left behind in its group is killed then, and on timeout or abort the whole group is.
  */
 export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
+  const cmd = typeof o.command === 'string' ? [o.command] : [o.command.file, ...o.command.args];
+  if (cmd.some((a) => a.includes('\0')))
+    // a command line ends at its first NUL byte: it would run something else than written
+    return Promise.resolve({
+      ok: false,
+      final: true,
+      error:
+        'could not start the command: it holds a NUL byte (from a placeholder such as {input}), which a command line cannot (fix: read the line on stdin with stdin: input)',
+    });
   if (o.runner !== undefined && runnerCan(o.stdin, o.extraEnv)) return runWithRunner(o, o.runner);
   return new Promise((resolve) => {
     const outFd = o.stdoutFile ? openSync(o.stdoutFile, 'w') : undefined;
@@ -86,7 +97,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       });
     } catch (err) {
       if (outFd !== undefined) closeSync(outFd);
-      resolve({ ok: false, error: `could not start the command: ${(err as Error).message}` });
+      resolve(startFailure((err as NodeJS.ErrnoException).code, (err as Error).message));
       return;
     }
     if (outFd !== undefined) closeSync(outFd);
@@ -172,6 +183,21 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       } else done();
     });
   });
+}
+
+/**
+ * A command that could not start. E2BIG (its environment too large for Linux) fails the same way
+ * on every attempt: it is not retried.
+ */
+function startFailure(code: string | undefined, message: string): TaskResult {
+  if (code === 'E2BIG')
+    return {
+      ok: false,
+      final: true,
+      error:
+        'could not start the command: E2BIG, its arguments or environment are over what Linux allows (128 KiB each, about 2 MiB in all) (fix: pass long values in files)',
+    };
+  return { ok: false, error: `could not start the command: ${message}` };
 }
 
 const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));

@@ -248,7 +248,7 @@ export class SqliteQueue implements Queue {
       .transaction(() => {
         for (const f of failures) {
           const l = f.lease;
-          const last = l.attempt >= l.maxAttempts;
+          const last = l.attempt >= l.maxAttempts || f.final === true;
           if (last) dead.run(f.finishedAt, f.error, f.logPath ?? null, l.taskId, l.owner);
           else retry.run(f.finishedAt + f.retryDelayMs, f.error, f.logPath ?? null, l.taskId, l.owner);
           attempt.run(
