@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { alive, runCli, tempDir, waitFor, writeFiles } from './helpers.js';
@@ -126,6 +126,59 @@ retries: { maxAttempts: 3, backoff: { initial: 50ms } }
     r.stdout,
     /task echo\/2: could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
   );
+});
+
+test('a reduce over more inputs than a command line holds runs, and gets them as a file too', async (t) => {
+  const dir = tempDir(t);
+  const n = 700;
+  // long paths: 700 of them are over Linux's 128 KiB limit for the one argument of sh -c
+  const deep = 'd'.repeat(200);
+  writeFiles(dir, {
+    'n.txt': Array.from({ length: n }, (_, i) => String(i + 1)).join('\n'),
+    'job.yaml': `name: bigreduce
+steps:
+  - name: each
+    map: { lines: n.txt }
+    command: 'echo {input}'
+    outputs: out/${deep}/{index}.txt
+  - name: all
+    reduce: each
+    command: 'cat {inputs} | wc -l; wc -l < {inputs.file}; sort -n {inputs} | tail -1'
+    outputs: total.txt
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 240_000 });
+  // before: "task all/0: exited with code 126 after 3 attempt(s)" and a log that said nothing more
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(readFileSync(path.join(dir, 'total.txt'), 'utf8'), `${n}\n${n}\n${n}\n`);
+  // the script and the list were the attempt's: gone after it
+  assert.deepEqual(
+    readdirSync(path.join(dir, '.corral/jobs/bigreduce/logs')).filter((f) => f.startsWith('.task-')),
+    [],
+  );
+});
+
+test('a command that cannot start says why, and is not retried', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'a\n',
+    // one variable over Linux's 128 KiB limit: the shell cannot be started (E2BIG)
+    'job.yaml': `name: nostart
+tasks:
+  map: { lines: items.txt }
+  command: 'true'
+  env: { BIG: ${'x'.repeat(140_000)} }
+outputs: out/{index}
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  // before: "exited with code 126 after 3 attempt(s)", and nothing in the log
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /task 0: could not start the command: E2BIG, .* after 1 attempt\(s\)/);
+  const log = await runCli(['logs', 'nostart', '0'], { cwd: dir });
+  assert.match(log.stdout, /attempt failed: could not start the command: E2BIG/);
 });
 
 test('a module task that throws is retried and reports the error', async (t) => {

@@ -63,7 +63,7 @@ export interface RunOptions {
   readonly prestarted?: PrestartedWorker[];
 }
 
-/** Scratch log files of forkers that died with their worker (see src/worker/forker.c). */
+/** Scratch files of forkers (src/worker/forker.c) and of attempts (a script, an inputs list) that died with their worker. */
 function removeForkerScratch(logsDir: string): void {
   let names: string[];
   try {
@@ -72,7 +72,8 @@ function removeForkerScratch(logsDir: string): void {
     return;
   }
   for (const n of names)
-    if (n.startsWith('.forker-') && n.endsWith('.part')) rmSync(path.join(logsDir, n), { force: true });
+    if ((n.startsWith('.forker-') && n.endsWith('.part')) || n.startsWith('.task-'))
+      rmSync(path.join(logsDir, n), { force: true });
 }
 
 /** Rows of a small plan that workers may start on while the rest is written. */

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sleep } from '../engine/process-utils.js';
@@ -8,7 +8,13 @@ import { render, shellQuote, taskVars } from '../engine/template.js';
 import { backoffDelay, type Completion, type Failure, type Lease, type Queue } from '../queue/queue.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
-import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
+import {
+  type RunCommandOptions,
+  runCommand,
+  runnerCan,
+  type TaskResult,
+  type TaskStdin,
+} from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
 import { runnerAvailable, ShellRunner } from './shell-runner.js';
 import { TaskLog } from './task-log.js';
@@ -407,6 +413,39 @@ export class WorkerAgent {
       if (key !== undefined) await store.discard(key, attemptId);
       return { ok: false, cancelled: true, startedAt };
     }
+    // files the attempt's command reads, removed after it: its inputs' list, a long command's script
+    const scratch: string[] = [];
+    const scratchPrefix = `${this.logsPrefix}.task-${attemptId}-${taskLogName(lease.key)}`;
+    let command: RunCommandOptions['command'] | undefined;
+    if (step.command !== undefined || step.exec !== undefined)
+      try {
+        if (p.ins !== undefined && !p.argv) {
+          // {inputs.file}: every input path on a line of its own, however many (100,000 or more)
+          vars['inputs.file'] = `${scratchPrefix}.inputs`;
+          writeFileSync(vars['inputs.file'], vars.inputs ? `${vars.inputs}\n` : '');
+          scratch.push(vars['inputs.file']);
+        }
+        command = p.argv
+          ? { file: p.argv[0]!, args: p.argv.slice(1) }
+          : step.exec
+            ? { file: step.exec.executable, args: step.exec.args }
+            : render(step.command!, vars, shellQuote);
+        if (typeof command === 'string' && scriptIt(command)) {
+          // over Linux's 128 KiB limit for one argument, `sh -c COMMAND` could not start (E2BIG):
+          // a long command (a reduce's {inputs}, a long line as {input}) is run from a file
+          const script = `${scratchPrefix}.sh`;
+          writeFileSync(script, command);
+          scratch.push(script);
+          command = `. ${shellQuote(script)}`;
+        }
+      } catch (err) {
+        for (const f of scratch) rmSync(f, { force: true });
+        if (key !== undefined) await store.discard(key, attemptId);
+        const error = `could not write the command's files: ${(err as Error).message.split('\n')[0]}`;
+        log.write(`corral: attempt failed: ${error}\n`);
+        log.close();
+        return { ok: false, error, logPath: log.written ? logPath : undefined, startedAt };
+      }
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }
@@ -420,11 +459,7 @@ export class WorkerAgent {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command?.includes('{output}') ?? false;
         r = await runCommand({
-          command: p.argv
-            ? { file: p.argv[0]!, args: p.argv.slice(1) }
-            : step.exec
-              ? { file: step.exec.executable, args: step.exec.args }
-              : render(step.command!, vars, shellQuote),
+          command: command!,
           cwd: baseDir,
           extraEnv: { ...step.env, ...taskEnv(vars) },
           runner: this.runner,
@@ -471,6 +506,8 @@ export class WorkerAgent {
       }
     } catch (err) {
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
+    } finally {
+      for (const f of scratch) rmSync(f, { force: true });
     }
     startedAt = r.startedAt ?? startedAt;
     if (r.cancelled) {
@@ -522,6 +559,15 @@ export class WorkerAgent {
   }
 }
 
+/**
+ * Whether a rendered command goes to a script file: past 64 KiB (Snakemake's threshold), well
+ * below the 128 KiB Linux allows one argument. One holding a NUL byte never does (it fails, with
+ * the reason, in runCommand: a script would run it cut short as well).
+ */
+function scriptIt(command: string): boolean {
+  return command.length > 21_845 && Buffer.byteLength(command) > 65_536 && !command.includes('\0');
+}
+
 /** CORRAL_INPUT_NAME for input.name, and so on (a handful of names, each made once). */
 const envNames = new Map<string, string>();
 
@@ -547,7 +593,10 @@ export function taskEnv(vars: Record<string, string>): Record<string, string> {
     }
     const v = vars[k]!;
     // a UTF-8 byte is at most 3 per UTF-16 unit: only a long value is measured
-    if (v.length * 3 + name.length + 2 > MAX_ENV_STRING && Buffer.byteLength(v) + name.length + 2 > MAX_ENV_STRING)
+    if (
+      v.length * 3 + name.length + 2 > MAX_ENV_STRING &&
+      Buffer.byteLength(v) + name.length + 2 > MAX_ENV_STRING
+    )
       continue;
     if (v.includes('\0')) continue;
     env[name] = v;

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, createReadStream, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { getSystemErrorMap } from 'node:util';
 import { shellQuote } from '../engine/template.js';
 import type { ShellRunner } from './shell-runner.js';
 import type { TaskLog } from './task-log.js';
@@ -285,6 +286,10 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
         error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
       };
     if (aborted) return { ok: false, startedAt, error: 'aborted: the worker stopped' };
+    if (exit.spawnErrno !== undefined) {
+      const [name, message] = getSystemErrorMap().get(-exit.spawnErrno) ?? [`errno ${exit.spawnErrno}`, ''];
+      return { ...startFailure(name, `${name}${message ? `, ${message}` : ''}`), startedAt };
+    }
     if (exit.code === 0) return { ok: true, startedAt };
     if (exit.signal !== null)
       return {
