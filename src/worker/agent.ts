@@ -436,7 +436,7 @@ export class WorkerAgent {
           const script = `${scratchPrefix}.sh`;
           writeFileSync(script, command);
           scratch.push(script);
-          command = `. ${shellQuote(script)}`;
+          command = `${RAISE_STACK}. ${shellQuote(script)}`;
         }
       } catch (err) {
         for (const f of scratch) rmSync(f, { force: true });
@@ -558,6 +558,14 @@ export class WorkerAgent {
     return { ok: true, outcome: c, startedAt };
   }
 }
+
+/**
+ * Before a long command: a soft stack limit under 32 MiB is raised to it, if the hard limit allows.
+ * Linux lets a program take arguments up to a quarter of it (capped at 6 MiB): with the usual
+ * 8 MiB, `cat {inputs}` over 100,000 outputs failed with "Argument list too long".
+ */
+const RAISE_STACK =
+  '__corral_s=$(ulimit -s); if [ "$__corral_s" != unlimited ] && [ "$__corral_s" -lt 32768 ]; then ulimit -s 32768 2>/dev/null; fi; unset __corral_s; ';
 
 /**
  * Whether a rendered command goes to a script file: past 64 KiB (Snakemake's threshold), well
