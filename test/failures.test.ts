@@ -65,6 +65,122 @@ retries: { maxAttempts: 1 }
   });
 }
 
+test('a process that left the group with setsid does not hold the attempt past its end or its timeout (Node spawn path)', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'fast\nslow\n',
+    // stdin: input pipes the line through Node's spawn; the setsid child holds the pipes for ever
+    'job.yaml': `name: escaper
+tasks:
+  map: { lines: items.txt }
+  stdin: input
+  command: "setsid sh -c 'echo $$ >> bg.pids; exec sleep 1000' & if [ {input} = slow ]; then sleep 100; fi; wc -l"
+outputs: out/{index}
+timeout: 2s
+retries: { maxAttempts: 1 }
+`,
+  });
+  // before: the run never ended (the pipes never closed); 60 s is a bound, it takes ~3 s
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 60_000 });
+  for (const pid of readFileSync(path.join(dir, 'bg.pids'), 'utf8').trim().split('\n'))
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {}
+  assert.equal(r.signal, null, 'the run hung');
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /1\/2 tasks done, 1 failed/);
+  assert.match(r.stdout, /task 1: timed out after 2s; its process group was killed after 1 attempt/);
+  assert.equal(readFileSync(path.join(dir, 'out', '0'), 'utf8').trim(), '1');
+});
+
+test('a line over 128 KiB or with a NUL byte reaches its task on stdin; a NUL byte in a command fails at once, with the reason', async (t) => {
+  const dir = tempDir(t);
+  const long = 'x'.repeat(200_000);
+  writeFiles(dir, {
+    'items.txt': `short\n${long}\na\0b\n`,
+    // the environment mirrors a line only when it can hold it: CORRAL_INPUT is unset for the others
+    'job.yaml': `name: longlines
+steps:
+  - name: count
+    map: { lines: items.txt }
+    stdin: input
+    command: 'wc -c; echo "\${CORRAL_INPUT-unset}" | cut -c1-5'
+    outputs: out/{index}
+  - name: echo
+    map: { lines: items.txt }
+    command: 'printf %s {input} | wc -c'
+    outputs: echo/{index}
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  // before: "could not start the command: spawn E2BIG" and "must be a string without null bytes"
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  const out = (i: number) => readFileSync(path.join(dir, 'out', String(i)), 'utf8').split('\n');
+  assert.deepEqual(out(0).slice(0, 2), ['6', 'short']);
+  assert.deepEqual(out(1).slice(0, 2), ['200001', 'unset']);
+  assert.deepEqual(out(2).slice(0, 2), ['4', 'unset']);
+  assert.equal(readFileSync(path.join(dir, 'echo', '0'), 'utf8'), '5\n');
+  // a command line ends at a NUL byte: never run cut short, and not retried
+  assert.match(
+    r.stdout,
+    /task echo\/2: could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
+  );
+});
+
+test('a reduce over more inputs than a command line holds runs, and gets them as a file too', async (t) => {
+  const dir = tempDir(t);
+  const n = 700;
+  // long paths: 700 of them are over Linux's 128 KiB limit for the one argument of sh -c
+  const deep = 'd'.repeat(200);
+  writeFiles(dir, {
+    'n.txt': Array.from({ length: n }, (_, i) => String(i + 1)).join('\n'),
+    'job.yaml': `name: bigreduce
+steps:
+  - name: each
+    map: { lines: n.txt }
+    command: 'echo {input}'
+    outputs: out/${deep}/{index}.txt
+  - name: all
+    reduce: each
+    command: 'cat {inputs} | wc -l; wc -l < {inputs.file}; sort -n {inputs} | tail -1'
+    outputs: total.txt
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 240_000 });
+  // before: "task all/0: exited with code 126 after 3 attempt(s)" and a log that said nothing more
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(readFileSync(path.join(dir, 'total.txt'), 'utf8'), `${n}\n${n}\n${n}\n`);
+  // the script and the list were the attempt's: gone after it
+  assert.deepEqual(
+    readdirSync(path.join(dir, '.corral/jobs/bigreduce/logs')).filter((f) => f.startsWith('.task-')),
+    [],
+  );
+});
+
+test('a command that cannot start says why, and is not retried', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'a\n',
+    // one variable over Linux's 128 KiB limit: the shell cannot be started (E2BIG)
+    'job.yaml': `name: nostart
+tasks:
+  map: { lines: items.txt }
+  command: 'true'
+  env: { BIG: ${'x'.repeat(140_000)} }
+outputs: out/{index}
+retries: { maxAttempts: 3, backoff: { initial: 50ms } }
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  // before: "exited with code 126 after 3 attempt(s)", and nothing in the log
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /task 0: could not start the command: E2BIG, .* after 1 attempt\(s\)/);
+  const log = await runCli(['logs', 'nostart', '0'], { cwd: dir });
+  assert.match(log.stdout, /attempt failed: could not start the command: E2BIG/);
+});
+
 test('a module task that throws is retried and reports the error', async (t) => {
   const dir = tempDir(t);
   writeFiles(dir, {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
@@ -76,8 +76,9 @@ export interface RunOptions {
 }
 
 /**
- * Scratch log files of forkers that died with their worker (see src/worker/forker.c), and task
- * log parts that a worker could not append to their log (src/worker/run-command.ts).
+ * Scratch files of forkers that died with their worker (see src/worker/forker.c), of attempts (a
+ * script, an inputs list: src/worker/agent.ts), and task log parts that a worker could not append
+ * to their log (src/worker/run-command.ts).
  */
 function removeForkerScratch(logsDir: string): void {
   let names: string[];
@@ -87,7 +88,11 @@ function removeForkerScratch(logsDir: string): void {
     return;
   }
   for (const n of names)
-    if ((n.startsWith('.forker-') && n.endsWith('.part')) || n.endsWith('.log.part'))
+    if (
+      (n.startsWith('.forker-') && n.endsWith('.part')) ||
+      n.endsWith('.log.part') ||
+      n.startsWith('.task-')
+    )
       rmSync(path.join(logsDir, n), { force: true });
 }
 
@@ -269,7 +274,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       for (const e of ev.unplanned)
         log.error({ event: 'unplanned', ...e }, `step ${e.step} cannot be planned: ${e.reason}`);
     };
-    if (resumed) await reconcile(queue, dag, store, log);
+    const orphans = resumed ? await reconcile(queue, dag, store, log) : [];
     queue.setMeta('started_at', String(started));
     log.info(
       { event: resumed ? 'resumed' : 'started', pid: process.pid },
@@ -368,7 +373,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       }
       if (compute.failure !== undefined) throw new CommandFailed(`cannot run workers: ${compute.failure}`);
       await nap(tick);
-      const reaped = await queue.reapExpired();
+      const now0 = Date.now();
+      releaseOrphans(queue, orphans, now0, log);
+      const reaped = await queue.reapExpired(now0);
       const ev = await dag.advance();
       logDag(ev);
       if (reaped > 0 || ev.expanded.length > 0 || ev.released.length > 0) compute.wake();
@@ -463,16 +470,18 @@ function workStarted(queue: SqliteQueue): boolean {
 
 /**
  * Makes the state agree with the store, which is the truth: tasks whose output is committed are
- * done, and leases of workers from an earlier, dead coordinator are handed back.
+ * done, and leases of workers from an earlier, dead coordinator are handed back, uncharged (the
+ * coordinator's death is not their tasks' fault). Returns those workers still alive: they are
+ * handing their leases back themselves, or `releaseOrphans` does once they are gone.
  */
-async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log: Logger): Promise<void> {
-  for (const w of queue.workers()) {
-    if (w.state === 'running' && !pidAlive(w.pid)) {
-      const n = queue.releaseOwner(w.id);
-      queue.workerBeat(w.id, w.pid, w.host, [], 'lost');
-      if (n) log.info({ event: 'released', worker: w.id, leases: n }, `handed back ${n} lease(s) of ${w.id}`);
-    }
-  }
+async function reconcile(
+  queue: SqliteQueue,
+  dag: DagState,
+  store: FsStore,
+  log: Logger,
+): Promise<WorkerRow[]> {
+  const orphans = queue.workers().filter((w) => w.state === 'running');
+  releaseOrphans(queue, orphans, Date.now(), log);
   const rows = queue.db
     .prepare("SELECT id, payload FROM tasks WHERE state IN ('pending', 'leased', 'blocked')")
     .all() as { id: number; payload: string }[];
@@ -487,6 +496,25 @@ async function reconcile(queue: SqliteQueue, dag: DagState, store: FsStore, log:
       { event: 'reconciled', found: found.length },
       `${found.length} task(s) already had their output`,
     );
+  }
+  return orphans;
+}
+
+/**
+ * Hands back, uncharged, the leases of workers of an earlier coordinator: all of them once the
+ * worker is gone, and those that expired meanwhile (the reaper would charge them). `orphans`
+ * keeps the workers still alive.
+ */
+function releaseOrphans(queue: SqliteQueue, orphans: WorkerRow[], now: number, log: Logger): void {
+  for (let i = orphans.length - 1; i >= 0; i--) {
+    const w = orphans[i]!;
+    const gone = !pidAlive(w.pid);
+    const n = queue.releaseOwner(w.id, gone ? undefined : now);
+    if (gone) {
+      queue.workerBeat(w.id, w.pid, w.host, [], 'lost');
+      orphans.splice(i, 1);
+    }
+    if (n) log.info({ event: 'released', worker: w.id, leases: n }, `handed back ${n} lease(s) of ${w.id}`);
   }
 }
 

@@ -78,6 +78,8 @@ export interface Failure {
   readonly logPath?: string;
   /** Delay before the next attempt, if there is one. */
   readonly retryDelayMs: number;
+  /** No attempt can succeed (the command cannot start): a dead letter now, whatever attempts are left. */
+  readonly final?: boolean;
   readonly startedAt: number;
   readonly finishedAt: number;
 }

@@ -12,6 +12,7 @@ import { durationField, sizeField } from './units.js';
 export const PLACEHOLDERS = [
   'input',
   'inputs',
+  'inputs.file',
   'input.path',
   'input.name',
   'input.stem',
@@ -71,7 +72,8 @@ const bodyFields = {
   /**
    * A shell command template run with /bin/sh; placeholders such as {input}, {output}, {index},
    * {chunk.start}, {chunk.end}, {inputs} are substituted shell-quoted, so file names cannot inject
-   * commands. When it does not mention {output}, the command's stdout becomes the output.
+   * commands. {inputs.file} is a file listing a reduce's inputs, one path a line (for lists too
+   * long for a command line). A command over 64 KiB once filled in is run from a script file. When it does not mention {output}, the command's stdout becomes the output.
    * @default - none (give `command` or `module`)
    */
   command: z.string().min(1).optional(),
@@ -186,7 +188,7 @@ function checkOutputs(outputs: string | undefined, ctx: z.RefinementCtx, perTask
   if (!outputs) return;
   checkPlaceholders(
     outputs,
-    PLACEHOLDERS.filter((p) => !['output', 'attempt', 'input', 'inputs'].includes(p)),
+    PLACEHOLDERS.filter((p) => !['output', 'attempt', 'input', 'inputs', 'inputs.file'].includes(p)),
     ctx,
     'outputs',
   );

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { lstatSync, rmSync, type Stats, statSync } from 'node:fs';
+import { lstatSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +17,13 @@ import {
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import type { Store } from '../store/store.js';
-import { runCommand, runnerCan, type TaskResult, type TaskStdin } from './run-command.js';
+import {
+  type RunCommandOptions,
+  runCommand,
+  runnerCan,
+  type TaskResult,
+  type TaskStdin,
+} from './run-command.js';
 import { loadTaskFunction, runModule } from './run-module.js';
 import { runnerAvailable, ShellRunner } from './shell-runner.js';
 import { TaskLog } from './task-log.js';
@@ -80,7 +86,15 @@ const MAX_IDLE_SLEEP_MS = 250;
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
   | { ok: true; outcome: Completion['outcome']; startedAt: number }
-  | { ok: false; cancelled?: boolean; error?: string; logPath?: string; startedAt: number };
+  | {
+      ok: false;
+      cancelled?: boolean;
+      error?: string;
+      logPath?: string;
+      startedAt: number;
+      /** No attempt can succeed: not retried. */
+      final?: boolean;
+    };
 /**
  * A worker: claims tasks from the Queue port, runs each (shell command or module function),
  * commits its output through the Store port, acks, and heartbeats its leases meanwhile.
@@ -340,6 +354,7 @@ export class WorkerAgent {
             retryDelayMs: delay,
             startedAt,
             finishedAt,
+            final: r.final,
           });
         }
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
@@ -427,6 +442,39 @@ export class WorkerAgent {
     // what a process that writes in place (HyperFlow) finds at its outputs, so that a failed
     // attempt removes only what it wrote
     const outsBefore = p.outs?.map((f) => statOf(path.resolve(baseDir, f), lstatSync));
+    // files the attempt's command reads, removed after it: its inputs' list, a long command's script
+    const scratch: string[] = [];
+    const scratchPrefix = `${this.logsPrefix}.task-${attemptId}-${taskLogName(lease.key)}`;
+    let command: RunCommandOptions['command'] | undefined;
+    if (step.command !== undefined || step.exec !== undefined)
+      try {
+        if (p.ins !== undefined && !p.argv) {
+          // {inputs.file}: every input path on a line of its own, however many (100,000 or more)
+          vars['inputs.file'] = `${scratchPrefix}.inputs`;
+          writeFileSync(vars['inputs.file'], vars.inputs ? `${vars.inputs}\n` : '');
+          scratch.push(vars['inputs.file']);
+        }
+        command = p.argv
+          ? { file: p.argv[0]!, args: p.argv.slice(1) }
+          : step.exec
+            ? { file: step.exec.executable, args: step.exec.args }
+            : render(step.command!, vars, shellQuote);
+        if (typeof command === 'string' && scriptIt(command)) {
+          // over Linux's 128 KiB limit for one argument, `sh -c COMMAND` could not start (E2BIG):
+          // a long command (a reduce's {inputs}, a long line as {input}) is run from a file
+          const script = `${scratchPrefix}.sh`;
+          writeFileSync(script, command);
+          scratch.push(script);
+          command = `${RAISE_STACK}. ${shellQuote(script)}`;
+        }
+      } catch (err) {
+        for (const f of scratch) rmSync(f, { force: true });
+        if (key !== undefined) await store.discard(key, attemptId);
+        const error = `could not write the command's files: ${(err as Error).message.split('\n')[0]}`;
+        log.write(`corral: attempt failed: ${error}\n`);
+        log.close();
+        return { ok: false, error, logPath: log.written ? logPath : undefined, startedAt };
+      }
     const stdin: TaskStdin =
       step.stdin === 'none'
         ? { kind: 'none' }
@@ -440,11 +488,7 @@ export class WorkerAgent {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command?.includes('{output}') ?? false;
         r = await runCommand({
-          command: p.argv
-            ? { file: p.argv[0]!, args: p.argv.slice(1) }
-            : step.exec
-              ? { file: step.exec.executable, args: step.exec.args }
-              : render(step.command!, vars, shellQuote),
+          command: command!,
           cwd: baseDir,
           extraEnv: { ...step.env, ...taskEnv(vars) },
           runner: this.runner,
@@ -493,6 +537,8 @@ export class WorkerAgent {
       // corral's own write failed (the task's log on a full disk): not the task's failure
       if (isNoSpace(err)) throw err;
       r = { ok: false, error: (err as Error).message.split('\n')[0] };
+    } finally {
+      for (const f of scratch) rmSync(f, { force: true });
     }
     startedAt = r.startedAt ?? startedAt;
     if (r.cancelled) {
@@ -522,7 +568,13 @@ export class WorkerAgent {
     log.close();
     if (!r.ok) {
       if (key !== undefined) await store.discard(key, attemptId);
-      return { ok: false, error: r.error, logPath: log.written ? logPath : undefined, startedAt };
+      return {
+        ok: false,
+        error: r.error,
+        logPath: log.written ? logPath : undefined,
+        startedAt,
+        final: r.final,
+      };
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
     let c: Awaited<ReturnType<Store['commit']>>;
@@ -581,11 +633,39 @@ function removeWritten(
   });
 }
 
+/**
+ * Before a long command: a soft stack limit under 32 MiB is raised to it, if the hard limit allows.
+ * Linux lets a program take arguments up to a quarter of it (capped at 6 MiB): with the usual
+ * 8 MiB, `cat {inputs}` over 100,000 outputs failed with "Argument list too long".
+ */
+const RAISE_STACK =
+  '__corral_s=$(ulimit -s); if [ "$__corral_s" != unlimited ] && [ "$__corral_s" -lt 32768 ]; then ulimit -s 32768 2>/dev/null; fi; unset __corral_s; ';
+
+/**
+ * Whether a rendered command goes to a script file: past 64 KiB (Snakemake's threshold), well
+ * below the 128 KiB Linux allows one argument. One holding a NUL byte never does (it fails, with
+ * the reason, in runCommand: a script would run it cut short as well).
+ */
+function scriptIt(command: string): boolean {
+  return command.length > 21_845 && Buffer.byteLength(command) > 65_536 && !command.includes('\0');
+}
+
 /** CORRAL_INPUT_NAME for input.name, and so on (a handful of names, each made once). */
 const envNames = new Map<string, string>();
 
-/** Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START. */
-function taskEnv(vars: Record<string, string>): Record<string, string> {
+/**
+ * Linux's limit on one `NAME=VALUE` string of an environment (MAX_ARG_STRLEN, 32 pages, its NUL
+ * included): a longer one made the task's start fail with E2BIG.
+ */
+const MAX_ENV_STRING = 131_072;
+
+/**
+ * Environment variables that mirror a task's placeholders, e.g. CORRAL_INPUT, CORRAL_CHUNK_START.
+ * A value an environment cannot hold is left out, and the task still starts: one with a NUL byte
+ * (a line holding one), or one over 128 KiB (a long line, a reduce's many inputs). The task reads
+ * such a line on stdin (`stdin: input`), and a reduce its inputs from CORRAL_INPUTS_FILE.
+ */
+export function taskEnv(vars: Record<string, string>): Record<string, string> {
   const env: Record<string, string> = {};
   for (const k in vars) {
     let name = envNames.get(k);
@@ -593,7 +673,15 @@ function taskEnv(vars: Record<string, string>): Record<string, string> {
       name = `CORRAL_${k.replace('.', '_').toUpperCase()}`;
       envNames.set(k, name);
     }
-    env[name] = vars[k]!;
+    const v = vars[k]!;
+    // a UTF-8 byte is at most 3 per UTF-16 unit: only a long value is measured
+    if (
+      v.length * 3 + name.length + 2 > MAX_ENV_STRING &&
+      Buffer.byteLength(v) + name.length + 2 > MAX_ENV_STRING
+    )
+      continue;
+    if (v.includes('\0')) continue;
+    env[name] = v;
   }
   return env;
 }

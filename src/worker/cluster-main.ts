@@ -203,7 +203,7 @@ class ClusterJobQueue implements Queue {
     await this.sqs.fail(failures);
     for (const f of failures) {
       await this.shipLog(f.lease.key);
-      if (f.lease.attempt >= f.lease.maxAttempts) {
+      if (f.lease.attempt >= f.lease.maxAttempts || f.final === true) {
         await this.store.putFailure({
           key: f.lease.key,
           error: f.error,

@@ -8,8 +8,9 @@
  *         number of NAME=VALUE variables added to the task's environment; in each field `%`, tab,
  *         newline and NUL are written %25, %09, %0a and %00 (nothing else is escaped)
  * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
- *         wait status, BYTES the size of its log part, removed when empty); `e -1` when no
- *         process could be made. Written in bulk: before waiting for input, before an `s`, and
+ *         wait status, BYTES the size of its log part, removed when empty); `e PID STATUS BYTES
+ *         ERRNO` when the shell could not be started (ERRNO says why: E2BIG, ENOENT, ...; STATUS
+ *         is then exit 126 or 127); `e -1` when no process could be made. Written in bulk: before waiting for input, before an `s`, and
  *         every 32 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
  * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
  *
@@ -89,11 +90,12 @@ static void flush_out(void) {
   unflushed = 0;
 }
 
-static void put(const char *fmt, long a, long b, long c, int fields) {
+static void put(const char *fmt, long a, long b, long c, long d, int fields) {
   if (out_len > sizeof(out_buf) - 96) flush_out();
   int n;
   if (fields == 1) n = snprintf(out_buf + out_len, 96, fmt, a);
-  else n = snprintf(out_buf + out_len, 96, fmt, a, b, c);
+  else if (fields == 3) n = snprintf(out_buf + out_len, 96, fmt, a, b, c);
+  else n = snprintf(out_buf + out_len, 96, fmt, a, b, c, d);
   if (n > 0) out_len += (size_t)n;
 }
 
@@ -218,6 +220,9 @@ static long settle_scratch(const char *log) {
   return (long)sb.st_size;
 }
 
+/* Why the last task's shell could not be started (an errno), or 0. */
+static int spawn_errno;
+
 /* The child of a failed spawn: a process that exits as the perl forker's child would have. */
 static pid_t failed_child(int code) {
   pid_t pid = fork();
@@ -252,6 +257,7 @@ static pid_t start(char *cwd, char *in, char *out, char *log, char *cmd, char **
   int err = env ? posix_spawn(&pid, "/bin/sh", &fa, &at, argv, env) : ENOMEM;
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
+  spawn_errno = err;
   if (err == 0) return pid;
   /* a file or the folder could not be opened (126), or the shell could not be run (127) */
   return failed_child(err == ENOENT && access("/bin/sh", X_OK) != 0 ? 127 : 126);
@@ -287,7 +293,7 @@ int main(void) {
     for (char *t = line; (t = memchr(t, '\t', (size_t)(end - t))) != NULL; t++) fields++;
     char **f = fields >= 5 ? malloc((size_t)fields * sizeof *f) : NULL;
     if (!f) {
-      put("e %ld\n", -1, 0, 0, 1);
+      put("e %ld\n", -1, 0, 0, 0, 1);
       flush_out();
       continue;
     }
@@ -302,7 +308,7 @@ int main(void) {
     if (env && env != environ) free(env);
     if (pid < 0) {
       free(f);
-      put("e %ld\n", -1, 0, 0, 1);
+      put("e %ld\n", -1, 0, 0, 0, 1);
       flush_out();
       continue;
     }
@@ -317,7 +323,7 @@ int main(void) {
       close(pfd);
     }
     if (!ended) {
-      put("s %ld\n", pid, 0, 0, 1);
+      put("s %ld\n", pid, 0, 0, 0, 1);
       flush_out();
     }
     int st = 0;
@@ -337,7 +343,9 @@ int main(void) {
       if (size == 0) unlink(f[3]);
     }
     free(f);
-    put("e %ld %ld %ld\n", pid, st, size, 3);
+    /* a start that failed says why: E2BIG (a command or environment too long) is not retried */
+    if (spawn_errno) put("e %ld %ld %ld %ld\n", pid, st, size, spawn_errno, 4);
+    else put("e %ld %ld %ld\n", pid, st, size, 0, 3);
     long now = now_ms();
     if (unflushed++ == 0) oldest_ms = now;
     if (unflushed >= FLUSH_EVERY || now - oldest_ms >= FLUSH_AFTER_MS) flush_out();

@@ -44,9 +44,9 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
         store,
         logsDir: cfg.logsDir,
         onBeat: (pgids) => queue.workerBeat(id, process.pid, host, pgids),
-        onGroup: (pgid, running) => process.send?.({ type: 'group', pgid, running }),
+        onGroup: (pgid, running) => send({ type: 'group', pgid, running }),
         // the coordinator checks for the end of the run at once instead of at its next tick
-        onIdle: () => process.send?.({ type: 'idle' }),
+        onIdle: () => send({ type: 'idle' }),
         holdUntilWake: cfg.hold,
         ownsOutput,
       }),
@@ -69,6 +69,16 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
     queue.workerBeat(cfg.ids[i]!, process.pid, host, [], a.poisoned ? 'restarting' : 'exited');
   await queue.close();
   process.exit(poisoned ? 75 : 0);
+}
+
+/**
+ * Tells the coordinator, if it is still there. A send on a closed channel (the coordinator died,
+ * even by kill -9) must not end this process: it raised ERR_IPC_CHANNEL_CLOSED as an uncaught
+ * error, and the worker died holding its leases instead of killing its tasks and handing the
+ * leases back, so a resume waited for them to expire and charged each task an attempt.
+ */
+function send(m: object): void {
+  if (process.connected) process.send?.(m, () => {});
 }
 
 const fail = (err: unknown) => {
@@ -104,4 +114,4 @@ if (process.argv[2] === AWAIT_CONFIG) {
   started = true;
   main(JSON.parse(process.argv[2] ?? '{}') as LocalWorkerConfig, []).catch(fail);
 }
-process.send?.({ type: 'ready' });
+send({ type: 'ready' });

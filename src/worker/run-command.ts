@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, createReadStream, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
+import { getSystemErrorMap } from 'node:util';
 import { shellQuote } from '../engine/template.js';
 import { isNoSpace } from '../spec/errors.js';
 import type { ShellRunner } from './shell-runner.js';
@@ -25,6 +26,8 @@ export interface TaskResult {
   readonly cancelled?: boolean;
   /** When the task's process started (ms since the epoch). */
   readonly startedAt?: number;
+  /** The command cannot start, however often it is tried (too long, a NUL byte): not retried. */
+  readonly final?: boolean;
 }
 
 /** Options of one shell command run. */
@@ -50,6 +53,11 @@ export interface RunCommandOptions {
 }
 
 const KILL_GRACE_MS = 2000;
+/**
+ * How long the output a task wrote before its shell exited may take to be read from its pipes;
+ * after it, the attempt ends whatever still holds them.
+ */
+const PIPES_GRACE_MS = 1000;
 
 function killGroup(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -64,6 +72,15 @@ function killGroup(pid: number, sig: NodeJS.Signals): void {
  * process it left behind in its group is killed then, and on timeout or abort the whole group is.
  */
 export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
+  const cmd = typeof o.command === 'string' ? [o.command] : [o.command.file, ...o.command.args];
+  if (cmd.some((a) => a.includes('\0')))
+    // a command line ends at its first NUL byte: it would run something else than written
+    return Promise.resolve({
+      ok: false,
+      final: true,
+      error:
+        'could not start the command: it holds a NUL byte (from a placeholder such as {input}), which a command line cannot (fix: read the line on stdin with stdin: input)',
+    });
   if (o.runner !== undefined && runnerCan(o.stdin, o.extraEnv)) return runWithRunner(o, o.runner);
   return new Promise((resolve) => {
     const outFd = o.stdoutFile ? openSync(o.stdoutFile, 'w') : undefined;
@@ -82,7 +99,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       });
     } catch (err) {
       if (outFd !== undefined) closeSync(outFd);
-      resolve({ ok: false, error: `could not start the command: ${(err as Error).message}` });
+      resolve(startFailure((err as NodeJS.ErrnoException).code, (err as Error).message));
       return;
     }
     if (outFd !== undefined) closeSync(outFd);
@@ -91,6 +108,8 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
     let aborted = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
+    let pipesTimer: NodeJS.Timeout | undefined;
+    let rs: ReturnType<typeof createReadStream> | undefined;
     const startedAt = Date.now();
     if (pid !== undefined) o.onGroup?.(pid);
 
@@ -117,7 +136,7 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
         const end = o.stdin.end === undefined ? undefined : o.stdin.end - 1;
         if (end !== undefined && o.stdin.start !== undefined && end < o.stdin.start) child.stdin.end();
         else {
-          const rs = createReadStream(o.stdin.path, { start: o.stdin.start, end });
+          rs = createReadStream(o.stdin.path, { start: o.stdin.start, end });
           rs.on('error', (err) => {
             o.log.write(`corral: cannot read input: ${err.message}\n`);
             child.stdin?.destroy();
@@ -132,7 +151,13 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
       settled = true;
       clearTimeout(timer);
       if (graceTimer) clearTimeout(graceTimer);
+      if (pipesTimer) clearTimeout(pipesTimer);
       o.signal.removeEventListener('abort', onAbort);
+      // nothing of the attempt is waited for any more, whoever still holds its pipes
+      rs?.destroy();
+      child.stdin?.destroy();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       o.onGroup?.(undefined);
       resolve({ ...r, startedAt });
     };
@@ -152,10 +177,29 @@ export function runCommand(o: RunCommandOptions): Promise<TaskResult> {
         else if (sig) finish({ ok: false, error: `killed by ${sig}` });
         else finish({ ok: false, error: `exited with code ${code}` });
       };
-      if (child.stdout || child.stderr) child.once('close', done);
-      else done();
+      if (child.stdout || child.stderr) {
+        // The pipes close once what the task wrote is read, unless a process outside its group
+        // (one that called setsid) still holds them: then the attempt ends without them.
+        child.once('close', done);
+        pipesTimer = setTimeout(done, PIPES_GRACE_MS);
+      } else done();
     });
   });
+}
+
+/**
+ * A command that could not start. E2BIG (its environment too large for Linux) fails the same way
+ * on every attempt: it is not retried.
+ */
+function startFailure(code: string | undefined, message: string): TaskResult {
+  if (code === 'E2BIG')
+    return {
+      ok: false,
+      final: true,
+      error:
+        'could not start the command: E2BIG, its arguments or environment are over what Linux allows (128 KiB each, about 2 MiB in all) (fix: pass long values in files)',
+    };
+  return { ok: false, error: `could not start the command: ${message}` };
 }
 
 const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
@@ -245,6 +289,10 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
         error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
       };
     if (aborted) return { ok: false, startedAt, error: 'aborted: the worker stopped' };
+    if (exit.spawnErrno !== undefined) {
+      const [name, message] = getSystemErrorMap().get(-exit.spawnErrno) ?? [`errno ${exit.spawnErrno}`, ''];
+      return { ...startFailure(name, `${name}${message ? `, ${message}` : ''}`), startedAt };
+    }
     if (exit.code === 0) return { ok: true, startedAt };
     if (exit.signal !== null)
       return {

@@ -88,6 +88,7 @@ while (!$stop) {
     else { open(STDOUT, '>', $stdout) or CORE::exit(126); }
     open(STDERR, '>>', $log) or CORE::exit(126);
     exec('/bin/sh', '-c', $cmd);
+    print STDERR "corral: could not start /bin/sh: $!\n";
     CORE::exit(127);
   }
   my $pidfd = syscall(434, $pid + 0, 0);
@@ -120,6 +121,8 @@ export interface RunnerExit {
   readonly signal: number | null;
   /** Bytes the task wrote to its log part (removed by the runner when 0). */
   readonly logBytes?: number;
+  /** Why the shell could not be started (an errno; the C forker only). */
+  readonly spawnErrno?: number;
 }
 
 /** What the runner runs: `/bin/sh -c command` with its stdio redirected. */
@@ -207,7 +210,7 @@ class Forker {
       head.task.onStart(Number(l.slice(2)), false);
     } else if (l.startsWith('e ')) {
       this.requests.shift();
-      const [pid, status, bytes] = l.slice(2).split(' ');
+      const [pid, status, bytes, errno] = l.slice(2).split(' ');
       if (pid === '-1') {
         head.resolve(LOST);
         return;
@@ -221,7 +224,9 @@ class Forker {
           ? LOST
           : st & 127
             ? { code: null, signal: st & 127, logBytes }
-            : { code: st >> 8, signal: null, logBytes },
+            : errno !== undefined
+              ? { code: st >> 8, signal: null, logBytes, spawnErrno: Number(errno) }
+              : { code: st >> 8, signal: null, logBytes },
       );
     }
   }

@@ -298,7 +298,7 @@ export class SqliteQueue implements Queue {
       .transaction(() => {
         for (const f of failures) {
           const l = f.lease;
-          const last = l.attempt >= l.maxAttempts;
+          const last = l.attempt >= l.maxAttempts || f.final === true;
           if (last) dead.run(f.finishedAt, f.error, f.logPath ?? null, l.taskId, l.owner);
           else retry.run(f.finishedAt + f.retryDelayMs, f.error, f.logPath ?? null, l.taskId, l.owner);
           attempt.run(
@@ -408,14 +408,17 @@ export class SqliteQueue implements Queue {
     this.stmts.release_dependents.run(taskId);
   }
 
-  /** Hands back every lease held by `owner` without counting the attempts (its coordinator went away). */
-  releaseOwner(owner: string): number {
+  /**
+   * Hands back the leases held by `owner` without counting the attempts (its coordinator went
+   * away: not the tasks' fault); with `expiredBy`, only those whose lease expired by then.
+   */
+  releaseOwner(owner: string, expiredBy?: number): number {
     return this.db
       .prepare(
         `UPDATE tasks SET state = 'pending', owner = NULL, lease_expires = NULL, attempts = attempts - 1, run_at = 0
-         WHERE owner = ? AND state = 'leased'`,
+         WHERE owner = ? AND state = 'leased' AND lease_expires <= ?`,
       )
-      .run(owner).changes;
+      .run(owner, expiredBy ?? Number.MAX_SAFE_INTEGER).changes;
   }
 
   async counts(): Promise<TaskCounts> {

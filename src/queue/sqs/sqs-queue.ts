@@ -363,7 +363,7 @@ export class SqsQueue implements Queue {
       if (!h) continue;
       this.held.delete(f.lease.taskId);
       const l = f.lease;
-      if (l.attempt >= l.maxAttempts) {
+      if (l.attempt >= l.maxAttempts || f.final === true) {
         dead.push({
           v: BODY_VERSION,
           j: h.body.j,
