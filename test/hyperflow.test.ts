@@ -249,15 +249,7 @@ test('HyperFlow: a SIGTERM while a failure spreads through 8,000 processes ends 
     60_000,
     20,
   );
-  const t0 = Date.now();
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const r = await child.result;
-  clearTimeout(timer);
-  const seconds = (Date.now() - t0) / 1000;
-  // interrupted (130), or already finished with the failure (1); never killed after a wait
-  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
-  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  await endsOnSigterm(child);
   const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
   assert.equal(again.code, 1, again.stderr.slice(-500));
   const s = JSON.parse(again.stdout);
@@ -287,14 +279,7 @@ test('HyperFlow: a SIGTERM during the plan of 6,000 processes ends the run; the 
     60_000,
     10,
   );
-  const t0 = Date.now();
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  const r = await child.result;
-  clearTimeout(timer);
-  const seconds = (Date.now() - t0) / 1000;
-  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
-  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+  await endsOnSigterm(child);
   // the resume plans the rest once, with every edge: p3 fails and its failure reaches the end
   const again = await runCli(['run', 'wf.json', '--json'], { cwd: dir, timeoutMs: 90_000 });
   assert.equal(again.code, 1, again.stderr.slice(-500));
@@ -309,3 +294,15 @@ test('HyperFlow: a SIGTERM during the plan of 6,000 processes ends the run; the 
     .get() as { n: number };
   assert.equal(viaEdges.n, 5996, 'every skip passed along an edge');
 });
+
+/** SIGTERM ends the run promptly: interrupted (130), or already finished with the failure (1); never killed after a wait. */
+async function endsOnSigterm(child: ReturnType<typeof startCli>): Promise<void> {
+  const t0 = Date.now();
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const r = await child.result;
+  clearTimeout(timer);
+  const seconds = (Date.now() - t0) / 1000;
+  assert.ok(r.code === 130 || r.code === 1, `exit ${r.code} (${r.signal}) ${seconds} s after SIGTERM`);
+  assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
+}

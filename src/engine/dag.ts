@@ -178,7 +178,7 @@ export class DagState {
     const inBatches = async (body: (from: number, to: number) => void): Promise<boolean> => {
       for (let from = 0; from < tasks.length; from += PROPAGATE_BATCH) {
         if (this.signal?.aborted) return false;
-        this.db.transaction(() => body(from, Math.min(tasks.length, from + PROPAGATE_BATCH)))();
+        this.db.transaction(() => body(from, Math.min(tasks.length, from + PROPAGATE_BATCH))).immediate();
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       return true;
@@ -199,11 +199,13 @@ export class DagState {
       for (let k = from; k < to; k++) for (const a of tasks[k]!.after) edge.run(ids[a]!, ids[k]!);
     });
     if (!edges) return false;
-    this.db.transaction(() => {
-      const perStep = new Map<string, number>();
-      for (const t of tasks) perStep.set(t.step, (perStep.get(t.step) ?? 0) + 1);
-      for (const st of this.job.steps) this.setStepState(st.name, 'expanded', perStep.get(st.name) ?? 0);
-    })();
+    this.db
+      .transaction(() => {
+        const perStep = new Map<string, number>();
+        for (const t of tasks) perStep.set(t.step, (perStep.get(t.step) ?? 0) + 1);
+        for (const st of this.job.steps) this.setStepState(st.name, 'expanded', perStep.get(st.name) ?? 0);
+      })
+      .immediate();
     return true;
   }
 
@@ -326,14 +328,7 @@ export class DagState {
     this.insertStmt ??= this.db.prepare(
       'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
     );
-    const r = this.insertStmt.get(
-      this.keyOf(st.name, p.i),
-      st.name,
-      JSON.stringify(p),
-      st.retries.maxAttempts,
-      depsLeft > 0 ? 'blocked' : 'pending',
-      depsLeft,
-    ) as {
+    const r = this.insertStmt.get(...this.rowOf(st, p, depsLeft)) as {
       id: number;
     };
     return r.id;
@@ -442,20 +437,14 @@ export class DagState {
       'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
     );
     const again = this.insertAgainStmt;
-    const insert = (p: TaskPayload) =>
-      again.run(
-        this.keyOf(st.name, p.i),
-        st.name,
-        JSON.stringify(p),
-        st.retries.maxAttempts,
-        depsLeft > 0 ? 'blocked' : 'pending',
-        depsLeft,
-      );
+    const insert = (p: TaskPayload) => again.run(...this.rowOf(st, p, depsLeft));
     const flush = () => {
       const rows = batch;
-      this.db.transaction(() => {
-        for (const p of rows) insert(p);
-      })();
+      this.db
+        .transaction(() => {
+          for (const p of rows) insert(p);
+        })
+        .immediate();
       batch = [];
     };
     for await (const p of it) {
@@ -470,11 +459,13 @@ export class DagState {
       } else if (batch.length >= (smallRest ? SMALL_PLAN_BATCH : INSERT_BATCH)) flush();
     }
     // the last rows, the barriers and the step's state in one transaction: planned at once or not at all
-    this.db.transaction(() => {
-      for (const p of batch) insert(p);
-      this.insertBarriers(st, barriers);
-      if (n > 0) this.setStepState(st.name, 'expanded', n);
-    })();
+    this.db
+      .transaction(() => {
+        for (const p of batch) insert(p);
+        this.insertBarriers(st, barriers);
+        if (n > 0) this.setStepState(st.name, 'expanded', n);
+      })
+      .immediate();
     return n;
   }
 
@@ -527,11 +518,13 @@ export class DagState {
     }
     if (st.outputs) p = { ...p, o: outputKey(st.outputs, p, this.job.baseDir) };
     const task = p;
-    this.db.transaction(() => {
-      this.insertRow(st, task, barriers.length);
-      this.insertBarriers(st, barriers);
-      this.setStepState(st.name, 'expanded', 1);
-    })();
+    this.db
+      .transaction(() => {
+        this.insertRow(st, task, barriers.length);
+        this.insertBarriers(st, barriers);
+        this.setStepState(st.name, 'expanded', 1);
+      })
+      .immediate();
     return 1;
   }
 
@@ -590,28 +583,46 @@ export class DagState {
     };
     const { select, mark, skip } = this.propagateStmts;
     type Row = { id: number; key: string; step: string; state: string };
-    return this.db.transaction(() => {
-      const work = select.all(PROPAGATE_BATCH) as Row[];
-      let n = 0;
-      // what this batch skips is passed on in it too, up to the batch size; the rest stays
-      // unpropagated and the next batch selects it
-      while (work.length > 0 && n < PROPAGATE_BATCH) {
-        const r = work.pop()!;
-        if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure)
-          this.queue.releaseDependents(r.id);
-        else
-          work.push(
-            ...(skip.all(
-              `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
-              Date.now(),
-              r.id,
-            ) as Row[]),
-          );
-        mark.run(r.id);
-        n++;
-      }
-      return n;
-    })();
+    return this.db
+      .transaction(() => {
+        const work = select.all(PROPAGATE_BATCH) as Row[];
+        let n = 0;
+        // what this batch skips is passed on in it too, up to the batch size; the rest stays
+        // unpropagated and the next batch selects it
+        while (work.length > 0 && n < PROPAGATE_BATCH) {
+          const r = work.pop()!;
+          if (r.state === 'dead' && this.steps.get(r.step)?.continueOnFailure)
+            this.queue.releaseDependents(r.id);
+          else
+            work.push(
+              ...(skip.all(
+                `skipped: needs task ${r.key}, which ${r.state === 'dead' ? 'failed' : 'was skipped'}`,
+                Date.now(),
+                r.id,
+              ) as Row[]),
+            );
+          mark.run(r.id);
+          n++;
+        }
+        return n;
+      })
+      .immediate();
+  }
+
+  /** The values of a task row: key, step, payload, max attempts, state, needs left. */
+  private rowOf(
+    st: StepDef,
+    p: TaskPayload,
+    depsLeft: number,
+  ): [string, string, string, number, string, number] {
+    return [
+      this.keyOf(st.name, p.i),
+      st.name,
+      JSON.stringify(p),
+      st.retries.maxAttempts,
+      depsLeft > 0 ? 'blocked' : 'pending',
+      depsLeft,
+    ];
   }
 
   /** Every step expanded or skipped, or never to be planned in this run (see `unplanned`). */
@@ -665,8 +676,10 @@ export class DagState {
       "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state <> 'done'",
     );
     const now = Date.now();
-    this.db.transaction(() => {
-      for (const id of ids) if (upd.run(now, id).changes > 0) this.queue.releaseDependents(id);
-    })();
+    this.db
+      .transaction(() => {
+        for (const id of ids) if (upd.run(now, id).changes > 0) this.queue.releaseDependents(id);
+      })
+      .immediate();
   }
 }
