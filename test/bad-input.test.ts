@@ -31,9 +31,9 @@ const CASES: Array<[string, string, RegExp]> = [
     /tasks: needs exactly one of command or module/,
   ],
   [
-    'unknown placeholder',
-    'name: x\ntasks:\n  map: { glob: "*.yaml" }\n  command: "cat {inptu}"\n',
-    /unknown placeholder \{inptu\}/,
+    'unknown placeholder in outputs (a command may hold any brace)',
+    'name: x\ntasks:\n  map: { glob: "*.yaml" }\n  command: "cat {input}"\noutputs: out/{inptu}.txt\n',
+    /outputs: unknown placeholder \{inptu\}/,
   ],
   [
     'quoted placeholder',

@@ -279,6 +279,16 @@ test('dockerArgv: {inputs} of a reduce become "$@" with the paths as arguments; 
   ]);
 });
 
+test("dockerArgv: shell braces stay as written in the image's sh -c; {{ and }} are literal braces", () => {
+  const argv = dockerArgv("awk '{print}' {input} && echo '{{input}}'", {
+    image: IMAGE,
+    mounts: [],
+    workdir: '/w',
+  });
+  assert.deepEqual(valuesOf(argv, '-e'), ['CORRAL_INPUT']);
+  assert.equal(argv.at(-1), `awk '{print}' "$CORRAL_INPUT" && echo '{input}'`);
+});
+
 test('a GPU pool (CORRAL_GPUS=all, as its bootstrap writes): every docker run gets --gpus all, the rest as on any pool', async (t) => {
   const r = await runImaged(
     t,

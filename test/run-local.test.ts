@@ -128,3 +128,20 @@ test('corral init writes a starter job that runs and a cluster spec that plans; 
   assert.equal(again.code, 2);
   assert.match(again.stderr, /DIR: job\.yaml, inputs\.txt, cluster\.yaml already exist/);
 });
+
+test("shell braces are not placeholders: awk '{print}' runs as written, {{input}} is a literal {input}", async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'one two\nthree four\n',
+    'job.yaml': `name: braces
+tasks:
+  map: { glob: "in/*.txt" }
+  # awk's own braces stay as written; {input} is corral's; {{input}} reaches the shell as {input}
+  command: "awk '{print}' {input}; echo '{{input}}' \${HOME:+set}"
+outputs: out/{input.stem}.txt
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(readFileSync(path.join(dir, 'out/a.txt'), 'utf8'), 'one two\nthree four\n{input} set\n');
+});

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { TaskPayload } from '../queue/queue.js';
+import { fillPlaceholders } from '../spec/placeholders.js';
 
 /** Values a task's placeholders stand for. */
 export type TaskVars = Record<string, string>;
@@ -48,11 +49,15 @@ export function taskVars(p: TaskPayload, baseDir: string, extra: TaskVars = {}, 
   return vars;
 }
 
-/** Fills `{name}` placeholders; each value passes through `quote`. Unknown placeholders are left as they are. */
+/**
+ * Fills corral's `{name}` placeholders (src/spec/placeholders.ts); each value passes through
+ * `quote`. Other braces stay as written, `{{` and `}}` become `{` and `}`, and a placeholder this
+ * task has no value for is left as it is.
+ */
 export function render(template: string, vars: TaskVars, quote: (v: string) => string = (v) => v): string {
-  return template.replace(/\{([a-z.]+)\}/g, (m, name: string) => {
+  return fillPlaceholders(template, (name) => {
     const v = vars[name];
-    if (v === undefined) return m;
+    if (v === undefined) return undefined;
     // {inputs} is a list: each path is its own quoted word
     if (name === 'inputs') return v === '' ? '' : v.split('\n').map(quote).join(' ');
     return quote(v);

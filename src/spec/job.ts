@@ -6,33 +6,19 @@ import { UsageError } from './errors.js';
 import { MAX_CONCURRENCY, RESERVED_DIRS } from './limits.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { outputsMatchInput, outputsOverlap } from './overlap.js';
+import { PLACEHOLDERS, placeholdersIn } from './placeholders.js';
 import { durationField, sizeField } from './units.js';
 
-/** Placeholders a command template or an `outputs` pattern may use. */
-export const PLACEHOLDERS = [
-  'input',
-  'inputs',
-  'inputs.file',
-  'input.path',
-  'input.name',
-  'input.stem',
-  'output',
-  'index',
-  'chunk.start',
-  'chunk.end',
-  'chunk.length',
-  'attempt',
-] as const;
+export { PLACEHOLDERS } from './placeholders.js';
 
-const placeholderRe = /\{([a-z.]+)\}/g;
-
+/** An `outputs` pattern names only corral's placeholders (a command may hold any other braces: awk '{print}'). */
 function checkPlaceholders(template: string, allowed: readonly string[], ctx: z.RefinementCtx, what: string) {
-  for (const m of template.matchAll(placeholderRe)) {
-    if (!allowed.includes(m[1]!)) {
+  for (const name of placeholdersIn(template, /[a-z.]+/)) {
+    if (!allowed.includes(name)) {
       ctx.addIssue({
         code: 'custom',
         path: [what],
-        message: `unknown placeholder {${m[1]}} in ${what} | fix: use one of ${allowed.map((p) => `{${p}}`).join(', ')}`,
+        message: `unknown placeholder {${name}} in ${what} | fix: use one of ${allowed.map((p) => `{${p}}`).join(', ')} (or {{ and }} for a literal brace)`,
       });
     }
   }
@@ -95,8 +81,9 @@ function checkBody(t: Body, ctx: z.RefinementCtx): void {
     });
   }
   if (t.command) {
-    checkPlaceholders(t.command, PLACEHOLDERS, ctx, 'command');
-    const quoted = /(['"])\{[a-z.]+\}\1/.exec(t.command);
+    const quoted = [...t.command.matchAll(/(['"])\{([a-z.]+)\}\1/g)].find((m) =>
+      (PLACEHOLDERS as readonly string[]).includes(m[2]!),
+    );
     if (quoted) {
       ctx.addIssue({
         code: 'custom',

@@ -16,6 +16,7 @@ import {
 } from '../queue/queue.js';
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
+import { placeholdersIn } from '../spec/placeholders.js';
 import type { Store } from '../store/store.js';
 import {
   type RunCommandOptions,
@@ -486,7 +487,7 @@ export class WorkerAgent {
     let announced = false;
     try {
       if (step.command !== undefined || step.exec !== undefined) {
-        const usesOutput = step.command?.includes('{output}') ?? false;
+        const usesOutput = step.command !== undefined && placeholdersIn(step.command).includes('output');
         r = await runCommand({
           command: command!,
           cwd: baseDir,

@@ -1,3 +1,5 @@
+import { fillPlaceholders, placeholdersIn } from '../spec/placeholders.js';
+
 /** Options of a containerized task command. */
 export interface DockerCommandOptions {
   /** The pool's image. */
@@ -87,13 +89,13 @@ export function dockerExec(argv: readonly string[], o: DockerCommandOptions): st
 function words(template: string, o: DockerCommandOptions): Word[] {
   const used = new Set<string>();
   let reduce = false;
-  const inner = template.replace(/\{([a-z.]+)\}/g, (m, name: string) => {
+  const inner = fillPlaceholders(template, (name) => {
     if (name === 'inputs') {
       reduce = true;
       return '"$@"';
     }
     const env = PLACEHOLDER_ENV[name];
-    if (!env) return m;
+    if (!env) return undefined;
     used.add(env);
     return `"$${env}"`;
   });
@@ -120,7 +122,7 @@ export function dockerArgv(template: string, o: DockerCommandOptions): string[] 
 /** The host command line that runs a task's command template in the pool's image. */
 export function dockerCommand(template: string, o: DockerCommandOptions): string {
   // The agent lets stdout be the output unless the template names {output}: keep the name visible.
-  const keep = template.includes('{output}') ? ' # {output}' : '';
+  const keep = placeholdersIn(template).includes('output') ? ' # {output}' : '';
   const line = words(template, o)
     .map((w) => ('literal' in w ? q(w.literal) : w.shell))
     .join(' ');
