@@ -145,3 +145,30 @@ outputs: out/{input.stem}.txt
   assert.equal(r.code, 0, r.stderr);
   assert.equal(readFileSync(path.join(dir, 'out/a.txt'), 'utf8'), 'one two\nthree four\n{input} set\n');
 });
+
+test('two folders with a job of the same name: the second is refused, the first state untouched, --state-dir separates them', async (t) => {
+  const dir = tempDir(t);
+  const job =
+    'name: my-job\ntasks:\n  map: { glob: "*.txt" }\n  command: "cat {input}"\noutputs: out/{input.stem}.txt\n';
+  writeFiles(dir, { 'a/in.txt': 'a\n', 'a/job.yaml': job, 'b/in.txt': 'b\n', 'b/job.yaml': job });
+  const a = await runCli(['run', 'a/job.yaml', '--json'], { cwd: dir });
+  assert.equal(a.code, 0, a.stderr);
+  const db = path.join(dir, '.corral/jobs/my-job/state.db');
+  const before = readFileSync(db);
+  // WHEN the other folder's job of the same name runs from the same place
+  const b = await runCli(['run', 'b/job.yaml'], { cwd: dir });
+  // THEN it is refused with a fix that destroys nothing (not --fresh), and the first state is as it was
+  assert.equal(b.code, 2, b.stderr);
+  assert.match(
+    b.stderr,
+    /state of job my-job in \.corral belongs to the job in .*\/a, not .*\/b .*--state-dir b\/\.corral/,
+  );
+  assert.doesNotMatch(b.stderr, /--fresh/);
+  assert.deepEqual(readFileSync(db), before);
+  const again = await runCli(['run', 'a/job.yaml', '--json'], { cwd: dir });
+  assert.equal(JSON.parse(again.stdout).counts.done, 1);
+  // and with its own state folder it runs
+  const own = await runCli(['run', 'b/job.yaml', '--state-dir', 'b/.corral'], { cwd: dir });
+  assert.equal(own.code, 0, own.stderr);
+  assert.equal(readFileSync(path.join(dir, 'b/out/in.txt'), 'utf8'), 'b\n');
+});

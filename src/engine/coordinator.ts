@@ -99,6 +99,17 @@ function removeForkerScratch(logsDir: string): void {
 /** Rows of a small plan that workers may start on while the rest is written. */
 const EARLY_ROWS = 128;
 
+/** The folder of the job a state was made for (its stored spec's baseDir), if it says. */
+function ownerFolderOf(spec: string | undefined): string | undefined {
+  if (spec === undefined) return undefined;
+  try {
+    const dir = (JSON.parse(spec) as { baseDir?: unknown }).baseDir;
+    return typeof dir === 'string' ? dir : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A digest of what defines a job's tasks; a changed spec cannot resume old state. */
 export function fingerprint(job: LoadedJob): string {
   return createHash('sha256')
@@ -250,6 +261,16 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   try {
     const fp = fingerprint(job);
     const old = queue.getMeta('fingerprint');
+    const owner = ownerFolderOf(queue.getMeta('spec'));
+    if (old !== undefined && owner !== undefined && owner !== job.baseDir) {
+      // another folder's job of the same name (every `corral init` names its job my-job): its
+      // state is not this job's to resume, nor to wipe with --fresh
+      throw new UsageError(
+        'FILE',
+        `the state of job ${name} in ${path.relative(process.cwd(), opts.stateDir) || opts.stateDir} belongs to the job in ${owner}, not ${job.baseDir}`,
+        `give this job its own name, or its own state folder (--state-dir ${path.join(path.relative(process.cwd(), job.baseDir) || '.', '.corral')}); nothing was changed`,
+      );
+    }
     if (old !== undefined && old !== fp) {
       throw new UsageError(
         'FILE',
