@@ -78,6 +78,34 @@ concurrency: 2
   assert.match((await page.textContent('#cost'))!, /local run/);
 });
 
+test('report: a re-run that did nothing keeps the times of the run that did the work', {
+  timeout: 60_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'items.txt': 'a\nb\nc\nd\n',
+    'job.yaml':
+      'name: times\ntasks:\n  map: { lines: items.txt }\n  command: "sleep 0.4; echo {input}"\noutputs: out/{index}.txt\nconcurrency: 2\n',
+  });
+  const field = async (name: string) => {
+    const r = await runCli(['report', 'times', '-o', 'r.html'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const html = readFileSync(path.join(dir, 'r.html'), 'utf8');
+    return new RegExp(`data-field="${name}">([^<]*)<`).exec(html)?.[1];
+  };
+  assert.equal((await runCli(['run', 'job.yaml', '--quiet'], { cwd: dir })).code, 0);
+  const wall = await field('wall time');
+  const busy = await field('task time');
+  // WHEN the same command runs again and finds everything done
+  const again = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(JSON.parse(again.stdout).counts.done, 4);
+  // THEN the report still covers the run that did the work: its wall time, at most 2 tasks at once
+  assert.equal(await field('wall time'), wall);
+  assert.equal(await field('task time'), busy);
+  const running = Number(/([\d.]+) tasks running on average/.exec(busy ?? '')?.[1]);
+  assert.ok(running > 0 && running <= 2.05, `${busy} (wall ${wall})`);
+});
+
 test('report: failures with their log, retries and a cost estimate', { timeout: 60_000 }, async (t) => {
   const dir = tempDir(t);
   writeFiles(dir, {

@@ -99,6 +99,23 @@ function removeForkerScratch(logsDir: string): void {
 /** Rows of a small plan that workers may start on while the rest is written. */
 const EARLY_ROWS = 128;
 
+/**
+ * Adds this run to meta `runs` ([start, end] pairs, ms) when it started an attempt: the report's
+ * wall time is that of the runs that did work, so a re-run that did nothing does not rewrite it.
+ */
+function recordRun(queue: SqliteQueue, started: number, finished: number): void {
+  const worked = queue.db.prepare('SELECT 1 FROM attempts WHERE started_at >= ? LIMIT 1').get(started);
+  if (!worked) return;
+  let runs: [number, number][] = [];
+  try {
+    const parsed = JSON.parse(queue.getMeta('runs') ?? '[]') as unknown;
+    if (Array.isArray(parsed)) runs = parsed as [number, number][];
+  } catch {
+    // an unreadable record starts again
+  }
+  queue.setMeta('runs', JSON.stringify([...runs, [started, finished]]));
+}
+
 /** The folder of the job a state was made for (its stored spec's baseDir), if it says. */
 function ownerFolderOf(spec: string | undefined): string | undefined {
   if (spec === undefined) return undefined;
@@ -435,7 +452,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted);
     const failedPaths = dag.failedPaths();
     queue.setMeta('status', status);
-    queue.setMeta('finished_at', String(Date.now()));
+    const finishedAt = Date.now();
+    queue.setMeta('finished_at', String(finishedAt));
+    recordRun(queue, started, finishedAt);
     log.info({ event: 'finished', status, ...counts }, `job ${status}`);
     return {
       job: name,

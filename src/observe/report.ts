@@ -88,15 +88,29 @@ function summarySection(snap: FullSnapshot, cost: CostEstimate | undefined): str
   const c = core.counts;
   const durations = attempts.map(secs).filter((d): d is number => d !== undefined);
   const busy = durations.reduce((a, b) => a + b, 0);
-  const started = core.startedAt ?? Math.min(...attempts.map((a) => a.startedAt ?? Number.POSITIVE_INFINITY));
-  const ended = core.finishedAt ?? Math.max(core.at, ...attempts.map((a) => a.finishedAt ?? 0));
-  const wall = Number.isFinite(started) ? (ended - started) / 1000 : Number.NaN;
+  // the runs that did work (a re-run that did nothing leaves them as they were); a running job's
+  // own run counts until now
+  const runs = core.runs?.length && core.status !== 'running' ? core.runs : undefined;
+  const started = runs
+    ? runs[0]![0]
+    : (core.startedAt ?? Math.min(...attempts.map((a) => a.startedAt ?? Number.POSITIVE_INFINITY)));
+  const ended = runs
+    ? runs.at(-1)![1]
+    : (core.finishedAt ?? Math.max(core.at, ...attempts.map((a) => a.finishedAt ?? 0)));
+  const wall = runs
+    ? runs.reduce((a, [s, e]) => a + (e - s), 0) / 1000
+    : Number.isFinite(started)
+      ? (ended - started) / 1000
+      : Number.NaN;
   const retries = attempts.filter((a) => a.outcome === 'failed' || a.outcome === 'expired').length;
   const hosts = new Set(snap.workers.map((w) => w.host));
   const rows: Array<[string, string]> = [
     ['status', core.status],
-    ['started', iso(core.startedAt)],
-    ['finished', iso(core.finishedAt)],
+    ['started', iso(runs ? started : core.startedAt)],
+    ['finished', iso(runs ? ended : core.finishedAt)],
+    ...(runs && runs.length > 1
+      ? ([['runs', `${runs.length} that did work (wall time is their sum)`]] as Array<[string, string]>)
+      : []),
     ['wall time', formatDuration(wall)],
     [
       'tasks',

@@ -51,6 +51,8 @@ export interface CoreSnapshot {
   readonly at: number;
   readonly startedAt?: number;
   readonly finishedAt?: number;
+  /** The runs that started an attempt, [start, end] in ms (meta `runs`), oldest first. */
+  readonly runs?: readonly (readonly [number, number])[];
   readonly counts: Counts;
   readonly steps: StepView[];
   readonly workers: WorkerView[];
@@ -307,7 +309,9 @@ export class StateReader {
       const meta = new Map(
         (
           db
-            .prepare("SELECT k, v FROM meta WHERE k IN ('status', 'started_at', 'finished_at', 'spec')")
+            .prepare(
+              "SELECT k, v FROM meta WHERE k IN ('status', 'started_at', 'finished_at', 'spec', 'runs')",
+            )
             .all() as {
             k: string;
             v: string;
@@ -377,6 +381,7 @@ export class StateReader {
       at,
       startedAt: num('started_at'),
       finishedAt: running ? undefined : num('finished_at'),
+      runs: runsOf(meta.get('runs')),
       counts,
       steps,
       workers: running ? workers : workers.map((w) => ({ ...w, tasks: [] })),
@@ -477,6 +482,19 @@ export class StateReader {
 function readJobJson(file: string): string | undefined {
   try {
     return readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Meta `runs` as pairs of numbers; undefined when absent or unreadable. */
+function runsOf(v: string | undefined): [number, number][] | undefined {
+  if (v === undefined) return undefined;
+  try {
+    const r = JSON.parse(v) as unknown;
+    return Array.isArray(r) && r.every((x) => Array.isArray(x) && x.length === 2 && x.every(Number.isFinite))
+      ? (r as [number, number][])
+      : undefined;
   } catch {
     return undefined;
   }
