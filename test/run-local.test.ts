@@ -172,3 +172,27 @@ test('two folders with a job of the same name: the second is refused, the first 
   assert.equal(own.code, 0, own.stderr);
   assert.equal(readFileSync(path.join(dir, 'b/out/in.txt'), 'utf8'), 'b\n');
 });
+
+test('two inputs that map to one output are refused at plan, naming both; nothing runs or is created', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'data/a b.txt': 'space\n',
+    'data/a_b.txt': 'underscore\n',
+    'job.yaml':
+      'name: clash\ntasks:\n  map: { glob: "data/*.txt" }\n  command: "cat {input}"\noutputs: out/{input.name}.gz\n',
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(
+    r.stderr,
+    /^corral: error: outputs: "out\/\{input\.name\}\.gz" gives out\/a_b\.txt\.gz for both "data\/a(_| )b\.txt" and "data\/a(_| )b\.txt": one result would be lost \(fix: put \{input\.path\} or \{index\}/m,
+  );
+  assert.deepEqual(readdirSync(dir).sort(), ['data', 'job.yaml']);
+  // with {index} in the pattern they are always apart
+  writeFiles(dir, {
+    'job.yaml':
+      'name: clash\ntasks:\n  map: { glob: "data/*.txt" }\n  command: "cat {input}"\noutputs: out/{index}.txt\n',
+  });
+  const ok = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(JSON.parse(ok.stdout).counts.done, 2, ok.stderr);
+});

@@ -251,6 +251,10 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
   if (!opts.fresh) assertReadableState(paths, name);
   const { ready, small } = await preflight(job, opts.stateDir, concurrency);
   const existed = existsSync(paths.db);
+  // the outermost folder this run creates (the state dir itself on a first run): bad input found
+  // before any task ran removes it, so that nothing is left behind
+  let created: string | undefined;
+  for (let d = paths.dir; !existsSync(d) && path.dirname(d) !== d; d = path.dirname(d)) created = d;
   if (existsSync(paths.dir)) acquireLock(paths, name);
   if (opts.fresh && existed) {
     for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`]) rmSync(f, { force: true });
@@ -266,7 +270,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     // nothing ran: a state file that cannot be read (or written) is left as it was
     rmSync(paths.lock, { force: true });
     for (const f of sidecars) rmSync(f, { force: true });
-    if (!existed) rmSync(paths.dir, { recursive: true, force: true });
+    if (!existed) rmSync(created ?? paths.dir, { recursive: true, force: true });
     if (isNoSpace(err)) throw noSpaceFailure(name, paths.dir, (err as Error).message);
     throw unreadableState(err, paths, name) ?? err;
   }
@@ -480,7 +484,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     // bad input found before any task ran leaves nothing behind; after that, the state is kept
     if (!existed && err instanceof UsageError && !workStarted(queue)) {
       await queue.close();
-      rmSync(paths.dir, { recursive: true, force: true });
+      rmSync(created ?? paths.dir, { recursive: true, force: true });
     }
     if (isNoSpace(err) || compute?.noSpace) throw noSpaceFailure(name, paths.dir, noSpaceCause(err));
     const unreadable = unreadableState(err, paths, name);

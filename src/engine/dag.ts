@@ -5,6 +5,7 @@ import type { TaskCounts, TaskPayload } from '../queue/queue.js';
 import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
+import { placeholdersIn } from '../spec/placeholders.js';
 import { type ExpandOptions, expandFileMap } from './expand.js';
 import { outputKey } from './template.js';
 
@@ -447,7 +448,9 @@ export class DagState {
         .immediate();
       batch = [];
     };
+    const collisions = outputCollisions(st, this.job.baseDir);
     for await (const p of it) {
+      collisions?.(p);
       batch.push(p);
       n++;
       const early = this.early;
@@ -682,4 +685,28 @@ export class DagState {
       })
       .immediate();
   }
+}
+
+/**
+ * A check that no two tasks of a step write one output (`data/a b.txt` and `data/a_b.txt` with
+ * `outputs: out/{input.name}.gz`: the second commit would be discarded as a duplicate and its
+ * result lost). Undefined when the pattern is unique by construction ({index}) or absent.
+ */
+function outputCollisions(st: StepDef, baseDir: string): ((p: TaskPayload) => void) | undefined {
+  const pattern = st.outputs;
+  if (!pattern || placeholdersIn(pattern).includes('index')) return undefined;
+  const seen = new Map<string, string>();
+  return (p) => {
+    const key = outputKey(pattern, p, baseDir);
+    const from = p.p ?? p.l ?? `task ${p.i}`;
+    const other = seen.get(key);
+    if (other !== undefined) {
+      throw new UsageError(
+        st.name === MAP_STEP ? 'outputs' : `steps.${st.name}.outputs`,
+        `"${pattern}" gives ${key} for both ${JSON.stringify(other)} and ${JSON.stringify(from)}: one result would be lost`,
+        'put {input.path} or {index} in the pattern, or rename one of the inputs',
+      );
+    }
+    seen.set(key, from);
+  };
 }
