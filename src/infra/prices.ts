@@ -241,11 +241,12 @@ export function estimateCost(spec: ClusterSpec, interfaceEndpoints = 0): CostEst
   // expensive one, as the group may launch any type it allows.
   const priciest = (types: readonly string[]) =>
     types.reduce((a, t) => ((EC2_ON_DEMAND[t] ?? 0) > (EC2_ON_DEMAND[a] ?? 0) ? t : a), types[0]!);
+  // every allowed type must be priced for a budget to hold
+  for (const p of spec.pools) for (const t of p.instanceTypes) ec2(t);
   const poolLines = (size: 'min' | 'desired' | 'max') =>
     spec.pools.map((p) => {
       const n = p[size];
       const type = size === 'max' ? priciest(p.instanceTypes) : p.instanceTypes[0]!;
-      for (const t of p.instanceTypes) ec2(t); // every allowed type must be priced for a budget to hold
       const unit = ec2(type) + ebsHourly(p.volumeSize);
       const od = onDemandCount(n, p.spot.onDemandBase, p.spot.onDemandAbovePercent);
       const spotFraction = p.gpu ? SPOT_FRACTION.gpu : SPOT_FRACTION.cpu;

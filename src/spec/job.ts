@@ -13,7 +13,7 @@ export { PLACEHOLDERS } from './placeholders.js';
 
 /** An `outputs` pattern names only corral's placeholders (a command may hold any other braces: awk '{print}'). */
 function checkPlaceholders(template: string, allowed: readonly string[], ctx: z.RefinementCtx, what: string) {
-  for (const name of placeholdersIn(template, /[a-z.]+/)) {
+  for (const name of placeholdersIn(template)) {
     if (!allowed.includes(name)) {
       ctx.addIssue({
         code: 'custom',

@@ -40,15 +40,9 @@ export function fillPlaceholders(
 }
 
 /**
- * The placeholders a template uses, in order (escaped `{{…}}` excluded). With `shape`, every
- * `{name}` whose name matches it counts (for `outputs`, where any such name is an error).
+ * Every `{name}` a template holds, in order, corral's or not (escaped `{{…}}` excluded): an
+ * `outputs` pattern may hold only corral's, a command any.
  */
-export function placeholdersIn(template: string, shape?: RegExp): string[] {
-  const out: string[] = [];
-  for (const m of template.matchAll(TOKEN)) {
-    const name = m[1];
-    if (name !== undefined && (shape ? shape.test(name) : (PLACEHOLDERS as readonly string[]).includes(name)))
-      out.push(name);
-  }
-  return out;
+export function placeholdersIn(template: string): string[] {
+  return [...template.matchAll(TOKEN)].flatMap((m) => (m[1] === undefined ? [] : [m[1]]));
 }
