@@ -60,8 +60,13 @@ export interface Peer {
     opts?: { visibility?: number; maxReceiveCount?: number },
   ): Promise<{ queueUrl: string; dlqUrl: string }>;
   createBucket(name: string): Promise<void>;
-  /** Creates a CloudWatch Logs group (the peer serves CreateLogStream, PutLogEvents, FilterLogEvents). */
-  createLogGroup(name: string): void;
+  /**
+   * Creates a CloudWatch Logs group, with tags (the peer serves CreateLogStream, PutLogEvents,
+   * FilterLogEvents, DescribeLogGroups in pages of 2, ListTagsForResource and DeleteLogGroup).
+   */
+  createLogGroup(name: string, tags?: Record<string, string>): void;
+  /** Names of the log groups the peer holds. */
+  logGroupNames(): string[];
   /** Events of a log group by stream. */
   logStreams(group: string): Map<string, { timestamp: number; message: string }[]> | undefined;
   /** Keys of a bucket below a prefix (relative to it), read from the peer's memory. */
@@ -89,6 +94,8 @@ export async function startPeer(): Promise<Peer> {
   });
   // CloudWatch Logs (JSON 1.1 protocol), which fauxqs has not: answered before fauxqs sees the request.
   const logGroups = new Map<string, Map<string, { timestamp: number; message: string; eventId: string }[]>>();
+  const logGroupTags = new Map<string, Record<string, string>>();
+  const logGroupArn = (name: string) => `arn:aws:logs:${PEER_ENV.AWS_REGION}:123456789012:log-group:${name}`;
   let eventIds = 0;
   app.addHook('onRequest', async (req, reply) => {
     const target = req.headers['x-amz-target'];
@@ -101,11 +108,39 @@ export async function startPeer(): Promise<Peer> {
       reply.send(JSON.stringify({ __type: type, message }));
       return reply;
     };
+    const action = target.slice('Logs_20140328.'.length);
+    const ok = (out: unknown) => {
+      reply.code(200).header('content-type', 'application/x-amz-json-1.1').send(JSON.stringify(out));
+      return reply;
+    };
+    if (action === 'DescribeLogGroups') {
+      // pages of 2 (AWS pages too), so that a caller must follow nextToken
+      const names = [...logGroups.keys()].sort();
+      const start = body.nextToken ? Number(body.nextToken) : 0;
+      const page = names.slice(start, start + 2);
+      return ok({
+        logGroups: page.map((n) => ({
+          logGroupName: n,
+          arn: `${logGroupArn(n)}:*`,
+          logGroupArn: logGroupArn(n),
+        })),
+        ...(start + 2 < names.length ? { nextToken: String(start + 2) } : {}),
+      });
+    }
+    if (action === 'ListTagsForResource') {
+      const arn = String(body.resourceArn);
+      const name = arn.startsWith(logGroupArn('')) ? arn.slice(logGroupArn('').length) : undefined;
+      if (name === undefined || name.endsWith(':*') || !logGroups.has(name))
+        return fail('ResourceNotFoundException', `The specified resource ${arn} does not exist.`);
+      return ok({ tags: logGroupTags.get(name) ?? {} });
+    }
     const group = logGroups.get(String(body.logGroupName));
     if (!group) return fail('ResourceNotFoundException', 'The specified log group does not exist.');
-    const action = target.slice('Logs_20140328.'.length);
     let out: unknown = {};
-    if (action === 'CreateLogStream') {
+    if (action === 'DeleteLogGroup') {
+      logGroups.delete(String(body.logGroupName));
+      logGroupTags.delete(String(body.logGroupName));
+    } else if (action === 'CreateLogStream') {
       const name = String(body.logStreamName);
       if (group.has(name))
         return fail('ResourceAlreadyExistsException', 'The specified log stream already exists');
@@ -217,8 +252,12 @@ export async function startPeer(): Promise<Peer> {
     async createBucket(name) {
       await s3.send(new CreateBucketCommand({ Bucket: name }));
     },
-    createLogGroup(name) {
+    createLogGroup(name, tags) {
       if (!logGroups.has(name)) logGroups.set(name, new Map());
+      if (tags) logGroupTags.set(name, { ...tags });
+    },
+    logGroupNames() {
+      return [...logGroups.keys()].sort();
     },
     logStreams(group) {
       return logGroups.get(group);

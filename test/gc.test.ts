@@ -262,6 +262,57 @@ test('corral gc keeps a bucket its cluster retained (corral:retain) unless it is
   await assert.rejects(peer.s3.send(new HeadBucketCommand({ Bucket: 'gc-kept-bucket' })));
 });
 
+test('corral gc finds the log groups of a gone cluster (its own, Lambda, RDS exports, Container Insights) by their tags, keeps a retained one unless named, and deletes them with --yes', async (t) => {
+  const cwd = tempDir(t);
+  const common = ['--endpoint-url', query.endpoint, '--cluster', 'lg'];
+  const tag = { [CLUSTER_TAG_KEY]: 'lg', team: 'research' };
+  // the names the stack gives them (src/infra: the cluster's, and the groups it makes for AWS services)
+  const groups = [
+    '/corral/lg',
+    '/aws/lambda/corral-lg-CustomS3AutoDeleteObjectsCustomResourceProviderHandler9D90184F',
+    '/aws/ecs/containerinsights/corral-lg-ecs/performance',
+  ];
+  for (const g of groups) peer.createLogGroup(g, tag);
+  peer.createLogGroup('/aws/rds/instance/corral-lg/postgresql', { ...tag, [RETAIN_TAG_KEY]: 'true' });
+  peer.createLogGroup('/corral/live', { [CLUSTER_TAG_KEY]: 'live' });
+  peer.createLogGroup('/aws/lambda/someone-else');
+
+  const list = await runCli(['gc', ...common, '--json'], { cwd, env: PEER_ENV });
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(JSON.parse(list.stdout), {
+    orphans: [
+      ...[...groups].sort().map((id) => ({ kind: 'log-group', id, cluster: 'lg' })),
+      { kind: 'log-group', id: '/aws/rds/instance/corral-lg/postgresql', cluster: 'lg', retained: true },
+    ].sort((a, b) => a.id.localeCompare(b.id)),
+    deleted: [],
+  });
+  const text = await runCli(['gc', ...common], { cwd, env: PEER_ENV });
+  assert.match(text.stdout, /^orphan log-group \/corral\/lg \(cluster lg\)$/m);
+  assert.match(
+    text.stdout,
+    /^kept log-group \/aws\/rds\/instance\/corral-lg\/postgresql \(cluster lg, retained on purpose; delete it with --yes --retained \/aws\/rds\/instance\/corral-lg\/postgresql\)$/m,
+  );
+  assert.deepEqual(peer.logGroupNames().length, 6, 'nothing deleted without --yes');
+
+  const yes = await runCli(['gc', ...common, '--yes'], { cwd, env: PEER_ENV });
+  assert.equal(yes.code, 0, yes.stderr);
+  for (const g of groups) assert.ok(yes.stdout.includes(`deleted log-group ${g} (cluster lg)`), yes.stdout);
+  assert.deepEqual(peer.logGroupNames(), [
+    '/aws/lambda/someone-else',
+    '/aws/rds/instance/corral-lg/postgresql',
+    '/corral/live',
+  ]);
+  const named = await runCli(
+    ['gc', ...common, '--yes', '--retained', '/aws/rds/instance/corral-lg/postgresql'],
+    {
+      cwd,
+      env: PEER_ENV,
+    },
+  );
+  assert.equal(named.code, 0, named.stderr);
+  assert.deepEqual(peer.logGroupNames(), ['/aws/lambda/someone-else', '/corral/live']);
+});
+
 test('corral gc at an endpoint without EC2 or CloudFormation: says so and exits 2, deleting nothing', async (t) => {
   // fauxqs alone answers neither DescribeInstances nor DescribeStacks
   const cwd = tempDir(t);

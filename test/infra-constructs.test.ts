@@ -367,8 +367,63 @@ describe('ClusterStack constructs', () => {
       Endpoint: 'ops@example.com',
     });
     template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
-    template.resourceCountIs('AWS::Logs::LogGroup', 1);
+    // the cluster's, the database's exported logs, Container Insights of the ecs pool, the auto-delete function's
+    template.resourceCountIs('AWS::Logs::LogGroup', 4);
     template.hasResourceProperties('AWS::EC2::FlowLog', { TrafficType: 'REJECT' });
+  });
+
+  it('log groups AWS services write for the cluster are made first, with retention and tags, and go on down', () => {
+    const json = template.toJSON() as {
+      Resources: Record<
+        string,
+        { Type: string; Properties: Record<string, unknown>; DependsOn?: string[]; DeletionPolicy?: string }
+      >;
+    };
+    const res = Object.entries(json.Resources);
+    const groups = res.filter(([, r]) => r.Type === 'AWS::Logs::LogGroup');
+    for (const [id, g] of groups) {
+      assert.equal(g.Properties.RetentionInDays, spec.monitoring.logRetentionDays, id);
+      assert.match(JSON.stringify(g.Properties.Tags), /"Key":"corral:cluster","Value":"full"/, id);
+      assert.equal(g.DeletionPolicy, 'Delete', id);
+    }
+    const groupOf = (name: string) => {
+      const found = groups.find(([, g]) => g.Properties.LogGroupName === name);
+      assert.ok(found, `a log group ${name}: ${groups.map(([, g]) => g.Properties.LogGroupName).join(', ')}`);
+      return found[0];
+    };
+    const dependsOn = (id: string, group: string) =>
+      assert.ok(json.Resources[id]!.DependsOn?.includes(group), `${id} depends on ${group}`);
+    // RDS: the instance has a fixed identifier, its exports' group is named after it and made first
+    const [dbId, db] = res.find(([, r]) => r.Type === 'AWS::RDS::DBInstance')!;
+    assert.equal(db.Properties.DBInstanceIdentifier, 'corral-full');
+    assert.deepEqual(db.Properties.EnableCloudwatchLogsExports, ['postgresql']);
+    dependsOn(dbId, groupOf(`/aws/rds/instance/${db.Properties.DBInstanceIdentifier}/postgresql`));
+    // ECS: the pool's cluster has a fixed name; Container Insights' group is named after it and made first
+    const [ecsId, ecsCluster] = res.find(([, r]) => r.Type === 'AWS::ECS::Cluster')!;
+    assert.equal(ecsCluster.Properties.ClusterName, 'corral-full-ecs');
+    dependsOn(ecsId, groupOf(`/aws/ecs/containerinsights/${ecsCluster.Properties.ClusterName}/performance`));
+    // Lambda: every function (the auto-delete provider) logs to its own group, made first
+    const functions = res.filter(([, r]) => r.Type === 'AWS::Lambda::Function');
+    assert.ok(functions.length >= 1);
+    for (const [fnId, fn] of functions) {
+      const group = groupOf(`/aws/lambda/corral-full-${fnId}`);
+      assert.deepEqual(fn.Properties.LoggingConfig, { LogGroup: { Ref: group } }, fnId);
+      dependsOn(fnId, group);
+    }
+    assert.equal(groups.length, 3 + functions.length);
+  });
+
+  it('a retained database keeps its exported logs, tagged corral:retain', () => {
+    const t = Template.fromJSON(
+      synthCluster(defineCluster({ ...lean, name: 'keep', database: { removalPolicy: 'retain' } })).template,
+    );
+    t.hasResource('AWS::Logs::LogGroup', {
+      Properties: {
+        LogGroupName: '/aws/rds/instance/corral-keep/postgresql',
+        Tags: Match.arrayWith([{ Key: RETAIN_TAG, Value: 'true' }]),
+      },
+      DeletionPolicy: 'Retain',
+    });
   });
 
   it('queue and dead-letter queue are encrypted, TLS-only and linked', () => {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import {
   checkBudget,
+  checkDeployedDatabase,
   deployedOutputsOf,
   down,
   findCredentialSource,
@@ -139,6 +140,39 @@ describe('up / down without AWS', () => {
     );
     assert.ok(err instanceof UsageError && err.field === 'suppressions', String(err));
     assert.match(err.message, /AwsSolutions-X1/);
+  });
+});
+
+describe('a database deployed by an earlier corral', () => {
+  it('up refuses to replace it: its identifier was generated, this corral names it corral-NAME', async () => {
+    const spec = defineCluster({
+      name: 'olddb',
+      region: 'us-east-1',
+      network: { azs: ['us-east-1a', 'us-east-1b'] },
+      database: {},
+    });
+    // (the findings cdk-nag has on a database without suppressions are not what is tested)
+    const generated = { DatabaseEndpoint: 'co1a2b3c4d5e6f.abcdefghijkl.us-east-1.rds.amazonaws.com' };
+    const err = await up(spec, {
+      env: { AWS_PROFILE: 'x' },
+      deployedOutputs: generated,
+      ignorePlanErrors: true,
+      log: () => {},
+    }).catch((e: unknown) => e);
+    assert.ok(err instanceof UsageError && err.field === 'database', String(err));
+    assert.match(err.message, /co1a2b3c4d5e6f .*corral-olddb.*replace the instance/);
+    assert.match(err.fix ?? '', /pg_dump/);
+    // the database this corral deployed, a cluster without one, a first up: nothing to refuse
+    checkDeployedDatabase(spec, {
+      DatabaseEndpoint: 'corral-olddb.abcdefghijkl.us-east-1.rds.amazonaws.com',
+    });
+    checkDeployedDatabase(spec, undefined);
+    const noDatabase = defineCluster({
+      name: 'olddb',
+      region: 'us-east-1',
+      network: { azs: ['us-east-1a', 'us-east-1b'] },
+    });
+    checkDeployedDatabase(noDatabase, generated);
   });
 });
 

@@ -3,9 +3,12 @@
  * no longer exists (a failed `down`, a retained bucket, a stack deleted by hand) and deletes them
  * on request. Instances are found with one DescribeInstances filtered on the tag key and the
  * live states (pending, running, stopping, stopped), buckets with ListBuckets +
- * GetBucketTagging, queues with ListQueues + ListQueueTags; whether a stack exists is a function
+ * GetBucketTagging, queues with ListQueues + ListQueueTags, log groups (the cluster's, and those it
+ * makes for AWS services: Lambda, RDS exports, Container Insights) with DescribeLogGroups +
+ * ListTagsForResource; whether a stack exists is a function
  * the caller passes (CloudFormation DescribeStacks in the CLI), so the search runs against any peer.
  */
+import type { CloudWatchLogsClient, DescribeLogGroupsCommandOutput } from '@aws-sdk/client-cloudwatch-logs';
 import type { DescribeInstancesCommandOutput, EC2Client } from '@aws-sdk/client-ec2';
 import {
   DeleteBucketCommand,
@@ -26,22 +29,22 @@ import {
 
 /** The tag every cluster resource carries (`CLUSTER_TAG` of src/infra/cluster-stack.ts, without loading the CDK). */
 export const CLUSTER_TAG_KEY = 'corral:cluster';
-/** The tag of a bucket the user asked to keep (`RETAIN_TAG` of src/infra/cluster-bucket.ts). */
+/** The tag of a bucket or log group the user asked to keep (`RETAIN_TAG` of src/infra/cluster-bucket.ts). */
 export const RETAIN_TAG_KEY = 'corral:retain';
 
 /** Kinds of resources gc collects. */
-export type OrphanKind = 'instance' | 'bucket' | 'queue';
+export type OrphanKind = 'instance' | 'bucket' | 'queue' | 'log-group';
 
 /** A resource left behind by a cluster whose stack is gone. */
 export interface Orphan {
   readonly kind: OrphanKind;
-  /** Instance id, bucket name or queue URL. */
+  /** Instance id, bucket name, queue URL or log group name. */
   readonly id: string;
   /** Value of the `corral:cluster` tag. */
   readonly cluster: string;
   /** An instance's state when it was listed (pending, running, stopping, stopped). */
   readonly state?: string;
-  /** A bucket tagged `corral:retain` (`bucket.removalPolicy: retain`): deleted only when named. */
+  /** A bucket or log group tagged `corral:retain` (`removalPolicy: retain`): deleted only when named. */
   readonly retained?: true;
 }
 
@@ -54,6 +57,8 @@ export interface FindOrphansOptions {
   readonly sqs: SQSClient;
   /** EC2 in the same region: instances are searched too. @default - instances are not searched */
   readonly ec2?: EC2Client;
+  /** CloudWatch Logs in the same region: log groups are searched too. @default - log groups are not searched */
+  readonly logs?: CloudWatchLogsClient;
   /** Whether the stack of a cluster exists (`corral-<name>`). */
   readonly stackExists: (cluster: string) => Promise<boolean>;
   /** Only resources of this cluster. @default - every cluster */
@@ -104,7 +109,55 @@ async function taggedInstances(
   return out;
 }
 
-/** Tagged resources whose cluster stack is gone: instances first, then buckets, then queues. */
+/** Tagged log groups (DescribeLogGroups, paged, then the tags of each). */
+async function taggedLogGroups(
+  logs: CloudWatchLogsClient,
+  onSkip: FindOrphansOptions['onSkip'],
+): Promise<Orphan[]> {
+  const { DescribeLogGroupsCommand, ListTagsForResourceCommand } = await import(
+    '@aws-sdk/client-cloudwatch-logs'
+  );
+  const out: Orphan[] = [];
+  let token: string | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    let r: DescribeLogGroupsCommandOutput;
+    try {
+      r = await logs.send(new DescribeLogGroupsCommand({ nextToken: token }));
+    } catch (err) {
+      if (statusOf(err) === undefined) throw err;
+      onSkip?.('log-group', '*', `DescribeLogGroups: ${(err as Error).name} (HTTP ${statusOf(err)})`);
+      return out;
+    }
+    for (const g of r.logGroups ?? []) {
+      if (!g.logGroupName) continue;
+      // logGroupArn is the ARN without the `:*` that `arn` ends with, as ListTagsForResource takes it
+      const arn = g.logGroupArn ?? g.arn?.replace(/:\*$/, '');
+      if (!arn) continue;
+      try {
+        const t = await logs.send(new ListTagsForResourceCommand({ resourceArn: arn }));
+        const v = t.tags?.[CLUSTER_TAG_KEY];
+        if (v)
+          out.push({
+            kind: 'log-group',
+            id: g.logGroupName,
+            cluster: v,
+            ...(t.tags?.[RETAIN_TAG_KEY] === 'true' ? { retained: true as const } : {}),
+          });
+      } catch (err) {
+        onSkip?.(
+          'log-group',
+          g.logGroupName,
+          `${(err as Error).name}${statusOf(err) ? ` (HTTP ${statusOf(err)})` : ''}`,
+        );
+      }
+    }
+    token = r.nextToken;
+    if (!token) break;
+  }
+  return out;
+}
+
+/** Tagged resources whose cluster stack is gone: instances first, then buckets, queues and log groups. */
 export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
   const tagged: Orphan[] = o.ec2 ? await taggedInstances(o.ec2, o.cluster, o.onSkip) : [];
   const buckets = await o.s3.send(new ListBucketsCommand({}));
@@ -142,6 +195,7 @@ export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
     token = r.NextToken;
     if (!token) break;
   }
+  if (o.logs) tagged.push(...(await taggedLogGroups(o.logs, o.onSkip)));
   const gone = new Map<string, boolean>();
   const out: Orphan[] = [];
   for (const t of tagged) {
@@ -152,11 +206,17 @@ export async function findOrphans(o: FindOrphansOptions): Promise<Orphan[]> {
   return out;
 }
 
-/** Terminates an instance; empties (every version) and deletes a bucket; deletes a queue. */
+/** Terminates an instance; empties (every version) and deletes a bucket; deletes a queue or a log group. */
 export async function deleteOrphan(
-  o: { s3: S3Client; sqs: SQSClient; ec2?: EC2Client },
+  o: { s3: S3Client; sqs: SQSClient; ec2?: EC2Client; logs?: CloudWatchLogsClient },
   orphan: Orphan,
 ): Promise<void> {
+  if (orphan.kind === 'log-group') {
+    if (!o.logs) throw new Error(`no CloudWatch Logs client to delete ${orphan.id}`);
+    const { DeleteLogGroupCommand } = await import('@aws-sdk/client-cloudwatch-logs');
+    await o.logs.send(new DeleteLogGroupCommand({ logGroupName: orphan.id }));
+    return;
+  }
   if (orphan.kind === 'instance') {
     if (!o.ec2) throw new Error(`no EC2 client to terminate ${orphan.id}`);
     const { TerminateInstancesCommand } = await import('@aws-sdk/client-ec2');

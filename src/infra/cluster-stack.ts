@@ -13,6 +13,7 @@ import {
   Tags,
   Validations,
 } from 'aws-cdk-lib';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -30,7 +31,7 @@ import {
 import { UsageError } from '../spec/errors.js';
 import { ClusterAccess } from './cluster-access.js';
 import { ClusterBucket } from './cluster-bucket.js';
-import { Database } from './database.js';
+import { Database, databaseIdentifierOf } from './database.js';
 import { type DataBucketGrant, InstanceRole } from './instance-role.js';
 import { JobQueue } from './job-queue.js';
 import { LOG_GROUP_REMOVAL, Monitoring } from './monitoring.js';
@@ -70,6 +71,16 @@ export interface ClusterStackProps extends StackProps {
 /** The stack output holding the image id a named instance runs. */
 export function imageOutputKeyOf(instance: string): string {
   return `${pascal(instance)}ImageId`;
+}
+
+/** The name of the ECS cluster of a capacity: ecs pool (fixed, so its Container Insights log group can be made first). */
+export function ecsClusterNameOf(cluster: string, pool: string): string {
+  return `corral-${cluster}-${pool}`;
+}
+
+/** The log group Container Insights writes an ECS cluster's performance events to. */
+export function containerInsightsLogGroupNameOf(ecsCluster: string): string {
+  return `/aws/ecs/containerinsights/${ecsCluster}/performance`;
 }
 
 /** The log group of a cluster (named, so that `corral up` can read what failing hosts shipped). */
@@ -250,6 +261,8 @@ export class ClusterStack extends Stack {
         removalPolicy: d.removalPolicy,
         deletionProtection: d.deletionProtection,
         databaseName: d.databaseName,
+        instanceIdentifier: databaseIdentifierOf(spec.name),
+        logRetentionDays: spec.monitoring.logRetentionDays,
       });
     }
 
@@ -408,9 +421,54 @@ export class ClusterStack extends Stack {
       new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.instance.secret!.secretArn });
     }
 
+    this.addServiceLogGroups(spec);
+
     const tags = { ...spec.tags, [CLUSTER_TAG]: spec.name };
     for (const [k, v] of Object.entries(tags)) Tags.of(this).add(k, v);
     Aspects.of(this).add(new TagUntaggable(tags));
+  }
+
+  /**
+   * The log groups AWS services would otherwise create on the cluster's behalf, without retention
+   * or tags, and leave after `down`: made here, before what writes to them, with the spec's
+   * retention, the cluster's tags, and destroyed with the stack. Container Insights of each
+   * capacity: ecs pool writes `/aws/ecs/containerinsights/CLUSTER/performance` (the ECS cluster
+   * gets a fixed name, `corral-NAME-POOL`, so the group can come first); each Lambda function the
+   * CDK adds (the bucket's auto-delete provider) logs to its own group through its LoggingConfig
+   * instead of the `/aws/lambda/FUNCTION` Lambda would create. The database's exported logs are
+   * made by the Database construct.
+   */
+  private addServiceLogGroups(spec: ClusterSpec): void {
+    const retention = spec.monitoring.logRetentionDays as logs.RetentionDays;
+    for (const [name, pool] of this.pools) {
+      if (!pool.ecsCluster) continue;
+      const cfn = pool.ecsCluster.node.defaultChild as ecs.CfnCluster;
+      const clusterName = ecsClusterNameOf(spec.name, name);
+      cfn.clusterName = clusterName;
+      const group = new logs.LogGroup(this, `ContainerInsightsLogs-${name}`, {
+        logGroupName: containerInsightsLogGroupNameOf(clusterName),
+        retention,
+        removalPolicy: LOG_GROUP_REMOVAL,
+      });
+      cfn.node.addDependency(group);
+    }
+    const functions = this.node
+      .findAll()
+      .filter(
+        (c): c is CfnResource =>
+          CfnResource.isCfnResource(c) && c.cfnResourceType === 'AWS::Lambda::Function',
+      );
+    for (const fn of functions) {
+      const id = this.getLogicalId(fn);
+      const group = new logs.LogGroup(this, `FunctionLogs-${id}`, {
+        logGroupName: `/aws/lambda/${this.stackName}-${id}`,
+        retention,
+        removalPolicy: LOG_GROUP_REMOVAL,
+      });
+      // The function depends on its group: it is deleted first, so nothing it logs late recreates the group.
+      fn.addPropertyOverride('LoggingConfig.LogGroup', group.logGroupName);
+      fn.node.addDependency(group);
+    }
   }
 
   /** The AZs come from the spec, so synthesis never looks them up in an account. */

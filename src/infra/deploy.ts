@@ -5,6 +5,7 @@ import { App, Stack } from 'aws-cdk-lib';
 import { type ClusterSpec, stackNameOf } from '../spec/cluster.js';
 import { CommandFailed, UsageError } from '../spec/errors.js';
 import { ClusterStack, imageOutputKeyOf, interfaceEndpointsOf, logGroupNameOf } from './cluster-stack.js';
+import { databaseIdentifierOf } from './database.js';
 import { type PlanReport, planCluster } from './plan.js';
 import { type CostEstimate, estimateCost } from './prices.js';
 
@@ -71,6 +72,28 @@ export function keptImages(
     if (!i.ami && kept && /^ami-[0-9a-f]{8,17}$/.test(kept)) out[i.name] = kept;
   }
   return out;
+}
+
+/**
+ * Refuses an `up` that would replace the database: a cluster deployed by an earlier corral
+ * has a database whose identifier CloudFormation generated (the first label of its
+ * `DatabaseEndpoint` output); this corral names it `corral-NAME` (so that its exported logs'
+ * log group can be made first), and a new name replaces the instance, and its data with it.
+ */
+export function checkDeployedDatabase(
+  spec: ClusterSpec,
+  deployedOutputs: Readonly<Record<string, string>> | undefined,
+): void {
+  const endpoint = deployedOutputs?.DatabaseEndpoint;
+  if (!spec.database || !endpoint) return;
+  const deployed = endpoint.split('.')[0]!;
+  const wanted = databaseIdentifierOf(spec.name);
+  if (deployed.toLowerCase() === wanted) return;
+  throw new UsageError(
+    'database',
+    `the deployed database ${deployed} was named by CloudFormation; this corral names it ${wanted}, and the update would replace the instance and lose its data`,
+    `dump it first (pg_dump -h ${endpoint}), then corral down and corral up, and restore; or keep the corral that deployed it`,
+  );
 }
 
 /** What `up` returns. */
@@ -184,14 +207,12 @@ export async function up(spec: ClusterSpec, opts: UpOptions = {}): Promise<UpRes
     );
   }
   const stackName = stackNameOf(spec.name);
-  const pinnedImages = opts.updateImages
-    ? {}
-    : keptImages(
-        spec,
-        opts.deployedOutputs === undefined
-          ? await deployedOutputsOf(spec, opts)
-          : (opts.deployedOutputs ?? undefined),
-      );
+  const deployedOutputs =
+    opts.deployedOutputs === undefined
+      ? await deployedOutputsOf(spec, opts)
+      : (opts.deployedOutputs ?? undefined);
+  checkDeployedDatabase(spec, deployedOutputs);
+  const pinnedImages = opts.updateImages ? {} : keptImages(spec, deployedOutputs);
   for (const [name, image] of Object.entries(pinnedImages))
     log(`instance ${name} keeps image ${image} (up --update-images moves it to the latest)`);
   const { lib, toolkit } = await toolkitOf(log);

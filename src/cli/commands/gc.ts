@@ -17,21 +17,21 @@ export function register(program: Command): void {
   program
     .command('gc')
     .description(
-      'list (and with --yes terminate/delete) instances, buckets and queues tagged corral:cluster whose stack corral-NAME is gone',
+      'list (and with --yes terminate/delete) instances, buckets, queues and log groups tagged corral:cluster whose stack corral-NAME is gone',
     )
     .addHelpText(
       'after',
-      '\nInstances are searched in the region of --region / AWS_REGION (pending, running, stopping or\nstopped); buckets and queues wherever the credentials can list them. Nothing is changed without --yes.',
+      '\nInstances and log groups are searched in the region of --region / AWS_REGION (instances pending,\nrunning, stopping or stopped); buckets and queues wherever the credentials can list them. Nothing\nis changed without --yes.',
     )
     .option('--cluster <NAME>', 'only the resources of this cluster')
     .option(
-      '--retained <BUCKET>',
-      'with --yes, also delete this bucket although its cluster asked to keep it (bucket.removalPolicy: retain); repeatable',
+      '--retained <NAME>',
+      'with --yes, also delete this bucket or log group although its cluster asked to keep it (removalPolicy: retain); repeatable',
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option(
       '--yes',
-      'terminate the listed instances and delete the listed buckets (emptied first, every version) and queues',
+      'terminate the listed instances and delete the listed buckets (emptied first, every version), queues and log groups',
     )
     .option('--region <REGION>', 'AWS region (env AWS_REGION)')
     .option(
@@ -43,6 +43,7 @@ export function register(program: Command): void {
       const {
         createCloudFormationClient,
         createEc2Client,
+        createLogsClient,
         createS3Client,
         createSqsClient,
         resolveAwsSettings,
@@ -55,6 +56,7 @@ export function register(program: Command): void {
       const sqs = createSqsClient(settings);
       const ec2 = await createEc2Client(settings);
       const cfn = await createCloudFormationClient(settings);
+      const logs = await createLogsClient(settings);
       const stackExists = async (cluster: string) => {
         try {
           return (await describeClusterStack(cfn, cluster)) !== undefined;
@@ -68,6 +70,7 @@ export function register(program: Command): void {
           s3,
           sqs,
           ec2,
+          logs,
           cluster: flags.cluster,
           stackExists,
           onSkip: (kind, id, why) =>
@@ -80,8 +83,8 @@ export function register(program: Command): void {
         if (unknown.length > 0) {
           throw new UsageError(
             '--retained',
-            `${unknown[0]} is not a retained bucket of a cluster whose stack is gone`,
-            'name a bucket that corral gc lists as kept',
+            `${unknown[0]} is not a retained bucket or log group of a cluster whose stack is gone`,
+            'name a bucket or log group that corral gc lists as kept',
           );
         }
         const kept = (o: Orphan) => o.retained === true && !named.has(o.id);
@@ -89,7 +92,7 @@ export function register(program: Command): void {
         if (flags.yes) {
           for (const o of orphans) {
             if (kept(o)) continue;
-            await deleteOrphan({ s3, sqs, ec2 }, o);
+            await deleteOrphan({ s3, sqs, ec2, logs }, o);
             deleted.push(o.id);
           }
         }
@@ -101,7 +104,7 @@ export function register(program: Command): void {
         for (const o of orphans) {
           if (kept(o)) {
             out.write(
-              `kept bucket ${o.id} (cluster ${o.cluster}, retained on purpose; delete it with --yes --retained ${o.id})\n`,
+              `kept ${o.kind} ${o.id} (cluster ${o.cluster}, retained on purpose; delete it with --yes --retained ${o.id})\n`,
             );
             continue;
           }
@@ -115,6 +118,7 @@ export function register(program: Command): void {
         throw usageErrorOf(err, { field: 'endpoint', name: 'gc', endpoint: settings.endpointUrl }) ?? err;
       } finally {
         cfn.destroy();
+        logs.destroy();
         ec2.destroy();
         s3.destroy();
         sqs.destroy();
