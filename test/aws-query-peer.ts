@@ -1,5 +1,5 @@
 /**
- * A local peer of the two AWS query-protocol services corral calls besides S3 and SQS, on
+ * A local peer of the AWS services corral calls besides S3, SQS and CloudWatch Logs, on
  * 127.0.0.1 with a random port:
  *
  * - **EC2** (EC2 Query API, version 2016-11-15): `DescribeInstances` (filters `tag-key`,
@@ -10,15 +10,21 @@
  *   or every stack), with `Outputs`, and the `ValidationError` "Stack with id X does not exist"
  *   for a stack that is not there (or deleted, when asked by name), as CloudFormation does.
  *
+ * - **Secrets Manager** (JSON 1.1): `GetSecretValue` of a secret put with `putSecret`, and
+ *   `ResourceNotFoundException` otherwise. The peer checks each request's SigV4 signature with
+ *   the SDK's own signer (`@smithy/signature-v4`) and the peer's credentials (`PEER_ENV`), so a
+ *   request signed wrong is refused (403 `InvalidSignatureException`), as AWS refuses it.
+ *
  * Requests are told apart by the service in the SigV4 credential scope (`…/ec2/aws4_request`);
  * every other request (S3, SQS) is forwarded unchanged to `upstream` (fauxqs, see
  * cluster-peer.ts), so one endpoint serves every client, as `--endpoint-url` requires. Requests
  * without a SigV4 signature are refused. The peer keeps every EC2/CloudFormation call it served
  * in `calls`, so tests can assert what was (and was not) asked.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { SignatureV4 } from '@smithy/signature-v4';
 
 /** EC2 instance states, with the codes EC2 reports. */
 export const INSTANCE_STATE_CODES = {
@@ -46,9 +52,9 @@ export interface PeerStack {
   outputs: Record<string, string>;
 }
 
-/** One EC2 or CloudFormation request the peer answered. */
+/** One EC2, CloudFormation or Secrets Manager request the peer answered. */
 export interface QueryCall {
-  readonly service: 'ec2' | 'cloudformation';
+  readonly service: 'ec2' | 'cloudformation' | 'secretsmanager';
   readonly action: string;
   readonly params: Readonly<Record<string, string>>;
 }
@@ -66,6 +72,8 @@ export interface QueryPeer {
   putStack(name: string, o?: { status?: string; outputs?: Record<string, string> }): PeerStack;
   /** Marks a stack deleted (`DELETE_COMPLETE`): by name it then "does not exist". */
   deleteStack(name: string): void;
+  /** Puts a secret GetSecretValue serves (its SecretString); returns its ARN. */
+  putSecret(name: string, value: string): string;
   /** Calls of one action. */
   callsOf(action: string): QueryCall[];
   stop(): Promise<void>;
@@ -79,6 +87,76 @@ export interface QueryPeerOptions {
   readonly pageSize?: number;
   /** Account id in ARNs. @default '123456789012' */
   readonly account?: string;
+  /** Credentials Secrets Manager requests must be signed with. @default - PEER_ENV of cluster-peer.ts */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
+}
+
+/** The hash SignatureV4 takes (node:crypto; a secret makes it an HMAC). */
+class NodeSha256 {
+  private readonly h;
+  constructor(secret?: string | Uint8Array) {
+    this.h = secret !== undefined ? createHmac('sha256', secret) : createHash('sha256');
+  }
+  update(data: string | Uint8Array): void {
+    this.h.update(data);
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.h.digest());
+  }
+  reset(): void {}
+}
+
+/**
+ * Whether a request's Authorization header is the one the SDK's signer computes for it, with the
+ * headers it says it signed, the time it says it signed at, and `credentials`.
+ */
+async function signatureValid(
+  req: http.IncomingMessage,
+  body: string,
+  credentials: { accessKeyId: string; secretAccessKey: string },
+): Promise<boolean> {
+  const auth = String(req.headers.authorization ?? '');
+  const m =
+    /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(
+      auth,
+    );
+  if (!m || m[1] !== credentials.accessKeyId) return false;
+  const amzDate = String(req.headers['x-amz-date'] ?? '');
+  const when = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
+  if (!when || amzDate.slice(0, 8) !== m[2]) return false;
+  const signingDate = new Date(
+    Date.UTC(+when[1]!, +when[2]! - 1, +when[3]!, +when[4]!, +when[5]!, +when[6]!),
+  );
+  if (Math.abs(Date.now() - signingDate.getTime()) > 15 * 60_000) return false; // as AWS: 15 min skew
+  const headers: Record<string, string> = {};
+  for (const name of m[5]!.split(';')) {
+    if (name === 'x-amz-date') continue; // the signer adds it
+    const v = req.headers[name];
+    if (v === undefined) return false;
+    headers[name] = String(v);
+  }
+  const url = new URL(req.url ?? '/', `http://${req.headers.host}`);
+  const signer = new SignatureV4({
+    service: m[4]!,
+    region: m[3]!,
+    credentials,
+    sha256: NodeSha256,
+    applyChecksum: false,
+  });
+  const signed = await signer.sign(
+    {
+      method: req.method ?? 'POST',
+      protocol: 'http:',
+      hostname: url.hostname,
+      port: Number(url.port),
+      path: url.pathname,
+      query: {},
+      headers,
+      body,
+    },
+    { signingDate },
+  );
+  return signed.headers.authorization === auth;
 }
 
 const EC2_NS = 'http://ec2.amazonaws.com/doc/2016-11-15/';
@@ -118,6 +196,42 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
   const stacks = new Map<string, PeerStack>();
   const calls: QueryCall[] = [];
   const upstream = o.upstream ? new URL(o.upstream) : undefined;
+  const secrets = new Map<string, { arn: string; name: string; value: string }>();
+  const credentials = o.credentials ?? { accessKeyId: 'corral-test', secretAccessKey: 'corral-test-secret' };
+
+  async function secretsManager(req: http.IncomingMessage, body: string, res: http.ServerResponse) {
+    const target = String(req.headers['x-amz-target'] ?? '');
+    const action = target.replace(/^secretsmanager\./, '');
+    let params: Record<string, unknown> = {};
+    try {
+      params = JSON.parse(body || '{}') as Record<string, unknown>;
+    } catch {}
+    calls.push({ service: 'secretsmanager', action, params: { SecretId: String(params.SecretId ?? '') } });
+    const send = (status: number, out: unknown) =>
+      res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1' }).end(JSON.stringify(out));
+    if (!(await signatureValid(req, body, credentials)))
+      return send(403, {
+        __type: 'InvalidSignatureException',
+        message: 'The request signature we calculated does not match the signature you provided.',
+      });
+    if (action !== 'GetSecretValue')
+      return send(400, { __type: 'InvalidAction', message: `${action} is not served by the test peer` });
+    const id = String(params.SecretId ?? '');
+    const s = secrets.get(id) ?? [...secrets.values()].find((x) => x.name === id);
+    if (!s)
+      return send(400, {
+        __type: 'ResourceNotFoundException',
+        message: "Secrets Manager can't find the specified secret.",
+      });
+    return send(200, {
+      ARN: s.arn,
+      Name: s.name,
+      SecretString: s.value,
+      VersionId: requestId(),
+      VersionStages: ['AWSCURRENT'],
+      CreatedDate: 1735689600,
+    });
+  }
 
   function describeInstances(p: Record<string, string>): string {
     const ids = listOf(p, 'InstanceId');
@@ -289,6 +403,16 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
     const auth = String(req.headers.authorization ?? '');
     const scope = /Credential=[^/,]+\/\d{8}\/[^/]+\/([^/]+)\/aws4_request/.exec(auth);
     const service = scope?.[1];
+    if (service === 'secretsmanager') {
+      const chunks: Buffer[] = [];
+      req.on('data', (d: Buffer) => chunks.push(d));
+      req.on('end', () => {
+        secretsManager(req, Buffer.concat(chunks).toString('utf8'), res).catch(() => {
+          if (!res.headersSent) res.writeHead(500).end();
+        });
+      });
+      return;
+    }
     if (service !== 'ec2' && service !== 'cloudformation') {
       forward(req, res);
       return;
@@ -334,6 +458,11 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
     deleteStack(name) {
       const s = stacks.get(name);
       if (s) s.status = 'DELETE_COMPLETE';
+    },
+    putSecret(name, value) {
+      const arn = `arn:aws:secretsmanager:us-east-1:${account}:secret:${name}-${randomBytes(3).toString('hex')}`;
+      secrets.set(arn, { arn, name, value });
+      return arn;
     },
     callsOf(action) {
       return calls.filter((c) => c.action === action);

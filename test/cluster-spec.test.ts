@@ -42,7 +42,7 @@ describe('cluster spec', () => {
     assert.equal(spec.network.natGateways, 0);
     assert.deepEqual(spec.network.privateSubnets, ['10.0.0.0/20', '10.0.16.0/20', '10.0.32.0/20']);
     assert.deepEqual(spec.network.publicSubnets, ['10.0.48.0/24', '10.0.49.0/24', '10.0.50.0/24']);
-    assert.equal(spec.backend, 'local');
+    assert.equal('backend' in spec, false);
     assert.equal(spec.bucket.removalPolicy, 'destroy');
     assert.equal(spec.queue.visibilityTimeout, 300_000);
   });
@@ -128,13 +128,16 @@ describe('cluster spec', () => {
     assert.ok(defineCluster({ ...base, database: {} }).database);
   });
 
-  it('needs adminCidr for a key pair, an image for ECS pools, a database for backend rds', () => {
+  it('needs adminCidr for a key pair and an image for ECS pools; refuses backend, which is gone', () => {
     refused({ ...base, access: { keyPair: { name: 'k' } } }, /^access\.adminCidr$/);
     refused(
       { ...base, pools: [{ name: 'a', instanceTypes: ['t3.small'], capacity: 'ecs' }] },
       /^pools\[0\]\.image$/,
     );
-    refused({ ...base, backend: 'rds' }, /^backend$/);
+    for (const backend of ['rds', 'local']) {
+      const err = refused({ ...base, database: {}, backend } as never, /^backend$/);
+      assert.match(err.message, /state in the cluster bucket.*fix: remove backend/);
+    }
     refused({ ...base, instances: [{ name: 'a', elasticIp: true }] }, /^instances\[0\]\.elasticIp$/);
   });
 

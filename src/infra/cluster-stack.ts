@@ -14,6 +14,7 @@ import {
   Validations,
 } from 'aws-cdk-lib';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as sns from 'aws-cdk-lib/aws-sns';
@@ -38,7 +39,7 @@ import { LOG_GROUP_REMOVAL, Monitoring } from './monitoring.js';
 import { Network } from './network.js';
 import { Peering } from './peering.js';
 import { StaticInstances } from './static-instances.js';
-import type { ArtifactLocation } from './user-data.js';
+import { type ArtifactLocation, type DatabaseEndpoint, databaseEnvOf } from './user-data.js';
 import { buildWorkerArtifact, type WorkerArtifact } from './worker-artifact.js';
 import { WorkerPool } from './worker-pool.js';
 
@@ -266,6 +267,28 @@ export class ClusterStack extends Stack {
       });
     }
 
+    // What tasks are told of the database: its endpoint and its secret's ARN, never the password.
+    const dbSecret = this.database?.instance.secret;
+    const database: DatabaseEndpoint | undefined =
+      this.database && dbSecret
+        ? {
+            host: this.database.instance.dbInstanceEndpointAddress,
+            port: this.database.instance.dbInstanceEndpointPort,
+            name: spec.database!.databaseName,
+            secretArn: dbSecret.secretArn,
+          }
+        : undefined;
+    // Hosts may read that one secret (GetSecretValue only), nothing else of Secrets Manager.
+    const readDbSecret = (role: iam.IRole) => {
+      if (dbSecret)
+        role.addToPrincipalPolicy(
+          new iam.PolicyStatement({
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: [dbSecret.secretArn],
+          }),
+        );
+    };
+
     if (spec.instances.length > 0) {
       const role = new InstanceRole(this, 'InstancesRole', {
         bucket,
@@ -276,7 +299,7 @@ export class ClusterStack extends Stack {
         images: spec.instances.map((i) => i.image),
         description: `corral ${spec.name}: named instances`,
       });
-      this.database?.instance.secret?.grantRead(role.role);
+      readDbSecret(role.role);
       this.staticInstances = new StaticInstances(this, 'Instances', {
         clusterName: spec.name,
         network: this.network,
@@ -290,10 +313,7 @@ export class ClusterStack extends Stack {
           CORRAL_DEAD_LETTER_QUEUE_URL: this.jobQueue.deadLetterQueue.queueUrl,
           CORRAL_BUCKET: bucket.bucketName,
           CORRAL_LOG_GROUP: this.logGroup.logGroupName,
-          CORRAL_BACKEND: spec.backend,
-          ...(this.database?.instance.secret
-            ? { CORRAL_DATABASE_SECRET_ARN: this.database.instance.secret.secretArn }
-            : {}),
+          ...(database ? databaseEnvOf(database) : {}),
         },
         coordinatorOutputs: {
           QueueUrl: this.jobQueue.queue.queueUrl,
@@ -330,6 +350,7 @@ export class ClusterStack extends Stack {
         images: [p.image],
         description: `corral ${spec.name}: pool ${p.name}`,
       });
+      readDbSecret(role.role);
       this.pools.set(
         p.name,
         new WorkerPool(this, `Pool-${p.name}`, {
@@ -359,6 +380,7 @@ export class ClusterStack extends Stack {
           volumeSize: p.volumeSize,
           keyPair: this.access.keyPair,
           notificationTopic: this.notifications,
+          database,
         }),
       );
     }
@@ -418,6 +440,8 @@ export class ClusterStack extends Stack {
     }
     if (this.database) {
       new CfnOutput(this, 'DatabaseEndpoint', { value: this.database.instance.dbInstanceEndpointAddress });
+      new CfnOutput(this, 'DatabasePort', { value: this.database.instance.dbInstanceEndpointPort });
+      new CfnOutput(this, 'DatabaseName', { value: spec.database!.databaseName });
       new CfnOutput(this, 'DatabaseSecretArn', { value: this.database.instance.secret!.secretArn });
     }
 

@@ -52,6 +52,34 @@ export interface WorkerUserDataOptions {
    * @default - none
    */
   readonly gpus?: string;
+  /**
+   * The cluster database, for the tasks (CORRAL_DB_HOST, CORRAL_DB_PORT, CORRAL_DB_NAME,
+   * CORRAL_DB_SECRET_ARN): the worker reads the secret itself, and no password is ever written here.
+   * @default - none
+   */
+  readonly database?: DatabaseEndpoint;
+}
+
+/** Where the cluster database is: what tasks are told (its secret's ARN, never its value). */
+export interface DatabaseEndpoint {
+  /** Endpoint address. */
+  readonly host: string;
+  /** TCP port (a token of the stack, hence a string). */
+  readonly port: string;
+  /** Database name. */
+  readonly name: string;
+  /** ARN of the secret with the username and password. */
+  readonly secretArn: string;
+}
+
+/** The worker's variables of a database. */
+export function databaseEnvOf(d: DatabaseEndpoint): Record<string, string> {
+  return {
+    CORRAL_DB_HOST: d.host,
+    CORRAL_DB_PORT: d.port,
+    CORRAL_DB_NAME: d.name,
+    CORRAL_DB_SECRET_ARN: d.secretArn,
+  };
 }
 
 /** An image in a private Amazon ECR repository, in parts. */
@@ -351,6 +379,7 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     `CORRAL_IDLE_EXIT_SECONDS=${o.idleExitSeconds}`,
     ...(o.image ? [`CORRAL_IMAGE=${o.image}`] : []),
     ...(o.image && o.gpus ? [`CORRAL_GPUS=${o.gpus}`] : []),
+    ...Object.entries(o.database ? databaseEnvOf(o.database) : {}).map(([k, v]) => `${k}=${v}`),
   ];
   const lines = [
     ...prelude({

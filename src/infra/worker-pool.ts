@@ -9,7 +9,7 @@ import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { machineImageFor } from './machine-image.js';
 import type { Network } from './network.js';
-import { type ArtifactLocation, workerUserData } from './user-data.js';
+import { type ArtifactLocation, type DatabaseEndpoint, workerUserData } from './user-data.js';
 
 /** Spot allocation strategies of a mixed-instances policy. */
 export type SpotStrategy = 'price-capacity-optimized' | 'capacity-optimized' | 'lowest-price';
@@ -135,6 +135,12 @@ export interface WorkerPoolProps {
    * @default - no notifications
    */
   readonly notificationTopic?: sns.ITopic;
+  /**
+   * The cluster database, told to the tasks (its endpoint and its secret's ARN; the role must be
+   * allowed to read the secret).
+   * @default - none
+   */
+  readonly database?: DatabaseEndpoint;
 }
 
 const SPOT_STRATEGIES: Record<SpotStrategy, autoscaling.SpotAllocationStrategy> = {
@@ -222,6 +228,7 @@ export class WorkerPool extends Construct {
         gpus: gpu && props.image ? 'all' : undefined,
         artifact: props.artifact,
         signal: { stackName: stack.stackName, resource: groupLogicalId },
+        database: props.database,
       }),
     );
     this.launchTemplate = new ec2.LaunchTemplate(this, 'LaunchTemplate', {

@@ -728,9 +728,14 @@ export const clusterSchema = z
     queue: queue.prefault({}),
     /** Other buckets (`my-data`) or prefixes (`arn:aws:s3:::my-data/raw`) the workers may read (s3:GetObject, s3:ListBucket), e.g. for `s3://` job inputs. @default - none */
     dataBuckets: z.array(dataBucket).default([]),
-    /** Coordinator state backend: rds (needs database) or local (sqlite on the coordinator). @default - rds when database is set, else local */
-    backend: z.enum(['rds', 'local']).optional(),
-    /** RDS PostgreSQL in the private subnets. @default - none */
+    /** Gone: the coordinator's state is the cluster bucket, with or without a database; a spec that sets it is refused with the fix. @default - none */
+    backend: z
+      .never({
+        error:
+          'is no longer a setting: the coordinator keeps its state in the cluster bucket, with or without a database | fix: remove backend (a database section gives tasks a PostgreSQL database)',
+      })
+      .optional(),
+    /** RDS PostgreSQL in the private subnets, for the tasks: they get its endpoint and a pgpass file (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSFILE). @default - none */
     database: database.optional(),
     /** VPC peering connections. @default [] */
     peering: z.array(peer).default([]),
@@ -799,20 +804,6 @@ export const clusterSchema = z
         message: 'a cluster has at most one coordinator | fix: set role: custom on the others',
       });
     }
-    if (c.backend === 'rds' && !c.database) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['backend'],
-        message: 'is rds but no database is defined | fix: add a database section, or set backend: local',
-      });
-    }
-    if (c.backend === 'local' && c.database) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['database'],
-        message: 'is set but backend is local | fix: remove database, or set backend: rds',
-      });
-    }
     if (c.database && c.network.azs.length < 2) {
       // RDS refuses a DB subnet group that does not span two zones, even for a single-AZ instance.
       ctx.addIssue({
@@ -869,7 +860,6 @@ export const clusterSchema = z
   })
   .transform((c) => ({
     ...c,
-    backend: c.backend ?? (c.database ? ('rds' as const) : ('local' as const)),
     instances: c.instances.map((i) => ({ ...i, az: i.az ?? c.network.azs[0]! })),
   }));
 

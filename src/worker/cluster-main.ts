@@ -9,6 +9,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
+import { getSecretString } from '../aws/secrets.js';
 import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
 import type {
@@ -25,6 +26,7 @@ import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
 import { WorkerAgent } from './agent.js';
+import { type ClusterDatabase, type DatabaseAccess, prepareDatabaseAccess } from './database.js';
 import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
 import { InputCache } from './input-cache.js';
 import { SpotWatcher } from './spot-watcher.js';
@@ -63,6 +65,12 @@ export interface ClusterWorkerOptions {
    * @default - none
    */
   readonly gpus?: string;
+  /**
+   * The cluster database (CORRAL_DB_*): its secret is read once, into a 0600 pgpass file, and
+   * every task gets PGHOST, PGPORT, PGDATABASE, PGUSER and PGPASSFILE (src/worker/database.ts).
+   * @default - none
+   */
+  readonly database?: ClusterDatabase;
   /** Worker id. @default <hostname>-<pid>-<random> */
   readonly id?: string;
   /** Progress lines. @default - standard error */
@@ -242,6 +250,7 @@ async function loadJob(
   cache: InputCache,
   image?: string,
   gpus?: string,
+  db?: DatabaseAccess,
 ): Promise<LoadedJob | undefined> {
   const text = await bucketStore.getText(`${jobPrefix(name)}job.json`);
   if (!text) return undefined;
@@ -250,9 +259,17 @@ async function loadJob(
   await fsp.mkdir(baseDir, { recursive: true });
   const inImage = (st: LoadedJob['steps'][number]): DockerCommandOptions | undefined =>
     image
-      ? { image, gpus, mounts: [cache.pathOf('', '')], workdir: baseDir, env: Object.keys(st.env ?? {}) }
+      ? {
+          image,
+          gpus,
+          mounts: [cache.pathOf('', ''), ...dbMounts(db)],
+          workdir: baseDir,
+          env: Object.keys(st.env ?? {}),
+        }
       : undefined;
-  const steps = job.steps.map((st) => {
+  // the database's variables, under the step's own (tasks.env may point PGDATABASE elsewhere)
+  const withDb = job.steps.map((st) => (db ? { ...st, env: { ...db.env, ...st.env } } : st));
+  const steps = withDb.map((st) => {
     const docker = inImage(st);
     if (st.module !== undefined || !docker) return st;
     if (st.command) return { ...st, command: dockerCommand(st.command, docker) };
@@ -267,6 +284,11 @@ async function loadJob(
       await cache.fetch(bucketStore.bucket, `${jobPrefix(name)}inputs/${st.module.replace(/^\.\//, '')}`);
   }
   return { ...job, steps, baseDir, file: path.join(baseDir, 'job.yaml'), s3Dir: cache.pathOf('', '') };
+}
+
+/** The folder of the pgpass file, mounted into task containers at the same path. */
+function dbMounts(db: DatabaseAccess | undefined): string[] {
+  return db?.env.PGPASSFILE ? [db.dir] : [];
 }
 
 /** Runs a cluster worker until it is idle, drained, aborted or told of a spot interruption. */
@@ -288,6 +310,20 @@ export async function runClusterWorker(
   /** The store of job `name`: its folder of the bucket. */
   const jobStore = (name: string) =>
     new S3Store({ client: s3, bucket: o.bucket, prefix: jobPrefix(name), stagingDir });
+  const db = o.database
+    ? await prepareDatabaseAccess(
+        o.database,
+        path.join(root, 'db'),
+        (arn) =>
+          getSecretString({
+            secretId: arn,
+            region: settings.region,
+            endpointUrl: settings.endpointUrl,
+            credentials: () => sqsClient.config.credentials(),
+          }),
+        log,
+      )
+    : undefined;
   const idleExitMs = o.idleExitMs ?? 600_000;
   const jobs = new Map<string, LoadedJob>();
   let reason: ClusterWorkerResult['reason'] | undefined;
@@ -376,7 +412,7 @@ export async function runClusterWorker(
         if (!name) continue;
         let job = jobs.get(name);
         if (!job) {
-          job = await loadJob(bucketStore, name, cache, o.image, o.gpus);
+          job = await loadJob(bucketStore, name, cache, o.image, o.gpus, db);
           if (!job) {
             log(
               `corral worker ${id}: job ${name} has no spec in s3://${o.bucket}/${jobPrefix(name)}job.json; leaving its task`,
@@ -403,7 +439,13 @@ export async function runClusterWorker(
           cache,
           logsDir,
           o.image
-            ? { image: o.image, gpus: o.gpus, mounts: [cache.pathOf('', '')], workdir: job.baseDir }
+            ? {
+                image: o.image,
+                gpus: o.gpus,
+                mounts: [cache.pathOf('', ''), ...dbMounts(db)],
+                workdir: job.baseDir,
+                env: Object.keys(db?.env ?? {}),
+              }
             : undefined,
         );
         const agent = new WorkerAgent({

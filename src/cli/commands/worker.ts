@@ -88,6 +88,7 @@ export function register(program: Command): void {
       if (flags.prefetch !== undefined && flags.prefetch > 10)
         throw new UsageError('--prefetch', 'is more than 10', 'pass 1 to 10');
       const { runClusterWorker } = await import('../../worker/cluster-main.js');
+      const { databaseFromEnv } = await import('../../worker/database.js');
       const { createS3Client, createSqsClient, resolveAwsSettings } = await import('../../aws/clients.js');
       const { preflightAws } = await import('../../aws/preflight.js');
       const settings = resolveAwsSettings({ region, endpointUrl: flags.endpointUrl });
@@ -142,6 +143,7 @@ export function register(program: Command): void {
           gpus: flags.gpus ?? (env.CORRAL_GPUS || undefined),
           spot: flags.spot,
           spotIntervalMs: env.CORRAL_SPOT_INTERVAL_MS ? Number(env.CORRAL_SPOT_INTERVAL_MS) : undefined,
+          database: databaseFromEnv(env),
         },
         ac.signal,
       );
