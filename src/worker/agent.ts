@@ -13,6 +13,7 @@ import {
   type Lease,
   type Queue,
   type TaskPayload,
+  taskLabel,
 } from '../queue/queue.js';
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
@@ -427,7 +428,7 @@ export class WorkerAgent {
     const log = new TaskLog(
       logPath,
       () =>
-        `--- ${new Date(at).toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
+        `--- ${new Date(at).toISOString()} task ${taskLabel(lease.key, p)} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
     );
     const vars = taskVars(
       p,

@@ -143,7 +143,7 @@ async function runLocal(
       out.write('failed tasks (dead letters):\n');
       for (const d of summary.deadLetters.slice(0, 20)) {
         out.write(
-          `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+          `  task ${d.key}${d.input ? ` (${d.input})` : ''}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
         );
       }
       if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);
