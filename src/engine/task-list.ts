@@ -4,8 +4,8 @@
  */
 import { constants } from 'node:os';
 import { describeInput, type TaskPayload } from '../queue/queue.js';
-import type { LoadedJob, StepDef } from '../spec/job.js';
 import { UsageError } from '../spec/errors.js';
+import type { LoadedJob, StepDef } from '../spec/job.js';
 import { openJob, readState } from './job-state.js';
 import { render, shellQuote, taskVars } from './template.js';
 
