@@ -17,6 +17,7 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<{ register: Regist
   ['logs', () => import('./commands/logs.js')],
   ['dashboard', () => import('./commands/dashboard.js')],
   ['report', () => import('./commands/report.js')],
+  ['dag', () => import('./commands/dag.js')],
   ['plan', () => import('./commands/plan.js')],
   ['up', () => import('./commands/up.js')],
   ['down', () => import('./commands/down.js')],

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
 import { TASK_STATES, type TaskFilter, type TaskStateName } from '../../engine/task-list.js';
-import { printJson } from '../output.js';
+import { inputToOutput, printJson } from '../output.js';
 
 interface TasksFlags {
   stateDir?: string;
@@ -59,7 +59,7 @@ export function register(program: Command): void {
       const sw = Math.min(16, Math.max(4, ...tasks.map((t) => t.step.length)));
       out.write(`${'TASK'.padEnd(kw)}  ${'STEP'.padEnd(sw)}  ${'STATE'.padEnd(8)}  TRIES  INPUT → OUTPUT\n`);
       for (const t of tasks) {
-        const io = `${t.input ?? '-'}${t.output ? ` → ${t.output}` : ''}`;
+        const io = inputToOutput(t.input, t.output);
         const why = t.state === 'dead' && t.error ? `  (${cell(t.error, 60)})` : '';
         const on = t.worker ? `  [${t.worker}]` : '';
         out.write(
