@@ -124,7 +124,7 @@ retries: { maxAttempts: 3, backoff: { initial: 50ms } }
   // a command line ends at a NUL byte: never run cut short, and not retried
   assert.match(
     r.stdout,
-    /task echo\/2: could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
+    /task echo\/2 \(line 3 "a\\u0000b"\): could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
   );
 });
 
