@@ -59,7 +59,10 @@ retries: { maxAttempts: 1 }
       env: { CORRAL_SHELL_RUNNER: runner },
     });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stdout, /task 0 \(line 1 "slow"\): timed out after 1s; its process group was killed after 1 attempt/);
+    assert.match(
+      r.stdout,
+      /task 0 \(line 1 "slow"\): timed out after 1s; its process group was killed after 1 attempt/,
+    );
     const bg = Number(readFileSync(path.join(dir, 'bg.pid'), 'utf8'));
     await waitFor(() => !alive(bg), 5000);
   });
@@ -89,7 +92,10 @@ retries: { maxAttempts: 1 }
   assert.equal(r.signal, null, 'the run hung');
   assert.equal(r.code, 1, r.stderr + r.stdout);
   assert.match(r.stdout, /1\/2 tasks done, 1 failed/);
-  assert.match(r.stdout, /task 1 \(line 2 "slow"\): timed out after 2s; its process group was killed after 1 attempt/);
+  assert.match(
+    r.stdout,
+    /task 1 \(line 2 "slow"\): timed out after 2s; its process group was killed after 1 attempt/,
+  );
   assert.equal(readFileSync(path.join(dir, 'out', '0'), 'utf8').trim(), '1');
 });
 
@@ -176,7 +182,10 @@ retries: { maxAttempts: 3, backoff: { initial: 50ms } }
   const r = await runCli(['run', 'job.yaml'], { cwd: dir });
   // before: "exited with code 126 after 3 attempt(s)", and nothing in the log
   assert.equal(r.code, 1, r.stderr + r.stdout);
-  assert.match(r.stdout, /task 0 \(line 1 "a"\): could not start the command: E2BIG, .* after 1 attempt\(s\)/);
+  assert.match(
+    r.stdout,
+    /task 0 \(line 1 "a"\): could not start the command: E2BIG, .* after 1 attempt\(s\)/,
+  );
   const log = await runCli(['logs', 'nostart', '0'], { cwd: dir });
   assert.match(log.stdout, /attempt failed: could not start the command: E2BIG/);
 });
