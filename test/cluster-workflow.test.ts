@@ -136,7 +136,8 @@ steps:
     summary.deadLetters.map((d) => d.key),
     ['picky/1'],
   );
-  assert.deepEqual(summary.failedPaths, ['picky/1 failed → after-picky/1 skipped']);
+  assert.equal(summary.failedPaths.length, 1);
+  assert.match(summary.failedPaths[0]!, /^picky\/1 \(out\/up\/\w+\.txt\) failed → after-picky\/1 skipped$/);
   const read = (f: string) => readFileSync(path.join(dir, f), 'utf8');
   // the results are in the job folder, as after a local run
   assert.equal(read('out/up/c.txt'), 'GAMMA DELTA\n');

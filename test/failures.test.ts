@@ -23,7 +23,7 @@ retries:
   assert.match(r.stdout, /job flaky failed: 2\/3 tasks done, 1 failed/);
   assert.match(
     r.stdout,
-    /task 1: exited with code 3 after 3 attempt\(s\); log: \.corral\/jobs\/flaky\/logs\/1\.log/,
+    /task 1 \(line 2 "bad"\): exited with code 3 after 3 attempt\(s\); log: \.corral\/jobs\/flaky\/logs\/1\.log/,
   );
   assert.equal(readFileSync(path.join(dir, 'tries-1'), 'utf8'), 'attempt\n'.repeat(3));
   assert.equal(readFileSync(path.join(dir, 'tries-0'), 'utf8'), 'attempt\n');
@@ -59,7 +59,10 @@ retries: { maxAttempts: 1 }
       env: { CORRAL_SHELL_RUNNER: runner },
     });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stdout, /task 0: timed out after 1s; its process group was killed after 1 attempt/);
+    assert.match(
+      r.stdout,
+      /task 0 \(line 1 "slow"\): timed out after 1s; its process group was killed after 1 attempt/,
+    );
     const bg = Number(readFileSync(path.join(dir, 'bg.pid'), 'utf8'));
     await waitFor(() => !alive(bg), 5000);
   });
@@ -89,7 +92,10 @@ retries: { maxAttempts: 1 }
   assert.equal(r.signal, null, 'the run hung');
   assert.equal(r.code, 1, r.stderr + r.stdout);
   assert.match(r.stdout, /1\/2 tasks done, 1 failed/);
-  assert.match(r.stdout, /task 1: timed out after 2s; its process group was killed after 1 attempt/);
+  assert.match(
+    r.stdout,
+    /task 1 \(line 2 "slow"\): timed out after 2s; its process group was killed after 1 attempt/,
+  );
   assert.equal(readFileSync(path.join(dir, 'out', '0'), 'utf8').trim(), '1');
 });
 
@@ -124,7 +130,7 @@ retries: { maxAttempts: 3, backoff: { initial: 50ms } }
   // a command line ends at a NUL byte: never run cut short, and not retried
   assert.match(
     r.stdout,
-    /task echo\/2: could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
+    /task echo\/2 \(line 3 "a\\u0000b"\): could not start the command: it holds a NUL byte .*\(fix: read the line on stdin with stdin: input\) after 1 attempt\(s\)/,
   );
 });
 
@@ -176,7 +182,10 @@ retries: { maxAttempts: 3, backoff: { initial: 50ms } }
   const r = await runCli(['run', 'job.yaml'], { cwd: dir });
   // before: "exited with code 126 after 3 attempt(s)", and nothing in the log
   assert.equal(r.code, 1, r.stderr + r.stdout);
-  assert.match(r.stdout, /task 0: could not start the command: E2BIG, .* after 1 attempt\(s\)/);
+  assert.match(
+    r.stdout,
+    /task 0 \(line 1 "a"\): could not start the command: E2BIG, .* after 1 attempt\(s\)/,
+  );
   const log = await runCli(['logs', 'nostart', '0'], { cwd: dir });
   assert.match(log.stdout, /attempt failed: could not start the command: E2BIG/);
 });

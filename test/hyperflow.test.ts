@@ -222,7 +222,7 @@ test('HyperFlow: a failure at the head of 8,000 chained processes skips the rest
   assert.equal(s.counts.dead, 1);
   assert.equal(s.counts.skipped, 7999);
   assert.ok(seconds < 60, `took ${seconds} s`);
-  assert.match(s.failedPaths[0], /^p0\/0 failed → p1\/0 skipped → p2\/0 skipped/);
+  assert.match(s.failedPaths[0], /^p0\/0 \(in s0 → out s1\) failed → p1\/0 skipped → p2\/0 skipped/);
 });
 
 test('HyperFlow: a SIGTERM while a failure spreads through 8,000 processes ends the run at once; the resume finishes it', async (t) => {

@@ -155,6 +155,7 @@ retries: { maxAttempts: 2, backoff: { initial: 100ms } }
   const failure = view.failures.find((f: { key: string }) => f.key === '3');
   assert.ok(failure, JSON.stringify(view.failures));
   assert.equal(failure.state, 'dead');
+  assert.equal(failure.input, 'line 4 "x3"'); // what it ran on, beside its key (issue 22, item 1)
   assert.ok(failure.logTail.includes('boom'), failure.logTail.join('|'));
   dash.kill('SIGINT');
   assert.equal((await dash.result).code, 0);

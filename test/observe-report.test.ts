@@ -125,7 +125,7 @@ retries: { maxAttempts: 2, backoff: { initial: 100ms } }
   assert.equal(r.code, 0, r.stderr);
   const html = r.stdout;
   const failures = html.slice(html.indexOf('id="failures"'), html.indexOf('id="retries"'));
-  assert.match(failures, /task 1<\/strong>/);
+  assert.match(failures, /task 1 \(line 2 &#34;b&#34;\)<\/strong>/);
   assert.match(failures, /the &#60;b&#62;input&#60;\/b&#62; is bad/, 'log lines are escaped');
   const retries = html.slice(html.indexOf('id="retries"'), html.indexOf('id="cost"'));
   assert.match(retries, /<td>2<\/td><td>map<\/td><td>done<\/td><td class="num">2<\/td><td>failed → ok<\/td>/);

@@ -105,7 +105,7 @@ test('fail with retry delays the next attempt; the last failure dead-letters it 
     prefetch: 1,
     onDeadLetter: (d) => void dead.push(d.key),
   });
-  await q.enqueue(tasks(1));
+  await q.enqueue([{ key: '0', step: 'map', payload: { i: 0, p: 'in/a.txt', o: 'out/0' } }]);
   const [l1] = await q.claim('w1', 1, 30_000);
   assert.equal(l1!.attempt, 1);
   await q.fail([failure(l1!, 1000)]);
@@ -121,8 +121,8 @@ test('fail with retry delays the next attempt; the last failure dead-letters it 
   const dl = await q.deadLetters();
   assert.equal(dl.length, 1);
   assert.deepEqual(
-    { key: dl[0]!.key, attempts: dl[0]!.attempts, error: dl[0]!.error },
-    { key: '0', attempts: 2, error: 'exited with code 1' },
+    { key: dl[0]!.key, attempts: dl[0]!.attempts, error: dl[0]!.error, input: dl[0]!.input },
+    { key: '0', attempts: 2, error: 'exited with code 1', input: 'in/a.txt' },
   );
   assert.equal((await q.counts()).dead, 1);
   const left = await client.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, WaitTimeSeconds: 0 }));

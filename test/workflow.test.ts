@@ -114,7 +114,7 @@ steps:
   const r = await runCli(['run', 'job.yaml'], { cwd: dir });
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stdout, /job failpath failed: 4\/7 tasks done, 1 failed, 2 skipped/);
-  assert.match(r.stdout, /parse\/1 failed → enrich\/1 skipped → step report skipped/);
+  assert.match(r.stdout, /parse\/1 \(line 2 "bad"\) failed → enrich\/1 skipped → step report skipped/);
   const st = JSON.parse((await runCli(['status', 'failpath', '--json'], { cwd: dir })).stdout);
   assert.equal(st.steps.enrich.skipped, 1);
   assert.equal(st.steps.report.skipped, 1);

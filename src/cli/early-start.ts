@@ -65,6 +65,7 @@ export function startEarly(argv: readonly string[]): void {
   for (let i = 1; i < args.length; i++) {
     const a = args[i]!;
     if (a === '--' || a === '-h' || a === '--help' || a === '--cluster' || a.startsWith('--cluster=')) return; // on a cluster, or help: no local workers
+    if (a === '--dry-run') return; // nothing runs
     if (a === '-c' || a === '--concurrency') concurrency = Number(args[++i]);
     else if (a.startsWith('--concurrency=')) concurrency = Number(a.slice('--concurrency='.length));
     else if (VALUED.has(a)) i++;

@@ -26,3 +26,9 @@ export function parsePositiveInt(flag: string, max = Number.MAX_SAFE_INTEGER) {
     return n;
   };
 }
+
+/** A task's `input → output`, once: a HyperFlow process's input (`in a → out b`) names its outputs already. */
+export function inputToOutput(input: string | undefined, output: string | undefined): string {
+  const shown = input ?? '-';
+  return output === undefined || shown.endsWith(` out ${output}`) ? shown : `${shown} → ${output}`;
+}

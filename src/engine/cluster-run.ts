@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
 import type { ClusterTarget } from '../aws/outputs.js';
 import { preflightAws, usageErrorOf } from '../aws/preflight.js';
-import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
+import { type DeadLetter, describeInput, type TaskCounts, type TaskPayload } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP } from '../spec/job.js';
@@ -234,6 +234,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
     index: Number(f.key),
     attempts: f.attempts,
     error: f.error,
+    input: tasks[Number(f.key)] ? describeInput(tasks[Number(f.key)]!) : undefined,
   }));
   await queue.close();
   const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import type { TaskCounts, TaskPayload } from '../queue/queue.js';
+import { type TaskCounts, type TaskPayload, taskLabel } from '../queue/queue.js';
 import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
@@ -380,11 +380,12 @@ export class DagState {
    */
   failedPaths(limit = 10): string[] {
     const dead = this.db
-      .prepare("SELECT id, key, step FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ? + 0")
+      .prepare("SELECT id, key, step, payload FROM tasks WHERE state = 'dead' ORDER BY id LIMIT ? + 0")
       .all(limit) as {
       id: number;
       key: string;
       step: string;
+      payload: string;
     }[];
     const next = this.db.prepare(
       "SELECT t.id, t.key, t.step FROM deps d JOIN tasks t ON t.id = d.dependent_id WHERE d.task_id = ? AND t.state = 'skipped' LIMIT 1",
@@ -393,7 +394,7 @@ export class DagState {
       "SELECT sd.step FROM step_deps sd WHERE sd.needs = ? AND (EXISTS (SELECT 1 FROM tasks t WHERE t.step = sd.step AND t.state = 'skipped') OR EXISTS (SELECT 1 FROM steps s WHERE s.name = sd.step AND s.state = 'skipped')) LIMIT 1",
     );
     return dead.map((d) => {
-      const parts = [`${d.key} failed`];
+      const parts = [`${taskLabel(d.key, JSON.parse(d.payload) as TaskPayload)} failed`];
       let cur: { id: number; key: string; step: string } | undefined = d;
       let step = d.step;
       for (let hops = 0; hops < 50 && cur; hops++) {

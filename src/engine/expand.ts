@@ -311,9 +311,11 @@ export async function* expandFileMap(
         'convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8',
       );
     const rl = createInterface({ input: createReadStream(file!), crlfDelay: Number.POSITIVE_INFINITY });
+    let n = 0;
     for await (const line of rl) {
+      n++;
       if (line.trim() === '') continue;
-      yield withOutput({ i: i++, l: line });
+      yield withOutput({ i: i++, l: line, n });
     }
   }
 }

@@ -123,7 +123,7 @@ function renderFailures(v) {
   const box = clear($('failures'));
   if (!v.failures.length) { box.appendChild(el('p', { class: 'muted' }, 'no failure')); return; }
   for (const f of v.failures) { const d = el('div', { 'data-failure': f.key });
-    const h = el('div'); h.appendChild(el('strong', {}, 'task ' + f.key)); h.appendChild(document.createTextNode(' · step ' + f.step + ' · ' + f.state + ' · ' + f.attempts + ' attempt(s) · '));
+    const h = el('div'); h.appendChild(el('strong', {}, 'task ' + f.key + (f.input ? ' (' + f.input + ')' : ''))); h.appendChild(document.createTextNode(' · step ' + f.step + ' · ' + f.state + ' · ' + f.attempts + ' attempt(s) · '));
     h.appendChild(el('span', { class: 'err' }, f.error)); d.appendChild(h);
     if (f.logTail.length) d.appendChild(el('pre', {}, f.logTail.join('\\n')));
     box.appendChild(d); }

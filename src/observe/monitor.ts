@@ -15,6 +15,8 @@ import {
 /** A task that failed at least once, with the end of its log. */
 export interface FailureView {
   readonly key: string;
+  /** What the task ran on (its file, line or byte range; a HyperFlow process's signals). */
+  readonly input?: string;
   readonly step: string;
   /** `dead` (a dead letter) or the state it is in while it is retried. */
   readonly state: string;
@@ -145,6 +147,7 @@ export class JobMonitor {
       .reduce((n, [, b]) => n + b[0] + b[1], 0);
     const failures = this.reader.tasksByIds(this.recentFailures).map((t) => ({
       key: t.key,
+      input: t.input ?? undefined,
       step: t.step,
       state: t.state,
       attempts: t.attempts,

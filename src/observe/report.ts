@@ -262,7 +262,7 @@ function failuresSection(snap: FullSnapshot): string {
     .slice(0, 200)
     .map((t) => {
       const tail = tailLines(t.logPath, 20);
-      return `<div class="failure" data-task="${esc(t.key)}"><strong>task ${esc(t.key)}</strong> · step ${esc(t.step)} · ${t.attempts} attempt(s) · <span class="err">${esc(t.lastError ?? '')}</span>${t.logPath ? ` · <code>${esc(t.logPath)}</code>` : ''}${tail.length ? `<pre>${esc(tail.join('\n'))}</pre>` : ''}</div>`;
+      return `<div class="failure" data-task="${esc(t.key)}"><strong>task ${esc(t.key)}${t.input ? ` (${esc(t.input)})` : ''}</strong> · step ${esc(t.step)} · ${t.attempts} attempt(s) · <span class="err">${esc(t.lastError ?? '')}</span>${t.logPath ? ` · <code>${esc(t.logPath)}</code>` : ''}${tail.length ? `<pre>${esc(tail.join('\n'))}</pre>` : ''}</div>`;
     })
     .join('\n');
   return `<section id="failures"><h2>Failures (dead letters): ${dead.length}</h2>${items}${dead.length > 200 ? `<p class="muted">… and ${dead.length - 200} more (corral status ${esc(snap.core.job)} --json)</p>` : ''}</section>`;

@@ -9,6 +9,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } fro
 import type Database from 'better-sqlite3';
 import { pidAlive } from '../engine/process-utils.js';
 import { jobPaths } from '../engine/state-dir.js';
+import { describeInput, type TaskPayload, taskLabel } from '../queue/queue.js';
 import { openStateDb } from '../queue/sqlite/sqlite-queue.js';
 
 /** Tasks by state (the queue's TaskCounts, plus `skipped`: tasks of a workflow not run because a step they need failed). */
@@ -38,7 +39,7 @@ export interface WorkerView {
   readonly state: string;
   readonly startedAt: number;
   readonly heartbeatAt: number;
-  /** Keys of the tasks it has leased now. */
+  /** The tasks it runs, each with its input beside its key: `3 (data/d.txt)`. */
   readonly tasks: string[];
 }
 
@@ -88,6 +89,8 @@ export interface TaskRow {
   readonly lastError: string | null;
   readonly logPath: string | null;
   readonly outcome: string | null;
+  /** What the task ran on (its file, line or byte range; a HyperFlow process's signals). */
+  readonly input: string | null;
 }
 
 /** Outcomes of attempts that ended in failure (the task was retried or went to the dead letters). */
@@ -186,6 +189,7 @@ interface RawTask {
   last_error: string | null;
   log_path: string | null;
   outcome: string | null;
+  payload: string;
 }
 
 function toAttempt(r: RawAttempt): AttemptRow {
@@ -215,6 +219,7 @@ function toTask(r: RawTask): TaskRow {
     lastError: r.last_error,
     logPath: r.log_path,
     outcome: r.outcome,
+    input: describeInput(JSON.parse(r.payload) as TaskPayload) ?? null,
   };
 }
 
@@ -232,7 +237,8 @@ export interface FullSnapshot {
 }
 
 const ATTEMPT_COLUMNS = `a.rowid AS seq, a.task_id, t.key, t.step, a.attempt, a.owner, a.started_at, a.finished_at, a.outcome, a.error`;
-const TASK_COLUMNS = 'id, key, step, state, attempts, started_at, finished_at, last_error, log_path, outcome';
+const TASK_COLUMNS =
+  'id, key, step, state, attempts, started_at, finished_at, last_error, log_path, outcome, payload';
 
 /**
  * A read-only reader of one job's state file. Opens the file lazily (it may not exist yet while a
@@ -335,14 +341,19 @@ export class StateReader {
         counts.total += r.n;
       }
       const held = new Map<string, string[]>();
-      for (const r of db.prepare("SELECT owner, key FROM tasks WHERE state = 'leased' ORDER BY id").all() as {
+      for (const r of db
+        .prepare("SELECT owner, key, payload FROM tasks WHERE state = 'leased' ORDER BY id")
+        .all() as {
         owner: string | null;
         key: string;
+        payload: string;
       }[]) {
         if (r.owner === null) continue;
+        // each beside its input: `3 (data/d.txt)`
+        const label = taskLabel(r.key, JSON.parse(r.payload) as TaskPayload);
         const l = held.get(r.owner);
-        if (l) l.push(r.key);
-        else held.set(r.owner, [r.key]);
+        if (l) l.push(label);
+        else held.set(r.owner, [label]);
       }
       const workers = (
         db

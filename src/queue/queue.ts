@@ -12,6 +12,8 @@ export interface TaskPayload {
   readonly p?: string;
   /** Input line text (line maps). */
   readonly l?: string;
+  /** Number of that line in its file, from 1 (line maps; blank lines are counted, not run). */
+  readonly n?: number;
   /** Chunk start byte, inclusive (chunk maps). */
   readonly s?: number;
   /** Chunk end byte, exclusive (chunk maps). */
@@ -108,6 +110,33 @@ export interface DeadLetter {
   readonly attempts: number;
   readonly error: string;
   readonly logPath?: string;
+  /** What the task ran on, as people name it (see {@link describeInput}). */
+  readonly input?: string;
+}
+
+/** A line's text as shown beside its task: quoted, at most 60 characters. */
+function quoteShort(text: string, max = 60): string {
+  return JSON.stringify(text.length > max ? `${text.slice(0, max - 1)}…` : text);
+}
+
+/**
+ * What a task runs on, as people name it: `data/a.txt`, `data/big.csv bytes 0-1048576`,
+ * `line 12 "some text"`, `12 inputs` (a reduce), `in a.fits b.hdr → out p.fits` (a HyperFlow
+ * process, whose step is its name). Undefined for a task with no input (a step's single task).
+ */
+export function describeInput(p: TaskPayload): string | undefined {
+  if (p.argv !== undefined)
+    return `in ${p.ins?.length ? p.ins.join(' ') : '-'} → out ${p.outs?.length ? p.outs.join(' ') : '-'}`;
+  if (p.p !== undefined) return p.s !== undefined && p.e !== undefined ? `${p.p} bytes ${p.s}-${p.e}` : p.p;
+  if (p.l !== undefined) return `line ${p.n ?? '?'} ${quoteShort(p.l)}`;
+  if (p.ins !== undefined) return `${p.ins.length} input${p.ins.length === 1 ? '' : 's'}`;
+  return undefined;
+}
+
+/** A task as people see it: its key, and its input beside it, `3 (data/d.txt)`. */
+export function taskLabel(key: string, p: TaskPayload | undefined): string {
+  const input = p ? describeInput(p) : undefined;
+  return input === undefined ? key : `${key} (${input})`;
 }
 
 /** The Queue port. Every method is batch-friendly: one call, one round trip or transaction. */

@@ -1,5 +1,15 @@
 import { setMaxListeners } from 'node:events';
-import { lstatSync, rmSync, type Stats, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readSync,
+  rmSync,
+  type Stats,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +23,7 @@ import {
   type Lease,
   type Queue,
   type TaskPayload,
+  taskLabel,
 } from '../queue/queue.js';
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
@@ -427,7 +438,7 @@ export class WorkerAgent {
     const log = new TaskLog(
       logPath,
       () =>
-        `--- ${new Date(at).toISOString()} task ${lease.key} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
+        `--- ${new Date(at).toISOString()} task ${taskLabel(lease.key, p)} attempt ${lease.attempt}/${lease.maxAttempts} on ${this.o.id}@${this.host}\n`,
     );
     const vars = taskVars(
       p,
@@ -485,16 +496,19 @@ export class WorkerAgent {
     let r: TaskResult;
     let announce: NodeJS.Timeout | undefined;
     let announced = false;
+    /** Where the command's stdout goes when it is the output (the staged file). */
+    let stdoutFile: string | undefined;
     try {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command !== undefined && placeholdersIn(step.command).includes('output');
+        stdoutFile = staged && !usesOutput ? staged : undefined;
         r = await runCommand({
           command: command!,
           cwd: baseDir,
           extraEnv: { ...step.env, ...taskEnv(vars) },
           runner: this.runner,
           stdin,
-          stdoutFile: staged && !usesOutput ? staged : undefined,
+          stdoutFile,
           log,
           timeoutMs: step.timeout,
           signal: this.abort.signal,
@@ -563,6 +577,8 @@ export class WorkerAgent {
         r = { ok: false, error: `succeeded but its output ${folders.join(', ')} is a folder, not a file` };
     }
     if (!r.ok) {
+      // the output of a failed attempt is discarded below: what it printed is kept in the log
+      if (stdoutFile !== undefined) keepStdout(stdoutFile, log);
       log.write(`corral: attempt failed: ${r.error}\n`);
       if (p.outs) removeWritten(p.outs, outsBefore!, baseDir, log);
     }
@@ -597,6 +613,34 @@ export class WorkerAgent {
       };
     }
     return { ok: true, outcome: c, startedAt };
+  }
+}
+
+/** How much of a failed attempt's stdout (when stdout is the output) its task's log keeps: the end. */
+export const STDOUT_KEPT_BYTES = 64 * 1024;
+
+/**
+ * Copies the end of a failed attempt's stdout (its staged output, about to be discarded) into the
+ * task's log, at most {@link STDOUT_KEPT_BYTES}, under a line that says what it is.
+ */
+function keepStdout(file: string, log: TaskLog): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const size = fstatSync(fd).size;
+    if (size === 0) return;
+    const n = Math.min(size, STDOUT_KEPT_BYTES);
+    const buf = Buffer.alloc(n);
+    const got = readSync(fd, buf, 0, n, size - n);
+    log.write(
+      `corral: stdout of the failed attempt${size > n ? ` (its last ${n} of ${size} bytes)` : ''}:\n`,
+    );
+    log.write(buf.subarray(0, got));
+    if (buf[got - 1] !== 10) log.write('\n');
+  } catch {
+    // nothing was written (the command never started), or it cannot be read: nothing to keep
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 

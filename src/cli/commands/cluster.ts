@@ -96,7 +96,7 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
     );
     for (const d of summary.deadLetters.slice(0, 20))
       process.stdout.write(
-        `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s); log: corral logs ${summary.job} ${d.key} --cluster ${target.name}\n`,
+        `  task ${d.key}${d.input ? ` (${d.input})` : ''}: ${d.error} after ${d.attempts} attempt(s); log: corral logs ${summary.job} ${d.key} --cluster ${target.name}\n`,
       );
     const spread = summary.failedPaths.filter((fp) => fp.includes('→'));
     if (spread.length > 0) {

@@ -18,7 +18,10 @@ export function register(program: Command): void {
     .command('logs')
     .description("print a job's event log, or the log of one task (stdout and stderr of every attempt)")
     .argument('<JOB>', 'job name')
-    .argument('[TASK]', 'task key (its index for map jobs)')
+    .argument(
+      '[TASK]',
+      'task key (its index for map jobs, step/index in a workflow) or its input (file, line)',
+    )
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
     .option('--raw', 'print the event log as JSON lines')
     .option('-f, --follow', 'keep printing new lines until the job is no longer running')
@@ -33,14 +36,17 @@ export function register(program: Command): void {
       let pretty = !flags.raw;
       try {
         if (task !== undefined) {
+          // its key, the label the summaries print (`3 (data/d.txt)`), or its input alone
+          const { findTask } = await import('../../engine/task-list.js');
+          const key = findTask(stateDir, name, task);
           const row = readState(stateDir, name, () =>
-            q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(task),
+            q.db.prepare('SELECT key, state, attempts FROM tasks WHERE key = ?').get(key ?? task),
           ) as { key: string; state: string; attempts: number } | undefined;
           if (!row)
             throw new UsageError(
               'TASK',
               `job ${name} has no task "${task}"`,
-              'pass a task key as shown by corral status',
+              `pass a task key or input as listed by corral tasks ${name}`,
             );
           file = path.join(paths.logs, taskLogName(row.key));
           pretty = false;

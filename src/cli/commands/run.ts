@@ -1,10 +1,14 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
-import { assertStateDirHoldsNoOutputs, resolveStateDir } from '../../engine/state-dir.js';
+import {
+  assertStateDirHoldsNoOutputs,
+  assertWritableStateDir,
+  resolveStateDir,
+} from '../../engine/state-dir.js';
 import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
-import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
+import { formatSeconds, inputToOutput, parsePositiveInt, printJson } from '../output.js';
 import { createProgressView } from '../progress.js';
 import { addClusterOptions, type ClusterFlags, runOnCluster } from './cluster.js';
 import { parsePort } from './dashboard.js';
@@ -21,6 +25,7 @@ interface RunFlags {
   uiPort: number;
   uiHost: string;
   token?: string;
+  dryRun?: boolean;
 }
 
 /** `corral run FILE`: runs a job on this machine, resuming it if it was interrupted. */
@@ -58,11 +63,16 @@ export function register(program: Command): void {
       '--token <SECRET>',
       'password of the dashboard, checked on every request (env CORRAL_DASHBOARD_TOKEN)',
     )
+    .option(
+      '--dry-run',
+      'validate and plan the job, print what would run and what is already committed; start nothing, write no state',
+    )
     .addHelpText(
       'after',
       '\nExit codes: 0 all tasks done, 1 some tasks failed (dead letters), 2 bad input, 130 interrupted.\nExample: corral run examples/checksums/job.yaml',
     )
     .action(async (file: string, flags: RunFlags) => {
+      if (flags.dryRun) return dryRunLocal(file, flags);
       if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
       // The workers start first, and the job's modules load meanwhile (file reads off the main
       // thread): their Node start-up overlaps the loading of the job.
@@ -76,6 +86,50 @@ export function register(program: Command): void {
       }
     });
   addClusterOptions(program.commands.find((c) => c.name() === 'run')!);
+}
+
+/** How many tasks `--dry-run` lists. */
+const DRY_RUN_TASKS = 10;
+
+/** `corral run FILE --dry-run`: the plan, printed; no worker, no state. */
+async function dryRunLocal(file: string, flags: RunFlags): Promise<void> {
+  const { loadJob, parseVars } = await import('../../spec/load-job.js');
+  const { dryRun } = await import('../../engine/preview.js');
+  const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
+  const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
+  assertStateDirHoldsNoOutputs(
+    stateDir,
+    job,
+    flags.stateDir === '.corral' && process.env.CORRAL_STATE_DIR ? 'CORRAL_STATE_DIR' : '--state-dir',
+  );
+  // what a run would refuse, a dry run refuses too (the check's probe folder is removed at once)
+  assertWritableStateDir(stateDir);
+  const plan = await dryRun(job, DRY_RUN_TASKS);
+  if (flags.json) {
+    printJson(plan);
+    return;
+  }
+  const out = process.stdout;
+  out.write(
+    `dry run of job ${plan.job}: ${plan.total} task(s), ${plan.committed} already committed (skipped), ${plan.toRun} would run\n`,
+  );
+  const w = Math.max(...plan.steps.map((s) => s.name.length));
+  for (const s of plan.steps) {
+    const after = s.after.length ? ` (after ${s.after.join(', ')})` : '';
+    out.write(
+      s.state === 'waiting'
+        ? `  step ${s.name.padEnd(w)}  planned once ${s.after.join(', ')} ${s.after.length === 1 ? 'has' : 'have'} run (its inputs are files written by then)\n`
+        : `  step ${s.name.padEnd(w)}  ${s.tasks} task(s): ${s.toRun} to run, ${s.committed} committed${after}\n`,
+    );
+  }
+  if (plan.tasks.length) {
+    out.write(`first ${plan.tasks.length} task(s):\n`);
+    for (const t of plan.tasks)
+      out.write(
+        `  ${t.key}  ${inputToOutput(t.input, t.output)}${t.committed ? '  (committed: skipped)' : ''}\n`,
+      );
+  }
+  out.write('nothing was run and no state was written\n');
 }
 
 async function runLocal(
@@ -143,7 +197,7 @@ async function runLocal(
       out.write('failed tasks (dead letters):\n');
       for (const d of summary.deadLetters.slice(0, 20)) {
         out.write(
-          `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+          `  task ${d.key}${d.input ? ` (${d.input})` : ''}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
         );
       }
       if (c.dead > 20) out.write(`  … and ${c.dead - 20} more: corral status ${summary.job} --json\n`);

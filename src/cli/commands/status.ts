@@ -71,7 +71,7 @@ export function register(program: Command): void {
         out.write('failed tasks (dead letters):\n');
         for (const d of s.deadLetters) {
           out.write(
-            `  task ${d.key}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
+            `  task ${d.key}${d.input ? ` (${d.input})` : ''}: ${d.error} after ${d.attempts} attempt(s)${d.logPath ? `; log: ${path.relative(process.cwd(), d.logPath)}` : ''}\n`,
           );
         }
       }

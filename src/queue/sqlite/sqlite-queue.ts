@@ -3,15 +3,16 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import type {
-  Completion,
-  DeadLetter,
-  Failure,
-  Lease,
-  NewTask,
-  Queue,
-  TaskCounts,
-  TaskPayload,
+import {
+  type Completion,
+  type DeadLetter,
+  describeInput,
+  type Failure,
+  type Lease,
+  type NewTask,
+  type Queue,
+  type TaskCounts,
+  type TaskPayload,
 } from '../queue.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -452,14 +453,18 @@ export class SqliteQueue implements Queue {
       last_error: string;
       log_path: string | null;
     }[];
-    return rows.map((r) => ({
-      key: r.key,
-      step: r.step,
-      index: (JSON.parse(r.payload) as TaskPayload).i,
-      attempts: r.attempts,
-      error: r.last_error ?? '',
-      logPath: r.log_path ?? undefined,
-    }));
+    return rows.map((r) => {
+      const p = JSON.parse(r.payload) as TaskPayload;
+      return {
+        key: r.key,
+        step: r.step,
+        index: p.i,
+        attempts: r.attempts,
+        error: r.last_error ?? '',
+        logPath: r.log_path ?? undefined,
+        input: describeInput(p),
+      };
+    });
   }
 
   /** Reads a value of the job's metadata. */

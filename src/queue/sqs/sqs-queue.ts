@@ -1,6 +1,15 @@
 import type { Message, SQSClient } from '@aws-sdk/client-sqs';
 import { sqsSdk } from '../../aws/sdk.js';
-import type { Completion, DeadLetter, Failure, Lease, NewTask, Queue, TaskCounts } from '../queue.js';
+import {
+  type Completion,
+  type DeadLetter,
+  describeInput,
+  type Failure,
+  type Lease,
+  type NewTask,
+  type Queue,
+  type TaskCounts,
+} from '../queue.js';
 import { BODY_VERSION, chunks, type DeadMessage, parseBody, type TaskMessage } from './message.js';
 
 const {
@@ -564,6 +573,7 @@ export class SqsQueue implements Queue {
           attempts: d.attempts ?? 0,
           error: d.error ?? 'moved to the dead-letter queue by its redrive policy',
           logPath: d.logPath,
+          input: d.p ? describeInput(d.p) : undefined,
         });
       }
     }
