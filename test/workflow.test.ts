@@ -374,16 +374,16 @@ concurrency: 2
     .all() as { step: string; first: number; last: number; n: number }[];
   db.close();
   const by = Object.fromEntries(starts.map((s) => [s.step, s]));
-  assert.deepEqual(
-    starts.map((s) => [s.step, s.n]).sort(),
-    [
-      ['fetch', n],
-      ['parse', n],
-      ['publish', n],
-    ],
-  );
+  assert.deepEqual(starts.map((s) => [s.step, s.n]).sort(), [
+    ['fetch', n],
+    ['parse', n],
+    ['publish', n],
+  ]);
   // order, not speed: results flow out while the first step still runs
-  assert.ok(by.parse!.first < by.fetch!.last, `the first parse started after the last fetch: ${JSON.stringify(by)}`);
+  assert.ok(
+    by.parse!.first < by.fetch!.last,
+    `the first parse started after the last fetch: ${JSON.stringify(by)}`,
+  );
   assert.ok(
     by.publish!.first < by.fetch!.last,
     `the first publish started after the last fetch: ${JSON.stringify(by)}`,

@@ -13,7 +13,6 @@ import { type Logger, pino } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
 import { pidAlive } from './process-utils.js';
-import { TaskEventLog } from './task-events.js';
 import {
   assertWritableStateDir,
   createJobDirs,
@@ -22,6 +21,7 @@ import {
   noSpaceFailure,
   unreadableState,
 } from './state-dir.js';
+import { TaskEventLog } from './task-events.js';
 
 /** Progress of a running job, as reported to the CLI. */
 export interface Progress extends TaskCounts {
