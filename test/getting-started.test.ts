@@ -9,6 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { parse } from 'yaml';
 import { ROOT, runCli, tempDir, writeFiles } from './helpers.js';
 
 /** A project folder where `corral` is installed as npm would (node_modules/corral → this package). */
@@ -86,4 +87,48 @@ test("the examples' outputs and state are git-ignored", () => {
     { cwd: ROOT, encoding: 'utf8' },
   );
   assert.equal(kept.stdout, '');
+});
+/** README's fenced blocks of a language, with the heading they sit under. */
+function readmeBlocks(lang: RegExp): Array<{ heading: string; body: string }> {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const out: Array<{ heading: string; body: string }> = [];
+  let heading = '';
+  const lines = readme.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    if (/^#+ /.test(l)) heading = l.replace(/^#+ /, '');
+    const m = /^```(\w*)$/.exec(l);
+    if (!m || m[1] === '') continue;
+    const end = lines.indexOf('```', i + 1);
+    if (lang.test(m[1]!)) out.push({ heading, body: lines.slice(i + 1, end).join('\n') });
+    i = end;
+  }
+  return out;
+}
+
+test("README's wordcount snippet is examples/wordcount/job.yaml", () => {
+  const block = readmeBlocks(/^ya?ml$/).find((b) => /^name: wordcount$/m.test(b.body));
+  assert.ok(block, 'README has no wordcount job');
+  assert.deepEqual(
+    parse(block.body),
+    parse(readFileSync(path.join(ROOT, 'examples/wordcount/job.yaml'), 'utf8')),
+  );
+});
+
+test("README's library quick start is examples/library (the .mjs and the module task)", () => {
+  const blocks = readmeBlocks(/^(js|mjs|javascript|ts|typescript)$/).filter((b) =>
+    /library/i.test(b.heading),
+  );
+  const norm = (s: string) => s.trim().replace(/\s+$/gm, '');
+  const file = (f: string) => norm(readFileSync(path.join(ROOT, 'examples/library', f), 'utf8'));
+  const bodies = blocks.map((b) => norm(b.body));
+  assert.ok(
+    bodies.includes(file('quickstart.mjs')),
+    `README's library quick start is not examples/library/quickstart.mjs:\n${bodies.join('\n---\n')}`,
+  );
+  assert.ok(
+    bodies.includes(file('bytes.ts')),
+    `README's module task is not examples/library/bytes.ts:\n${bodies.join('\n---\n')}`,
+  );
+  assert.ok(!bodies.some((b) => /\breadAll\(/.test(b)), 'README uses readAll, which corral does not export');
 });
