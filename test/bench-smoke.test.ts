@@ -12,7 +12,7 @@ test('bench/run.ts --size tiny --no-write prints every row', { timeout: 300_000 
     timeout: 280_000,
   });
   assert.equal(r.status, 0, `bench exited with ${r.status}\n${r.stderr.slice(-3000)}`);
-  for (const id of ['1a', '1b', '1c', '2a', '2b', '3a', '3b', '4', '5a', '5b', '5c', '6a', '6b', '7']) {
+  for (const id of ['1a', '1b', '1c', '2a', '2b', '3a', '3b', '4', '5a', '5b', '5c', '6a', '6b', '7', '8']) {
     assert.match(r.stdout, new RegExp(`^${id}\\s`, 'm'), `row ${id} is missing\n${r.stdout}`);
   }
   assert.match(r.stdout, /^machine: .+ cores, .+ GiB RAM, .+ Node v\d+/m);

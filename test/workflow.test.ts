@@ -339,3 +339,54 @@ steps:
   for (const i of [1, 2])
     assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), '\n', `runs of b/${i}`);
 });
+
+test('a workflow streams: ready tasks of later steps are claimed before the rest of the first step (issue 22, item 4)', async (t) => {
+  const dir = tempDir(t);
+  const n = 12;
+  writeFiles(dir, {
+    'urls.txt': `${Array.from({ length: n }, (_, i) => `u${i}`).join('\n')}\n`,
+    'job.yaml': `name: stream
+steps:
+  - name: fetch
+    map: { lines: urls.txt }
+    command: 'sleep 0.2; echo {input}'
+    outputs: fetched/{index}
+  - name: parse
+    map: { outputsOf: fetch }
+    command: 'sleep 0.2; tr a-z A-Z < {input}'
+    outputs: parsed/{index}
+  - name: publish
+    map: { outputsOf: parse }
+    command: 'sleep 0.2; cat {input}'
+    outputs: published/{index}
+concurrency: 2
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const { default: Database } = await import('better-sqlite3');
+  const db = new Database(path.join(dir, '.corral/jobs/stream/state.db'), { readonly: true });
+  const starts = db
+    .prepare(
+      `SELECT t.step, min(a.started_at) AS first, max(a.started_at) AS last, count(DISTINCT t.id) AS n
+       FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE a.started_at IS NOT NULL GROUP BY t.step`,
+    )
+    .all() as { step: string; first: number; last: number; n: number }[];
+  db.close();
+  const by = Object.fromEntries(starts.map((s) => [s.step, s]));
+  assert.deepEqual(starts.map((s) => [s.step, s.n]).sort(), [
+    ['fetch', n],
+    ['parse', n],
+    ['publish', n],
+  ]);
+  // order, not speed: results flow out while the first step still runs
+  assert.ok(
+    by.parse!.first < by.fetch!.last,
+    `the first parse started after the last fetch: ${JSON.stringify(by)}`,
+  );
+  assert.ok(
+    by.publish!.first < by.fetch!.last,
+    `the first publish started after the last fetch: ${JSON.stringify(by)}`,
+  );
+  assert.equal(readFileSync(path.join(dir, 'published/0'), 'utf8'), 'U0\n');
+});

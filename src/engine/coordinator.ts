@@ -21,6 +21,7 @@ import {
   noSpaceFailure,
   unreadableState,
 } from './state-dir.js';
+import { TaskEventLog } from './task-events.js';
 
 /** Progress of a running job, as reported to the CLI. */
 export interface Progress extends TaskCounts {
@@ -322,6 +323,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       { event: resumed ? 'resumed' : 'started', pid: process.pid },
       resumed ? 'job resumed' : 'job started',
     );
+    const taskEvents = new TaskEventLog(queue.db, log);
 
     // A worker that found nothing left to claim wakes the loop below, so the end of the run (or
     // a step barrier to release) is seen at once rather than at the next tick.
@@ -438,6 +440,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
           log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
         counts = queue.countsSync();
       }
+      taskEvents.pass();
       const now = Date.now();
       const finished = counts.done + counts.dead;
       window.push([now, finished]);
@@ -451,6 +454,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     // no worker of this job runs now: what killed workers staged can go
     store.cleanStaging();
     removeForkerScratch(paths.logs);
+    taskEvents.pass();
     counts = queue.countsSync();
     const deadLetters = await queue.deadLetters(100);
     const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted);

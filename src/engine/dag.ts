@@ -176,6 +176,7 @@ export class DagState {
       ]),
     );
     const ids: number[] = new Array(tasks.length);
+    const depth = hyperflowDepths(tasks);
     const inBatches = async (body: (from: number, to: number) => void): Promise<boolean> => {
       for (let from = 0; from < tasks.length; from += PROPAGATE_BATCH) {
         if (this.signal?.aborted) return false;
@@ -189,7 +190,8 @@ export class DagState {
         const t = tasks[k]!;
         const st = steps.get(t.step)!;
         ids[k] =
-          written.get(this.keyOf(st.name, t.payload.i)) ?? this.insertRow(st, t.payload, t.after.length);
+          written.get(this.keyOf(st.name, t.payload.i)) ??
+          this.insertRow(st, t.payload, t.after.length, depth[k]);
       }
     });
     if (!rows) return false;
@@ -324,12 +326,12 @@ export class DagState {
   private insertStmt: Database.Statement | undefined;
   private insertAgainStmt: Database.Statement | undefined;
 
-  private insertRow(st: StepDef, p: TaskPayload, depsLeft: number): number {
+  private insertRow(st: StepDef, p: TaskPayload, depsLeft: number, depth?: number): number {
     // prepared once: a million-task map inserts through it a million times
     this.insertStmt ??= this.db.prepare(
-      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
+      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left, depth) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id',
     );
-    const r = this.insertStmt.get(...this.rowOf(st, p, depsLeft)) as {
+    const r = this.insertStmt.get(...this.rowOf(st, p, depsLeft, depth)) as {
       id: number;
     };
     return r.id;
@@ -436,7 +438,7 @@ export class DagState {
     // a plan cut short (kill -9) left some of these rows without marking the step expanded: the
     // next run plans the step again, and the rows it finds are kept as they are (done or not)
     this.insertAgainStmt ??= this.db.prepare(
-      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
+      'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left, depth) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
     );
     const again = this.insertAgainStmt;
     const insert = (p: TaskPayload) => again.run(...this.rowOf(st, p, depsLeft));
@@ -613,12 +615,13 @@ export class DagState {
       .immediate();
   }
 
-  /** The values of a task row: key, step, payload, max attempts, state, needs left. */
+  /** The values of a task row: key, step, payload, max attempts, state, needs left, depth. */
   private rowOf(
     st: StepDef,
     p: TaskPayload,
     depsLeft: number,
-  ): [string, string, string, number, string, number] {
+    depth = this.depthOf(st.name),
+  ): [string, string, string, number, string, number, number] {
     return [
       this.keyOf(st.name, p.i),
       st.name,
@@ -626,7 +629,27 @@ export class DagState {
       st.retries.maxAttempts,
       depsLeft > 0 ? 'blocked' : 'pending',
       depsLeft,
+      depth,
     ];
+  }
+
+  private readonly depths = new Map<string, number>();
+
+  /**
+   * How deep a step sits: 0 for one that reads and waits for no other step, else one more than the
+   * deepest of those. Ready tasks of deeper steps are claimed first (depth-first), so a task
+   * starts as soon as its input is committed instead of after every task of the steps before it.
+   */
+  private depthOf(name: string, seen: ReadonlySet<string> = new Set()): number {
+    const known = this.depths.get(name);
+    if (known !== undefined) return known;
+    const st = this.steps.get(name);
+    if (!st || seen.has(name)) return 0;
+    const refs = [...(st.map?.outputsOf ? [st.map.outputsOf] : []), ...this.barriers(st)];
+    const inner = new Set([...seen, name]);
+    const d = refs.reduce((m, r) => Math.max(m, this.depthOf(r, inner) + 1), 0);
+    this.depths.set(name, d);
+    return d;
   }
 
   /** Every step expanded or skipped, or never to be planned in this run (see `unplanned`). */
@@ -686,6 +709,33 @@ export class DagState {
       })
       .immediate();
   }
+}
+
+/**
+ * Each HyperFlow task's depth: 0 for one that waits for no signal, else one more than the deepest
+ * task it waits for (its processes repeat, so depth is per task, not per process name).
+ */
+function hyperflowDepths(tasks: ReadonlyArray<{ readonly after: readonly number[] }>): number[] {
+  const depth: number[] = new Array(tasks.length).fill(-1);
+  for (let root = 0; root < tasks.length; root++) {
+    if (depth[root]! >= 0) continue;
+    // iterative: a chain of thousands of tasks would overflow the stack
+    const stack = [root];
+    const onStack = new Set<number>([root]);
+    while (stack.length > 0) {
+      const k = stack.at(-1)!;
+      const todo = tasks[k]!.after.find((a) => depth[a]! < 0 && !onStack.has(a));
+      if (todo !== undefined) {
+        stack.push(todo);
+        onStack.add(todo);
+        continue;
+      }
+      depth[k] = tasks[k]!.after.reduce((m, a) => Math.max(m, (depth[a] ?? -1) + 1), 0);
+      stack.pop();
+      onStack.delete(k);
+    }
+  }
+  return depth;
 }
 
 /**

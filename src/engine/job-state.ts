@@ -4,6 +4,7 @@ import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { pidAlive } from './process-utils.js';
 import { jobPaths, unreadableState } from './state-dir.js';
+import { workflowSteps } from './step-order.js';
 
 /** What `corral status JOB` reports. */
 export interface JobStatus {
@@ -11,7 +12,10 @@ export interface JobStatus {
   /** `running` while a coordinator holds the job, `interrupted` when the one that held it died, else how the last run ended. */
   readonly status: string;
   readonly counts: TaskCounts;
+  /** Counts per step, in workflow order (topological, then file order); a step not planned yet has none. */
   readonly steps: Record<string, TaskCounts>;
+  /** Steps skipped whole: a step they need failed before they were planned (they have no task). */
+  readonly skippedSteps: string[];
   readonly startedAt?: string;
   readonly finishedAt?: string;
   readonly workers: Array<Pick<WorkerRow, 'id' | 'pid' | 'host' | 'state'> & { lastHeartbeat: string }>;
@@ -86,14 +90,22 @@ export async function readJobStatus(stateDir: string, name: string): Promise<Job
     const lock = jobPaths(stateDir, name).lock;
     const counts = q.countsSync();
     const steps: Record<string, TaskCounts> = {};
-    for (const { step } of q.db.prepare('SELECT DISTINCT step FROM counts').all() as { step: string }[]) {
+    const counted = (q.db.prepare('SELECT DISTINCT step FROM counts').all() as { step: string }[]).map(
+      (r) => r.step,
+    );
+    // workflow order, then any step the spec does not name (a map job's `map`)
+    const declared = workflowSteps(q.getMeta('spec')).map((st) => st.name);
+    for (const step of [...declared, ...counted.filter((c) => !declared.includes(c))])
       steps[step] = q.countsSync(step);
-    }
+    const skippedSteps = (
+      q.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]
+    ).map((r) => r.name);
     return {
       job: name,
       status: lockStatus(lock) ?? q.getMeta('status') ?? 'planned',
       counts,
       steps,
+      skippedSteps,
       startedAt: iso(q.getMeta('started_at')),
       finishedAt: iso(q.getMeta('finished_at')),
       workers: q.workers().map((w) => ({

@@ -7,7 +7,7 @@
 
 /** CSS shared by the dashboard and the report. */
 export const BASE_CSS = `
-:root{--bg:#f7f7f5;--card:#fff;--ink:#1d2330;--muted:#6b7280;--line:#e5e7eb;--done:#16a34a;--leased:#2563eb;--pending:#d1d5db;--dead:#dc2626;--retry:#f59e0b}
+:root{--bg:#f7f7f5;--card:#fff;--ink:#1d2330;--muted:#6b7280;--line:#e5e7eb;--done:#16a34a;--leased:#2563eb;--pending:#d1d5db;--dead:#dc2626;--retry:#f59e0b;--skipped:#a8a29e}
 *{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--ink)}
 header{display:flex;gap:16px;align-items:baseline;padding:14px 24px;background:var(--ink);color:#fff;flex-wrap:wrap}
 header h1{font-size:18px;margin:0}header .muted{color:#cbd5e1}
@@ -19,7 +19,7 @@ section.wide{grid-column:1/-1}h2{font-size:14px;margin:0 0 8px;color:var(--muted
 .cards{display:flex;gap:12px;flex-wrap:wrap}.card{flex:1;min-width:90px;padding:8px 10px;border:1px solid var(--line);border-radius:6px}
 .card .n{font-size:22px;font-weight:700;font-variant-numeric:tabular-nums}.card .l{color:var(--muted);font-size:12px}
 .bar{display:flex;height:14px;border-radius:7px;overflow:hidden;background:var(--pending);margin-top:10px}
-.bar div{height:100%}.s-done{background:var(--done)}.s-leased{background:var(--leased)}.s-dead{background:var(--dead)}.s-pending{background:var(--pending)}
+.bar div{height:100%}.s-done{background:var(--done)}.s-leased{background:var(--leased)}.s-dead{background:var(--dead)}.s-skipped{background:var(--skipped)}.s-pending{background:var(--pending)}
 table{border-collapse:collapse;width:100%;font-size:13px}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--muted);font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{margin:4px 0 0;padding:6px 8px;background:#0f172a;color:#e2e8f0;border-radius:4px;font-size:12px;overflow:auto;max-height:160px;white-space:pre-wrap}
@@ -40,11 +40,12 @@ function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); return e; 
 
 function renderCounts(v) {
   const c = v.counts;
-  for (const k of ['total', 'done', 'leased', 'pending', 'dead']) { $(k).textContent = String(c[k]); $(k).dataset.count = String(c[k]); }
+  // every state has its card, so done + running + pending + waiting + failed + skipped = total
+  for (const k of ['total', 'done', 'leased', 'pending', 'blocked', 'dead', 'skipped']) { $(k).textContent = String(c[k]); $(k).dataset.count = String(c[k]); }
   $('retries').textContent = String(v.retries);
   const bar = clear($('progress'));
-  for (const k of ['done', 'leased', 'dead']) { if (c.total > 0 && c[k] > 0) { const d = el('div', { class: 's-' + k, title: k + ': ' + c[k] }); d.style.width = (100 * c[k] / c.total) + '%'; bar.appendChild(d); } }
-  const pct = c.total ? Math.floor(100 * (c.done + c.dead) / c.total) : 0;
+  for (const k of ['done', 'leased', 'dead', 'skipped']) { if (c.total > 0 && c[k] > 0) { const d = el('div', { class: 's-' + k, title: k + ': ' + c[k] }); d.style.width = (100 * c[k] / c.total) + '%'; bar.appendChild(d); } }
+  const pct = c.total ? Math.floor(100 * (c.done + c.dead + c.skipped) / c.total) : 0;
   $('pct').textContent = pct + '% finished';
 }
 
@@ -54,6 +55,8 @@ function renderHeader(v) {
   const end = v.finishedAt || v.at;
   $('elapsed').textContent = v.startedAt ? 'elapsed ' + dur(end - v.startedAt) : 'not started';
   $('rate').textContent = v.status === 'running' ? v.rate.toFixed(1) + ' tasks/s' : '';
+  // the time left at the rate of the last 10 s; -- until tasks finish at some rate
+  const eta = $('eta'); eta.textContent = v.status === 'running' ? 'ETA ' + (v.eta === null ? '--' : dur(v.eta * 1000)) : ''; eta.dataset.eta = v.eta === null ? '' : String(v.eta);
   document.title = 'corral · ' + v.job + ' · ' + v.counts.done + '/' + v.counts.total;
 }
 
@@ -96,13 +99,15 @@ function renderDag(v) {
     const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
     s.appendChild(svg('path', { d: 'M' + x1 + ',' + y1 + ' C' + mx + ',' + y1 + ' ' + mx + ',' + y2 + ' ' + x2 + ',' + y2, fill: 'none', stroke: '#9ca3af', 'stroke-width': 1.5, 'data-edge': n + '->' + st.name })); }
   for (const st of steps) { const p = pos.get(st.name), c = st.counts;
-    const g = svg('g', { 'data-step': st.name, 'data-done': c.done, 'data-total': c.total });
+    const skipped = st.state === 'skipped' || (c.total > 0 && c.skipped === c.total);
+    const g = svg('g', { 'data-step': st.name, 'data-done': c.done, 'data-total': c.total, 'data-state': skipped ? 'skipped' : (st.state || '') });
     g.appendChild(svg('rect', { x: p.x, y: p.y, width: NW, height: NH, rx: 6, fill: '#fff', stroke: c.dead ? 'var(--dead)' : c.total && c.done === c.total ? 'var(--done)' : '#94a3b8' }));
     const f = c.total ? (c.done / c.total) : 0;
     g.appendChild(svg('rect', { x: p.x, y: p.y + NH - 6, width: NW * f, height: 6, fill: 'var(--done)' }));
     g.appendChild(svg('text', { x: p.x + 8, y: p.y + 18, 'font-weight': 600 }, st.name));
-    g.appendChild(svg('text', { x: p.x + 8, y: p.y + 34 }, c.done + '/' + c.total + ' done' + (c.leased ? ', ' + c.leased + ' running' : '')));
-    if (c.dead) g.appendChild(svg('text', { x: p.x + 8, y: p.y + 48, fill: 'var(--dead)' }, c.dead + ' failed'));
+    g.appendChild(svg('text', { x: p.x + 8, y: p.y + 34 }, skipped ? 'skipped' : c.total === 0 ? 'not planned yet' : c.done + '/' + c.total + ' done' + (c.leased ? ', ' + c.leased + ' running' : '') + (c.blocked ? ', ' + c.blocked + ' waiting' : '')));
+    const more = (c.dead ? c.dead + ' failed' : '') + (c.dead && c.skipped && !skipped ? ', ' : '') + (c.skipped && !skipped ? c.skipped + ' skipped' : '');
+    if (more) g.appendChild(svg('text', { x: p.x + 8, y: p.y + 48, fill: 'var(--dead)' }, more));
     s.appendChild(g); }
   box.appendChild(s);
 }
@@ -157,7 +162,7 @@ export function dashboardPage(): string {
 <title>corral dashboard</title><style>${BASE_CSS}</style></head>
 <body>
 <header><h1>corral · <span id="job">…</span></h1><span id="status" class="badge">connecting</span>
-<span id="elapsed" class="muted"></span><span id="rate" class="muted"></span><select id="jobs" hidden></select>
+<span id="elapsed" class="muted"></span><span id="rate" class="muted"></span><span id="eta" class="muted"></span><select id="jobs" hidden></select>
 <span class="muted" style="margin-left:auto"><span id="conn">connecting…</span> · <span id="updated"></span></span></header>
 <main>
 <section class="wide"><h2>Progress</h2>
@@ -166,7 +171,9 @@ export function dashboardPage(): string {
 <div class="card"><div class="n" id="total">0</div><div class="l">total</div></div>
 <div class="card"><div class="n" id="leased">0</div><div class="l">running</div></div>
 <div class="card"><div class="n" id="pending">0</div><div class="l">pending</div></div>
+<div class="card"><div class="n" id="blocked">0</div><div class="l">waiting (for inputs)</div></div>
 <div class="card"><div class="n" id="dead">0</div><div class="l">failed (dead letters)</div></div>
+<div class="card"><div class="n" id="skipped">0</div><div class="l">skipped (inputs failed)</div></div>
 <div class="card"><div class="n" id="retries">0</div><div class="l">retries</div></div>
 </div>
 <div class="bar" id="progress"></div><div class="muted" id="pct"></div></section>

@@ -44,16 +44,16 @@ export async function followFile(file: string, opts: FollowOptions): Promise<voi
   };
   drain();
   while (opts.running() && !opts.signal?.aborted) {
+    // one listener per wait, removed when the wait ends: left behind, they piled up on the
+    // signal (a MaxListenersExceededWarning after 2 s of following)
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, opts.intervalMs ?? 200);
-      opts.signal?.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-        { once: true },
-      );
+      const done = () => {
+        clearTimeout(t);
+        opts.signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const t = setTimeout(done, opts.intervalMs ?? 200);
+      opts.signal?.addEventListener('abort', done, { once: true });
     });
     drain();
   }

@@ -41,6 +41,11 @@ export interface Throughput {
 export interface LiveView extends CoreSnapshot {
   /** Tasks finished per second over the last 10 seconds. */
   readonly rate: number;
+  /**
+   * Seconds left at that rate for the tasks not finished (pending, running, waiting); null while
+   * the job runs without a rate yet, or when it does not run.
+   */
+  readonly eta: number | null;
   readonly throughput: Throughput;
   /** Attempts that failed and were retried. */
   readonly retries: number;
@@ -155,9 +160,12 @@ export class JobMonitor {
       logPath: t.logPath ?? undefined,
       logTail: tailLines(t.logPath, 8),
     }));
+    const rate = core.status === 'running' ? last10 / 10 : 0;
+    const left = core.counts.pending + core.counts.leased + core.counts.blocked;
     return {
       ...core,
-      rate: core.status === 'running' ? last10 / 10 : 0,
+      rate,
+      eta: core.status === 'running' && rate > 0 ? left / rate : null,
       throughput,
       retries: this.retries,
       attemptsTotal: this.attempts,

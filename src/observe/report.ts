@@ -6,7 +6,7 @@
 
 import { type CostEstimate, estimateRunCost, type Pricing, pricingOf } from './cost.js';
 import { BASE_CSS } from './dashboard-page.js';
-import { type AttemptRow, type FullSnapshot, StateReader, tailLines } from './snapshot.js';
+import { type AttemptRow, type FullSnapshot, RETRIED_OUTCOMES, StateReader, tailLines } from './snapshot.js';
 import { type DurationStats, durationStats, formatDuration } from './stats.js';
 
 /** Options of a report. */
@@ -166,7 +166,7 @@ function stepsSection(snap: FullSnapshot): string {
         ok,
         failed,
       }) => `<tr data-step="${esc(st.name)}"><td>${esc(st.name)}</td><td>${esc(st.needs.join(', ') || '–')}</td>
-<td class="num">${st.counts.done}/${st.counts.total}</td><td class="num">${st.counts.dead}</td><td class="num">${failed}</td>
+<td class="num">${st.counts.done}/${st.counts.total}${st.counts.skipped ? ` (${st.counts.skipped} skipped)` : ''}</td><td class="num">${st.counts.dead}</td><td class="num">${failed}</td>
 ${ok ? `<td class="num">${f(ok.min)}</td><td class="num">${f(ok.median)}</td><td class="num">${f(ok.mean)}</td><td class="num">${f(ok.p90)}</td><td class="num">${f(ok.max)}</td><td class="num">${f(ok.total)}</td><td>${boxPlot(ok, max)}</td>` : '<td colspan="7" class="muted">no successful attempt</td>'}</tr>`,
     )
     .join('\n');
@@ -275,7 +275,10 @@ function retriesSection(snap: FullSnapshot): string {
     if (l) l.push(a);
     else byTask.set(a.taskId, [a]);
   }
-  const retried = snap.troubled.filter((t) => (byTask.get(t.id)?.length ?? 0) > 1 || t.state !== 'dead');
+  // a task with an attempt that was retried; a skipped task never ran (its last_error is the reason it was skipped)
+  const retried = snap.troubled.filter((t) =>
+    (byTask.get(t.id) ?? []).some((a) => RETRIED_OUTCOMES.has(a.outcome)),
+  );
   if (retried.length === 0)
     return '<section id="retries"><h2>Retries</h2><p class="muted">no task was retried</p></section>';
   const rows = retried

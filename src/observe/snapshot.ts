@@ -9,6 +9,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } fro
 import type Database from 'better-sqlite3';
 import { pidAlive } from '../engine/process-utils.js';
 import { jobPaths } from '../engine/state-dir.js';
+import { workflowSteps } from '../engine/step-order.js';
 import { describeInput, type TaskPayload, taskLabel } from '../queue/queue.js';
 import { openStateDb } from '../queue/sqlite/sqlite-queue.js';
 
@@ -29,6 +30,11 @@ export interface StepView {
   readonly name: string;
   readonly needs: string[];
   readonly counts: Counts;
+  /**
+   * `skipped` when a step it needs failed before it was planned (it has no task), `planned` once
+   * its tasks are written, `waiting` before. @default 'waiting'
+   */
+  readonly state?: 'waiting' | 'planned' | 'skipped';
 }
 
 /** A worker process and the tasks it holds now. */
@@ -112,36 +118,14 @@ export function isRunning(lockFile: string): boolean {
   }
 }
 
-interface StepSpec {
-  name: string;
-  needs?: unknown;
-  reduce?: unknown;
-  map?: { outputsOf?: unknown };
-}
-
 /**
- * The steps and their `needs` from a serialized LoadedJob (`spec.steps`, or `steps` beside it);
- * none for a map job, whose one step (`map`) is then known from the counts alone. A step's
- * `reduce` and `map.outputsOf` count as needs too.
+ * The steps and their `needs` from a serialized LoadedJob (`spec.steps`, or `steps` beside it), in
+ * workflow order (topological, then file order); none for a map job, whose one step (`map`) is
+ * then known from the counts alone. A step's `reduce` and `map.outputsOf` count as needs too, and
+ * a HyperFlow process needs the processes whose signals it reads.
  */
 export function stepsOf(jobJson: string | undefined): Array<{ name: string; needs: string[] }> {
-  if (!jobJson) return [];
-  try {
-    const job = JSON.parse(jobJson) as { spec?: { steps?: unknown }; steps?: unknown };
-    const steps = Array.isArray(job.spec?.steps) ? job.spec.steps : job.steps;
-    if (!Array.isArray(steps)) return [];
-    return steps
-      .filter((s): s is StepSpec => typeof (s as { name?: unknown })?.name === 'string')
-      .map((s) => {
-        const needs = Array.isArray(s.needs) ? s.needs.filter((n): n is string => typeof n === 'string') : [];
-        // a reduce, or a map over another step's outputs, also waits for that step
-        for (const from of [s.reduce, s.map?.outputsOf])
-          if (typeof from === 'string' && !needs.includes(from)) needs.push(from);
-        return { name: s.name, needs };
-      });
-  } catch {
-    return [];
-  }
+  return workflowSteps(jobJson);
 }
 
 /** The last `maxLines` lines of a text file, reading at most its last `maxBytes`. */
@@ -377,14 +361,26 @@ export class StateReader {
         heartbeatAt: w.heartbeat_at,
         tasks: held.get(w.id) ?? [],
       }));
-      return { meta, counts, byStep, workers };
+      const stepStates = new Map(
+        (db.prepare('SELECT name, state FROM steps').all() as { name: string; state: string }[]).map((r) => [
+          r.name,
+          r.state === 'skipped' ? ('skipped' as const) : ('planned' as const),
+        ]),
+      );
+      return { meta, counts, byStep, workers, stepStates };
     });
     if (!snap) return empty;
-    const { meta, counts, byStep, workers } = snap;
+    const { meta, counts, byStep, workers, stepStates } = snap;
     const declared = stepsOf(meta.get('spec') ?? readJobJson(this.paths.jobJson));
-    const steps: StepView[] = declared.map((s) => ({ ...s, counts: byStep.get(s.name) ?? emptyCounts() }));
+    const stateOf = (name: string) => stepStates.get(name) ?? 'waiting';
+    const steps: StepView[] = declared.map((s) => ({
+      ...s,
+      counts: byStep.get(s.name) ?? emptyCounts(),
+      state: stateOf(s.name),
+    }));
     for (const [name, c] of byStep)
-      if (!declared.some((s) => s.name === name)) steps.push({ name, needs: [], counts: c });
+      if (!declared.some((s) => s.name === name))
+        steps.push({ name, needs: [], counts: c, state: stateOf(name) });
     const num = (k: string) => (meta.has(k) ? Number(meta.get(k)) : undefined);
     return {
       job: this.job,

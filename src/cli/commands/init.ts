@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../spec/errors.js';
 
-const JOB = `# A corral job: one task per line of inputs.txt. Run: corral run job.yaml
+const JOB = `# A corral job: one task per line of inputs.txt. Run: npx corral run job.yaml
 # Reference: the "Job spec reference" of corral's README.
 name: my-job
 tasks:
@@ -19,7 +19,7 @@ timeout: 10m
 
 const INPUTS = 'alpha\nbravo\ncharlie\n';
 
-const CLUSTER = `# A corral cluster. Preview offline: corral plan cluster.yaml; create: corral up cluster.yaml
+const CLUSTER = `# A corral cluster. Preview offline: npx corral plan cluster.yaml; create: npx corral up cluster.yaml
 # Reference: docs/cluster.md.
 name: my-cluster
 region: us-east-1
@@ -38,7 +38,10 @@ budget:
   maxHourly: 1.0
 `;
 
-/** `corral init [DIR]`: writes a starter job (and inputs) and a starter cluster spec. */
+/**
+ * `corral init [DIR]`: writes a starter job (and inputs) and a starter cluster spec. What it
+ * prints says `npx corral …`, as README does: npm puts corral in node_modules/.bin, not on PATH.
+ */
 export function register(program: Command): void {
   program
     .command('init')
@@ -56,7 +59,7 @@ export function register(program: Command): void {
         throw new UsageError(
           'DIR',
           `${taken.join(', ')} already exist in ${dir}`,
-          'choose an empty folder: corral init my-project',
+          'choose an empty folder: npx corral init my-project',
         );
       }
       mkdirSync(dir, { recursive: true });
@@ -66,7 +69,7 @@ export function register(program: Command): void {
       else {
         process.stdout.write(`wrote ${written.join(', ')}\n`);
         process.stdout.write(
-          `next: corral run ${path.join(dir, 'job.yaml')}  ·  corral plan ${path.join(dir, 'cluster.yaml')}\n`,
+          `next: npx corral run ${path.join(dir, 'job.yaml')}  ·  npx corral plan ${path.join(dir, 'cluster.yaml')}\n`,
         );
       }
     });

@@ -1,8 +1,27 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { resolveStateDir } from '../../engine/state-dir.js';
+import type { TaskCounts } from '../../queue/queue.js';
 import { printJson } from '../output.js';
 import { addClusterOptions, type ClusterFlags, statusOnCluster } from './cluster.js';
+
+/** One step's counts: `skipped` for a step none of whose tasks will run, else done of total and each other state there is. */
+function stepLine(c: TaskCounts, skippedWhole: boolean): string {
+  if (skippedWhole) return 'skipped (a step it needs failed; no task planned)';
+  if (c.total === 0) return 'not planned yet';
+  if (c.skipped === c.total) return `skipped (all ${c.total} task(s): what they need failed)`;
+  const rest = [
+    [c.leased, 'running'],
+    [c.pending, 'pending'],
+    [c.blocked, 'waiting'],
+    [c.dead, 'failed'],
+    [c.skipped, 'skipped'],
+  ] as const;
+  return [
+    `${c.done}/${c.total} done`,
+    ...rest.filter(([n]) => n > 0).map(([n, what]) => `${n} ${what}`),
+  ].join(', ');
+}
 
 /** `corral status [JOB]`: jobs in the state folder, or one job's counts, workers and failures. */
 export function register(program: Command): void {
@@ -39,8 +58,12 @@ export function register(program: Command): void {
             continue;
           }
           const c = j.counts;
+          const more = [
+            ...(c.blocked ? [`${c.blocked} waiting`] : []),
+            ...(c.skipped ? [`${c.skipped} skipped`] : []),
+          ];
           out.write(
-            `${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed\n`,
+            `${j.job.padEnd(24)} ${j.status.padEnd(12)} ${c.done}/${c.total} done, ${c.leased} running, ${c.dead} failed${more.map((m) => `, ${m}`).join('')}\n`,
           );
         }
         return;
@@ -52,12 +75,13 @@ export function register(program: Command): void {
       }
       const c = s.counts;
       out.write(`job ${s.job}: ${s.status}\n`);
+      // every state is shown, so the parts add up to the total
       out.write(
-        `tasks: ${c.total} total, ${c.done} done, ${c.leased} running, ${c.pending} pending, ${c.dead} failed\n`,
+        `tasks: ${c.total} total, ${c.done} done, ${c.leased} running, ${c.pending} pending, ${c.blocked} waiting, ${c.dead} failed, ${c.skipped} skipped\n`,
       );
       if (Object.keys(s.steps).length > 1) {
         for (const [step, sc] of Object.entries(s.steps))
-          out.write(`  step ${step}: ${sc.done}/${sc.total} done, ${sc.dead} failed\n`);
+          out.write(`  step ${step}: ${stepLine(sc, s.skippedSteps.includes(step))}\n`);
       }
       if (s.startedAt)
         out.write(`started: ${s.startedAt}${s.finishedAt ? `  finished: ${s.finishedAt}` : ''}\n`);

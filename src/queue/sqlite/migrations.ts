@@ -66,4 +66,11 @@ export const MIGRATIONS: readonly string[] = [
     state        TEXT NOT NULL DEFAULT 'running'
   ) WITHOUT ROWID;
   `,
+  /* 0002_claim_depth */ `
+  -- how deep a task's step sits in the workflow (0 for a step that reads no other step): ready
+  -- tasks of later steps are claimed first, so results flow out while the first step still runs
+  ALTER TABLE tasks ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+  DROP INDEX tasks_ready;
+  CREATE INDEX tasks_ready ON tasks (depth DESC, run_at, id) WHERE state = 'pending';
+  `,
 ];
