@@ -55,6 +55,11 @@ export interface RunSummary {
   readonly seconds: number;
   /** True when this run continued an earlier one. */
   readonly resumed: boolean;
+  /**
+   * What this run gave another go, when it continued a run that left failures: dead tasks
+   * (their attempts again), skipped tasks, and steps skipped whole. Absent when there were none.
+   */
+  readonly retried?: { readonly dead: number; readonly skipped: number; readonly steps: number };
 }
 
 /** Options of a run. */
@@ -316,6 +321,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       for (const e of ev.unplanned)
         log.error({ event: 'unplanned', ...e }, `step ${e.step} cannot be planned: ${e.reason}`);
     };
+    const retried = resumed ? retryFailures(dag, log) : undefined;
     const orphans = resumed ? await reconcile(queue, dag, store, log) : [];
     queue.setMeta('started_at', String(started));
     log.info(
@@ -473,6 +479,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
       resumed,
+      ...(retried ? { retried } : {}),
     };
   } catch (err) {
     if (compute) {
@@ -510,6 +517,17 @@ function workStarted(queue: SqliteQueue): boolean {
   } catch {
     return true;
   }
+}
+
+/** A re-run of a job that left failures retries them (see DagState.retryFailed); logged. */
+function retryFailures(dag: DagState, log: Logger): RunSummary['retried'] {
+  const r = dag.retryFailed();
+  if (r.dead + r.skipped + r.steps === 0) return undefined;
+  log.info(
+    { event: 'retried', ...r },
+    `retrying ${r.dead} failed and ${r.skipped} skipped task(s), ${r.steps} skipped step(s) of the last run`,
+  );
+  return r;
 }
 
 /**

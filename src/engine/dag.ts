@@ -335,12 +335,22 @@ export class DagState {
     return r.id;
   }
 
-  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): void {
-    this.db
+  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): number {
+    const r = this.db
       .prepare(
-        "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?)",
+        "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?) RETURNING id",
       )
-      .run(this.keyOf(st.name, p.i), st.name, JSON.stringify(p), st.retries.maxAttempts, reason, Date.now());
+      .get(
+        this.keyOf(st.name, p.i),
+        st.name,
+        JSON.stringify(p),
+        st.retries.maxAttempts,
+        reason,
+        Date.now(),
+      ) as {
+      id: number;
+    };
+    return r.id;
   }
 
   /**
@@ -492,7 +502,12 @@ export class DagState {
             // its input will never come: decided now, since the source's fate was passed on already
             if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure)
               this.insertRow(st, p, own.length);
-            else this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`);
+            // with its edge: a re-run that retries the source makes it wait for it again
+            else
+              edge.run(
+                r.id,
+                this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`),
+              );
             continue;
           }
           // an input that is already committed is no reason to wait
@@ -671,6 +686,72 @@ export class DagState {
         ? 'failed'
         : 'succeeded';
     return { status, skippedSteps, missingOutputs };
+  }
+
+  /**
+   * Gives a finished job's failures another go (a re-run of a failed job): dead tasks get their
+   * attempts again; skipped tasks wait again for what they need (deps left recomputed from the
+   * current states of their inputs and of their step's barriers); steps skipped whole are planned
+   * again; barriers that a failure had settled wait again. Committed work stays done. One write
+   * transaction (BEGIN IMMEDIATE): a deferred read-then-write could not upgrade its lock while a
+   * worker wrote. Returns what it reset.
+   */
+  retryFailed(): { dead: number; skipped: number; steps: number } {
+    return this.db
+      .transaction(() => {
+        const failedSteps = (
+          this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]
+        ).map((r) => r.name);
+        const c = this.queue.countsSync();
+        if (c.dead + c.skipped === 0 && failedSteps.length === 0) return { dead: 0, skipped: 0, steps: 0 };
+        // barriers a failure settled (their step's tasks were skipped): decided before the reset
+        const settled = (
+          this.db.prepare('SELECT step, needs FROM step_deps WHERE satisfied = 1').all() as {
+            step: string;
+            needs: string;
+          }[]
+        ).filter((d) => this.finished(d.needs).failed);
+        // a dead task below continueOnFailure released its dependents already: its edges are spent
+        for (const st of this.job.steps)
+          if (st.continueOnFailure)
+            this.db
+              .prepare(
+                "DELETE FROM deps WHERE task_id IN (SELECT id FROM tasks WHERE step = ? AND state = 'dead' AND propagated = 1)",
+              )
+              .run(st.name);
+        let dead = 0;
+        const revive = this.db.prepare(
+          `UPDATE tasks SET state = 'pending', max_attempts = attempts + ?, run_at = 0, owner = NULL,
+             lease_expires = NULL, finished_at = NULL, last_error = NULL, propagated = 0
+           WHERE step = ? AND state = 'dead'`,
+        );
+        for (const st of this.job.steps) dead += revive.run(st.retries.maxAttempts, st.name).changes;
+        const unskip = this.db
+          .prepare(
+            `UPDATE tasks SET state = 'blocked', deps_left = 0, finished_at = NULL, last_error = NULL, propagated = 0
+             WHERE state = 'skipped' RETURNING id`,
+          )
+          .all() as { id: number }[];
+        const unsettle = this.db.prepare('UPDATE step_deps SET satisfied = 0 WHERE step = ? AND needs = ?');
+        for (const d of settled) unsettle.run(d.step, d.needs);
+        const replan = this.db.prepare('DELETE FROM steps WHERE name = ?');
+        for (const name of failedSteps) replan.run(name);
+        // what each task still waits for: its inputs not done yet, and its step's open barriers
+        const wait = this.db.prepare(
+          `UPDATE tasks SET deps_left =
+             (SELECT count(*) FROM deps d JOIN tasks s ON s.id = d.task_id WHERE d.dependent_id = tasks.id AND s.state <> 'done')
+             + (SELECT count(*) FROM step_deps sd WHERE sd.step = tasks.step AND sd.satisfied = 0)
+           WHERE id = ?`,
+        );
+        const ready = this.db.prepare("UPDATE tasks SET state = 'pending' WHERE id = ? AND deps_left <= 0");
+        for (const r of unskip) {
+          wait.run(r.id);
+          ready.run(r.id);
+        }
+        this.expandedAll = false;
+        return { dead, skipped: unskip.length, steps: failedSteps.length };
+      })
+      .immediate();
   }
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
 import { assertStateDirHoldsNoOutputs, resolveStateDir } from '../../engine/state-dir.js';
+import { shellQuote } from '../../engine/template.js';
 import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
@@ -138,6 +139,10 @@ async function runLocal(
     out.write(
       `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
     );
+    if (summary.retried)
+      out.write(
+        `retried the last run's failures: ${summary.retried.dead} failed and ${summary.retried.skipped} skipped task(s)${summary.retried.steps ? `, ${summary.retried.steps} skipped step(s)` : ''}\n`,
+      );
     if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
     if (summary.deadLetters.length > 0) {
       out.write('failed tasks (dead letters):\n');
@@ -159,9 +164,25 @@ async function runLocal(
       out.write('run the same command again to plan them (finished tasks do not run again)\n');
     }
     if (summary.status === 'interrupted') out.write(`interrupted: run the same command again to resume\n`);
+    if (summary.status === 'failed')
+      out.write(
+        `to retry the failed and skipped tasks (done ones do not run again): ${retryCommand(file, flags)}\n`,
+      );
     out.write(
       `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,
     );
   }
   process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
+}
+
+/**
+ * The command that retries a failed run: the same job, state folder and workflow values, without
+ * `--fresh` (which would plan everything anew rather than retry).
+ */
+function retryCommand(file: string, flags: RunFlags): string {
+  const args = ['corral', 'run', file];
+  if (flags.stateDir && flags.stateDir !== '.corral') args.push('--state-dir', flags.stateDir);
+  for (const v of flags.var) args.push('--var', v);
+  if (flags.workdir) args.push('--workdir', flags.workdir);
+  return args.map(shellQuote).join(' ');
 }
