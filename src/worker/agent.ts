@@ -596,6 +596,19 @@ export class WorkerAgent {
         startedAt,
       };
     }
+    if (c === 'conflict') {
+      // a different file at the output path is the result only if an earlier attempt of this
+      // task may have committed it; otherwise this result would be lost while the task passed
+      if (this.o.ownsOutput && (await this.o.ownsOutput(lease, key)) !== true)
+        return {
+          ok: false,
+          error: `its output ${key} was written by something else while the task ran (another task whose output path differs only by case on a case-insensitive file system, or a process outside corral), with other content: this result was not committed and the file there was left as it is; have only this task write ${key}, or remove it and run again`,
+          logPath: log.written ? logPath : undefined,
+          startedAt,
+          final: true,
+        };
+      return { ok: true, outcome: 'duplicate', startedAt };
+    }
     return { ok: true, outcome: c, startedAt };
   }
 }
