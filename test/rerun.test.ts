@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { runCli, tempDir, writeFiles } from './helpers.js';
 
 /** How many times each task ran: every command appends its name to runs.log. */
@@ -104,4 +105,112 @@ retries: { maxAttempts: 1 }
   assert.match(r2.stdout, /2\/2 tasks done, 0 failed/);
   assert.equal(readFileSync(path.join(dir, 'out/y.txt'), 'utf8'), 'y\n');
   assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'x.txt': 1, 'y.txt': 3 });
+});
+
+test('a re-run plans inputs that appeared, counts those that changed, and --redo-changed redoes them, replacing each output atomically', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'alpha\n',
+    'in/b.txt': 'bravo\n',
+    'in/c.txt': 'charlie\n',
+    'job.yaml': `name: inputs
+tasks:
+  map: { glob: 'in/*.txt' }
+  command: 'echo {input.name} >> runs.log; if [ -e slow ]; then sleep 1; fi; if grep -q fail {input}; then exit 1; fi; tr a-z A-Z < {input}'
+outputs: out/{input.stem}.up
+retries: { maxAttempts: 1 }
+`,
+  });
+  const out = (n: string) => readFileSync(path.join(dir, 'out', `${n}.up`), 'utf8');
+  assert.equal((await runCli(['run', 'job.yaml'], { cwd: dir })).code, 0);
+  // a file that sorts first appears, another changes
+  writeFiles(dir, { 'in/0.txt': 'zero\n', 'in/a.txt': 'alpha two\n' });
+  const r2 = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r2.code, 0, r2.stderr + r2.stdout);
+  assert.match(r2.stdout, /job inputs succeeded: 4\/4 tasks done/);
+  assert.match(r2.stdout, /planned 1 new input\(s\) since the last run\n/);
+  assert.match(
+    r2.stdout,
+    /1 input\(s\) changed since their outputs were made; corral run job\.yaml --redo-changed redoes them\n/,
+  );
+  assert.equal(out('0'), 'ZERO\n');
+  assert.equal(out('a'), 'ALPHA\n', 'a changed input was redone without being asked');
+  // the new file is keyed after the others: no key changes meaning
+  const db = new Database(path.join(dir, '.corral/jobs/inputs/state.db'), { readonly: true });
+  const keys = db.prepare('SELECT key, payload FROM tasks ORDER BY id').all() as {
+    key: string;
+    payload: string;
+  }[];
+  db.close();
+  assert.deepEqual(
+    keys.map((k) => [k.key, JSON.parse(k.payload).p]),
+    [
+      ['0', 'in/a.txt'],
+      ['1', 'in/b.txt'],
+      ['2', 'in/c.txt'],
+      ['3', 'in/0.txt'],
+    ],
+  );
+
+  // the redo replaces the output in place: a reader polling it never finds it missing or partial
+  writeFiles(dir, { slow: '' });
+  const seen = new Set<string>();
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      seen.add(readFileSync(path.join(dir, 'out/a.up'), 'utf8'));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  const r3 = await runCli(['run', 'job.yaml', '--redo-changed'], { cwd: dir });
+  polling = false;
+  await poll;
+  assert.equal(r3.code, 0, r3.stderr + r3.stdout);
+  assert.match(r3.stdout, /redid 1 task\(s\) whose input changed since their output was made\n/);
+  assert.deepEqual([...seen].sort(), ['ALPHA\n', 'ALPHA TWO\n']);
+  assert.equal(out('a'), 'ALPHA TWO\n');
+  rmSync(path.join(dir, 'slow'));
+
+  // a redo that fails leaves the old output in place
+  writeFiles(dir, { 'in/b.txt': 'bravo fail\n' });
+  const r4 = await runCli(['run', 'job.yaml', '--redo-changed'], { cwd: dir });
+  assert.equal(r4.code, 1, r4.stderr + r4.stdout);
+  assert.equal(out('b'), 'BRAVO\n');
+  const r5 = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.doesNotMatch(r5.stdout, /changed since/);
+  assert.deepEqual(Object.fromEntries(runsOf(dir)), {
+    '0.txt': 1,
+    'a.txt': 2,
+    'b.txt': 3,
+    'c.txt': 1,
+  });
+});
+
+test('--fresh after an input changed makes its output again (an output older than its input is not taken as done), and what reads it too', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'alpha\n',
+    'in/b.txt': 'bravo\n',
+    'job.yaml': `name: fresh-inputs
+steps:
+  - name: up
+    map: { glob: 'in/*.txt' }
+    command: 'echo up-{input.name} >> runs.log; tr a-z A-Z < {input}'
+    outputs: up/{input.stem}
+  - name: all
+    reduce: up
+    command: 'echo all >> runs.log; cat {inputs}'
+    outputs: all.txt
+`,
+  });
+  assert.equal((await runCli(['run', 'job.yaml'], { cwd: dir })).code, 0);
+  writeFiles(dir, { 'in/b.txt': 'bravo two\n' });
+  const r = await runCli(['run', 'job.yaml', '--fresh'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  assert.equal(readFileSync(path.join(dir, 'up/b'), 'utf8'), 'BRAVO TWO\n');
+  assert.equal(readFileSync(path.join(dir, 'all.txt'), 'utf8'), 'ALPHA\nBRAVO TWO\n');
+  assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'up-a.txt': 1, 'up-b.txt': 2, all: 2 });
+  // nothing changed since: a second --fresh redoes nothing
+  assert.equal((await runCli(['run', 'job.yaml', '--fresh'], { cwd: dir })).code, 0);
+  assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'up-a.txt': 1, 'up-b.txt': 2, all: 2 });
 });

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import type { TaskCounts, TaskPayload } from '../queue/queue.js';
@@ -752,6 +752,113 @@ export class DagState {
         return { dead, skipped: unskip.length, steps: failedSteps.length };
       })
       .immediate();
+  }
+
+  /** Steps that read the outputs of a step or wait for it (`outputsOf`, `reduce`, `needs`). */
+  private readersOf(name: string): string[] {
+    return this.job.steps
+      .filter((s) => s.map?.outputsOf === name || this.barriers(s).includes(name))
+      .map((s) => s.name);
+  }
+
+  /**
+   * Steps whose inputs a re-run looks at again: planned local glob maps that wait for no step
+   * (their inputs are the user's files, not what earlier steps write).
+   */
+  private globSteps(): StepDef[] {
+    if (this.job.format === 'hyperflow' || !this.expand.stamp) return [];
+    return this.job.steps.filter(
+      (st) =>
+        st.map?.glob !== undefined &&
+        !st.map.glob.startsWith('s3://') &&
+        this.barriers(st).length === 0 &&
+        this.stepState(st.name) === 'expanded',
+    );
+  }
+
+  /**
+   * On a re-run: lists the glob of each planned glob map again and plans the files that appeared
+   * since, as new tasks keyed after the last one (an existing key never changes meaning), checked
+   * for output collisions with the step's other tasks. Files of a step that other steps read are
+   * counted, not planned (those steps' plans are fixed: `--fresh` plans them all again).
+   */
+  async planNewInputs(): Promise<{ added: number; waiting: Array<{ step: string; inputs: number }> }> {
+    let added = 0;
+    const waiting: Array<{ step: string; inputs: number }> = [];
+    for (const st of this.globSteps()) {
+      const rows = (
+        this.db.prepare('SELECT payload FROM tasks WHERE step = ?').all(st.name) as { payload: string }[]
+      ).map((r) => JSON.parse(r.payload) as TaskPayload);
+      const known = new Set(rows.map((p) => p.p));
+      let next = rows.reduce((n, p) => Math.max(n, p.i + 1), 0);
+      const collisions = outputCollisions(st, this.job.baseDir);
+      for (const p of rows) collisions?.(p);
+      const fresh: TaskPayload[] = [];
+      for await (const p of expandFileMap(this.job, st, this.expand)) {
+        if (known.has(p.p)) continue;
+        const base: TaskPayload = { ...p, i: next++ };
+        const q = st.outputs ? { ...base, o: outputKey(st.outputs, base, this.job.baseDir) } : base;
+        collisions?.(q);
+        fresh.push(q);
+      }
+      if (fresh.length === 0) continue;
+      if (this.readersOf(st.name).length > 0) {
+        waiting.push({ step: st.name, inputs: fresh.length });
+        continue;
+      }
+      this.db
+        .transaction(() => {
+          for (const p of fresh) this.insertRow(st, p, 0);
+          this.db.prepare('UPDATE steps SET tasks = tasks + ? WHERE name = ?').run(fresh.length, st.name);
+        })
+        .immediate();
+      added += fresh.length;
+    }
+    return { added, waiting };
+  }
+
+  /**
+   * Done tasks of glob maps whose input file differs now (size or mtime) from what their output
+   * was made from (its stamp at plan time); with `redo`, those of steps that no other step reads
+   * run again, their new output replacing the old one atomically (the task's stamp is renewed).
+   * Returns how many inputs changed, and how many of them are redone.
+   */
+  async changedInputs(redo: boolean): Promise<{ changed: number; redone: number; steps: string[] }> {
+    let changed = 0;
+    let redone = 0;
+    const steps = new Set<string>();
+    for (const st of this.globSteps()) {
+      const rows = this.db
+        .prepare("SELECT id, payload FROM tasks WHERE step = ? AND state = 'done'")
+        .all(st.name) as { id: number; payload: string }[];
+      const renew: Array<{ id: number; p: TaskPayload }> = [];
+      for (const r of rows) {
+        const p = JSON.parse(r.payload) as TaskPayload;
+        if (p.p === undefined || p.z === undefined) continue;
+        let now: { size: number; mtimeMs: number };
+        try {
+          now = await fsp.stat(path.resolve(this.job.baseDir, p.p));
+        } catch {
+          continue; // a file gone is not planned again; its output stays what it was
+        }
+        if (now.size === p.z && now.mtimeMs === p.m) continue;
+        changed++;
+        steps.add(st.name);
+        renew.push({ id: r.id, p: { ...p, z: now.size, m: now.mtimeMs, r: 1 } });
+      }
+      if (!redo || renew.length === 0 || this.readersOf(st.name).length > 0) continue;
+      const again = this.db.prepare(
+        `UPDATE tasks SET payload = ?, state = 'pending', max_attempts = attempts + ?, run_at = 0,
+           finished_at = NULL, outcome = NULL WHERE id = ? AND state = 'done'`,
+      );
+      this.db
+        .transaction(() => {
+          for (const { id, p } of renew)
+            redone += again.run(JSON.stringify(p), st.retries.maxAttempts, id).changes;
+        })
+        .immediate();
+    }
+    return { changed, redone, steps: [...steps] };
   }
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */

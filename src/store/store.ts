@@ -11,6 +11,12 @@ export interface Store {
   stage(key: string, attemptId: string): Promise<string>;
   /** Makes the attempt's staged output the task's output, unless one is committed already. */
   commit(key: string, attemptId: string): Promise<CommitResult>;
+  /**
+   * Makes the attempt's staged output the task's output in place of the one committed (a redo of
+   * a task whose input changed), atomically: a reader sees the old output or the new one, never
+   * none nor a part. Only the folder store can (absent elsewhere).
+   */
+  replace?(key: string, attemptId: string): Promise<'committed' | 'missing'>;
   /** Drops an attempt's staged output. */
   discard(key: string, attemptId: string): Promise<void>;
   /** Whether an output is committed. */

@@ -14,6 +14,7 @@ interface RunFlags {
   stateDir?: string;
   concurrency?: number;
   fresh?: boolean;
+  redoChanged?: boolean;
   json?: boolean;
   quiet?: boolean;
   var: string[];
@@ -38,7 +39,11 @@ export function register(program: Command): void {
     )
     .option(
       '--fresh',
-      'forget earlier state of this job and plan its tasks again (committed outputs still count)',
+      'forget earlier state of this job and plan its tasks again (committed outputs still count, unless an input is newer than its output)',
+    )
+    .option(
+      '--redo-changed',
+      'run again the tasks whose input file changed since their output was made, replacing each output atomically',
     )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
@@ -121,6 +126,7 @@ async function runLocal(
     summary = await runJob(job, {
       stateDir,
       fresh: flags.fresh,
+      redoChanged: flags.redoChanged,
       concurrency: flags.concurrency,
       prestarted,
       onProgress: (p) => view.update(p),
@@ -142,6 +148,22 @@ async function runLocal(
     if (summary.retried)
       out.write(
         `retried the last run's failures: ${summary.retried.dead} failed and ${summary.retried.skipped} skipped task(s)${summary.retried.steps ? `, ${summary.retried.steps} skipped step(s)` : ''}\n`,
+      );
+    const ins = summary.inputs;
+    if (ins?.added) out.write(`planned ${ins.added} new input(s) since the last run\n`);
+    if (ins?.waiting)
+      out.write(
+        `${ins.waiting} new input(s) not planned: other steps read the step they belong to; ${retryCommand(file, flags)} --fresh plans them (and redoes what they change)\n`,
+      );
+    if (ins?.redone)
+      out.write(`redid ${ins.redone} task(s) whose input changed since their output was made\n`);
+    if (ins && ins.changed > ins.redone)
+      out.write(
+        `${ins.changed - ins.redone} input(s) changed since their outputs were made; ${
+          flags.redoChanged
+            ? `other steps read theirs: ${retryCommand(file, flags)} --fresh`
+            : `${retryCommand(file, flags)} --redo-changed`
+        } redoes them\n`,
       );
     if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
     if (summary.deadLetters.length > 0) {

@@ -150,6 +150,54 @@ export class FsStore implements Store {
   }
 
   /**
+   * Replaces a committed output with the attempt's (a redo): the staged file is flushed and
+   * renamed over the output, so a reader sees the old output or the new one, never none nor a
+   * part. Across filesystems it is copied beside the output under a hidden name first.
+   */
+  async replace(key: string, attemptId: string): Promise<'committed' | 'missing'> {
+    const staged = this.stagingPath(key, attemptId);
+    const final = this.pathOf(key);
+    const dir = path.dirname(final);
+    await fsp.mkdir(dir, { recursive: true });
+    let from = staged;
+    if (this.crossDevice.has(dir) || !(await sameDevice(staged, dir))) {
+      from = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
+      try {
+        await fsp.copyFile(staged, from);
+      } catch (err) {
+        await fsp.rm(from, { force: true });
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+        throw err;
+      }
+    }
+    try {
+      if (this.fsync) {
+        let fh: fsp.FileHandle;
+        try {
+          fh = await fsp.open(from, 'r');
+        } catch {
+          return 'missing';
+        }
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }
+      try {
+        await fsp.rename(from, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+        throw err;
+      }
+    } finally {
+      if (from !== staged) await fsp.rm(from, { force: true });
+      await this.discard(key, attemptId);
+    }
+    return 'committed';
+  }
+
+  /**
    * A commit refused because a file is at the output path: `duplicate` when it holds the same
    * bytes as this attempt's output, `conflict` when it differs (an earlier attempt of a task that
    * does not write the same bytes twice, or another writer: see CommitResult). Either way the
@@ -240,5 +288,15 @@ async function sameContent(a: string, b: string): Promise<boolean> {
     return true;
   } finally {
     await Promise.all([fa.close(), fb.close()]);
+  }
+}
+
+/** Whether a file (a staged output) is on the filesystem of a folder, so that a rename can move it there. */
+async function sameDevice(file: string, dir: string): Promise<boolean> {
+  try {
+    const [a, b] = await Promise.all([fsp.stat(file), fsp.stat(dir)]);
+    return a.dev === b.dev;
+  } catch {
+    return true; // a missing staged file is told by the rename
   }
 }
