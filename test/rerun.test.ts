@@ -105,6 +105,9 @@ retries: { maxAttempts: 1 }
   assert.match(r2.stdout, /2\/2 tasks done, 0 failed/);
   assert.equal(readFileSync(path.join(dir, 'out/y.txt'), 'utf8'), 'y\n');
   assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'x.txt': 1, 'y.txt': 3 });
+  // attempt numbers go on (the log holds the attempts that wrote to it: the failed ones)
+  const log = await runCli(['logs', 'retry-map', '1', '--state-dir', 'my state'], { cwd: dir });
+  assert.match(log.stdout, /attempt 1\/1 .*\n.*\n.*attempt 2\/2 /);
 });
 
 test('a re-run plans inputs that appeared, counts those that changed, and --redo-changed redoes them, replacing each output atomically', async (t) => {
@@ -176,8 +179,11 @@ retries: { maxAttempts: 1 }
   const r4 = await runCli(['run', 'job.yaml', '--redo-changed'], { cwd: dir });
   assert.equal(r4.code, 1, r4.stderr + r4.stdout);
   assert.equal(out('b'), 'BRAVO\n');
-  const r5 = await runCli(['run', 'job.yaml'], { cwd: dir });
-  assert.doesNotMatch(r5.stdout, /changed since/);
+  // the next plain run retries the failed redo (it fails again), and finds nothing else changed
+  const r5 = await runCli(['run', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(r5.code, 1, r5.stderr + r5.stdout);
+  assert.equal(out('b'), 'BRAVO\n');
+  assert.deepEqual(JSON.parse(r5.stdout).inputs, { added: 0, waiting: 0, changed: 0, redone: 0 });
   assert.deepEqual(Object.fromEntries(runsOf(dir)), {
     '0.txt': 1,
     'a.txt': 2,
@@ -213,4 +219,37 @@ steps:
   // nothing changed since: a second --fresh redoes nothing
   assert.equal((await runCli(['run', 'job.yaml', '--fresh'], { cwd: dir })).code, 0);
   assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'up-a.txt': 1, 'up-b.txt': 2, all: 2 });
+  // a new input of a step that another step reads is counted by a plain re-run, planned by --fresh
+  writeFiles(dir, { 'in/c.txt': 'charlie\n' });
+  const plain = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(plain.code, 0, plain.stderr + plain.stdout);
+  assert.match(
+    plain.stdout,
+    /1 new input\(s\) not planned: other steps read the step they belong to; corral run job\.yaml --fresh plans them/,
+  );
+  assert.equal((await runCli(['run', 'job.yaml', '--fresh'], { cwd: dir })).code, 0);
+  assert.equal(readFileSync(path.join(dir, 'all.txt'), 'utf8'), 'ALPHA\nBRAVO TWO\nCHARLIE\n');
+  assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'up-a.txt': 1, 'up-b.txt': 2, 'up-c.txt': 1, all: 3 });
+});
+
+test('a file that appears in a glob and maps to the output of a planned input is refused on re-run, naming both', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'a\n',
+    'job.yaml': `name: clash-later
+tasks:
+  map: { glob: 'in/*' }
+  command: 'cat {input}'
+outputs: out/{input.stem}
+`,
+  });
+  assert.equal((await runCli(['run', 'job.yaml'], { cwd: dir })).code, 0);
+  writeFiles(dir, { 'in/a.csv': 'other\n' });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 2, r.stderr + r.stdout);
+  assert.match(
+    r.stderr,
+    /\ncorral: error: outputs: "out\/\{input\.stem\}" gives out\/a for both "in\/a\.txt" and "in\/a\.csv": one result would be lost \(fix: .*\)\n$/,
+  );
+  assert.equal(readFileSync(path.join(dir, 'out/a'), 'utf8'), 'a\n');
 });

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { discardPrestarted, type PrestartedWorker } from '../../compute/local/local-compute.js';
 import { assertStateDirHoldsNoOutputs, resolveStateDir } from '../../engine/state-dir.js';
 import { shellQuote } from '../../engine/template.js';
+import { UsageError } from '../../spec/errors.js';
 import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, parsePositiveInt, printJson } from '../output.js';
@@ -69,7 +70,15 @@ export function register(program: Command): void {
       '\nExit codes: 0 all tasks done, 1 some tasks failed (dead letters), 2 bad input, 130 interrupted.\nExample: corral run examples/checksums/job.yaml',
     )
     .action(async (file: string, flags: RunFlags) => {
-      if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
+      if ((flags as ClusterFlags).cluster) {
+        if (flags.redoChanged)
+          throw new UsageError(
+            '--redo-changed',
+            'is for runs on this machine: a cluster re-run resumes from its bucket and does not look at changed inputs yet',
+            'run without --redo-changed, or run the job here',
+          );
+        return runOnCluster(file, flags as ClusterFlags);
+      }
       // The workers start first, and the job's modules load meanwhile (file reads off the main
       // thread): their Node start-up overlaps the loading of the job.
       const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
