@@ -124,6 +124,8 @@ outputs: out/{input.stem}.up
 retries: { maxAttempts: 1 }
 `,
   });
+  const help = await runCli(['run', '--help'], { cwd: dir });
+  assert.match(help.stdout, /--redo-changed +run again the tasks whose input file changed/);
   const out = (n: string) => readFileSync(path.join(dir, 'out', `${n}.up`), 'utf8');
   assert.equal((await runCli(['run', 'job.yaml'], { cwd: dir })).code, 0);
   // a file that sorts first appears, another changes
