@@ -30,8 +30,11 @@ test('fs store: the first commit wins, a later attempt never replaces it, staged
   writeFileSync(b, 'second');
   assert.equal(await store.exists('out/x.txt'), false);
   assert.equal(await store.commit('out/x.txt', '1-w1'), 'committed');
-  assert.equal(await store.commit('out/x.txt', '2-w2'), 'duplicate');
+  // a later attempt's different bytes are refused as a conflict, the same bytes as a duplicate
+  assert.equal(await store.commit('out/x.txt', '2-w2'), 'conflict');
   assert.equal(readFileSync(path.join(root, 'out/x.txt'), 'utf8'), 'first');
+  writeFileSync(await store.stage('out/x.txt', '3-w3'), 'first');
+  assert.equal(await store.commit('out/x.txt', '3-w3'), 'duplicate');
   assert.equal(await store.commit('out/y.txt', '1-w1'), 'missing');
   const listed = [];
   for await (const k of store.list()) listed.push(k);
@@ -136,7 +139,7 @@ test('fs store: a commit into a folder on another filesystem is atomic and first
     writeFileSync(a, 'first');
     writeFileSync(b, 'second');
     assert.equal(await store.commit('out/sub/x.txt', '1-w1'), 'committed');
-    assert.equal(await store.commit('out/sub/x.txt', '2-w2'), 'duplicate');
+    assert.equal(await store.commit('out/sub/x.txt', '2-w2'), 'conflict');
     assert.equal(readFileSync(path.join(other, 'sub/x.txt'), 'utf8'), 'first');
     assert.equal(await store.commit('out/sub/y.txt', '3-w1'), 'missing');
     // a copy of a killed commit (a hidden name beside the output) is never taken for an output
@@ -178,4 +181,30 @@ test('run: outputs in a symlinked folder on another filesystem are committed (no
     assert.equal(again.code, 0, again.stdout + again.stderr);
     assert.deepEqual(readdirSync(other).sort(), ['a.txt', 'b.txt', 'c.txt']);
   });
+});
+
+test('an output path that another writer fills while the task runs fails the task, naming the path; it never counts as done', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'a\n',
+    'in/b.txt': 'b\n',
+    // a.txt's output is written from outside (as a second task whose path differs only by case
+    // would on a case-insensitive file system) while the task runs, with other bytes; b.txt's
+    // with the same bytes as the task's result, which is harmless
+    'job.yaml': `name: clash
+tasks:
+  map: { glob: 'in/*.txt' }
+  command: 'mkdir -p out; if [ {input.name} = a.txt ]; then echo outside > out/{input.name}; else cat {input} > out/{input.name}; fi; cat {input}'
+outputs: out/{input.name}
+`,
+  });
+  const r = await runCli(['run', 'job.yaml'], { cwd: dir });
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /job clash failed: 1\/2 tasks done, 1 failed/);
+  assert.match(
+    r.stdout,
+    /task 0: its output out\/a\.txt was written by something else while the task ran .* after 1 attempt\(s\)/,
+  );
+  assert.equal(readFileSync(path.join(dir, 'out/a.txt'), 'utf8'), 'outside\n', 'the file there was replaced');
+  assert.equal(readFileSync(path.join(dir, 'out/b.txt'), 'utf8'), 'b\n');
 });

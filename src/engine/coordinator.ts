@@ -56,14 +56,42 @@ export interface RunSummary {
   readonly seconds: number;
   /** True when this run continued an earlier one. */
   readonly resumed: boolean;
+  /**
+   * What this run gave another go, when it continued a run that left failures: dead tasks
+   * (their attempts again), skipped tasks, and steps skipped whole. Absent when there were none.
+   */
+  readonly retried?: { readonly dead: number; readonly skipped: number; readonly steps: number };
+  /**
+   * What a re-run found of the inputs of its glob maps: files that appeared since the last run,
+   * planned as new tasks (`added`) or not (`waiting`: other steps read that step; `--fresh` plans
+   * them), and inputs that changed since their outputs were made (`changed`), of which `redone`
+   * run again (`redoChanged`). Absent on a first or `--fresh` run.
+   */
+  readonly inputs?: {
+    readonly added: number;
+    readonly waiting: number;
+    readonly changed: number;
+    readonly redone: number;
+  };
 }
 
 /** Options of a run. */
 export interface RunOptions {
   /** State folder. @default ./.corral */
   readonly stateDir: string;
-  /** Forget the job's earlier state (committed outputs still count as done). @default false */
+  /**
+   * Forget the job's earlier state and plan its tasks again: committed outputs still count as
+   * done, unless one of their inputs is newer than them (then the task runs again and replaces it).
+   * @default false
+   */
   readonly fresh?: boolean;
+  /**
+   * On a re-run, run again the tasks whose input file changed (size or mtime) since their output
+   * was made, replacing each output atomically (a failing redo leaves the old one). Glob maps
+   * that no other step reads; without it, a re-run only counts them (`RunSummary.inputs`).
+   * @default false
+   */
+  readonly redoChanged?: boolean;
   /** Overrides the spec's concurrency. @default - the spec's */
   readonly concurrency?: number;
   /** Called a few times a second while the job runs. */
@@ -317,7 +345,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       for (const e of ev.unplanned)
         log.error({ event: 'unplanned', ...e }, `step ${e.step} cannot be planned: ${e.reason}`);
     };
+    const retried = resumed ? retryFailures(dag, log) : undefined;
     const orphans = resumed ? await reconcile(queue, dag, store, log) : [];
+    const inputs = resumed ? await lookAtInputs(dag, opts.redoChanged === true, log) : undefined;
     queue.setMeta('started_at', String(started));
     log.info(
       { event: resumed ? 'resumed' : 'started', pid: process.pid },
@@ -477,6 +507,8 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
       resumed,
+      ...(retried ? { retried } : {}),
+      ...(inputs ? { inputs } : {}),
     };
   } catch (err) {
     if (compute) {
@@ -516,6 +548,39 @@ function workStarted(queue: SqliteQueue): boolean {
   }
 }
 
+/** A re-run of a job that left failures retries them (see DagState.retryFailed); logged. */
+function retryFailures(dag: DagState, log: Logger): RunSummary['retried'] {
+  const r = dag.retryFailed();
+  if (r.dead + r.skipped + r.steps === 0) return undefined;
+  log.info(
+    { event: 'retried', ...r },
+    `retrying ${r.dead} failed and ${r.skipped} skipped task(s), ${r.steps} skipped step(s) of the last run`,
+  );
+  return r;
+}
+
+/**
+ * A re-run looks at its glob maps' inputs again: plans the files that appeared, counts those
+ * that changed since their outputs were made, and with `redo` runs those again (logged).
+ */
+async function lookAtInputs(dag: DagState, redo: boolean, log: Logger): Promise<RunSummary['inputs']> {
+  const n = await dag.planNewInputs();
+  const c = await dag.changedInputs(redo);
+  const waiting = n.waiting.reduce((k, w) => k + w.inputs, 0);
+  if (n.added > 0) log.info({ event: 'planned-new', tasks: n.added }, `planned ${n.added} new input(s)`);
+  if (waiting > 0)
+    log.warn(
+      { event: 'new-inputs-waiting', steps: n.waiting },
+      `${waiting} new input(s) not planned: other steps read their step (run with --fresh)`,
+    );
+  if (c.changed > 0)
+    log.info(
+      { event: 'inputs-changed', changed: c.changed, redone: c.redone, steps: c.steps },
+      `${c.changed} input(s) changed since their outputs were made; ${c.redone} redone`,
+    );
+  return { added: n.added, waiting, changed: c.changed, redone: c.redone };
+}
+
 /**
  * Makes the state agree with the store, which is the truth: tasks whose output is committed are
  * done, and leases of workers from an earlier, dead coordinator are handed back, uncharged (the
@@ -535,8 +600,9 @@ async function reconcile(
     .all() as { id: number; payload: string }[];
   const found: number[] = [];
   for (const r of rows) {
-    const o = (JSON.parse(r.payload) as { o?: string }).o;
-    if (o !== undefined && (await store.exists(o))) found.push(r.id);
+    const p = JSON.parse(r.payload) as TaskPayload;
+    // a redo (--redo-changed) replaces its output: the old one is not its result
+    if (p.o !== undefined && p.r !== 1 && (await store.exists(p.o))) found.push(r.id);
   }
   if (found.length) {
     dag.markFound(found);

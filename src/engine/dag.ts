@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { type TaskCounts, type TaskPayload, taskLabel } from '../queue/queue.js';
@@ -337,12 +337,22 @@ export class DagState {
     return r.id;
   }
 
-  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): void {
-    this.db
+  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): number {
+    const r = this.db
       .prepare(
-        "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?)",
+        "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?) RETURNING id",
       )
-      .run(this.keyOf(st.name, p.i), st.name, JSON.stringify(p), st.retries.maxAttempts, reason, Date.now());
+      .get(
+        this.keyOf(st.name, p.i),
+        st.name,
+        JSON.stringify(p),
+        st.retries.maxAttempts,
+        reason,
+        Date.now(),
+      ) as {
+      id: number;
+    };
+    return r.id;
   }
 
   /**
@@ -495,7 +505,12 @@ export class DagState {
             // its input will never come: decided now, since the source's fate was passed on already
             if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure)
               this.insertRow(st, p, own.length);
-            else this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`);
+            // with its edge: a re-run that retries the source makes it wait for it again
+            else
+              edge.run(
+                r.id,
+                this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`),
+              );
             continue;
           }
           // an input that is already committed is no reason to wait
@@ -695,6 +710,179 @@ export class DagState {
         ? 'failed'
         : 'succeeded';
     return { status, skippedSteps, missingOutputs };
+  }
+
+  /**
+   * Gives a finished job's failures another go (a re-run of a failed job): dead tasks get their
+   * attempts again; skipped tasks wait again for what they need (deps left recomputed from the
+   * current states of their inputs and of their step's barriers); steps skipped whole are planned
+   * again; barriers that a failure had settled wait again. Committed work stays done. One write
+   * transaction (BEGIN IMMEDIATE): a deferred read-then-write could not upgrade its lock while a
+   * worker wrote. Returns what it reset.
+   */
+  retryFailed(): { dead: number; skipped: number; steps: number } {
+    return this.db
+      .transaction(() => {
+        const failedSteps = (
+          this.db.prepare("SELECT name FROM steps WHERE state = 'skipped'").all() as { name: string }[]
+        ).map((r) => r.name);
+        const c = this.queue.countsSync();
+        if (c.dead + c.skipped === 0 && failedSteps.length === 0) return { dead: 0, skipped: 0, steps: 0 };
+        // barriers a failure settled (their step's tasks were skipped): decided before the reset
+        const settled = (
+          this.db.prepare('SELECT step, needs FROM step_deps WHERE satisfied = 1').all() as {
+            step: string;
+            needs: string;
+          }[]
+        ).filter((d) => this.finished(d.needs).failed);
+        // a dead task below continueOnFailure released its dependents already: its edges are spent
+        for (const st of this.job.steps)
+          if (st.continueOnFailure)
+            this.db
+              .prepare(
+                "DELETE FROM deps WHERE task_id IN (SELECT id FROM tasks WHERE step = ? AND state = 'dead' AND propagated = 1)",
+              )
+              .run(st.name);
+        let dead = 0;
+        const revive = this.db.prepare(
+          `UPDATE tasks SET state = 'pending', max_attempts = attempts + ?, run_at = 0, owner = NULL,
+             lease_expires = NULL, finished_at = NULL, last_error = NULL, propagated = 0
+           WHERE step = ? AND state = 'dead'`,
+        );
+        for (const st of this.job.steps) dead += revive.run(st.retries.maxAttempts, st.name).changes;
+        const unskip = this.db
+          .prepare(
+            `UPDATE tasks SET state = 'blocked', deps_left = 0, finished_at = NULL, last_error = NULL, propagated = 0
+             WHERE state = 'skipped' RETURNING id`,
+          )
+          .all() as { id: number }[];
+        const unsettle = this.db.prepare('UPDATE step_deps SET satisfied = 0 WHERE step = ? AND needs = ?');
+        for (const d of settled) unsettle.run(d.step, d.needs);
+        const replan = this.db.prepare('DELETE FROM steps WHERE name = ?');
+        for (const name of failedSteps) replan.run(name);
+        // what each task still waits for: its inputs not done yet, and its step's open barriers
+        const wait = this.db.prepare(
+          `UPDATE tasks SET deps_left =
+             (SELECT count(*) FROM deps d JOIN tasks s ON s.id = d.task_id WHERE d.dependent_id = tasks.id AND s.state <> 'done')
+             + (SELECT count(*) FROM step_deps sd WHERE sd.step = tasks.step AND sd.satisfied = 0)
+           WHERE id = ?`,
+        );
+        const ready = this.db.prepare("UPDATE tasks SET state = 'pending' WHERE id = ? AND deps_left <= 0");
+        for (const r of unskip) {
+          wait.run(r.id);
+          ready.run(r.id);
+        }
+        this.expandedAll = false;
+        return { dead, skipped: unskip.length, steps: failedSteps.length };
+      })
+      .immediate();
+  }
+
+  /** Steps that read the outputs of a step or wait for it (`outputsOf`, `reduce`, `needs`). */
+  private readersOf(name: string): string[] {
+    return this.job.steps
+      .filter((s) => s.map?.outputsOf === name || this.barriers(s).includes(name))
+      .map((s) => s.name);
+  }
+
+  /**
+   * Steps whose inputs a re-run looks at again: planned local glob maps that wait for no step
+   * (their inputs are the user's files, not what earlier steps write).
+   */
+  private globSteps(): StepDef[] {
+    if (this.job.format === 'hyperflow' || !this.expand.stamp) return [];
+    return this.job.steps.filter(
+      (st) =>
+        st.map?.glob !== undefined &&
+        !st.map.glob.startsWith('s3://') &&
+        this.barriers(st).length === 0 &&
+        this.stepState(st.name) === 'expanded',
+    );
+  }
+
+  /**
+   * On a re-run: lists the glob of each planned glob map again and plans the files that appeared
+   * since, as new tasks keyed after the last one (an existing key never changes meaning), checked
+   * for output collisions with the step's other tasks. Files of a step that other steps read are
+   * counted, not planned (those steps' plans are fixed: `--fresh` plans them all again).
+   */
+  async planNewInputs(): Promise<{ added: number; waiting: Array<{ step: string; inputs: number }> }> {
+    let added = 0;
+    const waiting: Array<{ step: string; inputs: number }> = [];
+    for (const st of this.globSteps()) {
+      const rows = (
+        this.db.prepare('SELECT payload FROM tasks WHERE step = ?').all(st.name) as { payload: string }[]
+      ).map((r) => JSON.parse(r.payload) as TaskPayload);
+      const known = new Set(rows.map((p) => p.p));
+      let next = rows.reduce((n, p) => Math.max(n, p.i + 1), 0);
+      const collisions = outputCollisions(st, this.job.baseDir);
+      for (const p of rows) collisions?.(p);
+      const fresh: TaskPayload[] = [];
+      for await (const p of expandFileMap(this.job, st, this.expand)) {
+        if (known.has(p.p)) continue;
+        const base: TaskPayload = { ...p, i: next++ };
+        const q = st.outputs ? { ...base, o: outputKey(st.outputs, base, this.job.baseDir) } : base;
+        collisions?.(q);
+        fresh.push(q);
+      }
+      if (fresh.length === 0) continue;
+      if (this.readersOf(st.name).length > 0) {
+        waiting.push({ step: st.name, inputs: fresh.length });
+        continue;
+      }
+      this.db
+        .transaction(() => {
+          for (const p of fresh) this.insertRow(st, p, 0);
+          this.db.prepare('UPDATE steps SET tasks = tasks + ? WHERE name = ?').run(fresh.length, st.name);
+        })
+        .immediate();
+      added += fresh.length;
+    }
+    return { added, waiting };
+  }
+
+  /**
+   * Done tasks of glob maps whose input file differs now (size or mtime) from what their output
+   * was made from (its stamp at plan time); with `redo`, those of steps that no other step reads
+   * run again, their new output replacing the old one atomically (the task's stamp is renewed).
+   * Returns how many inputs changed, and how many of them are redone.
+   */
+  async changedInputs(redo: boolean): Promise<{ changed: number; redone: number; steps: string[] }> {
+    let changed = 0;
+    let redone = 0;
+    const steps = new Set<string>();
+    for (const st of this.globSteps()) {
+      const rows = this.db
+        .prepare("SELECT id, payload FROM tasks WHERE step = ? AND state = 'done'")
+        .all(st.name) as { id: number; payload: string }[];
+      const renew: Array<{ id: number; p: TaskPayload }> = [];
+      for (const r of rows) {
+        const p = JSON.parse(r.payload) as TaskPayload;
+        if (p.p === undefined || p.z === undefined) continue;
+        let now: { size: number; mtimeMs: number };
+        try {
+          now = await fsp.stat(path.resolve(this.job.baseDir, p.p));
+        } catch {
+          continue; // a file gone is not planned again; its output stays what it was
+        }
+        if (now.size === p.z && now.mtimeMs === p.m) continue;
+        changed++;
+        steps.add(st.name);
+        renew.push({ id: r.id, p: { ...p, z: now.size, m: now.mtimeMs, r: 1 } });
+      }
+      if (!redo || renew.length === 0 || this.readersOf(st.name).length > 0) continue;
+      const again = this.db.prepare(
+        `UPDATE tasks SET payload = ?, state = 'pending', max_attempts = attempts + ?, run_at = 0,
+           finished_at = NULL, outcome = NULL WHERE id = ? AND state = 'done'`,
+      );
+      this.db
+        .transaction(() => {
+          for (const { id, p } of renew)
+            redone += again.run(JSON.stringify(p), st.retries.maxAttempts, id).changes;
+        })
+        .immediate();
+    }
+    return { changed, redone, steps: [...steps] };
   }
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */

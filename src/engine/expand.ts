@@ -239,8 +239,9 @@ export interface ExpandOptions {
   /** Lists and reads `s3://` inputs; without it (a local run) such inputs are refused. @default - none */
   readonly s3?: S3Client;
   /**
-   * Records each local chunk input's size and mtime in its tasks, which check them before they
-   * run: only where workers read the very file that was planned (a local run), not a copy.
+   * Records each local input file's size and mtime in its tasks: a chunk task checks them before
+   * it runs, and a re-run finds the inputs that changed since their outputs were made (glob
+   * maps). Only where workers read the very file that was planned (a local run), not a copy.
    * @default false
    */
   readonly stamp?: boolean;
@@ -289,8 +290,10 @@ export async function* expandFileMap(
     return;
   }
   if (map.glob !== undefined) {
-    for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`))
-      yield withOutput({ i: i++, p: relPath(baseDir, f) });
+    for (const f of await matchFiles(baseDir, map.glob, `${field}.glob`)) {
+      const st = opts.stamp ? await fsp.stat(f) : undefined;
+      yield withOutput({ i: i++, p: relPath(baseDir, f), ...(st ? { z: st.size, m: st.mtimeMs } : {}) });
+    }
   } else if (map.chunks !== undefined) {
     for (const f of await matchFiles(baseDir, map.chunks, `${field}.chunks`)) {
       const p = relPath(baseDir, f);

@@ -19,12 +19,18 @@ export interface TaskPayload {
   /** Chunk end byte, exclusive (chunk maps). */
   readonly e?: number;
   /**
-   * Size (bytes) and modification time (ms) of a chunk's input file when its chunks were planned
-   * (local chunk maps): a task whose input differs when it starts fails, rather than reading
-   * bytes that are no longer the planned chunk.
+   * Size (bytes) and modification time (ms) of the input file when the task was planned (local
+   * glob and chunk maps): what its output is made from. A chunk task whose input differs when it
+   * starts fails, rather than reading bytes that are no longer the planned chunk; a re-run counts
+   * the glob tasks whose input differs now (`--redo-changed` redoes them).
    */
   readonly z?: number;
   readonly m?: number;
+  /**
+   * 1: run the task even though its output exists, and replace that output atomically (its input
+   * changed since the output was made: `--redo-changed`). @default - absent (an existing output is the result)
+   */
+  readonly r?: 1;
   /** Output key in the store, relative to its root. */
   readonly o?: string;
   /** Input keys in the store (a reduce's inputs; a HyperFlow process's input files). */

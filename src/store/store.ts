@@ -10,7 +10,13 @@ export interface Store {
   /** A local file path where attempt `attemptId` of the task with output `key` writes its output. */
   stage(key: string, attemptId: string): Promise<string>;
   /** Makes the attempt's staged output the task's output, unless one is committed already. */
-  commit(key: string, attemptId: string): Promise<'committed' | 'duplicate' | 'missing'>;
+  commit(key: string, attemptId: string): Promise<CommitResult>;
+  /**
+   * Makes the attempt's staged output the task's output in place of the one committed (a redo of
+   * a task whose input changed), atomically: a reader sees the old output or the new one, never
+   * none nor a part. Only the folder store can (absent elsewhere).
+   */
+  replace?(key: string, attemptId: string): Promise<'committed' | 'missing'>;
   /** Drops an attempt's staged output. */
   discard(key: string, attemptId: string): Promise<void>;
   /** Whether an output is committed. */
@@ -18,3 +24,13 @@ export interface Store {
   /** Committed output keys below a prefix. */
   list(prefix?: string): AsyncIterable<string>;
 }
+
+/**
+ * How a commit ended: `committed` (this attempt's output is the result), `duplicate` (a result
+ * was there already: an earlier attempt's, or the same bytes), `conflict` (a different file was
+ * at the output path, left as it was: an earlier attempt of a task whose output varies, or
+ * another writer: a task whose output path differs only by case on a case-insensitive file
+ * system, a process outside corral; only the caller can tell which), `missing` (the attempt
+ * wrote no output). Only the folder store tells `conflict` from `duplicate`.
+ */
+export type CommitResult = 'committed' | 'duplicate' | 'conflict' | 'missing';

@@ -75,6 +75,11 @@ export interface WorkerAgentOptions {
    * @default - always the task's result
    */
   readonly ownsOutput?: (lease: Lease, key: string) => Promise<boolean | undefined>;
+  /**
+   * Whether a task's own output is older than one of its inputs (made before that input
+   * changed): the task runs again and its output is replaced (`Store.replace`). @default - never
+   */
+  readonly outputStale?: (p: TaskPayload, key: string) => Promise<boolean>;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -409,9 +414,16 @@ export class WorkerAgent {
     const p = lease.payload;
     const key = p.o;
     let startedAt = Date.now();
+    // an output made from an input that changed since is made again, and replaces it
+    let redo = false;
     if (key !== undefined && (await store.exists(key))) {
       const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
-      if (own) return { ok: true, outcome: 'found', startedAt };
+      if (own) {
+        redo =
+          store.replace !== undefined &&
+          (p.r === 1 || (this.o.outputStale !== undefined && (await this.o.outputStale(p, key))));
+        if (!redo) return { ok: true, outcome: 'found', startedAt };
+      }
       if (own === false)
         return {
           ok: false,
@@ -596,7 +608,7 @@ export class WorkerAgent {
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
     let c: Awaited<ReturnType<Store['commit']>>;
     try {
-      c = await store.commit(key, attemptId);
+      c = redo ? await store.replace!(key, attemptId) : await store.commit(key, attemptId);
     } catch (err) {
       if (isTransient(err)) throw err;
       // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
@@ -611,6 +623,19 @@ export class WorkerAgent {
         logPath: log.written ? logPath : undefined,
         startedAt,
       };
+    }
+    if (c === 'conflict') {
+      // a different file at the output path is the result only if an earlier attempt of this
+      // task may have committed it; otherwise this result would be lost while the task passed
+      if (this.o.ownsOutput && (await this.o.ownsOutput(lease, key)) !== true)
+        return {
+          ok: false,
+          error: `its output ${key} was written by something else while the task ran (another task whose output path differs only by case on a case-insensitive file system, or a process outside corral), with other content: this result was not committed and the file there was left as it is; have only this task write ${key}, or remove it and run again`,
+          logPath: log.written ? logPath : undefined,
+          startedAt,
+          final: true,
+        };
+      return { ok: true, outcome: 'duplicate', startedAt };
     }
     return { ok: true, outcome: c, startedAt };
   }
@@ -737,7 +762,8 @@ export function taskEnv(vars: Record<string, string>): Record<string, string> {
  * read nothing, or other bytes, and "succeed".
  */
 async function inputChanged(p: TaskPayload, baseDir: string): Promise<string | undefined> {
-  if (p.z === undefined || p.p === undefined) return undefined;
+  // a whole file is read as it is when the task runs (its stamp tells a re-run what the output was made from)
+  if (p.z === undefined || p.p === undefined || p.s === undefined) return undefined;
   const planned = `${p.z} bytes, modified ${new Date(p.m ?? 0).toISOString()}`;
   const fix = 'restore it, or run again with --fresh to plan its chunks anew';
   let now: { size: number; mtimeMs: number };

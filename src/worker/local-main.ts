@@ -11,7 +11,7 @@ import { EXIT_NO_SPACE, isNoSpace } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { WorkerAgent } from './agent.js';
-import { ownOutputCheck } from './preexisting.js';
+import { ownOutputCheck, staleOutputCheck } from './preexisting.js';
 
 /** What the coordinator hands a local worker process (as JSON in argv, or in a `config` message). */
 export interface LocalWorkerConfig {
@@ -35,6 +35,7 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
   const store = new FsStore(cfg.storeRoot, { scope: job.spec.name });
   const host = os.hostname();
   const ownsOutput = ownOutputCheck(queue, store);
+  const outputStale = staleOutputCheck(store);
   const agents = cfg.ids.map(
     (id) =>
       new WorkerAgent({
@@ -49,6 +50,7 @@ async function main(cfg: LocalWorkerConfig, early: Message[]): Promise<void> {
         onIdle: () => send({ type: 'idle' }),
         holdUntilWake: cfg.hold,
         ownsOutput,
+        outputStale,
       }),
   );
   const onMessage = (m: Message) => {

@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
-import type { Lease } from '../queue/queue.js';
+import path from 'node:path';
+import type { Lease, TaskPayload } from '../queue/queue.js';
 import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import type { FsStore } from '../store/fs/fs-store.js';
 
@@ -28,5 +29,31 @@ export function ownOutputCheck(
     } catch {
       return undefined; // gone meanwhile: the task runs as if it had never been there
     }
+  };
+}
+
+/**
+ * Whether a task's existing output is older than one of its inputs (its input file, or the
+ * outputs it reads: a reduce's, a map over an earlier step's), as `make` decides: that input
+ * changed after the output was made (`--fresh` after an input was edited, or a redone earlier
+ * task), so the task runs again and replaces it. An input that cannot be read is no reason.
+ */
+export function staleOutputCheck(store: FsStore): (p: TaskPayload, key: string) => Promise<boolean> {
+  const mtime = async (f: string) => {
+    try {
+      return (await stat(f)).mtimeMs;
+    } catch {
+      return undefined;
+    }
+  };
+  return async (p, key) => {
+    const made = await mtime(store.pathOf(key));
+    if (made === undefined) return false;
+    const inputs = [...(p.p !== undefined && !p.p.startsWith('s3://') ? [p.p] : []), ...(p.ins ?? [])];
+    for (const f of inputs) {
+      const m = await mtime(path.resolve(store.root, f));
+      if (m !== undefined && m > made) return true;
+    }
+    return false;
   };
 }

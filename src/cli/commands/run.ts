@@ -6,6 +6,8 @@ import {
   assertWritableStateDir,
   resolveStateDir,
 } from '../../engine/state-dir.js';
+import { shellQuote } from '../../engine/template.js';
+import { UsageError } from '../../spec/errors.js';
 import { MAX_CONCURRENCY } from '../../spec/limits.js';
 import { prestartFor, takeEarly } from '../early-start.js';
 import { formatSeconds, inputToOutput, parsePositiveInt, printJson } from '../output.js';
@@ -17,6 +19,7 @@ interface RunFlags {
   stateDir?: string;
   concurrency?: number;
   fresh?: boolean;
+  redoChanged?: boolean;
   json?: boolean;
   quiet?: boolean;
   var: string[];
@@ -42,7 +45,11 @@ export function register(program: Command): void {
     )
     .option(
       '--fresh',
-      'forget earlier state of this job and plan its tasks again (committed outputs still count)',
+      'forget earlier state of this job and plan its tasks again (committed outputs still count, unless an input is newer than its output)',
+    )
+    .option(
+      '--redo-changed',
+      'run again the tasks whose input file changed since their output was made, replacing each output atomically',
     )
     .option('--json', 'print the summary as JSON on stdout')
     .option('-q, --quiet', 'no progress output')
@@ -73,7 +80,15 @@ export function register(program: Command): void {
     )
     .action(async (file: string, flags: RunFlags) => {
       if (flags.dryRun) return dryRunLocal(file, flags);
-      if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
+      if ((flags as ClusterFlags).cluster) {
+        if (flags.redoChanged)
+          throw new UsageError(
+            '--redo-changed',
+            'is for runs on this machine: a cluster re-run resumes from its bucket and does not look at changed inputs yet',
+            'run without --redo-changed, or run the job here',
+          );
+        return runOnCluster(file, flags as ClusterFlags);
+      }
       // The workers start first, and the job's modules load meanwhile (file reads off the main
       // thread): their Node start-up overlaps the loading of the job.
       const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
@@ -174,6 +189,7 @@ async function runLocal(
     summary = await runJob(job, {
       stateDir,
       fresh: flags.fresh,
+      redoChanged: flags.redoChanged,
       concurrency: flags.concurrency,
       prestarted,
       onProgress: (p) => view.update(p),
@@ -192,6 +208,26 @@ async function runLocal(
     out.write(
       `job ${summary.job} ${summary.status}: ${c.done}/${c.total} tasks done, ${c.dead} failed${c.skipped ? `, ${c.skipped} skipped` : ''} in ${formatSeconds(summary.seconds)}${summary.resumed ? ' (resumed)' : ''}\n`,
     );
+    if (summary.retried)
+      out.write(
+        `retried the last run's failures: ${summary.retried.dead} failed and ${summary.retried.skipped} skipped task(s)${summary.retried.steps ? `, ${summary.retried.steps} skipped step(s)` : ''}\n`,
+      );
+    const ins = summary.inputs;
+    if (ins?.added) out.write(`planned ${ins.added} new input(s) since the last run\n`);
+    if (ins?.waiting)
+      out.write(
+        `${ins.waiting} new input(s) not planned: other steps read the step they belong to; ${retryCommand(file, flags)} --fresh plans them (and redoes what they change)\n`,
+      );
+    if (ins?.redone)
+      out.write(`redid ${ins.redone} task(s) whose input changed since their output was made\n`);
+    if (ins && ins.changed > ins.redone)
+      out.write(
+        `${ins.changed - ins.redone} input(s) changed since their outputs were made; ${
+          flags.redoChanged
+            ? `other steps read theirs: ${retryCommand(file, flags)} --fresh`
+            : `${retryCommand(file, flags)} --redo-changed`
+        } redoes them\n`,
+      );
     if (summary.outputs) out.write(`results: ${path.relative(process.cwd(), summary.outputs) || '.'}/\n`);
     if (summary.deadLetters.length > 0) {
       out.write('failed tasks (dead letters):\n');
@@ -213,9 +249,25 @@ async function runLocal(
       out.write('run the same command again to plan them (finished tasks do not run again)\n');
     }
     if (summary.status === 'interrupted') out.write(`interrupted: run the same command again to resume\n`);
+    if (summary.status === 'failed')
+      out.write(
+        `to retry the failed and skipped tasks (done ones do not run again): ${retryCommand(file, flags)}\n`,
+      );
     out.write(
       `state: ${path.relative(process.cwd(), summary.stateDir)} (corral status ${summary.job}, corral logs ${summary.job})\n`,
     );
   }
   process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
+}
+
+/**
+ * The command that retries a failed run: the same job, state folder and workflow values, without
+ * `--fresh` (which would plan everything anew rather than retry).
+ */
+function retryCommand(file: string, flags: RunFlags): string {
+  const args = ['corral', 'run', file];
+  if (flags.stateDir && flags.stateDir !== '.corral') args.push('--state-dir', flags.stateDir);
+  for (const v of flags.var) args.push('--var', v);
+  if (flags.workdir) args.push('--workdir', flags.workdir);
+  return args.map(shellQuote).join(' ');
 }

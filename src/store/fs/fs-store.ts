@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { constants, promises as fsp, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { STAGING_DIR } from '../../spec/limits.js';
-import type { Store } from '../store.js';
+import type { CommitResult, Store } from '../store.js';
 
 /** Options of the folder store. */
 export interface FsStoreOptions {
@@ -59,7 +59,7 @@ export class FsStore implements Store {
     return p;
   }
 
-  async commit(key: string, attemptId: string): Promise<'committed' | 'duplicate' | 'missing'> {
+  async commit(key: string, attemptId: string): Promise<CommitResult> {
     const staged = this.stagingPath(key, attemptId);
     const final = this.pathOf(key);
     const dir = path.dirname(final);
@@ -82,10 +82,7 @@ export class FsStore implements Store {
       await fsp.link(staged, final);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') {
-        await this.discard(key, attemptId);
-        return 'duplicate';
-      }
+      if (code === 'EEXIST') return this.refused(key, attemptId, staged, final);
       if (code === 'EXDEV') {
         if (this.crossDevice.size >= 10_000) this.crossDevice.clear();
         this.crossDevice.add(dir);
@@ -114,7 +111,7 @@ export class FsStore implements Store {
     attemptId: string,
     staged: string,
     final: string,
-  ): Promise<'committed' | 'duplicate' | 'missing'> {
+  ): Promise<CommitResult> {
     const dir = path.dirname(final);
     const copy = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
     await fsp.mkdir(dir, { recursive: true });
@@ -144,13 +141,77 @@ export class FsStore implements Store {
       await fsp.link(copy, final);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      await this.discard(key, attemptId);
-      return 'duplicate';
+      return this.refused(key, attemptId, staged, final);
     } finally {
       await fsp.rm(copy, { force: true });
     }
     await this.discard(key, attemptId);
     return 'committed';
+  }
+
+  /**
+   * Replaces a committed output with the attempt's (a redo): the staged file is flushed and
+   * renamed over the output, so a reader sees the old output or the new one, never none nor a
+   * part. Across filesystems it is copied beside the output under a hidden name first.
+   */
+  async replace(key: string, attemptId: string): Promise<'committed' | 'missing'> {
+    const staged = this.stagingPath(key, attemptId);
+    const final = this.pathOf(key);
+    const dir = path.dirname(final);
+    await fsp.mkdir(dir, { recursive: true });
+    let from = staged;
+    if (this.crossDevice.has(dir) || !(await sameDevice(staged, dir))) {
+      from = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
+      try {
+        await fsp.copyFile(staged, from);
+      } catch (err) {
+        await fsp.rm(from, { force: true });
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+        throw err;
+      }
+    }
+    try {
+      if (this.fsync) {
+        let fh: fsp.FileHandle;
+        try {
+          fh = await fsp.open(from, 'r');
+        } catch {
+          return 'missing';
+        }
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }
+      try {
+        await fsp.rename(from, final);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing';
+        throw err;
+      }
+    } finally {
+      if (from !== staged) await fsp.rm(from, { force: true });
+      await this.discard(key, attemptId);
+    }
+    return 'committed';
+  }
+
+  /**
+   * A commit refused because a file is at the output path: `duplicate` when it holds the same
+   * bytes as this attempt's output, `conflict` when it differs (an earlier attempt of a task that
+   * does not write the same bytes twice, or another writer: see CommitResult). Either way the
+   * file there stays as it is and this attempt's output is dropped.
+   */
+  private async refused(
+    key: string,
+    attemptId: string,
+    staged: string,
+    final: string,
+  ): Promise<CommitResult> {
+    const same = await sameContent(staged, final).catch(() => false);
+    await this.discard(key, attemptId);
+    return same ? 'duplicate' : 'conflict';
   }
 
   async discard(key: string, attemptId: string): Promise<void> {
@@ -207,5 +268,35 @@ export class FsStore implements Store {
     };
     const relBase = path.relative(this.root, base).split(path.sep).join('/');
     yield* walk(base, relBase === '.' ? '' : relBase);
+  }
+}
+
+/** Whether two files hold the same bytes (read in blocks, stopping at the first difference). */
+async function sameContent(a: string, b: string): Promise<boolean> {
+  const [fa, fb] = await Promise.all([fsp.open(a, 'r'), fsp.open(b, 'r')]);
+  try {
+    const [sa, sb] = await Promise.all([fa.stat(), fb.stat()]);
+    if (sa.size !== sb.size) return false;
+    const ba = Buffer.allocUnsafe(1 << 16);
+    const bb = Buffer.allocUnsafe(1 << 16);
+    for (let pos = 0; pos < sa.size; ) {
+      const [ra, rb] = await Promise.all([fa.read(ba, 0, ba.length, pos), fb.read(bb, 0, bb.length, pos)]);
+      if (ra.bytesRead === 0 || ra.bytesRead !== rb.bytesRead) return false;
+      if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) return false;
+      pos += ra.bytesRead;
+    }
+    return true;
+  } finally {
+    await Promise.all([fa.close(), fb.close()]);
+  }
+}
+
+/** Whether a file (a staged output) is on the filesystem of a folder, so that a rename can move it there. */
+async function sameDevice(file: string, dir: string): Promise<boolean> {
+  try {
+    const [a, b] = await Promise.all([fsp.stat(file), fsp.stat(dir)]);
+    return a.dev === b.dev;
+  } catch {
+    return true; // a missing staged file is told by the rename
   }
 }
