@@ -307,6 +307,44 @@ async function endsOnSigterm(child: ReturnType<typeof startCli>): Promise<void> 
   assert.ok(seconds < 15, `ended ${seconds} s after SIGTERM`);
 }
 
+test('HyperFlow: {{vars}} are filled in every string of the document (signal names, refs, executable, stdout)', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in-a.txt': 'a\n',
+    'wf.json': JSON.stringify({
+      name: 'wf-{{tag}}',
+      processes: [
+        {
+          name: 'copy-{{tag}}',
+          function: '{{function}}',
+          config: {
+            executor: {
+              executable: '{{shell}}',
+              args: ['-c', 'cat in-{{tag}}.txt; echo {{tag}}'],
+              stdout: 'out-{{tag}}.txt',
+            },
+          },
+          ins: ['in-{{tag}}.txt'],
+          outs: ['out-{{tag}}.txt'],
+        },
+      ],
+      signals: [{ name: 'in-{{tag}}.txt' }, { name: 'out-{{tag}}.txt' }],
+      ins: ['in-{{tag}}.txt'],
+      outs: ['out-{{tag}}.txt'],
+    }),
+  });
+  const r = await runCli(
+    ['run', 'wf.json', '--var', 'tag=a', '--var', 'function=command', '--var', 'shell=sh', '--json'],
+    { cwd: dir },
+  );
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const s = JSON.parse(r.stdout);
+  assert.equal(s.job, 'wf-a');
+  assert.equal(s.counts.done, 1);
+  // config.executor.stdout: the process's stdout is the file, not its log
+  assert.equal(readFileSync(path.join(dir, 'out-a.txt'), 'utf8'), 'a\na\n');
+});
+
 test('HyperFlow: a 7 MB workflow (20,000 processes) is read as JSON, not through the YAML reader', async (t) => {
   const dir = tempDir(t);
   const n = 20_000;

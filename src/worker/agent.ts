@@ -494,7 +494,12 @@ export class WorkerAgent {
           extraEnv: { ...step.env, ...taskEnv(vars) },
           runner: this.runner,
           stdin,
-          stdoutFile: staged && !usesOutput ? staged : undefined,
+          stdoutFile:
+            staged && !usesOutput
+              ? staged
+              : p.stdout !== undefined
+                ? path.resolve(baseDir, p.stdout)
+                : undefined,
           log,
           timeoutMs: step.timeout,
           signal: this.abort.signal,
