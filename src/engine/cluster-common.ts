@@ -102,7 +102,7 @@ export async function eachLimit<T>(
 export async function uploadInputs(s: ClusterSession, files: Iterable<string>): Promise<number> {
   let uploaded = 0;
   await eachLimit(files, TRANSFERS_IN_FLIGHT, async (rel) => {
-    const abs = path.resolve(s.job.baseDir, rel);
+    const abs = s.job.external?.[rel] ?? path.resolve(s.job.baseDir, rel);
     const key = s.store.keyOf(`inputs/${rel.split(path.sep).join('/')}`);
     const size = statSync(abs).size;
     try {

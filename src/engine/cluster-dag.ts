@@ -389,6 +389,7 @@ function localInputs(job: LoadedJob): { upload: Set<string>; named: Set<string> 
   for (const st of job.steps) {
     if (st.module !== undefined) upload.add(path.relative(job.baseDir, path.resolve(job.baseDir, st.module)));
   }
+  for (const rel of Object.keys(job.external ?? {})) upload.add(rel);
   if (job.hyperflow) {
     const produced = new Set(job.hyperflow.flatMap((t) => t.payload.outs ?? []));
     for (const t of job.hyperflow) {

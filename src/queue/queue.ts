@@ -39,6 +39,8 @@ export interface TaskPayload {
   readonly outs?: readonly string[];
   /** Executable and arguments, run without a shell in the job folder (a HyperFlow process). */
   readonly argv?: readonly string[];
+  /** File of the job folder the command's stdout is written to, one of `outs` (HyperFlow `config.executor.stdout`). @default - the task's log */
+  readonly stdout?: string;
   /**
    * Files a cluster worker fetches into the job folder before the task runs, besides `p` and
    * `ins`: the outputs of the steps it `needs`, and local files its command names. Added by the

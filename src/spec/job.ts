@@ -469,6 +469,11 @@ export interface LoadedJob {
   }>;
   /** Files a HyperFlow workflow promises (its `outs`), checked when it ends. @default - none */
   readonly outs?: readonly string[];
+  /**
+   * Files outside `baseDir` a HyperFlow workflow on a cluster reads: the name it is staged at
+   * (relative to `baseDir`) → its absolute path on this machine, uploaded from there. @default - none
+   */
+  readonly external?: Readonly<Record<string, string>>;
 }
 
 /** The step name of a map job's tasks. */

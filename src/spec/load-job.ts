@@ -1,7 +1,7 @@
 import { importHyperflow, isHyperflow } from '../workflow/hyperflow.js';
 import { UsageError } from './errors.js';
 import { jobFromDocument, type LoadedJob } from './job.js';
-import { readYamlFile } from './load.js';
+import { MAX_SPEC_BYTES, MAX_WORKFLOW_JSON_BYTES, parseYamlText, readSpecText } from './load.js';
 
 /** Options that apply to some job formats only. */
 export interface LoadJobOptions {
@@ -9,6 +9,8 @@ export interface LoadJobOptions {
   readonly vars?: Readonly<Record<string, string>>;
   /** HyperFlow working directory. @default - the workflow file's folder */
   readonly workdir?: string;
+  /** The job runs on a cluster: HyperFlow inputs named by absolute paths are staged in the working directory. @default false */
+  readonly forCluster?: boolean;
 }
 
 /**
@@ -16,7 +18,27 @@ export interface LoadJobOptions {
  * HyperFlow workflow (JSON with `processes` and `signals`).
  */
 export function loadJob(file: string, opts: LoadJobOptions = {}): LoadedJob {
-  const src = readYamlFile(file);
+  const json = /\.json$/i.test(file);
+  const text = readSpecText(file, 'FILE', json ? MAX_WORKFLOW_JSON_BYTES : MAX_SPEC_BYTES);
+  if (json) {
+    // a big HyperFlow workflow parses in milliseconds as JSON, in seconds through the YAML reader
+    // (which keeps positions for error messages); a corral job or bad JSON goes on to it
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = undefined;
+    }
+    if (isHyperflow(data)) return importHyperflow(data, file, opts);
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_SPEC_BYTES)
+      throw new UsageError(
+        'FILE',
+        `${file} is ${bytes} bytes, more than ${MAX_SPEC_BYTES} (only a HyperFlow workflow may be bigger)`,
+        'pass a spec file, not data',
+      );
+  }
+  const src = parseYamlText(text, file);
   if (isHyperflow(src.data)) return importHyperflow(src.data, file, opts);
   if (opts.workdir !== undefined) {
     throw new UsageError(

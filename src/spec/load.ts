@@ -6,6 +6,8 @@ import { UsageError } from './errors.js';
 
 /** Largest spec file corral reads; a bigger one is refused before parsing. */
 export const MAX_SPEC_BYTES = 4 * 1024 * 1024;
+/** Largest HyperFlow workflow JSON corral reads (parsed as JSON, not through the YAML reader). */
+export const MAX_WORKFLOW_JSON_BYTES = 64 * 1024 * 1024;
 
 /** A parsed document together with what is needed to point at a field in it. */
 export interface SourceDocument {
@@ -19,14 +21,19 @@ export interface SourceDocument {
 
 /** Reads and parses a YAML (or JSON, which is YAML) file; syntax errors become UsageErrors. */
 export function readYamlFile(file: string, field = 'FILE'): SourceDocument {
+  return parseYamlText(readSpecText(file, field), file);
+}
+
+/** Reads a spec file's text; a file that is missing, not a file or over `max` bytes is refused. */
+export function readSpecText(file: string, field = 'FILE', max = MAX_SPEC_BYTES): string {
   let text: string;
   try {
     const st = statSync(file);
     if (!st.isFile()) throw new UsageError(field, `${file} is not a file`, 'pass the path of a spec file');
-    if (st.size > MAX_SPEC_BYTES) {
+    if (st.size > max) {
       throw new UsageError(
         field,
-        `${file} is ${st.size} bytes, more than ${MAX_SPEC_BYTES}`,
+        `${file} is ${st.size} bytes, more than ${max}`,
         'pass a spec file, not data',
       );
     }
@@ -39,7 +46,7 @@ export function readYamlFile(file: string, field = 'FILE'): SourceDocument {
       'check the path',
     );
   }
-  return parseYamlText(text, file);
+  return text;
 }
 
 /** Parses YAML text; aliases are limited so that a "billion laughs" document cannot exhaust memory. */

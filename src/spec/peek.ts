@@ -22,7 +22,10 @@ export function peekJob(file: string): JobPeek | undefined {
   try {
     // a spec this big is not one to start in a hurry (and past 4 MB the loader refuses it)
     if (statSync(file).size > PEEK_MAX_BYTES) return undefined;
-    doc = parse(readFileSync(file, 'utf8'), { logLevel: 'silent' }); // the real load reports problems
+    const text = readFileSync(file, 'utf8');
+    // JSON (a HyperFlow workflow) parses in milliseconds as JSON, in a second or more as YAML
+    doc = /\.json$/i.test(file) ? jsonOrUndefined(text) : undefined;
+    doc ??= parse(text, { logLevel: 'silent' }); // the real load reports problems
   } catch {
     return undefined;
   }
@@ -33,4 +36,12 @@ export function peekJob(file: string): JobPeek | undefined {
   const modules = steps.some((s) => typeof s === 'object' && s !== null && 'module' in s);
   const concurrency = typeof d.concurrency === 'number' && d.concurrency >= 1 ? d.concurrency : undefined;
   return { concurrency, modules };
+}
+
+function jsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

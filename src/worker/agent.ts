@@ -513,7 +513,13 @@ export class WorkerAgent {
     try {
       if (step.command !== undefined || step.exec !== undefined) {
         const usesOutput = step.command !== undefined && placeholdersIn(step.command).includes('output');
-        stdoutFile = staged && !usesOutput ? staged : undefined;
+        // the staged output, or a HyperFlow process's config.executor.stdout file
+        stdoutFile =
+          staged && !usesOutput
+            ? staged
+            : p.stdout !== undefined
+              ? path.resolve(baseDir, p.stdout)
+              : undefined;
         r = await runCommand({
           command: command!,
           cwd: baseDir,

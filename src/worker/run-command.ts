@@ -225,8 +225,12 @@ export function runnerCan(stdin: TaskStdin, extraEnv?: Readonly<Record<string, s
  * timeout counts from the moment the task starts, not from when it was queued in the forker.
  */
 async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise<TaskResult> {
+  // an executable and its arguments is run as by spawn: `exec` finds it on PATH, never a shell
+  // built-in of that name (`echo`, `test`, `printf` would otherwise be the shell's own)
   const body =
-    typeof o.command === 'string' ? o.command : [o.command.file, ...o.command.args].map(shellQuote).join(' ');
+    typeof o.command === 'string'
+      ? o.command
+      : `exec ${[o.command.file, ...o.command.args].map(shellQuote).join(' ')}`;
   const partLog = `${o.log.path}.part`;
   let pgid: number | undefined;
   let startedAt: number | undefined;

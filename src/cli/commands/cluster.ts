@@ -57,7 +57,7 @@ async function targetOf(flags: ClusterFlags) {
 export async function runOnCluster(file: string, flags: ClusterFlags): Promise<void> {
   const { loadJob, parseVars } = await import('../../spec/load-job.js');
   const { runClusterJob } = await import('../../engine/cluster-run.js');
-  const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir });
+  const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir, forCluster: true });
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();
   const onSignal = () => ac.abort();
