@@ -203,7 +203,7 @@ outputs: out/{input.name}
   assert.match(r.stdout, /job clash failed: 1\/2 tasks done, 1 failed/);
   assert.match(
     r.stdout,
-    /task 0: its output out\/a\.txt was written by something else while the task ran .* after 1 attempt\(s\)/,
+    /task 0 \(in\/a\.txt\): its output out\/a\.txt was written by something else while the task ran .* after 1 attempt\(s\)/,
   );
   assert.equal(readFileSync(path.join(dir, 'out/a.txt'), 'utf8'), 'outside\n', 'the file there was replaced');
   assert.equal(readFileSync(path.join(dir, 'out/b.txt'), 'utf8'), 'b\n');
