@@ -10,6 +10,7 @@ export {
 } from './engine/coordinator.js';
 export { expandTasks } from './engine/expand.js';
 export { type JobStatus, readJobStatus } from './engine/job-state.js';
+export { SqliteQueue, type SqliteQueueOptions } from './ledger/sqlite-queue.js';
 export type {
   Completion,
   DeadLetter,
@@ -20,7 +21,6 @@ export type {
   TaskCounts,
   TaskPayload,
 } from './queue/queue.js';
-export { SqliteQueue, type SqliteQueueOptions } from './queue/sqlite/sqlite-queue.js';
 export { UsageError } from './spec/errors.js';
 export {
   defineJob,

@@ -14,8 +14,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { SqliteQueue } from '../ledger/sqlite-queue.js';
 import type { Lease, NewTask, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import {

@@ -11,12 +11,12 @@ import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
 import type { ClusterTarget } from '../aws/outputs.js';
 import { preflightAws, usageErrorOf } from '../aws/preflight.js';
+import { jobPrefix } from '../protocol/keys.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP } from '../spec/job.js';
 import { S3Store } from '../store/s3/s3-store.js';
-import { jobPrefix } from '../worker/cluster-main.js';
 import {
   type BucketState,
   bucketState,

@@ -3,9 +3,9 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
+import { SqliteQueue, type WorkerRow } from '../ledger/sqlite-queue.js';
 import { eventStream, logLevel } from '../observe/log.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';

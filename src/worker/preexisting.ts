@@ -1,7 +1,16 @@
 import { stat } from 'node:fs/promises';
 import type { Lease } from '../queue/queue.js';
-import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
-import type { FsStore } from '../store/fs/fs-store.js';
+
+/** What the check reads of the job's state ledger: its attempts and when this run started. */
+export interface AttemptHistory {
+  readonly db: { prepare(sql: string): { get(...params: unknown[]): unknown } };
+  getMeta(k: string): string | undefined;
+}
+
+/** Where a local store keeps an output. */
+export interface LocalPaths {
+  pathOf(key: string): string;
+}
 
 /**
  * Whether an output that is there before a task runs is the task's own result, on one machine:
@@ -12,8 +21,8 @@ import type { FsStore } from '../store/fs/fs-store.js';
  * process outside corral), and the task is not done by it. Undefined: the file is gone.
  */
 export function ownOutputCheck(
-  queue: SqliteQueue,
-  store: FsStore,
+  queue: AttemptHistory,
+  store: LocalPaths,
 ): (lease: Lease, key: string) => Promise<boolean | undefined> {
   const leasedBefore = queue.db.prepare(
     "SELECT 1 FROM attempts WHERE task_id = ? AND outcome IN ('released', 'expired') LIMIT 1",

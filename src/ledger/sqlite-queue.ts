@@ -12,7 +12,7 @@ import type {
   Queue,
   TaskCounts,
   TaskPayload,
-} from '../queue.js';
+} from '../queue/queue.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** Options of the sqlite queue. */

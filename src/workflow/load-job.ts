@@ -1,7 +1,7 @@
-import { importHyperflow, isHyperflow } from '../workflow/hyperflow.js';
-import { UsageError } from './errors.js';
-import { jobFromDocument, type LoadedJob } from './job.js';
-import { readYamlFile } from './load.js';
+import { UsageError } from '../spec/errors.js';
+import { jobFromDocument, type LoadedJob } from '../spec/job.js';
+import { readYamlFile } from '../spec/load.js';
+import { importHyperflow, isHyperflow } from './hyperflow.js';
 
 /** Options that apply to some job formats only. */
 export interface LoadJobOptions {
