@@ -56,7 +56,7 @@ async function targetOf(flags: ClusterFlags) {
 /** `corral run FILE --cluster NAME`: the job's tasks run on the cluster's workers. */
 export async function runOnCluster(file: string, flags: ClusterFlags): Promise<void> {
   const { loadJob, parseVars } = await import('../../workflow/load-job.js');
-  const { runClusterJob } = await import('../../engine/cluster-run.js');
+  const { runClusterJob } = await import('../../transport/cluster/cluster-run.js');
   const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir });
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();

@@ -66,10 +66,7 @@ export function register(program: Command): void {
       if ((flags as ClusterFlags).cluster) return runOnCluster(file, flags as ClusterFlags);
       // The workers start first, and the job's modules load meanwhile (file reads off the main
       // thread): their Node start-up overlaps the loading of the job.
-      const modules = Promise.all([
-        import('../../workflow/load-job.js'),
-        import('../../engine/coordinator.js'),
-      ]);
+      const modules = Promise.all([import('../../workflow/load-job.js'), import('../../transport/local.js')]);
       modules.catch(() => {}); // awaited below; a failure is reported there
       const prestarted = takeEarly(file, flags.concurrency) ?? prestartFor(file, flags.concurrency);
       try {
@@ -85,9 +82,7 @@ async function runLocal(
   file: string,
   flags: RunFlags,
   prestarted: PrestartedWorker[],
-  modules: Promise<
-    [typeof import('../../workflow/load-job.js'), typeof import('../../engine/coordinator.js')]
-  >,
+  modules: Promise<[typeof import('../../workflow/load-job.js'), typeof import('../../transport/local.js')]>,
 ): Promise<void> {
   const [{ loadJob, parseVars }, { runJob }] = await modules;
   const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
