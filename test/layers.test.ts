@@ -238,3 +238,20 @@ test('no import cycle between modules', () => {
     [],
   );
 });
+
+test('the Compute port has one adapter, the local one; cloud pools scale themselves, and the port and ARCHITECTURE.md say so', () => {
+  const { files } = imports();
+  const adapters = files.filter((f) =>
+    /\bimplements\s+(?:[\w, ]+,\s*)?Compute\b/.test(readFileSync(path.join(SRC, f), 'utf8')),
+  );
+  assert.deepEqual(adapters, ['compute/local/local-compute.ts']);
+  const port = readFileSync(path.join(SRC, 'compute/compute.ts'), 'utf8');
+  assert.match(port, /On AWS there is none: a cluster's pools scale themselves/);
+  assert.doesNotMatch(port, /Adapters: .*on AWS, Auto Scaling/s);
+  const row = readFileSync(path.join(ROOT, 'ARCHITECTURE.md'), 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('| **Compute**'));
+  assert.match(row ?? '', /\| none: pools scale themselves/);
+  // and the pools do follow the backlog: the worker pool construct scales on it
+  assert.match(readFileSync(path.join(SRC, 'infra/worker-pool.ts'), 'utf8'), /BACKLOG_EXPRESSION/);
+});
