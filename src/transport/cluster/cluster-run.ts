@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createS3Client, createSqsClient, resolveAwsSettings } from '../../aws/clients.js';
 import type { ClusterTarget } from '../../aws/outputs.js';
 import { preflightAws, usageErrorOf } from '../../aws/preflight.js';
-import type { Progress, RunSummary } from '../../engine/coordinator.js';
+import type { RunSummary } from '../../engine/coordinator.js';
 import { expandTasks, isS3Url } from '../../engine/expand.js';
 import { sleep } from '../../engine/process-utils.js';
 import { jobPrefix } from '../../protocol/keys.js';
