@@ -10,8 +10,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runClusterJob } from '../src/engine/cluster-run.js';
 import { loadJobFile } from '../src/spec/job.js';
+import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { startPeer } from '../test/cluster-peer.js';
 import type { Bench, Row } from './lib.js';

@@ -4,7 +4,6 @@
  * `down`, and running a job on a cluster. Kept apart from `corral` because it loads aws-cdk-lib.
  */
 export { type ClusterTarget, resolveClusterTarget } from './aws/outputs.js';
-export { type ClusterRunOptions, runClusterJob } from './engine/cluster-run.js';
 export { ClusterAccess, type ClusterAccessProps } from './infra/cluster-access.js';
 export { ClusterBucket, type ClusterBucketProps } from './infra/cluster-bucket.js';
 export { ClusterStack, type ClusterStackProps } from './infra/cluster-stack.js';
@@ -27,3 +26,4 @@ export {
   loadClusterFile,
   type PoolSpec,
 } from './spec/cluster.js';
+export { type ClusterRunOptions, runClusterJob } from './transport/cluster/cluster-run.js';

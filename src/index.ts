@@ -6,10 +6,10 @@ export {
   type Progress,
   type RunOptions,
   type RunSummary,
-  runJob,
 } from './engine/coordinator.js';
 export { expandTasks } from './engine/expand.js';
 export { type JobStatus, readJobStatus } from './engine/job-state.js';
+export { SqliteQueue, type SqliteQueueOptions } from './ledger/sqlite-queue.js';
 export type {
   Completion,
   DeadLetter,
@@ -20,7 +20,6 @@ export type {
   TaskCounts,
   TaskPayload,
 } from './queue/queue.js';
-export { SqliteQueue, type SqliteQueueOptions } from './queue/sqlite/sqlite-queue.js';
 export { UsageError } from './spec/errors.js';
 export {
   defineJob,
@@ -32,5 +31,6 @@ export {
 } from './spec/job.js';
 export { FsStore, type FsStoreOptions } from './store/fs/fs-store.js';
 export type { Store } from './store/store.js';
+export { type LocalRunOptions, localAdapters, runJob } from './transport/local.js';
 export { WorkerAgent, type WorkerAgentOptions } from './worker/agent.js';
 export type { TaskContext, TaskFunction } from './worker/run-module.js';

@@ -18,8 +18,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
-import { runClusterJob } from '../src/engine/cluster-run.js';
 import { loadJobFile } from '../src/spec/job.js';
+import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { rng, startCli, tempDir, writeFiles } from './helpers.js';
 

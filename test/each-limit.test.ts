@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { eachLimit } from '../src/engine/cluster-common.js';
+import { eachLimit } from '../src/transport/cluster/cluster-common.js';
 
 const tick = () => new Promise((r) => setTimeout(r, 1));
 

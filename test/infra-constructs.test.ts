@@ -19,10 +19,9 @@ import {
 } from '../src/infra/prices.js';
 import { ecrImageOf, instanceUserData, shellQuote, workerUserData } from '../src/infra/user-data.js';
 import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
+import { jobPrefix, S3_LAYOUT } from '../src/protocol/keys.js';
 import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
-import { S3_LAYOUT } from '../src/store/s3/s3-store.js';
-import { jobPrefix } from '../src/worker/cluster-main.js';
 import { resolveIntrinsics } from './sandbox.js';
 
 const ECR_WORKER = '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { test } from 'node:test';
-import { SqliteQueue } from '../src/queue/sqlite/sqlite-queue.js';
+import { SqliteQueue } from '../src/ledger/sqlite-queue.js';
 import { tempDir } from './helpers.js';
 
 function open(t: Parameters<typeof tempDir>[0]) {

@@ -1,6 +1,8 @@
 /**
- * The Compute port: starts and stops the workers of a job. Adapters: `local` (child processes on
- * this machine) and, on AWS, Auto Scaling groups or ECS services from the cluster stack.
+ * The Compute port: starts and stops the workers of a job. One adapter: `local` (child processes
+ * on this machine). On AWS there is none: a cluster's pools scale themselves (each Auto Scaling
+ * group or ECS service follows the queue's backlog, src/infra/worker-pool.ts), and a cluster run
+ * starts and stops no worker.
  */
 export interface Compute {
   /** Starts workers until `count` run. */

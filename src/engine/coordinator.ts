@@ -2,16 +2,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
-import { LocalCompute, type PrestartedWorker } from '../compute/local/local-compute.js';
-import { eventStream, logLevel } from '../observe/log.js';
+import { SqliteQueue, type WorkerRow } from '../ledger/sqlite-queue.js';
 import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
-import { FsStore } from '../store/fs/fs-store.js';
-import { type Logger, pino } from '../vendor/pino.js';
+import type { Logger } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
+import type { LocalAdapters, OutputStore, WorkerTransport } from './ports.js';
 import { pidAlive } from './process-utils.js';
 import {
   assertWritableStateDir,
@@ -100,8 +98,6 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Milliseconds between progress checks. @default 200 */
   readonly tickMs?: number;
-  /** Worker processes the CLI started before loading the job (taken over, or stopped). @default none */
-  readonly prestarted?: PrestartedWorker[];
 }
 
 /**
@@ -272,7 +268,7 @@ function acquireLock(paths: JobPaths, name: string): void {
  * reconciles with the store, starts local workers, watches leases and progress, and drains.
  * Safe to call again after any interruption: completed tasks never run again.
  */
-export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSummary> {
+export async function runJob(job: LoadedJob, opts: RunOptions, adapters: LocalAdapters): Promise<RunSummary> {
   const started = Date.now();
   const name = job.spec.name;
   const concurrency = opts.concurrency ?? job.concurrency;
@@ -303,9 +299,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
     if (isNoSpace(err)) throw noSpaceFailure(name, paths.dir, (err as Error).message);
     throw unreadableState(err, paths, name) ?? err;
   }
-  const log = pino({ base: { job: name }, level: logLevel() }, eventStream(paths.events));
-  const store = new FsStore(job.baseDir, { scope: name });
-  let compute: LocalCompute | undefined;
+  const log = adapters.openLog(name, paths.events);
+  const store = adapters.openStore(job.baseDir, name);
+  let compute: WorkerTransport | undefined;
   /** Whether this run started its workers (from then on, a failure keeps the state). */
   let running = false;
   try {
@@ -378,7 +374,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         opts.signal?.addEventListener('abort', done, { once: true });
       });
     const runId = randomBytes(3).toString('hex');
-    compute = new LocalCompute({
+    compute = adapters.startWorkers({
       jobJson: paths.jobJson,
       db: paths.db,
       logsDir: paths.logs,
@@ -411,7 +407,6 @@ export async function runJob(job: LoadedJob, opts: RunOptions): Promise<RunSumma
         poke?.();
       },
       commandsOnly: job.steps.every((st) => st.module === undefined),
-      prestarted: opts.prestarted,
     });
     // The workers start (Node, imports, the state file) while the tasks are planned, and claim
     // once the plan is written: claiming during a long plan only slowed both down.
@@ -590,7 +585,7 @@ async function lookAtInputs(dag: DagState, redo: boolean, log: Logger): Promise<
 async function reconcile(
   queue: SqliteQueue,
   dag: DagState,
-  store: FsStore,
+  store: OutputStore,
   log: Logger,
 ): Promise<WorkerRow[]> {
   const orphans = queue.workers().filter((w) => w.state === 'running');

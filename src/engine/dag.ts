@@ -1,8 +1,8 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
+import type { SqliteQueue } from '../ledger/sqlite-queue.js';
 import { type TaskCounts, type TaskPayload, taskLabel } from '../queue/queue.js';
-import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
 import { placeholdersIn } from '../spec/placeholders.js';

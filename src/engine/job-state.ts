@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { SqliteQueue, type WorkerRow } from '../ledger/sqlite-queue.js';
 import type { DeadLetter, TaskCounts } from '../queue/queue.js';
-import { SqliteQueue, type WorkerRow } from '../queue/sqlite/sqlite-queue.js';
 import { UsageError } from '../spec/errors.js';
 import { pidAlive } from './process-utils.js';
 import { jobPaths, unreadableState } from './state-dir.js';

@@ -8,8 +8,8 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
+import { SqliteQueue } from '../ledger/sqlite-queue.js';
 import { describeInput, type TaskPayload } from '../queue/queue.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
 import type { LoadedJob } from '../spec/job.js';
 import { DagState } from './dag.js';
 

@@ -10,8 +10,8 @@ import type Database from 'better-sqlite3';
 import { pidAlive } from '../engine/process-utils.js';
 import { jobPaths } from '../engine/state-dir.js';
 import { workflowSteps } from '../engine/step-order.js';
+import { openStateDb } from '../ledger/sqlite-queue.js';
 import { describeInput, type TaskPayload, taskLabel } from '../queue/queue.js';
-import { openStateDb } from '../queue/sqlite/sqlite-queue.js';
 
 /** Tasks by state (the queue's TaskCounts, plus `skipped`: tasks of a workflow not run because a step they need failed). */
 export interface Counts {

@@ -1,4 +1,4 @@
-import { carveSubnets, cidrContains, cidrOverlaps, formatCidr, parseCidr } from '../infra/private/cidr.js';
+import { carveSubnets, cidrContains, cidrOverlaps, formatCidr, parseCidr } from '../util/cidr.js';
 import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 import { readYamlFile, validate } from './load.js';

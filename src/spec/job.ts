@@ -1,12 +1,12 @@
 import os from 'node:os';
 import path from 'node:path';
-import type { TaskPayload } from '../queue/queue.js';
 import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
 import { MAX_CONCURRENCY, RESERVED_DIRS } from './limits.js';
 import { readYamlFile, resolveFrom, type SourceDocument, validate } from './load.js';
 import { outputsMatchInput, outputsOverlap } from './overlap.js';
 import { PLACEHOLDERS, placeholdersIn } from './placeholders.js';
+import type { TaskPayload } from './task.js';
 import { durationField, sizeField } from './units.js';
 
 export { PLACEHOLDERS } from './placeholders.js';

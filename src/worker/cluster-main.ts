@@ -12,6 +12,7 @@ import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clie
 import { getSecretString } from '../aws/secrets.js';
 import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
+import { doneKey, jobPrefix } from '../protocol/keys.js';
 import type {
   Completion,
   DeadLetter,
@@ -83,16 +84,6 @@ export interface ClusterWorkerResult {
   readonly ran: number;
   /** Milliseconds from seeing the spot notice to having handed every lease back. */
   readonly releaseMs?: number;
-}
-
-/** Bucket prefix of a job. */
-export function jobPrefix(job: string): string {
-  return `jobs/${job}/`;
-}
-
-/** Bucket key (relative to the job prefix) of the marker of a task without output. */
-export function doneKey(taskKey: string): string {
-  return `.tasks/${taskKey}`;
 }
 
 /**

@@ -5,25 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { AWAIT_CONFIG, TASK_EXTRA_CA_CERTS } from '../compute/local/local-compute.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
+import { SqliteQueue } from '../ledger/sqlite-queue.js';
+import { AWAIT_CONFIG, type LocalWorkerConfig, TASK_EXTRA_CA_CERTS } from '../protocol/local-worker.js';
 import { EXIT_NO_SPACE, isNoSpace } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import { FsStore } from '../store/fs/fs-store.js';
 import { WorkerAgent } from './agent.js';
 import { ownOutputCheck, staleOutputCheck } from './preexisting.js';
-
-/** What the coordinator hands a local worker process (as JSON in argv, or in a `config` message). */
-export interface LocalWorkerConfig {
-  /** Ids of the workers this process hosts, each running one task at a time (several: a commands-only job). */
-  readonly ids: string[];
-  readonly jobJson: string;
-  readonly db: string;
-  readonly logsDir: string;
-  readonly storeRoot: string;
-  /** Claim nothing until the coordinator says `wake` (it is still planning the tasks). */
-  readonly hold?: boolean;
-}
 
 /** Messages from the coordinator; those before the config (a prestarted worker) wait for it. */
 type Message = { type?: string; cfg?: LocalWorkerConfig };

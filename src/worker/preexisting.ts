@@ -1,8 +1,22 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lease, TaskPayload } from '../queue/queue.js';
-import type { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
-import type { FsStore } from '../store/fs/fs-store.js';
+
+/** What the check reads of the job's state ledger: its attempts and when this run started. */
+export interface AttemptHistory {
+  readonly db: { prepare(sql: string): { get(...params: unknown[]): unknown } };
+  getMeta(k: string): string | undefined;
+}
+
+/** Where a local store keeps an output. */
+export interface LocalPaths {
+  pathOf(key: string): string;
+}
+
+/** A local store's outputs and the folder its keys are relative to. */
+export interface LocalRoot extends LocalPaths {
+  readonly root: string;
+}
 
 /**
  * Whether an output that is there before a task runs is the task's own result, on one machine:
@@ -13,8 +27,8 @@ import type { FsStore } from '../store/fs/fs-store.js';
  * process outside corral), and the task is not done by it. Undefined: the file is gone.
  */
 export function ownOutputCheck(
-  queue: SqliteQueue,
-  store: FsStore,
+  queue: AttemptHistory,
+  store: LocalPaths,
 ): (lease: Lease, key: string) => Promise<boolean | undefined> {
   const leasedBefore = queue.db.prepare(
     "SELECT 1 FROM attempts WHERE task_id = ? AND outcome IN ('released', 'expired') LIMIT 1",
@@ -38,7 +52,7 @@ export function ownOutputCheck(
  * changed after the output was made (`--fresh` after an input was edited, or a redone earlier
  * task), so the task runs again and replaces it. An input that cannot be read is no reason.
  */
-export function staleOutputCheck(store: FsStore): (p: TaskPayload, key: string) => Promise<boolean> {
+export function staleOutputCheck(store: LocalRoot): (p: TaskPayload, key: string) => Promise<boolean> {
   const mtime = async (f: string) => {
     try {
       return (await stat(f)).mtimeMs;

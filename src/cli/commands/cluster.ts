@@ -55,8 +55,8 @@ async function targetOf(flags: ClusterFlags) {
 
 /** `corral run FILE --cluster NAME`: the job's tasks run on the cluster's workers. */
 export async function runOnCluster(file: string, flags: ClusterFlags): Promise<void> {
-  const { loadJob, parseVars } = await import('../../spec/load-job.js');
-  const { runClusterJob } = await import('../../engine/cluster-run.js');
+  const { loadJob, parseVars } = await import('../../workflow/load-job.js');
+  const { runClusterJob } = await import('../../transport/cluster/cluster-run.js');
   const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir, forCluster: true });
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();
@@ -245,7 +245,7 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
 /** Per-step counts from a workflow's ledger (the coordinator's view at its last poll), if there is one. */
 async function ledgerSteps(file: string): Promise<Record<string, TaskCounts> | undefined> {
   if (!existsSync(file)) return undefined;
-  const { openStateDb } = await import('../../queue/sqlite/sqlite-queue.js');
+  const { openStateDb } = await import('../../ledger/sqlite-queue.js');
   const db = openStateDb(file, { readonly: true });
   try {
     const rows = db.prepare('SELECT step, state, count(*) AS n FROM tasks GROUP BY step, state').all() as {

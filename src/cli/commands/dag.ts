@@ -34,7 +34,7 @@ export function register(program: Command): void {
       '\nExample: corral dag job.yaml | dot -Tsvg > dag.svg\n         corral dag job.yaml --format mermaid',
     )
     .action(async (file: string, flags: DagFlags) => {
-      const { loadJob, parseVars } = await import('../../spec/load-job.js');
+      const { loadJob, parseVars } = await import('../../workflow/load-job.js');
       const { workflowGraph } = await import('../../engine/preview.js');
       const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
       const graph = await workflowGraph(job, { format: flags.format, tasks: flags.tasks });

@@ -91,7 +91,7 @@ export function register(program: Command): void {
       }
       // The workers start first, and the job's modules load meanwhile (file reads off the main
       // thread): their Node start-up overlaps the loading of the job.
-      const modules = Promise.all([import('../../spec/load-job.js'), import('../../engine/coordinator.js')]);
+      const modules = Promise.all([import('../../workflow/load-job.js'), import('../../transport/local.js')]);
       modules.catch(() => {}); // awaited below; a failure is reported there
       const prestarted = takeEarly(file, flags.concurrency) ?? prestartFor(file, flags.concurrency);
       try {
@@ -108,7 +108,7 @@ const DRY_RUN_TASKS = 10;
 
 /** `corral run FILE --dry-run`: the plan, printed; no worker, no state. */
 async function dryRunLocal(file: string, flags: RunFlags): Promise<void> {
-  const { loadJob, parseVars } = await import('../../spec/load-job.js');
+  const { loadJob, parseVars } = await import('../../workflow/load-job.js');
   const { dryRun } = await import('../../engine/preview.js');
   const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });
   const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
@@ -151,7 +151,7 @@ async function runLocal(
   file: string,
   flags: RunFlags,
   prestarted: PrestartedWorker[],
-  modules: Promise<[typeof import('../../spec/load-job.js'), typeof import('../../engine/coordinator.js')]>,
+  modules: Promise<[typeof import('../../workflow/load-job.js'), typeof import('../../transport/local.js')]>,
 ): Promise<void> {
   const [{ loadJob, parseVars }, { runJob }] = await modules;
   const job = loadJob(file, { vars: parseVars(flags.var), workdir: flags.workdir });

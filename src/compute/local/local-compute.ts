@@ -2,8 +2,8 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { closeSync, createWriteStream, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AWAIT_CONFIG, type LocalWorkerConfig, TASK_EXTRA_CA_CERTS } from '../../protocol/local-worker.js';
 import { EXIT_NO_SPACE } from '../../spec/errors.js';
-import type { LocalWorkerConfig } from '../../worker/local-main.js';
 import type { Compute, WorkerEvent } from '../compute.js';
 
 /** Options of the local Compute adapter. */
@@ -64,15 +64,10 @@ export interface PrestartedWorker {
   readonly ready: Promise<void>;
 }
 
-/** Where a worker started without NODE_EXTRA_CA_CERTS finds it for its tasks. */
-export const TASK_EXTRA_CA_CERTS = 'CORRAL_TASK_NODE_EXTRA_CA_CERTS';
-
 const here = fileURLToPath(import.meta.url);
 const ext = path.extname(here);
 /** The worker entry next to this build (`.ts` under tsx, `.js` when compiled). */
 const WORKER_ENTRY = path.resolve(path.dirname(here), '../../worker/local-main' + ext);
-/** argv of a prestarted worker, which waits for its config on the IPC channel. */
-export const AWAIT_CONFIG = '--await-config';
 /**
  * V8 flags of a commands-only worker: it runs nothing but corral's own per-task glue, and V8's
  * optimizing compiler spent more CPU on that glue (on threads of its own, beside the tasks) than

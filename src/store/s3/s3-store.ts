@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { s3Sdk, storageSdk } from '../../aws/sdk.js';
+import { S3_LAYOUT } from '../../protocol/keys.js';
 import type { Store } from '../store.js';
 
 const { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } =
@@ -49,16 +50,6 @@ export interface FailureMarker {
   readonly attempts: number;
   readonly at: string;
 }
-
-/** Sub-prefixes of a store. */
-export const S3_LAYOUT = {
-  /** `attempts/<output key>/<attempt id>`: what each attempt uploaded. */
-  attempts: 'attempts/',
-  /** `committed/<output key>`: the commit marker, written once with If-None-Match: *. */
-  committed: 'committed/',
-  /** `failed/<task key>`: tasks that failed their last attempt. */
-  failed: 'failed/',
-} as const;
 
 function isStatus(err: unknown, ...codes: number[]): boolean {
   const status = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;

@@ -14,10 +14,14 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Lease, NewTask, TaskCounts, TaskPayload } from '../queue/queue.js';
-import { SqliteQueue } from '../queue/sqlite/sqlite-queue.js';
-import { SqsQueue } from '../queue/sqs/sqs-queue.js';
-import type { LoadedJob } from '../spec/job.js';
+import { fingerprint, type RunSummary } from '../../engine/coordinator.js';
+import { type DagEvents, DagState } from '../../engine/dag.js';
+import { expandFileMap, isS3Url } from '../../engine/expand.js';
+import { sleep } from '../../engine/process-utils.js';
+import { SqliteQueue } from '../../ledger/sqlite-queue.js';
+import type { Lease, NewTask, TaskCounts, TaskPayload } from '../../queue/queue.js';
+import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
+import type { LoadedJob } from '../../spec/job.js';
 import {
   type BucketState,
   bucketState,
@@ -25,17 +29,14 @@ import {
   completionKey,
   eachLimit,
   enqueueAll,
+  type Manifest,
   publishJob,
   rateOf,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
-import type { Manifest } from './cluster-run.js';
-import { fingerprint, type RunSummary } from './coordinator.js';
-import { type DagEvents, DagState } from './dag.js';
-import { expandFileMap, isS3Url } from './expand.js';
-import { sleep } from './process-utils.js';
+import { s3Inputs } from './s3-inputs.js';
 
 /** The ledger's owner of every task that is in the cluster's queue. */
 const SQS_OWNER = 'sqs';
@@ -74,7 +75,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
 
   const local = localInputs(job);
   const ledger = openLedger(opts.stateDir, job);
-  const dag = new DagState(ledger.queue, job, { s3: s.s3 });
+  const dag = new DagState(ledger.queue, job, { s3: s3Inputs(s.s3) });
   const db = ledger.queue.db;
   const queues = new Map<number, SqsQueue>();
   const queueFor = (maxAttempts: number) => {
@@ -418,7 +419,7 @@ async function firstInputs(s: ClusterSession): Promise<string[]> {
   const out: string[] = [];
   for (const st of s.job.steps) {
     if (!st.map || st.map.outputsOf !== undefined || st.needs.length > 0) continue;
-    for await (const p of expandFileMap(s.job, st, { s3: s.s3 }))
+    for await (const p of expandFileMap(s.job, st, { s3: s3Inputs(s.s3) }))
       if (p.p !== undefined && !isS3Url(p.p)) out.push(p.p);
   }
   return out;

@@ -1,7 +1,7 @@
-import { importHyperflow, isHyperflow } from '../workflow/hyperflow.js';
-import { UsageError } from './errors.js';
-import { jobFromDocument, type LoadedJob } from './job.js';
-import { MAX_SPEC_BYTES, MAX_WORKFLOW_JSON_BYTES, parseYamlText, readSpecText } from './load.js';
+import { UsageError } from '../spec/errors.js';
+import { jobFromDocument, type LoadedJob } from '../spec/job.js';
+import { MAX_SPEC_BYTES, MAX_WORKFLOW_JSON_BYTES, parseYamlText, readSpecText } from '../spec/load.js';
+import { importHyperflow, isHyperflow } from './hyperflow.js';
 
 /** Options that apply to some job formats only. */
 export interface LoadJobOptions {

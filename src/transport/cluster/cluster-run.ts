@@ -8,62 +8,38 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clients.js';
-import type { ClusterTarget } from '../aws/outputs.js';
-import { preflightAws, usageErrorOf } from '../aws/preflight.js';
-import { type DeadLetter, describeInput, type TaskCounts, type TaskPayload } from '../queue/queue.js';
-import { SqsQueue } from '../queue/sqs/sqs-queue.js';
-import { UsageError } from '../spec/errors.js';
-import { type LoadedJob, MAP_STEP } from '../spec/job.js';
-import { S3Store } from '../store/s3/s3-store.js';
-import { jobPrefix } from '../worker/cluster-main.js';
+import { createS3Client, createSqsClient, resolveAwsSettings } from '../../aws/clients.js';
+import type { ClusterTarget } from '../../aws/outputs.js';
+import { preflightAws, usageErrorOf } from '../../aws/preflight.js';
+import type { RunSummary } from '../../engine/coordinator.js';
+import { expandTasks, isS3Url } from '../../engine/expand.js';
+import { sleep } from '../../engine/process-utils.js';
+import { jobPrefix } from '../../protocol/keys.js';
+import { type DeadLetter, describeInput, type TaskCounts, type TaskPayload } from '../../queue/queue.js';
+import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
+import { UsageError } from '../../spec/errors.js';
+import { type LoadedJob, MAP_STEP } from '../../spec/job.js';
+import { S3Store } from '../../store/s3/s3-store.js';
 import {
   type BucketState,
   bucketState,
+  type ClusterRunOptions,
   type ClusterSession,
   completionKey,
   eachLimit,
   enqueueAll,
+  MANIFEST,
+  type Manifest,
   publishJob,
   rateOf,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
-import type { Progress, RunSummary } from './coordinator.js';
-import { expandTasks, isS3Url } from './expand.js';
-import { sleep } from './process-utils.js';
+import { s3Inputs } from './s3-inputs.js';
 
-/** Options of a cluster run. */
-export interface ClusterRunOptions {
-  /** State folder (local log and downloaded results). */
-  readonly stateDir: string;
-  /** @default - AWS_REGION or the cluster's Region output */
-  readonly region?: string;
-  /** @default - CORRAL_ENDPOINT_URL, else AWS_ENDPOINT_URL */
-  readonly endpointUrl?: string;
-  /** Download committed outputs into the job folder at the end. @default true */
-  readonly collect?: boolean;
-  /** Called each tick with the progress. */
-  readonly onProgress?: (p: Progress) => void;
-  /** Aborting ends the run as `interrupted` (tasks stay queued for the workers). */
-  readonly signal?: AbortSignal;
-  /** Between progress checks. @default 1000 */
-  readonly tickMs?: number;
-  /** Re-enqueue missing tasks when the queue has been empty this long without progress. @default 30000 */
-  readonly stallMs?: number;
-  /** Progress lines. @default - none */
-  readonly log?: (line: string) => void;
-}
-
-/** Bucket name (relative to the job prefix) of the manifest of enqueued tasks. */
-export const MANIFEST = 'enqueued.json';
-
-export interface Manifest {
-  /** Tasks of index below this were enqueued. */
-  readonly enqueued: number;
-  readonly total: number;
-}
+export type { ClusterRunOptions, Manifest } from './cluster-common.js';
+export { MANIFEST } from './cluster-common.js';
 
 /** Runs a job on a cluster until every task is committed, dead or skipped. */
 export async function runClusterJob(
@@ -137,7 +113,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
 
   // Plan: every task, in order (the payloads are small; inputs are listed, not read).
   const tasks: TaskPayload[] = [];
-  for await (const p of expandTasks(job, { s3 })) tasks.push(p);
+  for await (const p of expandTasks(job, { s3: s3Inputs(s3) })) tasks.push(p);
   if (tasks.length === 0) throw new UsageError('tasks.map', 'the inputs give no task', 'add inputs');
 
   // Inputs and the spec go to the bucket. s3:// inputs are already in S3: the workers read them

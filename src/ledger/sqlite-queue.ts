@@ -13,7 +13,7 @@ import {
   type Queue,
   type TaskCounts,
   type TaskPayload,
-} from '../queue.js';
+} from '../queue/queue.js';
 import { MIGRATIONS } from './migrations.js';
 
 /** Options of the sqlite queue. */

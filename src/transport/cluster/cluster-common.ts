@@ -8,15 +8,46 @@ import path from 'node:path';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { ClusterTarget } from '../aws/outputs.js';
-import type { NewTask, TaskPayload } from '../queue/queue.js';
-import type { SqsQueue } from '../queue/sqs/sqs-queue.js';
-import type { LoadedJob } from '../spec/job.js';
-import type { FailureMarker, S3Store } from '../store/s3/s3-store.js';
-import { doneKey } from '../worker/cluster-main.js';
-import { isTransient } from '../worker/transient.js';
-import type { ClusterRunOptions } from './cluster-run.js';
-import { sleep } from './process-utils.js';
+import type { ClusterTarget } from '../../aws/outputs.js';
+import type { Progress } from '../../engine/coordinator.js';
+import { sleep } from '../../engine/process-utils.js';
+import { doneKey } from '../../protocol/keys.js';
+import type { NewTask, TaskPayload } from '../../queue/queue.js';
+import type { SqsQueue } from '../../queue/sqs/sqs-queue.js';
+import type { LoadedJob } from '../../spec/job.js';
+import type { FailureMarker, S3Store } from '../../store/s3/s3-store.js';
+import { isTransient } from '../../worker/transient.js';
+
+/** Options of a cluster run. */
+export interface ClusterRunOptions {
+  /** State folder (local log and downloaded results). */
+  readonly stateDir: string;
+  /** @default - AWS_REGION or the cluster's Region output */
+  readonly region?: string;
+  /** @default - CORRAL_ENDPOINT_URL, else AWS_ENDPOINT_URL */
+  readonly endpointUrl?: string;
+  /** Download committed outputs into the job folder at the end. @default true */
+  readonly collect?: boolean;
+  /** Called each tick with the progress. */
+  readonly onProgress?: (p: Progress) => void;
+  /** Aborting ends the run as `interrupted` (tasks stay queued for the workers). */
+  readonly signal?: AbortSignal;
+  /** Between progress checks. @default 1000 */
+  readonly tickMs?: number;
+  /** Re-enqueue missing tasks when the queue has been empty this long without progress. @default 30000 */
+  readonly stallMs?: number;
+  /** Progress lines. @default - none */
+  readonly log?: (line: string) => void;
+}
+
+/** Bucket name (relative to the job prefix) of the manifest of enqueued tasks. */
+export const MANIFEST = 'enqueued.json';
+
+export interface Manifest {
+  /** Tasks of index below this were enqueued. */
+  readonly enqueued: number;
+  readonly total: number;
+}
 
 /** One coordinator run against a cluster: its job, clients and the job's store in the bucket. */
 export interface ClusterSession {

@@ -1,0 +1,22 @@
+// Key names the coordinator and the workers share: where a job's objects live in the bucket and
+// how a task's completion is marked. Both sides import them from here, neither from the other.
+
+/** Sub-prefixes of a store. */
+export const S3_LAYOUT = {
+  /** `attempts/<output key>/<attempt id>`: what each attempt uploaded. */
+  attempts: 'attempts/',
+  /** `committed/<output key>`: the commit marker, written once with If-None-Match: *. */
+  committed: 'committed/',
+  /** `failed/<task key>`: tasks that failed their last attempt. */
+  failed: 'failed/',
+} as const;
+
+/** Bucket prefix of a job. */
+export function jobPrefix(job: string): string {
+  return `jobs/${job}/`;
+}
+
+/** Bucket key (relative to the job prefix) of the marker of a task without output. */
+export function doneKey(taskKey: string): string {
+  return `.tasks/${taskKey}`;
+}
