@@ -96,7 +96,7 @@ steps:
     },
     status: 'failed',
     counts: { done: 4, dead: 1, skipped: 2 },
-    failedPaths: ['parse/1 failed → enrich/1 skipped → step report skipped'],
+    failedPaths: ['parse/1 (line 2 "bad") failed → enrich/1 skipped → step report skipped'],
     outputs: { 'enriched/0': 'a\n', 'enriched/2': 'c\n' },
     runs: ['enrich 0', 'enrich 2', 'parse a', 'parse bad', 'parse c'],
   },

@@ -13,9 +13,11 @@ test('map → map over outputs → reduce: the result is verified, and a task st
 steps:
   - name: square
     map: { lines: nums.txt }
-    # task 0 is slow: its dependents must not wait for it
-    command: 'if [ {index} = 0 ]; then sleep 1.5; fi; echo $(({input} * {input})); date +%s%N > t/square-{index}'
+    # task 0 ends only once plus1/5 has run (or after 60 s): with a stage barrier plus1/5 could
+    # not run before it, so the order below is the proof, whatever the machine's load
+    command: 'if [ {index} = 0 ]; then for i in $(seq 600); do [ -e t/plus1-5 ] && break; sleep 0.1; done; fi; echo $(({input} * {input})); date +%s%N > t/square-{index}'
     outputs: sq/{index}
+    batch: 1
   - name: plus1
     map: { outputsOf: square }
     command: 'echo $(( $(cat {input}) + 1 )); date +%s%N > t/plus1-{index}'

@@ -37,8 +37,8 @@ export interface LocalComputeOptions {
 }
 
 /**
- * Worker processes that exit by themselves (with an error, not by a signal) this soon after they
- * started, this many times in a row, are not started again: they cannot start here.
+ * Worker processes that exit by themselves (with an error, not by a signal) before they are up or
+ * this soon after, this many times in a row, are not started again: they cannot start here.
  */
 const CRASH_LOOP = { withinMs: 3000, times: 5 };
 
@@ -263,7 +263,15 @@ export class LocalCompute implements Compute {
     };
     if (warm) post({ type: 'config', cfg });
     const slot: Slot = { ids, child, stopping: false, groups: new Set(), exited, post };
-    const startedAt = Date.now();
+    // "at start" is counted from when the process is up (a loaded machine may take seconds to
+    // start Node); one that dies before it is up died at start whatever the time
+    let upAt: number | undefined;
+    ready.then(
+      () => {
+        upAt = Date.now();
+      },
+      () => {},
+    );
     this.slots.set(ids[0]!, slot);
     for (const id of ids) this.o.onEvent?.({ worker: id, type: 'started' });
     child.on('message', (m: { type?: string; pgid?: number; running?: boolean }) => {
@@ -291,7 +299,7 @@ export class LocalCompute implements Compute {
       const type = expected || code === 75 ? 'exited' : 'lost';
       for (const id of ids) this.o.onEvent?.({ worker: id, type, code, signal });
       // it exited by itself (not killed by a signal: chaos, the OOM killer) soon after it started
-      if (type === 'lost' && signal === null && Date.now() - startedAt < CRASH_LOOP.withinMs) {
+      if (type === 'lost' && signal === null && (upAt === undefined || Date.now() - upAt < CRASH_LOOP.withinMs)) {
         if (++this.quickLosses >= CRASH_LOOP.times)
           this.failure = `${this.quickLosses} worker processes in a row exited within ${CRASH_LOOP.withinMs / 1000}s of starting (last: exit ${code}); see ${logPath}`;
       } else this.quickLosses = 0;
