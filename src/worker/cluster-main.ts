@@ -71,7 +71,8 @@ export interface ClusterWorkerOptions {
 
 /** How a worker ended. */
 export interface ClusterWorkerResult {
-  readonly reason: 'idle' | 'spot' | 'drain' | 'abort';
+  /** `rebalance`: a spot rebalance recommendation came; the held tasks were finished, no new one claimed. */
+  readonly reason: 'idle' | 'spot' | 'rebalance' | 'drain' | 'abort';
   readonly ran: number;
   /** Milliseconds from seeing the spot notice to having handed every lease back. */
   readonly releaseMs?: number;
@@ -294,6 +295,8 @@ export async function runClusterWorker(
   let current: { agent: WorkerAgent; queue: ClusterJobQueue; sqs: SqsQueue } | undefined;
   let releaseMs: number | undefined;
   let ran = 0;
+  /** A spot rebalance recommendation came: no new task is claimed; the held ones finish. */
+  let rebalancing = false;
 
   // A dead letter is recorded in its job's folder of the bucket, where the coordinator looks for
   // failures: whichever queue client received it, the one looking for the next job included.
@@ -332,6 +335,22 @@ export async function runClusterWorker(
           intervalMs: o.spotIntervalMs,
           onError: () => {},
           onNotice: (n) => {
+            if (n.kind === 'rebalance') {
+              // an elevated risk, not an interruption: claim nothing new, finish what is held
+              rebalancing = true;
+              discovery.interrupt();
+              const now = current;
+              if (now) now.queue.stopped = true;
+              const ahead = now ? now.sqs.releaseBuffered() : Promise.resolve(0);
+              ahead.then(
+                (n) =>
+                  log(
+                    `corral worker ${id}: spot rebalance recommendation; claiming no new task, finishing the held ones (${n} received ahead handed back)`,
+                  ),
+                (err) => log(`corral worker ${id}: hand-back failed: ${(err as Error).message}`),
+              );
+              return;
+            }
             reason ??= 'spot';
             const t0 = Date.now();
             discovery.interrupt();
@@ -359,6 +378,10 @@ export async function runClusterWorker(
   let outageSince: number | undefined;
   try {
     while (!reason) {
+      if (rebalancing) {
+        reason = 'rebalance';
+        break;
+      }
       try {
         const [first] = await discovery.claim(id, 1, 60_000).catch(async () => {
           await new Promise((r) => setTimeout(r, 500)); // queue unreachable: poll again later
@@ -385,6 +408,7 @@ export async function runClusterWorker(
           }
           jobs.set(name, job);
         }
+        if (rebalancing) continue; // the recommendation came meanwhile: claim nothing
         const sqs = new SqsQueue({
           client: sqsClient,
           queueUrl: o.queueUrl,

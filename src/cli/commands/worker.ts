@@ -147,5 +147,9 @@ export function register(program: Command): void {
       );
       process.exitCode = 0;
       if (r.reason === 'spot') process.stderr.write('corral worker: stopped for a spot interruption\n');
+      if (r.reason === 'rebalance')
+        process.stderr.write(
+          'corral worker: stopped after a spot rebalance recommendation (held tasks finished)\n',
+        );
     });
 }
