@@ -308,6 +308,21 @@ export class WorkerPool extends Construct {
       notifications: props.notificationTopic ? [{ topic: props.notificationTopic }] : undefined,
     });
 
+    // The worker protects its host from scale-in while busy and, idle, terminates it through the
+    // group (cluster-main.ts, scale-in.ts): those two actions on this group only; the two
+    // describes (which group a host is in, its sizes) support no resource-level permissions.
+    props.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['autoscaling:SetInstanceProtection', 'autoscaling:TerminateInstanceInAutoScalingGroup'],
+        resources: [this.autoScalingGroup.autoScalingGroupArn],
+      }),
+    );
+    props.role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeAutoScalingGroups'],
+        resources: ['*'],
+      }),
+    );
     // Every pool, capacity: ecs too, scales on the work of its own queue per instance.
     const groupName = this.autoScalingGroup.autoScalingGroupName;
     const work = [

@@ -27,6 +27,7 @@ import { S3Store } from '../store/s3/s3-store.js';
 import { WorkerAgent } from './agent.js';
 import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
 import { InputCache } from './input-cache.js';
+import { ScaleInGuard } from './scale-in.js';
 import { SpotWatcher } from './spot-watcher.js';
 import { isTransient } from './transient.js';
 
@@ -63,6 +64,13 @@ export interface ClusterWorkerOptions {
    * @default - none
    */
   readonly gpus?: string;
+  /**
+   * The host is an instance of the pool's Auto Scaling group (the pool bootstrap sets
+   * CORRAL_AUTOSCALING=1): it is protected from scale-in while the worker holds work, and idle it
+   * terminates itself through the group with a decrement while desired > min, else stays up idle.
+   * @default false: idle, the worker exits
+   */
+  readonly autoScaling?: boolean;
   /** Worker id. @default <hostname>-<pid>-<random> */
   readonly id?: string;
   /** Progress lines. @default - standard error */
@@ -76,6 +84,8 @@ export interface ClusterWorkerResult {
   readonly ran: number;
   /** Milliseconds from seeing the spot notice to having handed every lease back. */
   readonly releaseMs?: number;
+  /** Idle, the host terminated itself through its Auto Scaling group (autoScaling). */
+  readonly terminated?: boolean;
 }
 
 /** Bucket prefix of a job. */
@@ -372,6 +382,16 @@ export async function runClusterWorker(
           },
         });
   watcher?.start();
+  // issue 20: scale-in protection while busy, self-termination through the group when idle
+  const guard = o.autoScaling
+    ? new ScaleInGuard({
+        settings,
+        credentials: sqsClient.config.credentials,
+        imdsEndpoint: o.imdsEndpoint,
+        log: (l) => log(`corral worker ${id}: ${l}`),
+      })
+    : undefined;
+  let terminated = false;
   log(`corral worker ${id}: polling ${o.queueUrl} (bucket ${o.bucket})`);
 
   let idleSince = Date.now();
@@ -389,6 +409,11 @@ export async function runClusterWorker(
         });
         if (!first) {
           if (Date.now() - idleSince > idleExitMs) {
+            if (guard && (await guard.leave()) === 'stay') {
+              idleSince = Date.now();
+              continue;
+            }
+            terminated = guard !== undefined;
             reason = 'idle';
             break;
           }
@@ -442,8 +467,10 @@ export async function runClusterWorker(
         current = { agent, queue, sqs };
         log(`corral worker ${id}: running tasks of job ${name}`);
         try {
+          await guard?.busy(true);
           await agent.run();
         } finally {
+          await guard?.busy(false);
           ran += agent.ran;
           current = undefined;
           await sqs.close().catch(() => {});
@@ -468,5 +495,5 @@ export async function runClusterWorker(
     s3.destroy();
   }
   log(`corral worker ${id}: exiting (${reason}) after ${ran} task(s)`);
-  return { reason: reason ?? 'idle', ran, releaseMs };
+  return { reason: reason ?? 'idle', ran, releaseMs, ...(terminated ? { terminated } : {}) };
 }
