@@ -247,9 +247,10 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
   {
     id: 'AwsSolutions-IAM5',
     appliesTo: [
+      'Resource::*',
       /^Resource::arn:<AWS::Partition>:autoscaling:[^:]+:[^:]+:autoScalingGroup:\*:autoScalingGroupName\/<Pool[A-Za-z0-9]+GroupASG[A-F0-9]{8}>$/,
     ],
-    path: /\/PoolRole-[^/]+\/Role\/DefaultPolicy\/Resource$/,
+    path: /\/Pool-[^/]+\/ScaleIn\/Resource$/,
     reason:
       "a pool's worker sets scale-in protection on its host and terminates it through its own Auto Scaling group, named in the ARN (the group's id is its `*`); the describes it needs first support no resource-level permissions",
   },

@@ -311,18 +311,21 @@ export class WorkerPool extends Construct {
     // The worker protects its host from scale-in while busy and, idle, terminates it through the
     // group (cluster-main.ts, scale-in.ts): those two actions on this group only; the two
     // describes (which group a host is in, its sizes) support no resource-level permissions.
-    props.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['autoscaling:SetInstanceProtection', 'autoscaling:TerminateInstanceInAutoScalingGroup'],
-        resources: [this.autoScalingGroup.autoScalingGroupArn],
-      }),
-    );
-    props.role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeAutoScalingGroups'],
-        resources: ['*'],
-      }),
-    );
+    // A policy of its own: the role's default policy must exist before the launch template (and
+    // so before the group), and this one names the group.
+    new iam.Policy(this, 'ScaleIn', {
+      roles: [props.role],
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['autoscaling:SetInstanceProtection', 'autoscaling:TerminateInstanceInAutoScalingGroup'],
+          resources: [this.autoScalingGroup.autoScalingGroupArn],
+        }),
+        new iam.PolicyStatement({
+          actions: ['autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeAutoScalingGroups'],
+          resources: ['*'],
+        }),
+      ],
+    });
     // Every pool, capacity: ecs too, scales on the work of its own queue per instance.
     const groupName = this.autoScalingGroup.autoScalingGroupName;
     const work = [
