@@ -330,6 +330,39 @@ describe('ClusterStack constructs', () => {
       );
   });
 
+  it('each pool has its own queue and dead-letter queue (the first pool the job queue), its hosts read only it, and the PoolQueues output lists them in order (issue 20, item 3)', () => {
+    const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
+    for (const id of [
+      'JobQueueQueue',
+      'JobQueueDeadLetterQueue',
+      'JobQueuegpuQueue',
+      'JobQueuegpuDeadLetterQueue',
+      'JobQueueecsQueue',
+      'JobQueueecsDeadLetterQueue',
+    ])
+      assert.ok(
+        queues.some((q) => q.startsWith(id)),
+        `${id} in ${queues}`,
+      );
+    assert.equal(queues.length, 6);
+    const urlOf = (pool: string) => /CORRAL_QUEUE_URL=<([^>]+)>/.exec(poolUserData(template, pool))?.[1];
+    assert.match(urlOf('cpu')!, /^JobQueueQueue/);
+    assert.match(urlOf('gpu')!, /^JobQueuegpuQueue/);
+    assert.match(urlOf('ecs')!, /^JobQueueecsQueue/);
+    const out = resolveIntrinsics(template.toJSON().Outputs.PoolQueues.Value, (n) => `<${n}>`);
+    assert.deepEqual(
+      (JSON.parse(out) as Array<{ pool: string; queueUrl: string }>).map((p) => [
+        p.pool,
+        p.queueUrl.replace(/[A-F0-9]{8}>$/, '>'),
+      ]),
+      [
+        ['cpu', '<JobQueueQueue>'],
+        ['gpu', '<JobQueuegpuQueue>'],
+        ['ecs', '<JobQueueecsQueue>'],
+      ],
+    );
+  });
+
   it('peering: routes to each peer from every cluster route table, back from owned peer tables, SG rules for peer CIDRs', () => {
     template.resourceCountIs('AWS::EC2::VPCPeeringConnection', 2);
     template.hasResourceProperties('AWS::EC2::VPCPeeringConnection', {

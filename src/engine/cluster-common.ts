@@ -16,6 +16,7 @@ import type { FailureMarker, S3Store } from '../store/s3/s3-store.js';
 import { doneKey } from '../worker/cluster-main.js';
 import { isTransient } from '../worker/transient.js';
 import type { ClusterRunOptions } from './cluster-run.js';
+import type { StepPools } from './pool-routing.js';
 import { sleep } from './process-utils.js';
 
 /** One coordinator run against a cluster: its job, clients and the job's store in the bucket. */
@@ -29,6 +30,8 @@ export interface ClusterSession {
   readonly log: (line: string) => void;
   /** When the run started (ms since the epoch). */
   readonly started: number;
+  /** The pool queue of each step (pool-routing.ts). */
+  readonly routes: StepPools;
 }
 
 /** The store key whose commit marks a task done: its output, else its empty done-marker. */

@@ -32,6 +32,7 @@ import {
 } from './cluster-common.js';
 import type { Progress, RunSummary } from './coordinator.js';
 import { expandTasks, isS3Url } from './expand.js';
+import { describeRoutes, queueOfStep, routeSteps } from './pool-routing.js';
 import { sleep } from './process-utils.js';
 
 /** Options of a cluster run. */
@@ -54,6 +55,11 @@ export interface ClusterRunOptions {
   readonly stallMs?: number;
   /** Progress lines. @default - none */
   readonly log?: (line: string) => void;
+  /**
+   * The pool of a step or a HyperFlow process, by its name (a step's own `pool` wins).
+   * @default - each step's `pool`, else the job's, else the cluster's first pool
+   */
+  readonly pools?: Readonly<Record<string, string>>;
 }
 
 /** Bucket name (relative to the job prefix) of the manifest of enqueued tasks. */
@@ -80,6 +86,9 @@ export async function runClusterJob(
   const s3 = createS3Client(settings);
   const sqs = createSqsClient(settings);
   try {
+    // issue 20: each step's pool queue, decided before anything is sent (an unknown pool is exit 2)
+    const routes = routeSteps(job, target, opts.pools);
+    if (target.pools?.length) for (const line of describeRoutes(routes)) log(`job ${job.spec.name}: ${line}`);
     await preflightAws({
       s3,
       sqs,
@@ -93,7 +102,7 @@ export async function runClusterJob(
       prefix: jobPrefix(job.spec.name),
       stagingDir: path.join(opts.stateDir, 'staging'),
     });
-    const session: ClusterSession = { job, target, opts, s3, sqs, store, log, started };
+    const session: ClusterSession = { job, target, opts, s3, sqs, store, log, started, routes };
     if (isPlainMap(job)) return await runMap(session);
     const { runClusterDag } = await import('./cluster-dag.js');
     return await runClusterDag(session);
@@ -126,10 +135,11 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   const { job, target, opts, s3, store, log, started } = s;
   const name = job.spec.name;
   const step = job.steps[0]!;
+  const pool = queueOfStep(s.routes, target, step.name);
   const queue = new SqsQueue({
     client: s.sqs,
-    queueUrl: target.queueUrl,
-    deadLetterQueueUrl: target.deadLetterQueueUrl,
+    queueUrl: pool.queueUrl,
+    deadLetterQueueUrl: pool.deadLetterQueueUrl,
     job: name,
     maxAttempts: step.retries.maxAttempts,
   });
