@@ -333,7 +333,7 @@ describe('ClusterStack constructs', () => {
   it('each pool has its own queue and dead-letter queue (the first pool the job queue), its hosts read only it, and the PoolQueues output lists them in order (issue 20, item 3)', () => {
     const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
     for (const id of [
-      'JobQueueQueue',
+      'JobQueue',
       'JobQueueDeadLetterQueue',
       'JobQueuegpuQueue',
       'JobQueuegpuDeadLetterQueue',
@@ -346,7 +346,7 @@ describe('ClusterStack constructs', () => {
       );
     assert.equal(queues.length, 6);
     const urlOf = (pool: string) => /CORRAL_QUEUE_URL=<([^>]+)>/.exec(poolUserData(template, pool))?.[1];
-    assert.match(urlOf('cpu')!, /^JobQueueQueue/);
+    assert.match(urlOf('cpu')!, /^JobQueue[A-F0-9]{8}\.QueueUrl$|^JobQueue[A-F0-9]{8}$/);
     assert.match(urlOf('gpu')!, /^JobQueuegpuQueue/);
     assert.match(urlOf('ecs')!, /^JobQueueecsQueue/);
     const out = resolveIntrinsics(template.toJSON().Outputs.PoolQueues.Value, (n) => `<${n}>`);
@@ -356,7 +356,7 @@ describe('ClusterStack constructs', () => {
         p.queueUrl.replace(/[A-F0-9]{8}>$/, '>'),
       ]),
       [
-        ['cpu', '<JobQueueQueue>'],
+        ['cpu', '<JobQueue>'],
         ['gpu', '<JobQueuegpuQueue>'],
         ['ecs', '<JobQueueecsQueue>'],
       ],
@@ -466,7 +466,7 @@ describe('ClusterStack constructs', () => {
       SqsManagedSseEnabled: true,
       VisibilityTimeout: 300,
     });
-    template.resourceCountIs('AWS::SQS::QueuePolicy', 2);
+    template.resourceCountIs('AWS::SQS::QueuePolicy', 6); // a queue and a dead-letter queue per pool
   });
 
   it('one instance role per pool, none with access keys', () => {

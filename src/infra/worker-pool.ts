@@ -145,6 +145,15 @@ const SPOT_STRATEGIES: Record<SpotStrategy, autoscaling.SpotAllocationStrategy> 
 };
 
 /**
+ * What a worker asks Auto Scaling about its own host before it protects or terminates it (which
+ * group it is in, the group's sizes): these support no resource-level permissions, so `*`.
+ */
+export const SCALE_IN_DESCRIBE_ACTIONS: readonly string[] = [
+  'autoscaling:DescribeAutoScalingInstances',
+  'autoscaling:DescribeAutoScalingGroups',
+];
+
+/**
  * The work of a pool's queue: messages waiting (m1, visible) plus messages in flight (m3, leased
  * by a worker: prefetched or running). A missing point repeats the last one (`FILL(…, REPEAT)`):
  * a gap in the SQS metrics never reads as "no work".
@@ -321,7 +330,7 @@ export class WorkerPool extends Construct {
           resources: [this.autoScalingGroup.autoScalingGroupArn],
         }),
         new iam.PolicyStatement({
-          actions: ['autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeAutoScalingGroups'],
+          actions: [...SCALE_IN_DESCRIBE_ACTIONS],
           resources: ['*'],
         }),
       ],
