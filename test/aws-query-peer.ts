@@ -14,6 +14,11 @@
  *   `ResourceNotFoundException` otherwise. The peer checks each request's SigV4 signature with
  *   the SDK's own signer (`@smithy/signature-v4`) and the peer's credentials (`PEER_ENV`), so a
  *   request signed wrong is refused (403 `InvalidSignatureException`), as AWS refuses it.
+ * - **EC2 Auto Scaling** (AWS Query, version 2011-01-01): `DescribeAutoScalingInstances`,
+ *   `DescribeAutoScalingGroups`, `SetInstanceProtection` and `TerminateInstanceInAutoScalingGroup`
+ *   on the groups added with `addGroup`; a termination with `ShouldDecrementDesiredCapacity=true`
+ *   below the group's minimum is the `ValidationError` Auto Scaling answers, and one without a
+ *   decrement starts a replacement (a new instance in the group), as the group would.
  *
  * Requests are told apart by the service in the SigV4 credential scope (`…/ec2/aws4_request`);
  * every other request (S3, SQS) is forwarded unchanged to `upstream` (fauxqs, see
@@ -52,11 +57,23 @@ export interface PeerStack {
   outputs: Record<string, string>;
 }
 
-/** One EC2, CloudFormation or Secrets Manager request the peer answered. */
+/** One Auto Scaling group the peer knows. */
+export interface PeerGroup {
+  readonly name: string;
+  min: number;
+  max: number;
+  desired: number;
+  /** Instances in service, with their scale-in protection. */
+  readonly instances: Map<string, { protected: boolean }>;
+}
+
+/** One EC2, CloudFormation, Secrets Manager or Auto Scaling request the peer answered. */
 export interface QueryCall {
-  readonly service: 'ec2' | 'cloudformation' | 'secretsmanager';
+  readonly service: 'ec2' | 'cloudformation' | 'secretsmanager' | 'autoscaling';
   readonly action: string;
   readonly params: Readonly<Record<string, string>>;
+  /** When it was answered (ms since the epoch). */
+  readonly at: number;
 }
 
 /** A running query peer. */
@@ -65,7 +82,10 @@ export interface QueryPeer {
   readonly endpoint: string;
   readonly instances: Map<string, PeerInstance>;
   readonly stacks: Map<string, PeerStack>;
+  readonly groups: Map<string, PeerGroup>;
   readonly calls: QueryCall[];
+  /** Adds an Auto Scaling group of `instances` (ids of `addInstance`); desired is their count. */
+  addGroup(name: string, o: { min: number; max: number; instances: readonly string[] }): PeerGroup;
   /** Adds an instance; returns its id (`i-` + 17 hex digits). */
   addInstance(i: { state?: InstanceStateName; tags?: Record<string, string> }): string;
   /** Creates or replaces a stack (status `CREATE_COMPLETE` unless given). */
@@ -161,6 +181,8 @@ async function signatureValid(
 
 const EC2_NS = 'http://ec2.amazonaws.com/doc/2016-11-15/';
 const CFN_NS = 'http://cloudformation.amazonaws.com/doc/2010-05-15/';
+const AS_NS = 'http://autoscaling.amazonaws.com/doc/2011-01-01/';
+const VERSIONS = { ec2: '2016-11-15', cloudformation: '2010-05-15', autoscaling: '2011-01-01' } as const;
 
 function esc(v: string): string {
   return v.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -194,6 +216,7 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
   const account = o.account ?? '123456789012';
   const instances = new Map<string, PeerInstance>();
   const stacks = new Map<string, PeerStack>();
+  const groups = new Map<string, PeerGroup>();
   const calls: QueryCall[] = [];
   const upstream = o.upstream ? new URL(o.upstream) : undefined;
   const secrets = new Map<string, { arn: string; name: string; value: string }>();
@@ -206,7 +229,12 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
     try {
       params = JSON.parse(body || '{}') as Record<string, unknown>;
     } catch {}
-    calls.push({ service: 'secretsmanager', action, params: { SecretId: String(params.SecretId ?? '') } });
+    calls.push({
+      service: 'secretsmanager',
+      action,
+      params: { SecretId: String(params.SecretId ?? '') },
+      at: Date.now(),
+    });
     const send = (status: number, out: unknown) =>
       res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1' }).end(JSON.stringify(out));
     if (!(await signatureValid(req, body, credentials)))
@@ -349,11 +377,98 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
     );
   }
 
-  function answer(service: 'ec2' | 'cloudformation', body: string, res: http.ServerResponse): void {
+  const groupOfInstance = (id: string) => [...groups.values()].find((g) => g.instances.has(id));
+  const asResponse = (action: string, result: string) =>
+    `<${action}Response xmlns="${AS_NS}"><${action}Result>${result}</${action}Result>` +
+    `<ResponseMetadata><RequestId>${requestId()}</RequestId></ResponseMetadata></${action}Response>`;
+
+  function autoScaling(action: string, p: Record<string, string>): string {
+    if (action === 'DescribeAutoScalingInstances') {
+      const members = listOf(p, 'InstanceIds.member')
+        .map((id) => ({ id, g: groupOfInstance(id) }))
+        .filter((x) => x.g)
+        .map(
+          ({ id, g }) =>
+            `<member><InstanceId>${id}</InstanceId><AutoScalingGroupName>${esc(g!.name)}</AutoScalingGroupName>` +
+            `<LifecycleState>InService</LifecycleState><HealthStatus>HEALTHY</HealthStatus>` +
+            `<ProtectedFromScaleIn>${g!.instances.get(id)!.protected}</ProtectedFromScaleIn></member>`,
+        );
+      return asResponse(action, `<AutoScalingInstances>${members.join('')}</AutoScalingInstances>`);
+    }
+    if (action === 'DescribeAutoScalingGroups') {
+      const names = listOf(p, 'AutoScalingGroupNames.member');
+      const found = [...groups.values()].filter((g) => names.length === 0 || names.includes(g.name));
+      const members = found.map(
+        (g) =>
+          `<member><AutoScalingGroupName>${esc(g.name)}</AutoScalingGroupName><MinSize>${g.min}</MinSize>` +
+          `<MaxSize>${g.max}</MaxSize><DesiredCapacity>${g.desired}</DesiredCapacity><Instances>${[
+            ...g.instances,
+          ]
+            .map(
+              ([id, i]) =>
+                `<member><InstanceId>${id}</InstanceId><LifecycleState>InService</LifecycleState><ProtectedFromScaleIn>${i.protected}</ProtectedFromScaleIn></member>`,
+            )
+            .join('')}</Instances></member>`,
+      );
+      return asResponse(action, `<AutoScalingGroups>${members.join('')}</AutoScalingGroups>`);
+    }
+    if (action === 'SetInstanceProtection') {
+      const g = groups.get(p.AutoScalingGroupName ?? '');
+      if (!g)
+        throw new QueryError(
+          400,
+          'ValidationError',
+          `AutoScalingGroup name not found - ${p.AutoScalingGroupName}`,
+        );
+      if (p.ProtectedFromScaleIn !== 'true' && p.ProtectedFromScaleIn !== 'false')
+        throw new QueryError(400, 'ValidationError', 'ProtectedFromScaleIn is required');
+      for (const id of listOf(p, 'InstanceIds.member')) {
+        const i = g.instances.get(id);
+        if (!i)
+          throw new QueryError(
+            400,
+            'ValidationError',
+            `The instance ${id} is not part of Auto Scaling group ${g.name}.`,
+          );
+        i.protected = p.ProtectedFromScaleIn === 'true';
+      }
+      return asResponse(action, '');
+    }
+    if (action === 'TerminateInstanceInAutoScalingGroup') {
+      const id = p.InstanceId ?? '';
+      const g = groupOfInstance(id);
+      if (!g)
+        throw new QueryError(
+          400,
+          'ValidationError',
+          `Instance Id not found - No managed instance found for instance ID: ${id}`,
+        );
+      const decrement = p.ShouldDecrementDesiredCapacity === 'true';
+      if (decrement && g.desired <= g.min)
+        throw new QueryError(
+          400,
+          'ValidationError',
+          `Currently, desiredSize equals minSize (${g.min}). Terminating instance without replacement will violate group's min size constraint. Either set shouldDecrementDesiredCapacity flag to false or lower group's min size.`,
+        );
+      g.instances.delete(id);
+      const inst = instances.get(id);
+      if (inst) inst.state = 'shutting-down';
+      if (decrement) g.desired--;
+      else g.instances.set(`i-${randomBytes(9).toString('hex').slice(0, 17)}`, { protected: false });
+      return asResponse(
+        action,
+        `<Activity><ActivityId>${requestId()}</ActivityId><AutoScalingGroupName>${esc(g.name)}</AutoScalingGroupName>` +
+          `<Description>Terminating EC2 instance: ${id}</Description><StatusCode>InProgress</StatusCode></Activity>`,
+      );
+    }
+    throw new QueryError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
+  }
+
+  function answer(service: keyof typeof VERSIONS, body: string, res: http.ServerResponse): void {
     const params = Object.fromEntries(new URLSearchParams(body));
     const action = params.Action ?? '';
-    calls.push({ service, action, params });
-    const version = service === 'ec2' ? '2016-11-15' : '2010-05-15';
+    calls.push({ service, action, params, at: Date.now() });
+    const version = VERSIONS[service];
     try {
       if (params.Version !== version)
         throw new QueryError(400, 'InvalidParameterValue', `Unsupported Version ${params.Version}`);
@@ -361,6 +476,7 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
       if (service === 'ec2' && action === 'DescribeInstances') xml = describeInstances(params);
       else if (service === 'ec2' && action === 'TerminateInstances') xml = terminateInstances(params);
       else if (service === 'cloudformation' && action === 'DescribeStacks') xml = describeStacks(params);
+      else if (service === 'autoscaling') xml = autoScaling(action, params);
       else
         throw new QueryError(400, 'InvalidAction', `The action ${action} is not valid for this web service.`);
       res.writeHead(200, { 'content-type': 'text/xml;charset=UTF-8' }).end(xml);
@@ -369,7 +485,7 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
       const xml =
         service === 'ec2'
           ? `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${err.code}</Code><Message>${esc(err.message)}</Message></Error></Errors><RequestID>${requestId()}</RequestID></Response>`
-          : `<ErrorResponse xmlns="${CFN_NS}"><Error><Type>Sender</Type><Code>${err.code}</Code><Message>${esc(err.message)}</Message></Error><RequestId>${requestId()}</RequestId></ErrorResponse>`;
+          : `<ErrorResponse xmlns="${service === 'autoscaling' ? AS_NS : CFN_NS}"><Error><Type>Sender</Type><Code>${err.code}</Code><Message>${esc(err.message)}</Message></Error><RequestId>${requestId()}</RequestId></ErrorResponse>`;
       res.writeHead(err.status, { 'content-type': 'text/xml;charset=UTF-8' }).end(xml);
     }
   }
@@ -413,7 +529,7 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
       });
       return;
     }
-    if (service !== 'ec2' && service !== 'cloudformation') {
+    if (service !== 'ec2' && service !== 'cloudformation' && service !== 'autoscaling') {
       forward(req, res);
       return;
     }
@@ -439,7 +555,19 @@ export async function startQueryPeer(o: QueryPeerOptions = {}): Promise<QueryPee
     endpoint: `http://127.0.0.1:${port}`,
     instances,
     stacks,
+    groups,
     calls,
+    addGroup(name, { min, max, instances: ids }) {
+      const g: PeerGroup = {
+        name,
+        min,
+        max,
+        desired: ids.length,
+        instances: new Map(ids.map((id) => [id, { protected: false }])),
+      };
+      groups.set(name, g);
+      return g;
+    },
     addInstance({ state = 'running', tags = {} }) {
       const id = `i-${randomBytes(9).toString('hex').slice(0, 17)}`;
       instances.set(id, { id, state, tags: { ...tags } });

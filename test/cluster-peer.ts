@@ -286,6 +286,8 @@ export interface FakeImds {
   readonly endpoint: string;
   /** Sets the interruption notice; returns nothing, `servedAt` tells when it was first served. */
   notice(): void;
+  /** Sets a spot rebalance recommendation (served at /latest/meta-data/events/recommendations/rebalance). */
+  rebalance(): void;
   /** Time the notice was first served to a client with a valid token. */
   servedAt: number | undefined;
   /** Requests without a valid token (IMDSv1 style), which must never happen. */
@@ -296,10 +298,14 @@ export interface FakeImds {
 export async function startFakeImds(opts: { instanceId?: string } = {}): Promise<FakeImds> {
   const token = `tok-${Math.random().toString(36).slice(2)}`;
   let action: string | undefined;
+  let rebalance: string | undefined;
   const state: FakeImds = {
     endpoint: '',
     notice() {
       action = JSON.stringify({ action: 'terminate', time: new Date(Date.now() + 120_000).toISOString() });
+    },
+    rebalance() {
+      rebalance = JSON.stringify({ noticeTime: new Date().toISOString() });
     },
     servedAt: undefined,
     tokenless: 0,
@@ -326,6 +332,14 @@ export async function startFakeImds(opts: { instanceId?: string } = {}): Promise
     if (req.method === 'GET' && req.url === '/latest/meta-data/spot/instance-action' && action) {
       state.servedAt ??= Date.now();
       res.writeHead(200, { 'content-type': 'application/json' }).end(action);
+      return;
+    }
+    if (
+      req.method === 'GET' &&
+      req.url === '/latest/meta-data/events/recommendations/rebalance' &&
+      rebalance
+    ) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(rebalance);
       return;
     }
     res.writeHead(404).end();

@@ -208,7 +208,6 @@ test('Soykb52 (absolute inputs, stdout) on the cluster transport: absolute input
   const workers = [0, 1].map((i) =>
     runClusterWorker(
       {
-        name: 'csoy',
         queueUrl,
         bucket: 'csoy-bucket',
         region: 'us-east-1',

@@ -18,10 +18,10 @@ import {
   UNIT_PRICES,
 } from '../src/infra/prices.js';
 import { ecrImageOf, instanceUserData, shellQuote, workerUserData } from '../src/infra/user-data.js';
-import { BACKLOG_EXPRESSION } from '../src/infra/worker-pool.js';
 import { jobPrefix, S3_LAYOUT } from '../src/protocol/keys.js';
 import { type ClusterSpec, type ClusterSpecInput, defineCluster } from '../src/spec/cluster.js';
 import { UsageError } from '../src/spec/errors.js';
+import { evaluate } from './metric-math.js';
 import { resolveIntrinsics } from './sandbox.js';
 
 const ECR_WORKER = '123456789012.dkr.ecr.us-east-1.amazonaws.com/worker:1';
@@ -243,33 +243,122 @@ describe('ClusterStack constructs', () => {
     );
   });
 
-  it('every pool scales on backlog per instance (visible messages / in-service instances)', () => {
-    template.resourcePropertiesCountIs(
-      'AWS::AutoScaling::ScalingPolicy',
-      {
-        PolicyType: 'TargetTrackingScaling',
-        TargetTrackingConfiguration: {
-          TargetValue: 10,
-          CustomizedMetricSpecification: {
-            Metrics: [
-              Match.objectLike({
-                Id: 'm1',
-                MetricStat: Match.objectLike({
-                  Metric: Match.objectLike({ MetricName: 'ApproximateNumberOfMessagesVisible' }),
-                }),
-              }),
-              Match.objectLike({
-                Id: 'm2',
-                MetricStat: Match.objectLike({
-                  Metric: Match.objectLike({ MetricName: 'GroupInServiceInstances' }),
-                }),
-              }),
-              { Id: 'e1', Expression: BACKLOG_EXPRESSION, Label: 'BacklogPerInstance', ReturnData: true },
-            ],
-          },
+  it('every pool scales on its work (waiting + in flight) per in-service instance; the math never divides by zero nor reads a gap as no work; an alarm scales out from zero (issue 20, item 1)', () => {
+    const policies = Object.values(template.findResources('AWS::AutoScaling::ScalingPolicy') as Resources)
+      .map((r) => r.Properties)
+      .filter((p) => p.PolicyType === 'TargetTrackingScaling');
+    assert.equal(policies.length, 3); // cpu, gpu and ecs: a capacity: ecs pool scales the same way
+    type Query = {
+      Id: string;
+      Expression?: string;
+      ReturnData?: boolean;
+      MetricStat?: { Metric: { MetricName: string } };
+    };
+    for (const p of policies) {
+      const c = p.TargetTrackingConfiguration as {
+        TargetValue: number;
+        CustomizedMetricSpecification: { Metrics: Query[] };
+      };
+      assert.equal(c.TargetValue, 10);
+      const q = c.CustomizedMetricSpecification.Metrics;
+      const byName = Object.fromEntries(
+        q.filter((m) => m.MetricStat).map((m) => [m.MetricStat!.Metric.MetricName, m.Id]),
+      );
+      assert.deepEqual(Object.keys(byName).sort(), [
+        'ApproximateNumberOfMessagesNotVisible',
+        'ApproximateNumberOfMessagesVisible',
+        'GroupInServiceInstances',
+      ]);
+      const expr = q.find((m) => m.ReturnData)!.Expression!;
+      // visible, in flight, in service over 7 minutes: work in flight only (prefetched and
+      // running: the old metric read 0 and scaled the busy hosts in), no instance, a gap
+      const series = (
+        vis: Array<number | null>,
+        inflight: Array<number | null>,
+        inService: Array<number | null>,
+      ) => ({
+        [byName.ApproximateNumberOfMessagesVisible!]: vis,
+        [byName.ApproximateNumberOfMessagesNotVisible!]: inflight,
+        [byName.GroupInServiceInstances!]: inService,
+      });
+      const out = evaluate(
+        expr,
+        series([0, 0, 5, 5, null, 0, 0], [20, 20, 0, 0, 3, null, 0], [2, 2, 0, null, 1, 1, 1]),
+        7,
+      );
+      assert.deepEqual(out, [10, 10, 5, 5, 8, 3, 0]);
+    }
+    // from zero: the alarm is 1 with work and a desired capacity of 0, and adds one instance
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm') as Resources)
+      .map((r) => r.Properties)
+      .filter((a) =>
+        (a.Metrics as Query[] | undefined)?.some(
+          (m) => m.MetricStat?.Metric.MetricName === 'GroupDesiredCapacity',
+        ),
+      );
+    assert.equal(alarms.length, 3);
+    for (const a of alarms) {
+      const q = a.Metrics as Query[];
+      const id = (name: string) => q.find((m) => m.MetricStat?.Metric.MetricName === name)!.Id;
+      const out = evaluate(
+        q.find((m) => m.ReturnData)!.Expression!,
+        {
+          [id('ApproximateNumberOfMessagesVisible')]: [0, 4, null, 4, 0],
+          [id('ApproximateNumberOfMessagesNotVisible')]: [0, 0, 0, 0, 0],
+          [id('GroupDesiredCapacity')]: [0, 0, 0, 1, null],
         },
-      },
-      3, // cpu, gpu and ecs: a capacity: ecs pool scales the same way
+        5,
+      );
+      assert.deepEqual(out, [0, 1, 1, 0, 0]);
+      assert.equal(a.ComparisonOperator, 'GreaterThanOrEqualToThreshold');
+      assert.equal(a.Threshold, 1);
+      const policyId = (a.AlarmActions as Array<{ Ref: string }>)[0]!.Ref;
+      const policy = template.toJSON().Resources[policyId].Properties;
+      assert.equal(policy.PolicyType, 'StepScaling');
+      assert.equal(policy.AdjustmentType, 'ChangeInCapacity');
+      assert.deepEqual(policy.StepAdjustments, [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }]);
+    }
+    // a host that powers itself off is terminated, not left stopped for the group to replace
+    for (const lt of Object.values(template.findResources('AWS::EC2::LaunchTemplate') as Resources).filter(
+      (r) => JSON.stringify(r).includes('corral worker'),
+    ))
+      assert.equal(
+        (lt.Properties.LaunchTemplateData as { InstanceInitiatedShutdownBehavior?: string })
+          .InstanceInitiatedShutdownBehavior,
+        'terminate',
+      );
+  });
+
+  it('each pool has its own queue and dead-letter queue (the first pool the job queue), its hosts read only it, and the PoolQueues output lists them in order (issue 20, item 3)', () => {
+    const queues = Object.keys(template.findResources('AWS::SQS::Queue'));
+    for (const id of [
+      'JobQueue',
+      'JobQueueDeadLetterQueue',
+      'JobQueuegpuQueue',
+      'JobQueuegpuDeadLetterQueue',
+      'JobQueueecsQueue',
+      'JobQueueecsDeadLetterQueue',
+    ])
+      assert.ok(
+        queues.some((q) => q.startsWith(id)),
+        `${id} in ${queues}`,
+      );
+    assert.equal(queues.length, 6);
+    const urlOf = (pool: string) => /CORRAL_QUEUE_URL=<([^>]+)>/.exec(poolUserData(template, pool))?.[1];
+    assert.match(urlOf('cpu')!, /^JobQueue[A-F0-9]{8}\.QueueUrl$|^JobQueue[A-F0-9]{8}$/);
+    assert.match(urlOf('gpu')!, /^JobQueuegpuQueue/);
+    assert.match(urlOf('ecs')!, /^JobQueueecsQueue/);
+    const out = resolveIntrinsics(template.toJSON().Outputs.PoolQueues.Value, (n) => `<${n}>`);
+    assert.deepEqual(
+      (JSON.parse(out) as Array<{ pool: string; queueUrl: string }>).map((p) => [
+        p.pool,
+        p.queueUrl.replace(/[A-F0-9]{8}>$/, '>'),
+      ]),
+      [
+        ['cpu', '<JobQueue>'],
+        ['gpu', '<JobQueuegpuQueue>'],
+        ['ecs', '<JobQueueecsQueue>'],
+      ],
     );
   });
 
@@ -468,7 +557,7 @@ describe('ClusterStack constructs', () => {
       SqsManagedSseEnabled: true,
       VisibilityTimeout: 300,
     });
-    template.resourceCountIs('AWS::SQS::QueuePolicy', 2);
+    template.resourceCountIs('AWS::SQS::QueuePolicy', 6); // a queue and a dead-letter queue per pool
   });
 
   it('one instance role per pool, none with access keys', () => {

@@ -5,6 +5,7 @@ import { before, describe, it } from 'node:test';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import { ECR_LOGIN_ACTION, UNSCOPED_ACTIONS } from '../src/infra/instance-role.js';
 import { type PlanReport, planFromSynth, type SynthesizedCluster, synthCluster } from '../src/infra/plan.js';
+import { SCALE_IN_DESCRIBE_ACTIONS } from '../src/infra/worker-pool.js';
 import { type ClusterSpec, loadClusterFile } from '../src/spec/cluster.js';
 
 const DIR = path.join(import.meta.dirname, '..', 'examples', 'clusters');
@@ -169,7 +170,12 @@ describe('examples/clusters', () => {
   });
 
   it('IAM statements use no * resource except where AWS requires it, and none allows s3:* on *', () => {
-    const allowed = new Set([...UNSCOPED_ACTIONS, ...ECS_AGENT_ACTIONS, ECR_LOGIN_ACTION]);
+    const allowed = new Set([
+      ...UNSCOPED_ACTIONS,
+      ...SCALE_IN_DESCRIBE_ACTIONS,
+      ...ECS_AGENT_ACTIONS,
+      ECR_LOGIN_ACTION,
+    ]);
     for (const e of examples) {
       for (const s of e.plan.iam.filter((x) => x.kind === 'identity' && x.effect === 'Allow')) {
         if (s.resources.includes('*')) {

@@ -67,7 +67,8 @@ mkdir -p "$(dirname "$out")" "$CORRAL_REHEARSAL_ROOT/services"
   $(field ExecStart) >>"$out" 2>&1
   rc=$?
   echo "unit $3 exited $rc" >> "$CORRAL_REHEARSAL_RECORD"
-  [ "$rc" = 0 ] && shutdown -h now
+  post=$(field ExecStopPost)
+  [ -z "$post" ] || EXIT_STATUS=$rc /bin/sh -c "\${post#+}"
 ) </dev/null >>"$out" 2>&1 &
 echo $! > "$CORRAL_REHEARSAL_ROOT/services/$3.pid"
 `,

@@ -15,6 +15,18 @@ export interface ClusterTarget {
   readonly bucket: string;
   readonly region?: string;
   readonly logGroupName?: string;
+  /**
+   * The queue of each pool, in the spec's order: the first is the default (stack output PoolQueues).
+   * @default - none known: every task goes to `queueUrl`
+   */
+  readonly pools?: readonly PoolQueue[];
+}
+
+/** One pool's queue. */
+export interface PoolQueue {
+  readonly pool: string;
+  readonly queueUrl: string;
+  readonly deadLetterQueueUrl?: string;
 }
 
 /** Flags that can stand in for the stack outputs. */
@@ -58,7 +70,26 @@ function fromOutputs(name: string, raw: unknown, where: string): ClusterTarget {
     deadLetterQueueUrl: obj.DeadLetterQueueUrl,
     region: obj.Region,
     logGroupName: obj.LogGroupName,
+    ...(obj.PoolQueues ? { pools: poolQueuesOf(obj.PoolQueues, where) } : {}),
   };
+}
+
+function poolQueuesOf(text: string, where: string): PoolQueue[] {
+  try {
+    const list = JSON.parse(text) as PoolQueue[];
+    if (
+      Array.isArray(list) &&
+      list.every((p) => typeof p.pool === 'string' && typeof p.queueUrl === 'string')
+    )
+      return list;
+  } catch {
+    // reported below
+  }
+  throw new UsageError(
+    '--outputs',
+    `${where} has a PoolQueues output that is not a list of {pool, queueUrl}`,
+    'save the output of corral up FILE --json there',
+  );
 }
 
 /**

@@ -96,6 +96,9 @@ const ECS_ENDPOINTS = ['ecs', 'ecs-agent', 'ecs-telemetry'];
 // docker login (the token) and docker pull (manifests; the layers come through the S3 gateway)
 const ECR_ENDPOINTS = ['ecr.api', 'ecr.dkr'];
 
+/** The stack output listing each pool's queue, in the spec's order (the first pool is the default). */
+export const POOL_QUEUES_OUTPUT = 'PoolQueues';
+
 /**
  * The interface endpoints a spec gets: as written, or the default for its NAT, pools and images.
  * With no NAT gateway: the base set, `ecs`, `ecs-agent` and `ecs-telemetry` for capacity: ecs
@@ -140,6 +143,8 @@ export class ClusterStack extends Stack {
   readonly logGroup: logs.LogGroup;
   readonly staticInstances?: StaticInstances;
   readonly pools = new Map<string, WorkerPool>();
+  /** The queue of each pool: the first pool's is the job queue. */
+  readonly poolQueues = new Map<string, JobQueue>();
   readonly database?: Database;
   readonly peerings: Peering[] = [];
   readonly monitoring: Monitoring;
@@ -221,7 +226,31 @@ export class ClusterStack extends Stack {
       enforceSSL: true,
       displayName: `corral ${spec.name}`,
     });
-    const queues = [this.jobQueue.queue, this.jobQueue.deadLetterQueue];
+    // issue 20: each pool has its own queue (the first pool the job queue) and its workers read
+    // only that one; the coordinator sends each task to the queue of its step's pool.
+    for (const [i, p] of spec.pools.entries()) {
+      this.poolQueues.set(
+        p.name,
+        i === 0
+          ? this.jobQueue
+          : new JobQueue(this, `JobQueue-${p.name}`, {
+              visibilityTimeoutMs: spec.queue.visibilityTimeout,
+              retentionMs: spec.queue.retention,
+              maxReceiveCount: spec.queue.maxReceiveCount,
+            }),
+      );
+    }
+    const poolQueuesJson = this.toJsonString(
+      [...this.poolQueues].map(([pool, q]) => ({
+        pool,
+        queueUrl: q.queue.queueUrl,
+        deadLetterQueueUrl: q.deadLetterQueue.queueUrl,
+      })),
+    );
+    const queues = [...new Set([this.jobQueue, ...this.poolQueues.values()])].flatMap((q) => [
+      q.queue,
+      q.deadLetterQueue,
+    ]);
     const built = props.workerArtifact ?? buildWorkerArtifact();
     this.workerArtifactInfo = built;
     this.workerArtifact = new s3assets.Asset(this, 'WorkerArtifact', {
@@ -322,6 +351,7 @@ export class ClusterStack extends Stack {
           Region: spec.region,
           LogGroupName: this.logGroup.logGroupName,
           ClusterName: spec.name,
+          ...(this.poolQueues.size > 0 ? { [POOL_QUEUES_OUTPUT]: poolQueuesJson } : {}),
         },
         artifact,
         instances: spec.instances.map((i, n) => ({
@@ -359,8 +389,8 @@ export class ClusterStack extends Stack {
           network: this.network,
           securityGroup: sg,
           role: role.role,
-          queue: this.jobQueue.queue,
-          deadLetterQueue: this.jobQueue.deadLetterQueue,
+          queue: this.poolQueues.get(p.name)!.queue,
+          deadLetterQueue: this.poolQueues.get(p.name)!.deadLetterQueue,
           bucketName: bucket.bucketName,
           logGroup: this.logGroup,
           instanceTypes: p.instanceTypes,
@@ -417,6 +447,12 @@ export class ClusterStack extends Stack {
     new CfnOutput(this, 'QueueUrl', { value: this.jobQueue.queue.queueUrl });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.jobQueue.deadLetterQueue.queueUrl });
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
+    if (this.poolQueues.size > 0) {
+      new CfnOutput(this, POOL_QUEUES_OUTPUT, {
+        value: poolQueuesJson,
+        description: 'queue of each pool, the first the default (JSON)',
+      });
+    }
     new CfnOutput(this, 'Region', { value: this.region });
     new CfnOutput(this, 'LogGroupName', { value: this.logGroup.logGroupName });
     new CfnOutput(this, 'ClusterName', { value: spec.name });

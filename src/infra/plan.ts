@@ -245,6 +245,16 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
       'the ECS agent of a capacity: ecs host registers and polls its own cluster (conditioned on it where ECS allows) and discovers its endpoint, which has no resource',
   },
   {
+    id: 'AwsSolutions-IAM5',
+    appliesTo: [
+      'Resource::*',
+      /^Resource::arn:<AWS::Partition>:autoscaling:[^:]+:[^:]+:autoScalingGroup:\*:autoScalingGroupName\/<Pool[A-Za-z0-9]+GroupASG[A-F0-9]{8}>$/,
+    ],
+    path: /\/Pool-[^/]+\/ScaleIn\/Resource$/,
+    reason:
+      "a pool's worker sets scale-in protection on its host and terminates it through its own Auto Scaling group, named in the ARN (the group's id is its `*`); the describes it needs first support no resource-level permissions",
+  },
+  {
     id: 'AwsSolutions-EC29',
     path: /\/Instances\/[^/]+\/Resource$/,
     reason:

@@ -362,8 +362,9 @@ function cloudWatchAgent(logGroupName: string): string[] {
  * the CloudWatch agent, and `corral worker` under systemd
  * (`corral-worker.service`: restarted on failure at most {@link WORKER_START_BURST} times in
  * 10 minutes, then `corral-worker-failed.service` ships the worker's log and logs
- * {@link WORKER_GAVE_UP}, which raises an alarm; a clean exit after the idle time powers the
- * instance off, which is how the pool scales in). Only then does it signal success. Any failure
+ * {@link WORKER_GAVE_UP}, which raises an alarm; the worker protects the host from scale-in while
+ * busy and, idle, terminates it through the group with a decrement while desired > min: the host
+ * is never powered off, which the group would answer with a replacement). Only then does it signal success. Any failure
  * ships the log, signals failure and stops. No credential is written: the instance role is used
  * through IMDSv2.
  */
@@ -377,6 +378,8 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     `CORRAL_BUCKET=${o.bucketName}`,
     `CORRAL_LOG_GROUP=${o.logGroupName}`,
     `CORRAL_IDLE_EXIT_SECONDS=${o.idleExitSeconds}`,
+    // the host is in the pool's Auto Scaling group: protected while busy, leaves through the group
+    'CORRAL_AUTOSCALING=1',
     ...(o.image ? [`CORRAL_IMAGE=${o.image}`] : []),
     ...(o.image && o.gpus ? [`CORRAL_GPUS=${o.gpus}`] : []),
     ...Object.entries(o.database ? databaseEnvOf(o.database) : {}).map(([k, v]) => `${k}=${v}`),
@@ -457,8 +460,6 @@ export function workerUserData(o: WorkerUserDataOptions): string {
     'Restart=on-failure',
     'RestartSec=5',
     'RestartPreventExitStatus=0',
-    // PermissionsStartOnly is gone; `+` runs the power-off as root.
-    'ExecStopPost=+/bin/sh -c \'[ "$EXIT_STATUS" = 0 ] && shutdown -h now || true\'',
     'KillSignal=SIGTERM',
     'TimeoutStopSec=120',
     '[Install]',

@@ -1,5 +1,6 @@
 import { Duration, Lazy, Stack } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -106,7 +107,7 @@ export interface WorkerPoolProps {
    */
   readonly image?: string;
   /**
-   * Target visible messages per in-service instance.
+   * Target tasks (waiting plus in flight in the pool's queue) per in-service instance.
    * @default 10
    */
   readonly backlogPerInstance?: number;
@@ -149,8 +150,36 @@ const SPOT_STRATEGIES: Record<SpotStrategy, autoscaling.SpotAllocationStrategy> 
   'lowest-price': autoscaling.SpotAllocationStrategy.LOWEST_PRICE,
 };
 
-/** The metric math of backlog per instance: visible messages divided by in-service capacity (≥ 1). */
-export const BACKLOG_EXPRESSION = 'IF(m2 > 0, m1 / m2, m1)';
+/**
+ * What a worker asks Auto Scaling about its own host before it protects or terminates it (which
+ * group it is in, the group's sizes): these support no resource-level permissions, so `*`.
+ */
+export const SCALE_IN_DESCRIBE_ACTIONS: readonly string[] = [
+  'autoscaling:DescribeAutoScalingInstances',
+  'autoscaling:DescribeAutoScalingGroups',
+];
+
+/**
+ * The work of a pool's queue: messages waiting (m1, visible) plus messages in flight (m3, leased
+ * by a worker: prefetched or running). A missing point repeats the last one (`FILL(…, REPEAT)`):
+ * a gap in the SQS metrics never reads as "no work".
+ */
+export const WORK_EXPRESSION = '(FILL(m1, REPEAT) + FILL(m3, REPEAT))';
+
+/**
+ * The metric math of the target tracking: work per in-service instance (m2, the group metric
+ * GroupInServiceInstances, missing read as 0). With no instance in service it is the work itself,
+ * never a division by zero.
+ */
+export const BACKLOG_EXPRESSION = `IF(FILL(m2, 0) > 0, ${WORK_EXPRESSION} / FILL(m2, 0), ${WORK_EXPRESSION})`;
+
+/**
+ * The metric math of the scale-out-from-zero alarm: 1 when there is work and the group's desired
+ * capacity (m4, GroupDesiredCapacity; a gap repeats the last point) is 0, else 0. Target tracking
+ * computes the new capacity from the current one and so cannot leave zero; this alarm's step
+ * policy adds one instance, which ends the alarm, and target tracking takes over from there.
+ */
+export const FROM_ZERO_EXPRESSION = `IF(FILL(m4, REPEAT) == 0 AND ${WORK_EXPRESSION} > 0, 1, 0)`;
 
 /**
  * An auto-scaled pool of workers: a launch template (IMDSv2 required, encrypted root volume),
@@ -246,6 +275,9 @@ export class WorkerPool extends Construct {
       // theirs here, or they could reach nothing outside the VPC endpoints.
       associatePublicIpAddress: props.subnet === 'public' ? true : undefined,
       detailedMonitoring: true,
+      // a backstop: a host that powers itself off is terminated (the group then starts no
+      // replacement for a stopped instance); idle workers leave through the group (worker.ts)
+      instanceInitiatedShutdownBehavior: ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
       blockDevices: [
         {
           deviceName: '/dev/xvda',
@@ -292,46 +324,98 @@ export class WorkerPool extends Construct {
       notifications: props.notificationTopic ? [{ topic: props.notificationTopic }] : undefined,
     });
 
-    // Every pool, capacity: ecs too, scales on its own backlog per instance.
+    // The worker protects its host from scale-in while busy and, idle, terminates it through the
+    // group (cluster-main.ts, scale-in.ts): those two actions on this group only; the two
+    // describes (which group a host is in, its sizes) support no resource-level permissions.
+    // A policy of its own: the role's default policy must exist before the launch template (and
+    // so before the group), and this one names the group.
+    new iam.Policy(this, 'ScaleIn', {
+      roles: [props.role],
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['autoscaling:SetInstanceProtection', 'autoscaling:TerminateInstanceInAutoScalingGroup'],
+          resources: [this.autoScalingGroup.autoScalingGroupArn],
+        }),
+        new iam.PolicyStatement({
+          actions: [...SCALE_IN_DESCRIBE_ACTIONS],
+          resources: ['*'],
+        }),
+      ],
+    });
+    // Every pool, capacity: ecs too, scales on the work of its own queue per instance.
+    const groupName = this.autoScalingGroup.autoScalingGroupName;
+    const work = [
+      queueMetric('m1', 'ApproximateNumberOfMessagesVisible', props.queue),
+      queueMetric('m3', 'ApproximateNumberOfMessagesNotVisible', props.queue),
+    ];
     new autoscaling.CfnScalingPolicy(this, 'BacklogPerInstance', {
-      autoScalingGroupName: this.autoScalingGroup.autoScalingGroupName,
+      autoScalingGroupName: groupName,
       policyType: 'TargetTrackingScaling',
       targetTrackingConfiguration: {
         targetValue: props.backlogPerInstance ?? 10,
         customizedMetricSpecification: {
           metrics: [
-            queueMetric(props.queue),
-            {
-              id: 'm2',
-              returnData: false,
-              metricStat: {
-                stat: 'Average',
-                metric: {
-                  namespace: 'AWS/AutoScaling',
-                  metricName: 'GroupInServiceInstances',
-                  dimensions: [
-                    { name: 'AutoScalingGroupName', value: this.autoScalingGroup.autoScalingGroupName },
-                  ],
-                },
-              },
-            },
+            ...work,
+            groupMetric('m2', 'GroupInServiceInstances', groupName),
             { id: 'e1', expression: BACKLOG_EXPRESSION, label: 'BacklogPerInstance', returnData: true },
           ],
         },
       },
     });
+    // Scale-out from zero: work and no instance adds one; target tracking goes on from there.
+    const fromZero = new autoscaling.CfnScalingPolicy(this, 'ScaleOutFromZero', {
+      autoScalingGroupName: groupName,
+      policyType: 'StepScaling',
+      adjustmentType: 'ChangeInCapacity',
+      metricAggregationType: 'Maximum',
+      stepAdjustments: [{ metricIntervalLowerBound: 0, scalingAdjustment: 1 }],
+    });
+    new cloudwatch.CfnAlarm(this, 'WorkWithNoInstance', {
+      alarmDescription: `corral ${props.clusterName}: pool ${props.poolName} has work and a desired capacity of 0`,
+      comparisonOperator: 'GreaterThanOrEqualToThreshold',
+      threshold: 1,
+      evaluationPeriods: 1,
+      datapointsToAlarm: 1,
+      treatMissingData: 'notBreaching',
+      alarmActions: [fromZero.ref],
+      metrics: [
+        ...[...work, groupMetric('m4', 'GroupDesiredCapacity', groupName)].map(
+          ({ id, metricStat }): cloudwatch.CfnAlarm.MetricDataQueryProperty => ({
+            id,
+            returnData: false,
+            metricStat: { ...metricStat, period: 60 },
+          }),
+        ),
+        { id: 'e1', expression: FROM_ZERO_EXPRESSION, label: 'WorkWithNoInstance', returnData: true },
+      ],
+    });
   }
 }
 
-function queueMetric(queue: sqs.IQueue) {
+function groupMetric(id: string, metricName: string, groupName: string) {
   return {
-    id: 'm1',
+    id,
+    returnData: false,
+    metricStat: {
+      stat: 'Average',
+      metric: {
+        namespace: 'AWS/AutoScaling',
+        metricName,
+        dimensions: [{ name: 'AutoScalingGroupName', value: groupName }],
+      },
+    },
+  };
+}
+
+function queueMetric(id: string, metricName: string, queue: sqs.IQueue) {
+  return {
+    id,
     returnData: false,
     metricStat: {
       stat: 'Sum',
       metric: {
         namespace: 'AWS/SQS',
-        metricName: 'ApproximateNumberOfMessagesVisible',
+        metricName,
         dimensions: [{ name: 'QueueName', value: queue.queueName }],
       },
     },

@@ -159,6 +159,8 @@ export const stepSchema = z
     continueOnFailure: z.boolean().default(false),
     /** Tasks of this step claimed together in one lease batch (agglomeration of small tasks). @default - adaptive, by measured task duration */
     batch: z.int().min(1).max(1000).optional(),
+    /** The cluster pool whose workers run this step's tasks (`--cluster` runs). @default - the job's `pool`, else the cluster's first pool */
+    pool: z.string().min(1).optional(),
   })
   .superRefine((st, ctx) => {
     checkBody(st, ctx);
@@ -230,6 +232,8 @@ export const jobSchema = z
     timeout: durationField({ min: 1, timer: true }).default(3_600_000),
     /** How many tasks run at once (local worker processes). @default the number of CPU cores */
     concurrency: z.int().min(1).max(MAX_CONCURRENCY).optional(),
+    /** The cluster pool whose workers run the job's tasks (`--cluster` runs; a step may name its own). @default - the cluster's first pool */
+    pool: z.string().min(1).optional(),
     /** How long a worker's claim on a task lasts without a heartbeat. @default 30s */
     lease: durationField({ timer: true }).default(30_000),
   })
@@ -444,6 +448,8 @@ export interface StepDef {
   readonly timeout: number;
   readonly continueOnFailure: boolean;
   readonly batch?: number;
+  /** The cluster pool of the step's tasks. @default - the job's, else the cluster's first pool */
+  readonly pool?: string;
 }
 
 /** A validated job spec together with where it came from. */
@@ -519,6 +525,7 @@ export function stepsOf(spec: JobSpec): StepDef[] {
         retries: spec.retries,
         timeout: spec.timeout,
         continueOnFailure: false,
+        ...(spec.pool !== undefined ? { pool: spec.pool } : {}),
       },
     ];
   }
@@ -536,6 +543,7 @@ export function stepsOf(spec: JobSpec): StepDef[] {
     timeout: st.timeout ?? spec.timeout,
     continueOnFailure: st.continueOnFailure,
     batch: st.batch,
+    ...((st.pool ?? spec.pool) !== undefined ? { pool: st.pool ?? spec.pool } : {}),
   }));
 }
 

@@ -30,6 +30,7 @@ import { WorkerAgent } from './agent.js';
 import { type ClusterDatabase, type DatabaseAccess, prepareDatabaseAccess } from './database.js';
 import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
 import { InputCache } from './input-cache.js';
+import { ScaleInGuard } from './scale-in.js';
 import { SpotWatcher } from './spot-watcher.js';
 import { isTransient } from './transient.js';
 
@@ -72,6 +73,13 @@ export interface ClusterWorkerOptions {
    * @default - none
    */
   readonly database?: ClusterDatabase;
+  /**
+   * The host is an instance of the pool's Auto Scaling group (the pool bootstrap sets
+   * CORRAL_AUTOSCALING=1): it is protected from scale-in while the worker holds work, and idle it
+   * terminates itself through the group with a decrement while desired > min, else stays up idle.
+   * @default false: idle, the worker exits
+   */
+  readonly autoScaling?: boolean;
   /** Worker id. @default <hostname>-<pid>-<random> */
   readonly id?: string;
   /** Progress lines. @default - standard error */
@@ -80,10 +88,13 @@ export interface ClusterWorkerOptions {
 
 /** How a worker ended. */
 export interface ClusterWorkerResult {
-  readonly reason: 'idle' | 'spot' | 'drain' | 'abort';
+  /** `rebalance`: a spot rebalance recommendation came; the held tasks were finished, no new one claimed. */
+  readonly reason: 'idle' | 'spot' | 'rebalance' | 'drain' | 'abort';
   readonly ran: number;
   /** Milliseconds from seeing the spot notice to having handed every lease back. */
   readonly releaseMs?: number;
+  /** Idle, the host terminated itself through its Auto Scaling group (autoScaling). */
+  readonly terminated?: boolean;
 }
 
 /**
@@ -321,6 +332,8 @@ export async function runClusterWorker(
   let current: { agent: WorkerAgent; queue: ClusterJobQueue; sqs: SqsQueue } | undefined;
   let releaseMs: number | undefined;
   let ran = 0;
+  /** A spot rebalance recommendation came: no new task is claimed; the held ones finish. */
+  let rebalancing = false;
 
   // A dead letter is recorded in its job's folder of the bucket, where the coordinator looks for
   // failures: whichever queue client received it, the one looking for the next job included.
@@ -359,6 +372,22 @@ export async function runClusterWorker(
           intervalMs: o.spotIntervalMs,
           onError: () => {},
           onNotice: (n) => {
+            if (n.kind === 'rebalance') {
+              // an elevated risk, not an interruption: claim nothing new, finish what is held
+              rebalancing = true;
+              discovery.interrupt();
+              const now = current;
+              if (now) now.queue.stopped = true;
+              const ahead = now ? now.sqs.releaseBuffered() : Promise.resolve(0);
+              ahead.then(
+                (n) =>
+                  log(
+                    `corral worker ${id}: spot rebalance recommendation; claiming no new task, finishing the held ones (${n} received ahead handed back)`,
+                  ),
+                (err) => log(`corral worker ${id}: hand-back failed: ${(err as Error).message}`),
+              );
+              return;
+            }
             reason ??= 'spot';
             const t0 = Date.now();
             discovery.interrupt();
@@ -380,12 +409,26 @@ export async function runClusterWorker(
           },
         });
   watcher?.start();
+  // issue 20: scale-in protection while busy, self-termination through the group when idle
+  const guard = o.autoScaling
+    ? new ScaleInGuard({
+        settings,
+        credentials: sqsClient.config.credentials,
+        imdsEndpoint: o.imdsEndpoint,
+        log: (l) => log(`corral worker ${id}: ${l}`),
+      })
+    : undefined;
+  let terminated = false;
   log(`corral worker ${id}: polling ${o.queueUrl} (bucket ${o.bucket})`);
 
   let idleSince = Date.now();
   let outageSince: number | undefined;
   try {
     while (!reason) {
+      if (rebalancing) {
+        reason = 'rebalance';
+        break;
+      }
       try {
         const [first] = await discovery.claim(id, 1, 60_000).catch(async () => {
           await new Promise((r) => setTimeout(r, 500)); // queue unreachable: poll again later
@@ -393,6 +436,11 @@ export async function runClusterWorker(
         });
         if (!first) {
           if (Date.now() - idleSince > idleExitMs) {
+            if (guard && (await guard.leave()) === 'stay') {
+              idleSince = Date.now();
+              continue;
+            }
+            terminated = guard !== undefined;
             reason = 'idle';
             break;
           }
@@ -412,6 +460,7 @@ export async function runClusterWorker(
           }
           jobs.set(name, job);
         }
+        if (rebalancing) continue; // the recommendation came meanwhile: claim nothing
         const sqs = new SqsQueue({
           client: sqsClient,
           queueUrl: o.queueUrl,
@@ -451,8 +500,10 @@ export async function runClusterWorker(
         current = { agent, queue, sqs };
         log(`corral worker ${id}: running tasks of job ${name}`);
         try {
+          await guard?.busy(true);
           await agent.run();
         } finally {
+          await guard?.busy(false);
           ran += agent.ran;
           current = undefined;
           await sqs.close().catch(() => {});
@@ -477,5 +528,5 @@ export async function runClusterWorker(
     s3.destroy();
   }
   log(`corral worker ${id}: exiting (${reason}) after ${ran} task(s)`);
-  return { reason: reason ?? 'idle', ran, releaseMs };
+  return { reason: reason ?? 'idle', ran, releaseMs, ...(terminated ? { terminated } : {}) };
 }

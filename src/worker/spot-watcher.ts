@@ -27,7 +27,10 @@ export const SPOT_POLL_MS = 500;
 export interface SpotWatcherOptions extends ImdsOptions {
   /** Time between polls. @default SPOT_POLL_MS */
   readonly intervalMs?: number;
-  /** Called once, on the first notice. */
+  /**
+   * Called once per kind: on a rebalance recommendation (polling goes on, for the interruption
+   * notice that may follow), and on the interruption notice (polling stops).
+   */
   readonly onNotice: (n: SpotNotice) => void;
   /** Called on polling errors (IMDS unreachable). @default - ignored */
   readonly onError?: (err: Error) => void;
@@ -35,12 +38,14 @@ export interface SpotWatcherOptions extends ImdsOptions {
 
 /**
  * Polls IMDSv2 for a spot interruption notice or a rebalance recommendation twice a second and
- * calls `onNotice` once. AWS gives two minutes between the notice and the interruption; the
- * worker hands its leases back at once and drains.
+ * calls `onNotice` once for each. A rebalance recommendation is only an elevated risk: the worker
+ * claims no new task but finishes those it holds. AWS gives two minutes between the interruption
+ * notice and the interruption: the worker then hands its leases back at once and drains.
  */
 export class SpotWatcher {
   private timer: NodeJS.Timeout | undefined;
   private fired = false;
+  private rebalanceSeen = false;
   private readonly imds: Imds;
 
   constructor(private readonly o: SpotWatcherOptions) {
@@ -51,11 +56,15 @@ export class SpotWatcher {
     const tick = async () => {
       try {
         const n = await this.check();
-        if (n && !this.fired) {
+        if (n?.kind === 'instance-action' && !this.fired) {
           this.fired = true;
           this.stop();
           this.o.onNotice(n);
           return;
+        }
+        if (n?.kind === 'rebalance' && !this.rebalanceSeen) {
+          this.rebalanceSeen = true;
+          this.o.onNotice(n);
         }
       } catch (err) {
         this.o.onError?.(err as Error);

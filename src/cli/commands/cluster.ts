@@ -27,6 +27,8 @@ export interface ClusterFlags {
   var?: string[];
   /** HyperFlow working directory (`run` only). */
   workdir?: string;
+  /** `STEP=POOL` routes (`run` only). */
+  pool?: string[];
 }
 
 /** Adds `--cluster` and the flags that locate a cluster's queue and bucket. */
@@ -58,6 +60,12 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
   const { loadJob, parseVars } = await import('../../workflow/load-job.js');
   const { runClusterJob } = await import('../../transport/cluster/cluster-run.js');
   const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir, forCluster: true });
+  const pools: Record<string, string> = {};
+  for (const v of flags.pool ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(v);
+    if (!m) throw new UsageError('--pool', `"${v}" is not STEP=POOL`, 'write e.g. --pool render=gpu');
+    pools[m[1]!] = m[2]!;
+  }
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();
   const onSignal = () => ac.abort();
@@ -78,6 +86,7 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
       signal: ac.signal,
       tickMs: tick,
       log: say,
+      pools,
       onProgress: (p) => {
         const line = `${p.done}/${p.total} done, ${p.leased} running, ${p.pending} pending, ${p.dead} failed`;
         if (line !== last) say(line);

@@ -60,6 +60,12 @@ export function register(program: Command): void {
       [],
     )
     .option(
+      '--pool <STEP=POOL>',
+      "with --cluster: the pool whose workers run a step's or a HyperFlow process's tasks (repeatable; a step's own pool: wins; default the job's pool:, else the cluster's first pool)",
+      (v: string, all: string[]) => [...all, v],
+      [],
+    )
+    .option(
       '--workdir <DIR>',
       "HyperFlow working directory: where signals are files and commands run (default: the JSON file's folder)",
     )

@@ -18,6 +18,7 @@ interface WorkerFlags {
   logGroup?: string;
   check?: boolean;
   spot: boolean;
+  autoScaling?: boolean;
 }
 
 /** `corral worker`: the cluster worker, configured by flags or the env the bootstrap writes. */
@@ -51,6 +52,10 @@ export function register(program: Command): void {
       'with --image: the GPUs each container gets, as docker run --gpus takes them (all, a count, device=0,1) (env CORRAL_GPUS)',
     )
     .option('--no-spot', 'do not poll IMDSv2 for spot notices')
+    .option(
+      '--auto-scaling',
+      "the host is in the pool's Auto Scaling group: protect it from scale-in while busy; idle, terminate it through the group while desired > min, else stay up (env CORRAL_AUTOSCALING=1)",
+    )
     .option('--log-group <NAME>', "the cluster's log group (env CORRAL_LOG_GROUP)")
     .option(
       '--check',
@@ -142,6 +147,7 @@ export function register(program: Command): void {
           image: flags.image ?? env.CORRAL_IMAGE,
           gpus: flags.gpus ?? (env.CORRAL_GPUS || undefined),
           spot: flags.spot,
+          autoScaling: flags.autoScaling ?? env.CORRAL_AUTOSCALING === '1',
           spotIntervalMs: env.CORRAL_SPOT_INTERVAL_MS ? Number(env.CORRAL_SPOT_INTERVAL_MS) : undefined,
           database: databaseFromEnv(env),
         },
@@ -149,5 +155,9 @@ export function register(program: Command): void {
       );
       process.exitCode = 0;
       if (r.reason === 'spot') process.stderr.write('corral worker: stopped for a spot interruption\n');
+      if (r.reason === 'rebalance')
+        process.stderr.write(
+          'corral worker: stopped after a spot rebalance recommendation (held tasks finished)\n',
+        );
     });
 }

@@ -299,7 +299,11 @@ export class LocalCompute implements Compute {
       const type = expected || code === 75 ? 'exited' : 'lost';
       for (const id of ids) this.o.onEvent?.({ worker: id, type, code, signal });
       // it exited by itself (not killed by a signal: chaos, the OOM killer) soon after it started
-      if (type === 'lost' && signal === null && (upAt === undefined || Date.now() - upAt < CRASH_LOOP.withinMs)) {
+      if (
+        type === 'lost' &&
+        signal === null &&
+        (upAt === undefined || Date.now() - upAt < CRASH_LOOP.withinMs)
+      ) {
         if (++this.quickLosses >= CRASH_LOOP.times)
           this.failure = `${this.quickLosses} worker processes in a row exited within ${CRASH_LOOP.withinMs / 1000}s of starting (last: exit ${code}); see ${logPath}`;
       } else this.quickLosses = 0;

@@ -455,6 +455,14 @@ export class SqsQueue implements Queue {
     return all.length;
   }
 
+  /** Hands back at once the messages received ahead and not handed out yet; returns how many. */
+  async releaseBuffered(): Promise<number> {
+    const buffered = [...this.buffer.values()].flat();
+    this.buffer.clear();
+    if (buffered.length) await this.release(buffered.map((h) => h.lease));
+    return buffered.length;
+  }
+
   /** Makes claims return nothing from now on and aborts a claim waiting on a long poll. */
   interrupt(): void {
     this.closed = true;

@@ -17,6 +17,7 @@ import type { SqsQueue } from '../../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../../spec/job.js';
 import type { FailureMarker, S3Store } from '../../store/s3/s3-store.js';
 import { isTransient } from '../../worker/transient.js';
+import type { StepPools } from './pool-routing.js';
 
 /** Options of a cluster run. */
 export interface ClusterRunOptions {
@@ -38,6 +39,11 @@ export interface ClusterRunOptions {
   readonly stallMs?: number;
   /** Progress lines. @default - none */
   readonly log?: (line: string) => void;
+  /**
+   * The pool of a step or a HyperFlow process, by its name (a step's own `pool` wins).
+   * @default - each step's `pool`, else the job's, else the cluster's first pool
+   */
+  readonly pools?: Readonly<Record<string, string>>;
 }
 
 /** Bucket name (relative to the job prefix) of the manifest of enqueued tasks. */
@@ -60,6 +66,8 @@ export interface ClusterSession {
   readonly log: (line: string) => void;
   /** When the run started (ms since the epoch). */
   readonly started: number;
+  /** The pool queue of each step (pool-routing.ts). */
+  readonly routes: StepPools;
 }
 
 /** The store key whose commit marks a task done: its output, else its empty done-marker. */

@@ -36,6 +36,7 @@ import {
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
+import { queueOfStep } from './pool-routing.js';
 import { s3Inputs } from './s3-inputs.js';
 
 /** The ledger's owner of every task that is in the cluster's queue. */
@@ -77,18 +78,21 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
   const ledger = openLedger(opts.stateDir, job);
   const dag = new DagState(ledger.queue, job, { s3: s3Inputs(s.s3) });
   const db = ledger.queue.db;
-  const queues = new Map<number, SqsQueue>();
-  const queueFor = (maxAttempts: number) => {
-    let q = queues.get(maxAttempts);
+  const queues = new Map<string, SqsQueue>();
+  /** The queue of a step's pool (pool-routing.ts), per max attempts. */
+  const queueFor = (step: string, maxAttempts: number) => {
+    const pool = queueOfStep(s.routes, target, step);
+    const key = `${pool.queueUrl} ${maxAttempts}`;
+    let q = queues.get(key);
     if (!q) {
       q = new SqsQueue({
         client: s.sqs,
-        queueUrl: target.queueUrl,
-        deadLetterQueueUrl: target.deadLetterQueueUrl,
+        queueUrl: pool.queueUrl,
+        deadLetterQueueUrl: pool.deadLetterQueueUrl,
         job: name,
         maxAttempts,
       });
-      queues.set(maxAttempts, q);
+      queues.set(key, q);
     }
     return q;
   };
@@ -208,15 +212,16 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
     };
     const send = async (leases: ReadonlyArray<Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'>>) => {
       if (leases.length === 0) return;
-      const byAttempts = new Map<number, NewTask[]>();
+      const byQueue = new Map<SqsQueue, NewTask[]>();
       for (const l of leases) {
         const stage = stageOf(l);
         const payload = stage.length ? { ...l.payload, stage } : l.payload;
-        const list = byAttempts.get(l.maxAttempts) ?? [];
+        const q = queueFor(l.step, l.maxAttempts);
+        const list = byQueue.get(q) ?? [];
         list.push({ key: l.key, step: l.step, payload });
-        byAttempts.set(l.maxAttempts, list);
+        byQueue.set(q, list);
       }
-      for (const [m, tasks] of byAttempts) await enqueueAll(queueFor(m), tasks);
+      for (const [q, tasks] of byQueue) await enqueueAll(q, tasks);
       // recorded after sending: a crash in between sends them again (harmless: commits are once)
       const keys = leases.map((l) => l.key);
       await store.putText(
@@ -286,9 +291,19 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       logDag(await dag.advance());
       await forward();
       counts = ledger.queue.countsSync();
-      const q = await queueFor(job.spec.retries.maxAttempts)
-        .counts()
-        .catch(() => undefined);
+      // what every pool queue of the job holds (one step per pool asks)
+      const perPool = new Map([...s.routes].map(([step, p]) => [p.queueUrl, step]));
+      if (perPool.size === 0) perPool.set(target.queueUrl, job.steps[0]?.name ?? '');
+      const all = await Promise.all(
+        [...perPool.values()].map((step) =>
+          queueFor(step, job.spec.retries.maxAttempts)
+            .counts()
+            .catch(() => undefined),
+        ),
+      );
+      const q = all.every((c) => c !== undefined)
+        ? { pending: all.reduce((n, c) => n + c.pending, 0), leased: all.reduce((n, c) => n + c.leased, 0) }
+        : undefined;
       const now = Date.now();
       const finished = counts.done + counts.dead + counts.skipped;
       if (finished > before) lastProgress = now;

@@ -36,6 +36,7 @@ import {
   untilReachable,
   uploadInputs,
 } from './cluster-common.js';
+import { describeRoutes, queueOfStep, routeSteps } from './pool-routing.js';
 import { s3Inputs } from './s3-inputs.js';
 
 export type { ClusterRunOptions, Manifest } from './cluster-common.js';
@@ -56,6 +57,9 @@ export async function runClusterJob(
   const s3 = createS3Client(settings);
   const sqs = createSqsClient(settings);
   try {
+    // issue 20: each step's pool queue, decided before anything is sent (an unknown pool is exit 2)
+    const routes = routeSteps(job, target, opts.pools);
+    if (target.pools?.length) for (const line of describeRoutes(routes)) log(`job ${job.spec.name}: ${line}`);
     await preflightAws({
       s3,
       sqs,
@@ -69,7 +73,7 @@ export async function runClusterJob(
       prefix: jobPrefix(job.spec.name),
       stagingDir: path.join(opts.stateDir, 'staging'),
     });
-    const session: ClusterSession = { job, target, opts, s3, sqs, store, log, started };
+    const session: ClusterSession = { job, target, opts, s3, sqs, store, log, started, routes };
     if (isPlainMap(job)) return await runMap(session);
     const { runClusterDag } = await import('./cluster-dag.js');
     return await runClusterDag(session);
@@ -102,10 +106,11 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   const { job, target, opts, s3, store, log, started } = s;
   const name = job.spec.name;
   const step = job.steps[0]!;
+  const pool = queueOfStep(s.routes, target, step.name);
   const queue = new SqsQueue({
     client: s.sqs,
-    queueUrl: target.queueUrl,
-    deadLetterQueueUrl: target.deadLetterQueueUrl,
+    queueUrl: pool.queueUrl,
+    deadLetterQueueUrl: pool.deadLetterQueueUrl,
     job: name,
     maxAttempts: step.retries.maxAttempts,
   });
