@@ -30,6 +30,7 @@ export const VALUED = new Set([
   // the cluster's (without --cluster they do nothing, but still take a value)
   '--outputs',
   '--queue-url',
+  '--pool',
   '--dlq-url',
   '--bucket',
   '--region',
