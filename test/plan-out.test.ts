@@ -90,3 +90,46 @@ test('corral plan --out DIR: the template as cdk synth writes it, its assets, pl
   assert.equal(bad.stdout, '');
   assert.equal(readFileSync(file, 'utf8'), 'x', 'the file is left alone');
 });
+
+test('corral plan --job: which pool each step of a job runs on, and an unknown pool is exit 2 before anything is synthesized (issue 20, item 3)', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(path.join(dir, 'in.txt'), 'a\nb\n');
+  writeFileSync(
+    path.join(dir, 'job.yaml'),
+    `name: render-job
+steps:
+  - name: prep
+    map: { lines: in.txt }
+    command: 'echo {input}'
+    outputs: prep/{index}
+  - name: render
+    map: { outputsOf: prep }
+    pool: gpu
+    command: 'cat {input}'
+    outputs: render/{index}
+  - name: pack
+    reduce: render
+    command: 'cat {inputs}'
+    outputs: pack.txt
+`,
+  );
+  const cluster = path.join(ROOT, 'examples/clusters/eks-style-no-peers.yaml');
+  const r = await runCli(['plan', cluster, '--job', 'job.yaml', '--json'], { cwd: dir });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).routes, { prep: 'cpu', render: 'gpu', pack: 'cpu' });
+  const text = await runCli(['plan', cluster, '--job', 'job.yaml', '--pool', 'pack=gpu'], { cwd: dir });
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /routing of job render-job:\n {2}pool cpu: prep\n {2}pool gpu: render, pack\n/);
+  writeFileSync(
+    path.join(dir, 'bad.yaml'),
+    readFileSync(path.join(dir, 'job.yaml'), 'utf8').replace('pool: gpu', 'pool: tpu'),
+  );
+  const out = path.join(dir, 'never');
+  const bad = await runCli(['plan', cluster, '--job', 'bad.yaml', '--out', out], { cwd: dir });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(
+    bad.stderr,
+    /steps\[1\]\.pool: cluster \S+ has no pool tpu \(fix: name one of its pools: cpu, gpu\)/,
+  );
+  assert.ok(!existsSync(out), 'the --out folder was created for a job that cannot be routed');
+});

@@ -26,6 +26,17 @@ export function register(program: Command): void {
     .command('plan')
     .argument('<FILE>', 'cluster spec (YAML)')
     .option('--json', 'print the plan as one JSON object on stdout')
+    .option('--job <FILE>', 'also show which pool each step of this job (YAML or HyperFlow JSON) runs on')
+    .option(
+      '--pool <STEP=POOL>',
+      'with --job: route a step or HyperFlow process to a pool, as run --cluster does (repeatable)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option(
+      '--var <K=V>',
+      'with --job: a HyperFlow {{var}} value (repeatable)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
     .option(
       '--out <DIR>',
       'also write the synthesized CloudFormation template, plan.json and plan.txt into DIR (created if missing)',
@@ -47,26 +58,73 @@ export function register(program: Command): void {
         'stderr with --json).',
       ].join('\n'),
     )
-    .action(async (file: string, opts: { json?: boolean; out?: string }) => {
-      const out = opts.out === undefined ? undefined : outFolder(opts.out);
-      // loaded on use: the CDK takes a second to import, and --help should not wait for it
-      const { formatPlan, planFromSynth, synthCluster } = await import('../../infra/plan.js');
-      const { loadClusterFile } = await import('../../spec/cluster.js');
-      const spec = loadClusterFile(file);
-      const synth = synthCluster(spec, { outdir: out });
-      const report = planFromSynth(spec, synth);
-      const json = `${JSON.stringify(report)}\n`;
-      const text = formatPlan(report);
-      process.stdout.write(opts.json ? json : text);
-      if (out !== undefined) {
-        writeFileSync(path.join(out, 'plan.json'), json);
-        writeFileSync(path.join(out, 'plan.txt'), text);
-        const files = [synth.templateFile!, 'plan.json', 'plan.txt'].map((f) =>
-          path.join(out, path.basename(f)),
-        );
-        const where = `corral plan: wrote ${files.join(', ')}\n`;
-        (opts.json ? process.stderr : process.stdout).write(opts.json ? where : `\n${where}`);
-      }
-      if (!report.ok) process.exitCode = 1;
-    });
+    .action(
+      async (
+        file: string,
+        opts: { json?: boolean; out?: string; job?: string; pool?: string[]; var?: string[] },
+      ) => {
+        // loaded on use: the CDK takes a second to import, and --help should not wait for it
+        const { formatPlan, planFromSynth, synthCluster } = await import('../../infra/plan.js');
+        const { loadClusterFile } = await import('../../spec/cluster.js');
+        const spec = loadClusterFile(file);
+        // the job's routing is checked before anything is synthesized: an unknown pool is exit 2
+        const routes =
+          opts.job === undefined ? undefined : await jobRoutes(spec, opts.job, opts.pool, opts.var);
+        if (opts.job === undefined && (opts.pool?.length || opts.var?.length))
+          throw new UsageError(
+            '--pool',
+            'and --var need --job',
+            'add --job FILE, the job whose steps to route',
+          );
+        const out = opts.out === undefined ? undefined : outFolder(opts.out);
+        const synth = synthCluster(spec, { outdir: out });
+        const report = { ...planFromSynth(spec, synth), ...(routes ? { routes: routes.byStep } : {}) };
+        const json = `${JSON.stringify(report)}\n`;
+        const text =
+          formatPlan(report) +
+          (routes ? `\nrouting of job ${routes.job}:\n${routes.lines.map((l) => `  ${l}\n`).join('')}` : '');
+        process.stdout.write(opts.json ? json : text);
+        if (out !== undefined) {
+          writeFileSync(path.join(out, 'plan.json'), json);
+          writeFileSync(path.join(out, 'plan.txt'), text);
+          const files = [synth.templateFile!, 'plan.json', 'plan.txt'].map((f) =>
+            path.join(out, path.basename(f)),
+          );
+          const where = `corral plan: wrote ${files.join(', ')}\n`;
+          (opts.json ? process.stderr : process.stdout).write(opts.json ? where : `\n${where}`);
+        }
+        if (!report.ok) process.exitCode = 1;
+      },
+    );
+}
+
+/** Which pool each step of a job would run on, on a cluster of this spec (what `run --cluster` logs). */
+async function jobRoutes(
+  spec: { readonly name: string; readonly pools: ReadonlyArray<{ readonly name: string }> },
+  file: string,
+  pool: readonly string[] = [],
+  vars: readonly string[] = [],
+): Promise<{ job: string; byStep: Record<string, string>; lines: string[] }> {
+  const { loadJob, parseVars } = await import('../../workflow/load-job.js');
+  const { describeRoutes, routeSteps } = await import('../../transport/cluster/pool-routing.js');
+  const job = loadJob(file, { vars: parseVars([...vars]) });
+  const byName: Record<string, string> = {};
+  for (const v of pool) {
+    const m = /^([^=]+)=(.+)$/.exec(v);
+    if (!m) throw new UsageError('--pool', `"${v}" is not STEP=POOL`, 'write e.g. --pool render=gpu');
+    byName[m[1]!] = m[2]!;
+  }
+  // the cluster's pools as the stack will have them; no queue exists yet
+  const target = {
+    name: spec.name,
+    queueUrl: '',
+    bucket: '',
+    pools: spec.pools.map((p) => ({ pool: p.name, queueUrl: `(queue of pool ${p.name})` })),
+  };
+  const routes = routeSteps(job, target, byName);
+  return {
+    job: job.spec.name,
+    byStep: Object.fromEntries([...routes].map(([step, q]) => [step, q.pool])),
+    lines: describeRoutes(routes),
+  };
 }
