@@ -6,6 +6,7 @@ import { UsageError } from '../../spec/errors.js';
 
 interface ReportFlags {
   stateDir?: string;
+  cluster?: string;
   output?: string;
   instanceType?: string;
   region?: string;
@@ -21,6 +22,10 @@ export function register(program: Command): void {
     )
     .argument('<JOB>', 'job name')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
+    .option(
+      '--cluster <NAME>',
+      'a job run on this cluster with corral run --cluster NAME (what this machine tracked of it)',
+    )
     .option('-o, --output <FILE>', 'where to write the report (- for stdout)', 'report.html')
     .option(
       '--instance-type <TYPE>',
@@ -35,7 +40,9 @@ export function register(program: Command): void {
     .action(async (name: string, flags: ReportFlags) => {
       const { assertJobExists, readState } = await import('../../engine/job-state.js');
       const { buildReport } = await import('../../observe/report.js');
-      const stateDir = resolveStateDir(flags.stateDir);
+      const stateDir = flags.cluster
+        ? (await import('./cluster.js')).clusterStateDir(flags.stateDir, flags.cluster)
+        : resolveStateDir(flags.stateDir);
       assertJobExists(stateDir, name);
       const html = readState(stateDir, name, () =>
         buildReport(stateDir, name, {

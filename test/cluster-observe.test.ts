@@ -1,0 +1,166 @@
+/**
+ * Cluster runs are observable (issue 22, item 7): `run --cluster --ui` serves the dashboard while
+ * the run goes on, and `dashboard`/`report --cluster NAME` read what the coordinator tracked (its
+ * ledger), with the same /api/view and /metrics as a local run. SQS + S3 on fauxqs, workers in
+ * this process.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { runClusterWorker } from '../src/worker/cluster-main.js';
+import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
+import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
+
+let peer: Peer;
+before(async () => {
+  peer = await startPeer();
+});
+after(async () => {
+  await peer.stop();
+});
+
+/** Sum of the samples of a Prometheus series with these labels. */
+function metric(text: string, name: string, labels: Record<string, string>): number {
+  let n = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) n += Number(m[3]);
+  }
+  return n;
+}
+
+async function dashboardUrl(child: ReturnType<typeof startCli>): Promise<string> {
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  try {
+    return (await waitFor(() => /dashboard.* at (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stderr), 30_000))[1]!;
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; stderr: ${stderr}`);
+  }
+}
+
+test('cluster map job: run --ui serves /api/view and /metrics while it runs; dashboard and report --cluster after', {
+  timeout: 180_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  const n = 6;
+  writeFiles(dir, {
+    'items.txt': `${Array.from({ length: n }, (_, i) => `x${i}`).join('\n')}\n`,
+    'job.yaml': `name: seen
+tasks:
+  map: { lines: items.txt }
+  command: "sleep 0.3; if [ {index} = 2 ]; then exit 3; fi; echo {input}"
+outputs: out/{index}.txt
+retries: { maxAttempts: 1 }
+`,
+  });
+  const { queueUrl, dlqUrl } = await peer.createQueues('cobs');
+  await peer.createBucket('cobs-bucket');
+  const where = [
+    '--queue-url',
+    queueUrl,
+    '--dlq-url',
+    dlqUrl,
+    '--bucket',
+    'cobs-bucket',
+    '--endpoint-url',
+    peer.endpoint,
+    '--state-dir',
+    path.join(dir, 'state'),
+  ];
+  const env = { ...PEER_ENV, CORRAL_CLUSTER_TICK_MS: '200' };
+  const coordinator = startCli(['run', 'job.yaml', '--cluster', 'cobs', '--ui', ...where], { cwd: dir, env });
+  t.after(() => {
+    if (coordinator.exitCode === null && coordinator.signalCode === null) coordinator.kill('SIGKILL');
+  });
+  const url = await dashboardUrl(coordinator);
+  // Before any worker runs: the dashboard shows the planned job as running, every task pending.
+  const live = await waitFor(async () => {
+    const r = await fetch(`${url}api/view`);
+    if (r.status !== 200) return undefined;
+    const v = (await r.json()) as { status: string; counts: { total: number; pending: number } };
+    return v.counts.total === n ? v : undefined;
+  }, 30_000);
+  assert.equal(live.status, 'running');
+  assert.equal(live.counts.pending, n);
+  const liveMetrics = await (await fetch(`${url}metrics`)).text();
+  assert.equal(metric(liveMetrics, 'corral_tasks', { corral_job: 'seen', step: 'map', state: 'pending' }), n);
+  assert.equal(metric(liveMetrics, 'corral_job_running', { corral_job: 'seen' }), 1);
+
+  const ac = new AbortController();
+  const worker = runClusterWorker(
+    {
+      name: 'cobs',
+      queueUrl,
+      deadLetterQueueUrl: dlqUrl,
+      bucket: 'cobs-bucket',
+      region: 'us-east-1',
+      endpointUrl: peer.endpoint,
+      id: 'w0',
+      cacheDir: path.join(dir, 'w0'),
+      idleExitMs: 60_000,
+      spot: false,
+      log: () => {},
+    },
+    ac.signal,
+  );
+  // Progress shows on the dashboard as the bucket records it.
+  await waitFor(async () => {
+    const v = (await (await fetch(`${url}api/view`)).json()) as { counts: { done: number } };
+    return v.counts.done > 0 ? v : undefined;
+  }, 60_000);
+  const res = await coordinator.result;
+  ac.abort();
+  await worker;
+  assert.equal(res.code, 1, res.stderr);
+
+  // After the run: corral dashboard JOB --cluster NAME reads the same ledger.
+  const dash = startCli(['dashboard', 'seen', '--cluster', 'cobs', '--state-dir', path.join(dir, 'state')], {
+    cwd: dir,
+  });
+  t.after(() => {
+    dash.kill('SIGKILL');
+  });
+  const url2 = await dashboardUrl(dash);
+  const view = (await (await fetch(`${url2}api/view`)).json()) as {
+    status: string;
+    counts: { done: number; dead: number; total: number };
+    steps: { name: string; counts: { done: number } }[];
+  };
+  assert.equal(view.status, 'failed');
+  assert.deepEqual([view.counts.done, view.counts.dead, view.counts.total], [n - 1, 1, n]);
+  assert.deepEqual(
+    view.steps.map((s) => [s.name, s.counts.done]),
+    [['map', n - 1]],
+  );
+  const m = await (await fetch(`${url2}metrics`)).text();
+  assert.equal(metric(m, 'corral_tasks', { corral_job: 'seen', step: 'map', state: 'done' }), n - 1);
+  assert.equal(metric(m, 'corral_tasks', { corral_job: 'seen', step: 'map', state: 'dead' }), 1);
+  assert.equal(metric(m, 'corral_job_running', { corral_job: 'seen' }), 0);
+  dash.kill('SIGINT');
+  assert.equal((await dash.result).code, 0);
+
+  // corral report JOB --cluster NAME writes the report of the cluster run.
+  const out = path.join(dir, 'r.html');
+  const rep = await runCli(
+    ['report', 'seen', '--cluster', 'cobs', '--state-dir', path.join(dir, 'state'), '-o', out],
+    { cwd: dir },
+  );
+  assert.equal(rep.code, 0, rep.stderr);
+  const html = readFileSync(out, 'utf8');
+  assert.match(html, /data-field="status">failed</);
+  assert.match(html, new RegExp(`data-field="tasks">${n} total: ${n - 1} done, 1 failed`));
+
+  // A cluster name that is not one exits 2, and nothing is written.
+  const bad = await runCli(['report', 'seen', '--cluster', '../x', '-o', path.join(dir, 'bad.html')], {
+    cwd: dir,
+  });
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /^corral: error: --cluster: .*fix: /m);
+  assert.equal(existsSync(path.join(dir, 'bad.html')), false);
+});
