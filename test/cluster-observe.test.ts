@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
@@ -131,12 +132,18 @@ retries: { maxAttempts: 1 }
     status: string;
     counts: { done: number; dead: number; total: number };
     steps: { name: string; counts: { done: number } }[];
+    workers: { id: string }[];
   };
   assert.equal(view.status, 'failed');
   assert.deepEqual([view.counts.done, view.counts.dead, view.counts.total], [n - 1, 1, n]);
   assert.deepEqual(
     view.steps.map((s) => [s.name, s.counts.done]),
     [['map', n - 1]],
+  );
+  // the workers are those that committed results (named in the bucket's commit markers)
+  assert.deepEqual(
+    view.workers.map((w) => w.id),
+    ['w0'],
   );
   const m = await (await fetch(`${url2}metrics`)).text();
   assert.equal(metric(m, 'corral_tasks', { corral_job: 'seen', step: 'map', state: 'done' }), n - 1);
@@ -155,6 +162,37 @@ retries: { maxAttempts: 1 }
   const html = readFileSync(out, 'utf8');
   assert.match(html, /data-field="status">failed</);
   assert.match(html, new RegExp(`data-field="tasks">${n} total: ${n - 1} done, 1 failed`));
+  // without an instance type the report says what it would need to price the run
+  assert.match(html, /a run on a cluster: .*--instance-type/);
+  // with one: the workers seen committing × the run's wall time, labelled an estimate
+  const priced = await runCli(
+    [
+      'report',
+      'seen',
+      '--cluster',
+      'cobs',
+      '--state-dir',
+      path.join(dir, 'state'),
+      '--instance-type',
+      't3.small',
+      '-o',
+      '-',
+    ],
+    { cwd: dir },
+  );
+  assert.equal(priced.code, 0, priced.stderr);
+  assert.match(priced.stdout, /<td>1 × t3\.small in us-east-1<\/td>/);
+  assert.match(priced.stdout, /an estimate: 1 worker\(s\) seen committing results × the run/);
+  // 1 worker × the run's wall time (meta runs of the ledger)
+  const db = new Database(path.join(dir, 'state/cluster/cobs/jobs/seen/state.db'), { readonly: true });
+  const runs = JSON.parse((db.prepare("SELECT v FROM meta WHERE k = 'runs'").get() as { v: string }).v) as [
+    number,
+    number,
+  ][];
+  db.close();
+  const wall = runs.reduce((a, [s0, e]) => a + (e - s0), 0) / 1000;
+  assert.ok(wall > 1, `wall ${wall}`);
+  assert.match(priced.stdout, new RegExp(`<th>instance-hours</th><td>${(wall / 3600).toFixed(3)}</td>`));
 
   // A cluster name that is not one exits 2, and nothing is written.
   const bad = await runCli(['report', 'seen', '--cluster', '../x', '-o', path.join(dir, 'bad.html')], {

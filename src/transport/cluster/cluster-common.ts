@@ -200,11 +200,16 @@ export function openLedger(stateDir: string, job: LoadedJob): { queue: SqliteQue
 }
 
 /**
- * Marks a run as started in its ledger: meta `status` running and `started_at`, and the lock file
+ * Marks a run as started in its ledger: meta `cluster` (name, region), `status` running and `started_at`, and the lock file
  * naming this process, which is how a reader knows a coordinator follows the job now.
  */
-export function beginLedgerRun(queue: SqliteQueue, stateDir: string, job: string, started: number): void {
+export function beginLedgerRun(s: ClusterSession, queue: SqliteQueue): void {
+  const { stateDir } = s.opts;
+  const job = s.job.spec.name;
+  // what the report prices: the cluster (its pools' instance types are not known here)
+  queue.setMeta('cluster', JSON.stringify({ name: s.target.name, region: s.opts.region ?? s.target.region }));
   queue.setMeta('status', 'running');
+  const started = s.started;
   queue.setMeta('started_at', String(started));
   queue.db.prepare("DELETE FROM meta WHERE k = 'finished_at'").run();
   writeFileSync(jobPaths(stateDir, job).lock, String(process.pid));
@@ -229,4 +234,24 @@ export function endLedgerRun(
   }
   queue.setMeta('runs', JSON.stringify([...(Array.isArray(runs) ? runs : []), [started, finished]]));
   rmSync(jobPaths(stateDir, job).lock, { force: true });
+}
+
+/**
+ * Records in the ledger's workers table the cluster workers that committed these completion keys
+ * (the owner named in each commit marker; one read per key): `started_at` is when this machine
+ * first saw one of its commits, `heartbeat_at` the last. Their hosts and instance hours are not
+ * known here.
+ */
+export async function recordCommitters(
+  store: S3Store,
+  queue: SqliteQueue,
+  keys: readonly string[],
+): Promise<void> {
+  const owners = new Set<string>();
+  await eachLimit(keys, TRANSFERS_IN_FLIGHT, async (k) => {
+    const m = await store.marker(k).catch(() => undefined);
+    const owner = m?.attempt.replace(/^\d+-/, '');
+    if (owner) owners.add(owner);
+  });
+  for (const o of owners) queue.workerBeat(o, 0, o, [], 'seen');
 }

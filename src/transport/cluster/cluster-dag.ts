@@ -33,6 +33,7 @@ import {
   type Manifest,
   openLedger,
   publishJob,
+  recordCommitters,
   rateOf,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
@@ -77,7 +78,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
 
   const local = localInputs(job);
   const ledger = openLedger(opts.stateDir, job);
-  beginLedgerRun(ledger.queue, opts.stateDir, name, started);
+  beginLedgerRun(s, ledger.queue);
   let ended = 'failed';
   const dag = new DagState(ledger.queue, job, { s3: s3Inputs(s.s3) });
   const db = ledger.queue.db;
@@ -132,10 +133,12 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       const done: number[] = [];
       const dead: Array<{ id: number; error: string; attempts: number }> = [];
       const finished: TaskPayload[] = [];
+      const doneKeys: string[] = [];
       for (const r of openRows.all() as OpenRow[]) {
         const p = JSON.parse(r.payload) as TaskPayload;
         if (st.committed.has(completionKey(r.key, p))) {
           done.push(r.id);
+          doneKeys.push(r.key);
           finished.push(p);
         } else {
           const f = st.dead.get(r.key);
@@ -146,6 +149,11 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       const downloaded = await download(finished, overwrite);
       if (downloaded) log(`job ${name}: downloaded ${downloaded} output(s) into ${job.baseDir}`);
       dag.markFound(done);
+      await recordCommitters(
+        store,
+        ledger.queue,
+        finished.map((p, i) => completionKey(doneKeys[i]!, p)),
+      );
       const now = Date.now();
       db.transaction(() => {
         for (const d of dead) markDead.run(now, d.error, d.attempts, d.id);

@@ -35,6 +35,7 @@ import {
   type Manifest,
   openLedger,
   publishJob,
+  recordCommitters,
   rateOf,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
@@ -147,7 +148,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
       .map((p) => ({ key: String(p.i), step: MAP_STEP, payload: p })),
     step.retries.maxAttempts,
   );
-  beginLedgerRun(ledger.queue, opts.stateDir, name, started);
+  beginLedgerRun(s, ledger.queue);
   let ended = 'failed';
   try {
     return await followMap(s, queue, tasks, ledger.queue, toEnqueue, {
@@ -183,8 +184,10 @@ async function followMap(
   const name = job.spec.name;
   const step = job.steps[0]!;
   const completion = (p: TaskPayload) => completionKey(String(p.i), p);
-  const record = ledgerRecorder(ledger, tasks);
-  record(committed, dead);
+  const mark = ledgerRecorder(ledger, tasks);
+  const record = async (c: Set<string>, d: Map<string, FailureMarker>) =>
+    recordCommitters(store, ledger, mark(c, d));
+  await record(committed, dead);
   await enqueue(queue, toEnqueue);
   await store.putText(
     MANIFEST,
@@ -222,7 +225,7 @@ async function followMap(
     }
     const before = counts.done + counts.dead;
     counts = countsOf(tasks, st.committed, st.dead);
-    record(st.committed, st.dead);
+    await record(st.committed, st.dead);
     const q = await queue.counts().catch(() => undefined);
     if (q)
       Object.assign(counts, {
@@ -244,7 +247,7 @@ async function followMap(
   }
 
   const final = await untilReachable(() => bucketState(store), log);
-  record(final.committed, final.dead);
+  await record(final.committed, final.dead);
   if (!interrupted && opts.collect !== false) {
     let n = 0;
     const outputs = tasks.flatMap((p) =>
@@ -292,7 +295,7 @@ async function followMap(
 function ledgerRecorder(
   ledger: SqliteQueue,
   tasks: readonly TaskPayload[],
-): (committed: Set<string>, dead: Map<string, FailureMarker>) => void {
+): (committed: Set<string>, dead: Map<string, FailureMarker>) => string[] {
   const db = ledger.db;
   const done = db.prepare(
     "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'committed' WHERE key = ? AND state <> 'done'",
@@ -303,6 +306,7 @@ function ledgerRecorder(
   const seen = new Set<string>();
   return (committed, dead) => {
     const now = Date.now();
+    const fresh: string[] = [];
     db.transaction(() => {
       for (const p of tasks) {
         const key = String(p.i);
@@ -310,6 +314,7 @@ function ledgerRecorder(
         if (committed.has(completionKey(key, p))) {
           done.run(now, key);
           seen.add(key);
+          fresh.push(completionKey(key, p));
         } else {
           const f = dead.get(key);
           if (f) {
@@ -319,6 +324,7 @@ function ledgerRecorder(
         }
       }
     })();
+    return fresh;
   };
 }
 
