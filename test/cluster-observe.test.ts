@@ -9,7 +9,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
+import { loadJob } from '../src/workflow/load-job.js';
 import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 
@@ -162,6 +164,11 @@ retries: { maxAttempts: 1 }
   const html = readFileSync(out, 'utf8');
   assert.match(html, /data-field="status">failed</);
   assert.match(html, new RegExp(`data-field="tasks">${n} total: ${n - 1} done, 1 failed`));
+  // the failed task with its input and the error from its failure marker
+  assert.match(
+    html,
+    /<div class="failure" data-task="2"><strong>task 2 \(line 3 &#34;x2&#34;\)<\/strong> · step map · 1 attempt\(s\) · <span class="err">exited with code 3</,
+  );
   // without an instance type the report says what it would need to price the run
   assert.match(html, /a run on a cluster: .*--instance-type/);
   // with one: the workers seen committing × the run's wall time, labelled an estimate
@@ -201,4 +208,89 @@ retries: { maxAttempts: 1 }
   assert.equal(bad.code, 2, bad.stderr);
   assert.match(bad.stderr, /^corral: error: --cluster: .*fix: /m);
   assert.equal(existsSync(path.join(dir, 'bad.html')), false);
+});
+
+test('cluster workflow: dashboard --cluster shows each step with its needs and counts from the DAG ledger', {
+  timeout: 120_000,
+}, async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/a.txt': 'alpha\n',
+    'in/b.txt': 'beta\n',
+    'job.yaml': `name: cwo
+steps:
+  - name: up
+    map: { glob: "in/*.txt" }
+    command: 'tr a-z A-Z < {input}'
+    outputs: out/up/{input.stem}.txt
+  - name: total
+    reduce: up
+    command: 'cat {inputs}'
+    outputs: out/total.txt
+`,
+  });
+  const { queueUrl, dlqUrl } = await peer.createQueues('cwo');
+  await peer.createBucket('cwo-bucket');
+  const target = {
+    name: 'cwo',
+    queueUrl,
+    deadLetterQueueUrl: dlqUrl,
+    bucket: 'cwo-bucket',
+    region: 'us-east-1',
+  };
+  const ac = new AbortController();
+  const worker = runClusterWorker(
+    {
+      ...target,
+      endpointUrl: peer.endpoint,
+      id: 'w1',
+      cacheDir: path.join(dir, 'w1'),
+      idleExitMs: 60_000,
+      spot: false,
+      log: () => {},
+    },
+    ac.signal,
+  );
+  let summary: Awaited<ReturnType<typeof runClusterJob>>;
+  try {
+    summary = await runClusterJob(loadJob(path.join(dir, 'job.yaml'), { forCluster: true }), target, {
+      stateDir: path.join(dir, 'state', 'cluster', 'cwo'),
+      endpointUrl: peer.endpoint,
+      tickMs: 150,
+    });
+  } finally {
+    ac.abort();
+    await worker;
+  }
+  assert.equal(summary.status, 'succeeded');
+  const dash = startCli(['dashboard', 'cwo', '--cluster', 'cwo', '--state-dir', path.join(dir, 'state')], {
+    cwd: dir,
+  });
+  t.after(() => {
+    dash.kill('SIGKILL');
+  });
+  const url = await dashboardUrl(dash);
+  const view = (await (await fetch(`${url}api/view`)).json()) as {
+    status: string;
+    counts: { done: number; total: number };
+    steps: { name: string; needs: string[]; counts: { done: number; total: number } }[];
+    workers: { id: string }[];
+  };
+  assert.equal(view.status, 'succeeded');
+  assert.deepEqual([view.counts.done, view.counts.total], [3, 3]);
+  assert.deepEqual(
+    view.steps.map((s) => [s.name, s.needs, s.counts.done, s.counts.total]),
+    [
+      ['up', [], 2, 2],
+      ['total', ['up'], 1, 1],
+    ],
+  );
+  assert.deepEqual(
+    view.workers.map((w) => w.id),
+    ['w1'],
+  );
+  const m = await (await fetch(`${url}metrics`)).text();
+  assert.equal(metric(m, 'corral_tasks', { corral_job: 'cwo', step: 'total', state: 'done' }), 1);
+  dash.kill('SIGINT');
+  assert.equal((await dash.result).code, 0);
 });
