@@ -11,7 +11,7 @@ import { type DurationStats, durationStats, formatDuration } from './stats.js';
 
 /** Options of a report. */
 export interface ReportOptions {
-  /** Instances the run used, for the cost estimate (default: what a cluster run recorded). */
+  /** Instances the run used, for the cost estimate (a cluster run records its region only). @default - none (no estimate) */
   readonly pricing?: Partial<Pricing>;
   /** Most attempts drawn in the timeline. @default 50000 */
   readonly maxBars?: number;

@@ -29,9 +29,12 @@ export function register(program: Command): void {
     .option('-o, --output <FILE>', 'where to write the report (- for stdout)', 'report.html')
     .option(
       '--instance-type <TYPE>',
-      'price the run as if its hosts were these EC2 instances (default: what a cluster run recorded)',
+      'price the run as if its hosts were these EC2 instances (a --cluster run: an estimate, its workers × its wall time)',
     )
-    .option('--region <REGION>', 'region of those instances (default us-east-1)')
+    .option(
+      '--region <REGION>',
+      "region of those instances (default: a cluster run's region, else us-east-1)",
+    )
     .option('--spot', 'price those instances as spot')
     .addHelpText(
       'after',
