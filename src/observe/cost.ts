@@ -79,3 +79,26 @@ export function estimateRunCost(workers: readonly WorkerView[], pricing: Pricing
     note: `instance time only, at ${spot ? 'typical spot' : 'on-demand'} prices of ${PRICE_TABLE_DATE}; storage, requests, transfer and the always-on parts of the cluster are not included`,
   };
 }
+
+/**
+ * Estimates the cost of a run on a cluster from what this machine saw: the workers that committed
+ * results, each counted as one instance for the run's wall time. The cluster's actual instance
+ * hours (boot, idle time, scale-in, several workers on one instance) are not known here.
+ */
+export function estimateClusterCost(workers: number, seconds: number, pricing: Pricing): CostEstimate {
+  const region = pricing.region ?? 'us-east-1';
+  const spot = pricing.spot ?? false;
+  const hourly =
+    EC2_ON_DEMAND[pricing.instanceType]! * (REGION_MULTIPLIER[region] ?? 1) * (spot ? SPOT_FRACTION.cpu : 1);
+  const instanceHours = (workers * Math.max(0, seconds)) / 3600;
+  return {
+    instanceType: pricing.instanceType,
+    region,
+    spot,
+    hosts: workers,
+    instanceHours,
+    hourly,
+    usd: instanceHours * hourly,
+    note: `an estimate: ${workers} worker(s) seen committing results × the run's wall time, each counted as one instance, at ${spot ? 'typical spot' : 'on-demand'} prices of ${PRICE_TABLE_DATE}; the cluster's actual instance hours (boot, idle, scale-in) are not known on this machine, and storage, requests, transfer and the always-on parts of the cluster are not included`,
+  };
+}

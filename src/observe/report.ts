@@ -4,14 +4,14 @@
  * (Gantt), failures with the end of their logs, retries, and the cost estimate of a cluster run.
  */
 
-import { type CostEstimate, estimateRunCost, type Pricing, pricingOf } from './cost.js';
+import { type CostEstimate, estimateClusterCost, estimateRunCost, type Pricing, pricingOf } from './cost.js';
 import { BASE_CSS } from './dashboard-page.js';
 import { type AttemptRow, type FullSnapshot, RETRIED_OUTCOMES, StateReader, tailLines } from './snapshot.js';
 import { type DurationStats, durationStats, formatDuration } from './stats.js';
 
 /** Options of a report. */
 export interface ReportOptions {
-  /** Instances the run used, for the cost estimate (default: what a cluster run recorded). */
+  /** Instances the run used, for the cost estimate (a cluster run records its region only). @default - none (no estimate) */
   readonly pricing?: Partial<Pricing>;
   /** Most attempts drawn in the timeline. @default 50000 */
   readonly maxBars?: number;
@@ -59,10 +59,31 @@ export function buildReport(stateDir: string, job: string, opts: ReportOptions =
   }
 }
 
+/** Whether the snapshot is of a run on a cluster (its coordinator records meta `cluster` with the cluster's name). */
+function isClusterRun(meta: Record<string, string>): boolean {
+  try {
+    return typeof (JSON.parse(meta.cluster ?? '{}') as { name?: unknown }).name === 'string';
+  } catch {
+    return false;
+  }
+}
+
+/** The wall time of the runs (meta `runs`), and of the one going on. */
+function runSeconds(snap: FullSnapshot): number {
+  const { core } = snap;
+  const done = (core.runs ?? []).reduce((a, [s, e]) => a + (e - s), 0);
+  const now = core.status === 'running' && core.startedAt !== undefined ? core.at - core.startedAt : 0;
+  return (done + now) / 1000;
+}
+
 /** Renders the report of a snapshot. */
 export function renderReport(snap: FullSnapshot, opts: ReportOptions = {}): string {
   const pricing = pricingOf(snap.meta, opts.pricing);
-  const cost = pricing ? estimateRunCost(snap.workers, pricing) : undefined;
+  const cost = pricing
+    ? isClusterRun(snap.meta)
+      ? estimateClusterCost(snap.workers.length, runSeconds(snap), pricing)
+      : estimateRunCost(snap.workers, pricing)
+    : undefined;
   const { core } = snap;
   const title = `corral report · ${core.job}`;
   return `<!doctype html>
@@ -78,7 +99,7 @@ ${stepsSection(snap)}
 ${timelineSection(snap, opts.maxBars ?? 50_000)}
 ${failuresSection(snap)}
 ${retriesSection(snap)}
-${costSection(cost)}
+${costSection(cost, isClusterRun(snap.meta))}
 </main></body></html>
 `;
 }
@@ -292,7 +313,10 @@ function retriesSection(snap: FullSnapshot): string {
   return `<section id="retries"><h2>Retries: ${retried.length} task(s)</h2><table><thead><tr><th>task</th><th>step</th><th>state</th><th class="num">attempts</th><th>outcomes</th><th>last error</th></tr></thead><tbody>${rows}</tbody></table></section>`;
 }
 
-function costSection(cost: CostEstimate | undefined): string {
+function costSection(cost: CostEstimate | undefined, cluster: boolean): string {
+  if (!cost && cluster) {
+    return '<section id="cost"><h2>Cost</h2><p class="muted">a run on a cluster: this machine does not know the instance types of its pools; for an estimate pass --instance-type TYPE [--spot] [--region R]</p></section>';
+  }
   if (!cost) {
     return '<section id="cost"><h2>Cost</h2><p class="muted">a local run: no cloud cost (for an estimate of the same run on instances, pass --instance-type TYPE [--spot] [--region R])</p></section>';
   }

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { resolveStateDir } from '../../engine/state-dir.js';
+import { jobPaths, resolveStateDir } from '../../engine/state-dir.js';
 import type { TaskCounts } from '../../queue/queue.js';
 import { UsageError } from '../../spec/errors.js';
 import { formatSeconds, printJson } from '../output.js';
@@ -23,6 +23,11 @@ export interface ClusterFlags {
   stateDir?: string;
   json?: boolean;
   quiet?: boolean;
+  /** Serve the dashboard while the run goes on (`run` only). */
+  ui?: boolean;
+  uiHost?: string;
+  uiPort?: number;
+  token?: string;
   /** HyperFlow `{{var}}` values (`run` only). */
   var?: string[];
   /** HyperFlow working directory (`run` only). */
@@ -75,12 +80,27 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
     if (!flags.quiet && !flags.json) process.stderr.write(`corral: ${l}\n`);
   };
   say(`running job ${job.spec.name} from ${file} on cluster ${target.name}`);
+  const clusterDir = path.join(stateDir, 'cluster', target.name);
+  const ui = flags.ui
+    ? await (await import('../../observe/dashboard-server.js')).startDashboard({
+        stateDir: clusterDir,
+        job: job.spec.name,
+        host: flags.uiHost ?? '127.0.0.1',
+        port: flags.uiPort ?? 0,
+        token: flags.token ?? process.env.CORRAL_DASHBOARD_TOKEN,
+        flags: { host: '--ui-host', port: '--ui-port', token: '--token' },
+      })
+    : undefined;
+  if (ui)
+    process.stderr.write(
+      `corral: dashboard at ${ui.url}${flags.token || process.env.CORRAL_DASHBOARD_TOKEN ? '?token=<your token>' : ''}\n`,
+    );
   const tick = Number(process.env.CORRAL_CLUSTER_TICK_MS) || undefined;
   let last = '';
   let summary: Awaited<ReturnType<typeof runClusterJob>>;
   try {
     summary = await runClusterJob(job, target, {
-      stateDir: path.join(stateDir, 'cluster', target.name),
+      stateDir: clusterDir,
       endpointUrl: flags.endpointUrl,
       region: flags.region,
       signal: ac.signal,
@@ -94,6 +114,7 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
       },
     });
   } finally {
+    await ui?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
@@ -117,6 +138,20 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
       process.stdout.write('interrupted: the tasks stay queued; run the same command again to follow them\n');
   }
   process.exitCode = summary.status === 'succeeded' ? 0 : summary.status === 'interrupted' ? 130 : 1;
+}
+
+/**
+ * Where this machine keeps what it tracks of the runs on cluster `name` (`<state dir>/cluster/NAME`):
+ * job ledgers laid out as a local state folder, read by `dashboard`, `report` and `/metrics`.
+ */
+export function clusterStateDir(stateDirFlag: string | undefined, name: string): string {
+  if (!/^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$/.test(name))
+    throw new UsageError(
+      '--cluster',
+      `"${name}" is not a cluster name (1–32 lowercase letters, digits or dashes)`,
+      'pass the name given to corral up, e.g. --cluster demo',
+    );
+  return path.join(resolveStateDir(stateDirFlag), 'cluster', name);
 }
 
 /** What `corral status --cluster NAME [JOB]` reports. */
@@ -212,7 +247,7 @@ export async function statusOnCluster(name: string | undefined, flags: ClusterFl
       }
       const failed = (await store.failures()).length;
       const total = manifest ? (JSON.parse(manifest) as { total: number }).total : undefined;
-      const steps = await ledgerSteps(path.join(stateDir, 'cluster', target.name, 'ledgers', `${job}.db`));
+      const steps = await ledgerSteps(jobPaths(path.join(stateDir, 'cluster', target.name), job).db);
       // a workflow's markers include outputs of processes that write several: count tasks instead
       if (steps) done = Object.values(steps).reduce((a, c) => a + c.done, 0);
       status.jobs.push({

@@ -3,6 +3,7 @@ import { resolveStateDir } from '../../engine/state-dir.js';
 
 interface DashboardFlags {
   stateDir?: string;
+  cluster?: string;
   host: string;
   port: number;
   token?: string;
@@ -28,6 +29,10 @@ export function register(program: Command): void {
     )
     .argument('[JOB]', 'job name (default: pick any job of the state folder in the page)')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
+    .option(
+      '--cluster <NAME>',
+      'a job run on this cluster with corral run --cluster NAME (what this machine tracked of it)',
+    )
     .option('--host <ADDR>', 'address to listen on; other than loopback needs --token', '127.0.0.1')
     .option('--port <N>', 'port to listen on (0: any free port)', parsePort('--port'), 0)
     .option(
@@ -41,7 +46,9 @@ export function register(program: Command): void {
     .action(async (name: string | undefined, flags: DashboardFlags) => {
       const { assertJobExists } = await import('../../engine/job-state.js');
       const { startDashboard } = await import('../../observe/dashboard-server.js');
-      const stateDir = resolveStateDir(flags.stateDir);
+      const stateDir = flags.cluster
+        ? (await import('./cluster.js')).clusterStateDir(flags.stateDir, flags.cluster)
+        : resolveStateDir(flags.stateDir);
       if (name !== undefined) assertJobExists(stateDir, name);
       const dash = await startDashboard({
         stateDir,

@@ -6,6 +6,7 @@ import { UsageError } from '../../spec/errors.js';
 
 interface ReportFlags {
   stateDir?: string;
+  cluster?: string;
   output?: string;
   instanceType?: string;
   region?: string;
@@ -21,12 +22,19 @@ export function register(program: Command): void {
     )
     .argument('<JOB>', 'job name')
     .option('--state-dir <DIR>', 'where job state lives (env CORRAL_STATE_DIR)')
+    .option(
+      '--cluster <NAME>',
+      'a job run on this cluster with corral run --cluster NAME (what this machine tracked of it)',
+    )
     .option('-o, --output <FILE>', 'where to write the report (- for stdout)', 'report.html')
     .option(
       '--instance-type <TYPE>',
-      'price the run as if its hosts were these EC2 instances (default: what a cluster run recorded)',
+      'price the run as if its hosts were these EC2 instances (a --cluster run: an estimate, its workers × its wall time)',
     )
-    .option('--region <REGION>', 'region of those instances (default us-east-1)')
+    .option(
+      '--region <REGION>',
+      "region of those instances (default: a cluster run's region, else us-east-1)",
+    )
     .option('--spot', 'price those instances as spot')
     .addHelpText(
       'after',
@@ -35,7 +43,9 @@ export function register(program: Command): void {
     .action(async (name: string, flags: ReportFlags) => {
       const { assertJobExists, readState } = await import('../../engine/job-state.js');
       const { buildReport } = await import('../../observe/report.js');
-      const stateDir = resolveStateDir(flags.stateDir);
+      const stateDir = flags.cluster
+        ? (await import('./cluster.js')).clusterStateDir(flags.stateDir, flags.cluster)
+        : resolveStateDir(flags.stateDir);
       assertJobExists(stateDir, name);
       const html = readState(stateDir, name, () =>
         buildReport(stateDir, name, {

@@ -3,14 +3,16 @@
  * the session (clients, bucket store), uploading local inputs, reading the bucket's truth
  * (commit and failure markers) and riding out a store outage.
  */
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { SQSClient } from '@aws-sdk/client-sqs';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ClusterTarget } from '../../aws/outputs.js';
-import type { Progress } from '../../engine/coordinator.js';
+import { fingerprint, type Progress } from '../../engine/coordinator.js';
 import { sleep } from '../../engine/process-utils.js';
+import { jobPaths } from '../../engine/state-dir.js';
+import { SqliteQueue } from '../../ledger/sqlite-queue.js';
 import { doneKey } from '../../protocol/keys.js';
 import type { NewTask, TaskPayload } from '../../queue/queue.js';
 import type { SqsQueue } from '../../queue/sqs/sqs-queue.js';
@@ -178,4 +180,86 @@ export function rateOf(window: Array<[number, number]>, now: number, finished: n
   while (window.length > 2 && now - window[0]![0] > 10_000) window.shift();
   const [t0, f0] = window[0]!;
   return now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
+}
+
+/**
+ * Opens a job's ledger below the cluster's state folder (`<state dir>/cluster/NAME`), at the path
+ * and with the tables of a local run's state file (`jobs/JOB/state.db`), so `corral dashboard`,
+ * `corral report` and `/metrics` read a cluster run as they read a local one. A ledger of a
+ * changed spec is started again (the bucket is the truth; the ledger is rebuilt from it).
+ */
+export function openLedger(stateDir: string, job: LoadedJob): { queue: SqliteQueue; existed: boolean } {
+  const paths = jobPaths(stateDir, job.spec.name);
+  mkdirSync(paths.dir, { recursive: true });
+  const file = paths.db;
+  const fp = fingerprint(job);
+  let existed = existsSync(file);
+  let queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
+  const old = queue.getMeta('fingerprint');
+  if (old !== undefined && old !== fp) {
+    queue.db.close();
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
+    queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
+    existed = false;
+  }
+  queue.setMeta('fingerprint', fp);
+  queue.setMeta('spec', JSON.stringify(job));
+  return { queue, existed: existed && old !== undefined };
+}
+
+/**
+ * Marks a run as started in its ledger: meta `cluster` (name, region), `status` running and `started_at`, and the lock file
+ * naming this process, which is how a reader knows a coordinator follows the job now.
+ */
+export function beginLedgerRun(s: ClusterSession, queue: SqliteQueue): void {
+  const { stateDir } = s.opts;
+  const job = s.job.spec.name;
+  // what the report prices: the cluster (its pools' instance types are not known here)
+  queue.setMeta('cluster', JSON.stringify({ name: s.target.name, region: s.opts.region ?? s.target.region }));
+  queue.setMeta('status', 'running');
+  const started = s.started;
+  queue.setMeta('started_at', String(started));
+  queue.db.prepare("DELETE FROM meta WHERE k = 'finished_at'").run();
+  writeFileSync(jobPaths(stateDir, job).lock, String(process.pid));
+}
+
+/** Records how a run ended in its ledger (meta `status`, `finished_at`, `runs`) and removes the lock file. */
+export function endLedgerRun(
+  queue: SqliteQueue,
+  stateDir: string,
+  job: string,
+  started: number,
+  status: string,
+): void {
+  const finished = Date.now();
+  queue.setMeta('status', status);
+  queue.setMeta('finished_at', String(finished));
+  let runs: unknown = [];
+  try {
+    runs = JSON.parse(queue.getMeta('runs') ?? '[]');
+  } catch {
+    runs = [];
+  }
+  queue.setMeta('runs', JSON.stringify([...(Array.isArray(runs) ? runs : []), [started, finished]]));
+  rmSync(jobPaths(stateDir, job).lock, { force: true });
+}
+
+/**
+ * Records in the ledger's workers table the cluster workers that committed these completion keys
+ * (the owner named in each commit marker; one read per key): `started_at` is when this machine
+ * first saw one of its commits, `heartbeat_at` the last. Their hosts and instance hours are not
+ * known here.
+ */
+export async function recordCommitters(
+  store: S3Store,
+  queue: SqliteQueue,
+  keys: readonly string[],
+): Promise<void> {
+  const owners = new Set<string>();
+  await eachLimit(keys, TRANSFERS_IN_FLIGHT, async (k) => {
+    const m = await store.marker(k).catch(() => undefined);
+    const owner = m?.attempt.replace(/^\d+-/, '');
+    if (owner) owners.add(owner);
+  });
+  for (const o of owners) queue.workerBeat(o, 0, o, [], 'seen');
 }

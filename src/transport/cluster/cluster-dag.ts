@@ -12,26 +12,29 @@
  * `forwarded/` records), so nothing committed runs again.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fingerprint, type RunSummary } from '../../engine/coordinator.js';
+import type { RunSummary } from '../../engine/coordinator.js';
 import { type DagEvents, DagState } from '../../engine/dag.js';
 import { expandFileMap, isS3Url } from '../../engine/expand.js';
 import { sleep } from '../../engine/process-utils.js';
-import { SqliteQueue } from '../../ledger/sqlite-queue.js';
 import type { Lease, NewTask, TaskCounts, TaskPayload } from '../../queue/queue.js';
 import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../../spec/job.js';
 import {
   type BucketState,
+  beginLedgerRun,
   bucketState,
   type ClusterSession,
   completionKey,
   eachLimit,
+  endLedgerRun,
   enqueueAll,
   type Manifest,
+  openLedger,
   publishJob,
   rateOf,
+  recordCommitters,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
@@ -76,6 +79,8 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
 
   const local = localInputs(job);
   const ledger = openLedger(opts.stateDir, job);
+  beginLedgerRun(s, ledger.queue);
+  let ended = 'failed';
   const dag = new DagState(ledger.queue, job, { s3: s3Inputs(s.s3) });
   const db = ledger.queue.db;
   const queues = new Map<string, SqsQueue>();
@@ -132,10 +137,12 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       const done: number[] = [];
       const dead: Array<{ id: number; error: string; attempts: number }> = [];
       const finished: TaskPayload[] = [];
+      const doneKeys: string[] = [];
       for (const r of openRows.all() as OpenRow[]) {
         const p = JSON.parse(r.payload) as TaskPayload;
         if (st.committed.has(completionKey(r.key, p))) {
           done.push(r.id);
+          doneKeys.push(r.key);
           finished.push(p);
         } else {
           const f = st.dead.get(r.key);
@@ -146,6 +153,11 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       const downloaded = await download(finished, overwrite);
       if (downloaded) log(`job ${name}: downloaded ${downloaded} output(s) into ${job.baseDir}`);
       dag.markFound(done);
+      await recordCommitters(
+        store,
+        ledger.queue,
+        finished.map((p, i) => completionKey(doneKeys[i]!, p)),
+      );
       const now = Date.now();
       db.transaction(() => {
         for (const d of dead) markDead.run(now, d.error, d.attempts, d.id);
@@ -332,6 +344,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
     counts = ledger.queue.countsSync();
     const deadLetters = await ledger.queue.deadLetters(100);
     const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted, collect);
+    ended = status;
     return {
       job: name,
       status,
@@ -347,6 +360,7 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
     };
   } finally {
     for (const q of queues.values()) await q.close();
+    endLedgerRun(ledger.queue, opts.stateDir, name, started, ended);
     await ledger.queue.close();
   }
 }
@@ -367,26 +381,6 @@ function ancestors(job: LoadedJob, step: string): string[] {
   };
   visit(step);
   return [...seen];
-}
-
-/** Opens the job's ledger in the state folder; a ledger of a changed spec is started again. */
-function openLedger(stateDir: string, job: LoadedJob): { queue: SqliteQueue; existed: boolean } {
-  const dir = path.join(stateDir, 'ledgers');
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${job.spec.name}.db`);
-  const fp = fingerprint(job);
-  let existed = existsSync(file);
-  let queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
-  const old = queue.getMeta('fingerprint');
-  if (old !== undefined && old !== fp) {
-    // the bucket is the truth; the ledger is rebuilt from it for the new spec
-    queue.db.close();
-    for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
-    queue = new SqliteQueue(file, { maxAttempts: job.spec.retries.maxAttempts });
-    existed = false;
-  }
-  queue.setMeta('fingerprint', fp);
-  return { queue, existed: existed && old !== undefined };
 }
 
 /**

@@ -14,24 +14,29 @@ import { preflightAws, usageErrorOf } from '../../aws/preflight.js';
 import type { RunSummary } from '../../engine/coordinator.js';
 import { expandTasks, isS3Url } from '../../engine/expand.js';
 import { sleep } from '../../engine/process-utils.js';
+import type { SqliteQueue } from '../../ledger/sqlite-queue.js';
 import { jobPrefix } from '../../protocol/keys.js';
 import { type DeadLetter, describeInput, type TaskCounts, type TaskPayload } from '../../queue/queue.js';
 import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
 import { UsageError } from '../../spec/errors.js';
 import { type LoadedJob, MAP_STEP } from '../../spec/job.js';
-import { S3Store } from '../../store/s3/s3-store.js';
+import { type FailureMarker, S3Store } from '../../store/s3/s3-store.js';
 import {
   type BucketState,
+  beginLedgerRun,
   bucketState,
   type ClusterRunOptions,
   type ClusterSession,
   completionKey,
   eachLimit,
+  endLedgerRun,
   enqueueAll,
   MANIFEST,
   type Manifest,
+  openLedger,
   publishJob,
   rateOf,
+  recordCommitters,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
   uploadInputs,
@@ -103,7 +108,7 @@ function isPlainMap(job: LoadedJob): boolean {
  * were enqueued is all a restarted coordinator needs besides the bucket's markers.
  */
 async function runMap(s: ClusterSession): Promise<RunSummary> {
-  const { job, target, opts, s3, store, log, started } = s;
+  const { job, target, opts, s3, store, started } = s;
   const name = job.spec.name;
   const step = job.steps[0]!;
   const pool = queueOfStep(s.routes, target, step.name);
@@ -139,6 +144,55 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   const missing = (from: number) =>
     tasks.slice(from).filter((p) => !committed.has(completion(p)) && !dead.has(String(p.i)));
   const toEnqueue = missing(already);
+  // The ledger the dashboard, report and /metrics read: every task, marked as the bucket says.
+  const ledger = openLedger(opts.stateDir, job);
+  const have = new Set(ledger.queue.db.prepare('SELECT key FROM tasks').pluck().all() as string[]);
+  ledger.queue.enqueueSync(
+    tasks
+      .filter((p) => !have.has(String(p.i)))
+      .map((p) => ({ key: String(p.i), step: MAP_STEP, payload: p })),
+    step.retries.maxAttempts,
+  );
+  beginLedgerRun(s, ledger.queue);
+  let ended = 'failed';
+  try {
+    return await followMap(s, queue, tasks, ledger.queue, toEnqueue, {
+      resumed,
+      committed,
+      dead,
+      setEnded: (st) => {
+        ended = st;
+      },
+    });
+  } finally {
+    endLedgerRun(ledger.queue, opts.stateDir, name, started, ended);
+    await ledger.queue.close();
+  }
+}
+
+/** Enqueues what is missing and follows the bucket until every task of a map job is committed or dead. */
+async function followMap(
+  s: ClusterSession,
+  queue: SqsQueue,
+  tasks: readonly TaskPayload[],
+  ledger: SqliteQueue,
+  toEnqueue: readonly TaskPayload[],
+  o: {
+    resumed: boolean;
+    committed: Set<string>;
+    dead: Map<string, FailureMarker>;
+    setEnded: (status: string) => void;
+  },
+): Promise<RunSummary> {
+  const { job, opts, store, log, started } = s;
+  const { resumed, committed, dead } = o;
+  const name = job.spec.name;
+  const step = job.steps[0]!;
+  const completion = (p: TaskPayload) => completionKey(String(p.i), p);
+  const mark = ledgerRecorder(ledger, tasks);
+  const record = async (c: Set<string>, d: Map<string, FailureMarker>) =>
+    recordCommitters(store, ledger, mark(c, d));
+  await record(committed, dead);
   await enqueue(queue, toEnqueue);
   await store.putText(
     MANIFEST,
@@ -176,6 +230,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
     }
     const before = counts.done + counts.dead;
     counts = countsOf(tasks, st.committed, st.dead);
+    await record(st.committed, st.dead);
     const q = await queue.counts().catch(() => undefined);
     if (q)
       Object.assign(counts, {
@@ -197,6 +252,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   }
 
   const final = await untilReachable(() => bucketState(store), log);
+  await record(final.committed, final.dead);
   if (!interrupted && opts.collect !== false) {
     let n = 0;
     const outputs = tasks.flatMap((p) =>
@@ -219,6 +275,7 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
   }));
   await queue.close();
   const status = interrupted ? 'interrupted' : counts.dead > 0 ? 'failed' : 'succeeded';
+  o.setEnded(status);
   return {
     job: name,
     status,
@@ -233,6 +290,46 @@ async function runMap(s: ClusterSession): Promise<RunSummary> {
     stateDir: opts.stateDir,
     seconds: (Date.now() - started) / 1000,
     resumed,
+  };
+}
+
+/**
+ * Marks the ledger's tasks of a map job as the bucket says: committed ones done, those with a
+ * failure marker dead (each once).
+ */
+function ledgerRecorder(
+  ledger: SqliteQueue,
+  tasks: readonly TaskPayload[],
+): (committed: Set<string>, dead: Map<string, FailureMarker>) => string[] {
+  const db = ledger.db;
+  const done = db.prepare(
+    "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'committed' WHERE key = ? AND state <> 'done'",
+  );
+  const failed = db.prepare(
+    "UPDATE tasks SET state = 'dead', owner = NULL, lease_expires = NULL, finished_at = ?, last_error = ?, attempts = ? WHERE key = ? AND state NOT IN ('done', 'dead')",
+  );
+  const seen = new Set<string>();
+  return (committed, dead) => {
+    const now = Date.now();
+    const fresh: string[] = [];
+    db.transaction(() => {
+      for (const p of tasks) {
+        const key = String(p.i);
+        if (seen.has(key)) continue;
+        if (committed.has(completionKey(key, p))) {
+          done.run(now, key);
+          seen.add(key);
+          fresh.push(completionKey(key, p));
+        } else {
+          const f = dead.get(key);
+          if (f) {
+            failed.run(now, f.error, f.attempts, key);
+            seen.add(key);
+          }
+        }
+      }
+    })();
+    return fresh;
   };
 }
 
