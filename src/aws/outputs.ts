@@ -54,6 +54,8 @@ export interface ResolveTargetOptions {
 
 function fromOutputs(name: string, raw: unknown, where: string): ClusterTarget {
   const obj = (raw as { outputs?: Record<string, string> })?.outputs ?? (raw as Record<string, string>);
+  // PoolQueues: the stack output's JSON text (corral up --json), or a list (a coordinator's file)
+  const poolQueues = (obj as Record<string, unknown> | undefined)?.PoolQueues;
   const q = obj?.QueueUrl;
   const b = obj?.BucketName;
   if (typeof q !== 'string' || typeof b !== 'string') {
@@ -70,13 +72,13 @@ function fromOutputs(name: string, raw: unknown, where: string): ClusterTarget {
     deadLetterQueueUrl: obj.DeadLetterQueueUrl,
     region: obj.Region,
     logGroupName: obj.LogGroupName,
-    ...(obj.PoolQueues ? { pools: poolQueuesOf(obj.PoolQueues, where) } : {}),
+    ...(poolQueues ? { pools: poolQueuesOf(poolQueues, where) } : {}),
   };
 }
 
-function poolQueuesOf(text: string, where: string): PoolQueue[] {
+function poolQueuesOf(value: unknown, where: string): PoolQueue[] {
   try {
-    const list = JSON.parse(text) as PoolQueue[];
+    const list = (typeof value === 'string' ? JSON.parse(value) : value) as PoolQueue[];
     if (
       Array.isArray(list) &&
       list.every((p) => typeof p.pool === 'string' && typeof p.queueUrl === 'string')

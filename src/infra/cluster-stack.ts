@@ -351,8 +351,16 @@ export class ClusterStack extends Stack {
           Region: spec.region,
           LogGroupName: this.logGroup.logGroupName,
           ClusterName: spec.name,
-          ...(this.poolQueues.size > 0 ? { [POOL_QUEUES_OUTPUT]: poolQueuesJson } : {}),
         },
+        ...(this.poolQueues.size > 0
+          ? {
+              coordinatorPoolQueues: [...this.poolQueues].map(([pool, q]) => ({
+                pool,
+                queueUrl: q.queue.queueUrl,
+                deadLetterQueueUrl: q.deadLetterQueue.queueUrl,
+              })),
+            }
+          : {}),
         artifact,
         instances: spec.instances.map((i, n) => ({
           name: i.name,

@@ -76,6 +76,15 @@ export interface StaticInstancesProps {
    */
   readonly coordinatorOutputs?: Readonly<Record<string, string>>;
   /**
+   * The queue of each pool, written on the coordinator beside its outputs.
+   * @default - none (one queue)
+   */
+  readonly coordinatorPoolQueues?: ReadonlyArray<{
+    readonly pool: string;
+    readonly queueUrl: string;
+    readonly deadLetterQueueUrl: string;
+  }>;
+  /**
    * The corral the coordinator installs (required when an instance has role coordinator).
    * @default - none
    */
@@ -118,6 +127,7 @@ export class StaticInstances extends Construct {
           image: spec.image,
           artifact: coordinator ? props.artifact : undefined,
           outputs: coordinator ? props.coordinatorOutputs : undefined,
+          poolQueues: coordinator ? props.coordinatorPoolQueues : undefined,
           signal: coordinator ? { stackName: Stack.of(this).stackName, resource: logicalId } : undefined,
         }),
       );

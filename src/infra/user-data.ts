@@ -508,6 +508,17 @@ export interface InstanceUserDataOptions {
    */
   readonly outputs?: Readonly<Record<string, string>>;
   /**
+   * The queue of each pool, in the spec's order, written on a coordinator as the outputs'
+   * `PoolQueues` list (a list, not the stack output's JSON text: that text holds quotes a
+   * deploy-time value cannot escape inside the file's JSON).
+   * @default - none (one queue)
+   */
+  readonly poolQueues?: ReadonlyArray<{
+    readonly pool: string;
+    readonly queueUrl: string;
+    readonly deadLetterQueueUrl: string;
+  }>;
+  /**
    * Where a coordinator reports readiness (cfn-signal).
    * @default - no signal
    */
@@ -548,7 +559,11 @@ export function instanceUserData(o: InstanceUserDataOptions): string {
       ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`),
       'CORRAL_ENV',
       `cat > /etc/corral/clusters/${o.clusterName}.json <<'CORRAL_OUTPUTS'`,
-      JSON.stringify({ outputs: o.outputs }, null, 2),
+      JSON.stringify(
+        { outputs: { ...o.outputs, ...(o.poolQueues ? { PoolQueues: o.poolQueues } : {}) } },
+        null,
+        2,
+      ),
       'CORRAL_OUTPUTS',
       'chmod 644 /etc/corral/coordinator.env /etc/corral/clusters/*.json',
       "cat > /etc/profile.d/corral.sh <<'CORRAL_PROFILE'",

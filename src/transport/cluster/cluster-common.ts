@@ -244,11 +244,16 @@ export function endLedgerRun(
   rmSync(jobPaths(stateDir, job).lock, { force: true });
 }
 
+/** Commit markers read per tick to learn which workers commit (see {@link recordCommitters}). */
+export const COMMITTERS_READ = 8;
+
 /**
  * Records in the ledger's workers table the cluster workers that committed these completion keys
- * (the owner named in each commit marker; one read per key): `started_at` is when this machine
- * first saw one of its commits, `heartbeat_at` the last. Their hosts and instance hours are not
- * known here.
+ * (the owner named in each commit marker): `started_at` is when this machine first saw one of its
+ * commits, `heartbeat_at` the last. At most {@link COMMITTERS_READ} markers are read per call, a
+ * sample of the keys, so knowing the workers costs a bounded number of S3 reads per tick, not one
+ * per task (a worker that commits often is seen within a few ticks). Their hosts and instance
+ * hours are not known here.
  */
 export async function recordCommitters(
   store: S3Store,
@@ -256,7 +261,11 @@ export async function recordCommitters(
   keys: readonly string[],
 ): Promise<void> {
   const owners = new Set<string>();
-  await eachLimit(keys, TRANSFERS_IN_FLIGHT, async (k) => {
+  const sample =
+    keys.length <= COMMITTERS_READ
+      ? keys
+      : Array.from({ length: COMMITTERS_READ }, () => keys[Math.floor(Math.random() * keys.length)]!);
+  await eachLimit([...new Set(sample)], TRANSFERS_IN_FLIGHT, async (k) => {
     const m = await store.marker(k).catch(() => undefined);
     const owner = m?.attempt.replace(/^\d+-/, '');
     if (owner) owners.add(owner);
