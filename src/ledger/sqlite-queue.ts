@@ -457,6 +457,7 @@ export class SqliteQueue implements Queue {
     }[];
     return rows.map((r) => {
       const p = JSON.parse(r.payload) as TaskPayload;
+      const input = describeInput(p);
       return {
         key: r.key,
         step: r.step,
@@ -464,7 +465,7 @@ export class SqliteQueue implements Queue {
         attempts: r.attempts,
         error: r.last_error ?? '',
         logPath: r.log_path ?? undefined,
-        input: describeInput(p),
+        ...(input !== undefined ? { input } : {}),
       };
     });
   }
