@@ -65,12 +65,8 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
   const { loadJob, parseVars } = await import('../../workflow/load-job.js');
   const { runClusterJob } = await import('../../transport/cluster/cluster-run.js');
   const job = loadJob(file, { vars: parseVars(flags.var ?? []), workdir: flags.workdir, forCluster: true });
-  const pools: Record<string, string> = {};
-  for (const v of flags.pool ?? []) {
-    const m = /^([^=]+)=(.+)$/.exec(v);
-    if (!m) throw new UsageError('--pool', `"${v}" is not STEP=POOL`, 'write e.g. --pool render=gpu');
-    pools[m[1]!] = m[2]!;
-  }
+  const { parsePoolFlags } = await import('../../transport/cluster/pool-routing.js');
+  const pools = parsePoolFlags(flags.pool);
   const { stateDir, target } = await targetOf(flags);
   const ac = new AbortController();
   const onSignal = () => ac.abort();

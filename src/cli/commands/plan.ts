@@ -106,14 +106,11 @@ async function jobRoutes(
   vars: readonly string[] = [],
 ): Promise<{ job: string; byStep: Record<string, string>; lines: string[] }> {
   const { loadJob, parseVars } = await import('../../workflow/load-job.js');
-  const { describeRoutes, routeSteps } = await import('../../transport/cluster/pool-routing.js');
+  const { describeRoutes, parsePoolFlags, routeSteps } = await import(
+    '../../transport/cluster/pool-routing.js'
+  );
   const job = loadJob(file, { vars: parseVars([...vars]) });
-  const byName: Record<string, string> = {};
-  for (const v of pool) {
-    const m = /^([^=]+)=(.+)$/.exec(v);
-    if (!m) throw new UsageError('--pool', `"${v}" is not STEP=POOL`, 'write e.g. --pool render=gpu');
-    byName[m[1]!] = m[2]!;
-  }
+  const byName = parsePoolFlags(pool);
   // the cluster's pools as the stack will have them; no queue exists yet
   const target = {
     name: spec.name,

@@ -9,6 +9,17 @@ import type { ClusterTarget, PoolQueue } from '../../aws/outputs.js';
 import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
 
+/** `--pool STEP=POOL` flags as a step → pool mapping; exit 2 for a value of another form. */
+export function parsePoolFlags(values: readonly string[] = []): Record<string, string> {
+  const byStep: Record<string, string> = {};
+  for (const v of values) {
+    const m = /^([^=]+)=(.+)$/.exec(v);
+    if (!m) throw new UsageError('--pool', `"${v}" is not STEP=POOL`, 'write e.g. --pool render=gpu');
+    byStep[m[1]!] = m[2]!;
+  }
+  return byStep;
+}
+
 /** The pool of each step, by step name. */
 export type StepPools = ReadonlyMap<string, PoolQueue>;
 
