@@ -157,6 +157,23 @@ outputs: out/{index}.txt
     outputs: { 'out/0.txt': 'a\n', 'out/2.txt': 'c\n' },
     runs: ['a', 'bad', 'bad', 'c'],
   },
+  {
+    name: 'a map job resumed with an empty state folder: nothing committed runs again',
+    files: {
+      'xs.txt': 'a\nb\nc\n',
+      'job.yaml': `name: mapagain
+tasks:
+  map: { lines: xs.txt }
+  command: 'echo {input} >> RUNS; echo {input}{input}'
+outputs: out/{index}.txt
+`,
+    },
+    status: 'succeeded',
+    counts: { done: 3, dead: 0, skipped: 0 },
+    outputs: { 'out/0.txt': 'aa\n', 'out/1.txt': 'bb\n', 'out/2.txt': 'cc\n' },
+    runs: ['a', 'b', 'c'],
+    again: true,
+  },
 ];
 
 let peer: Peer;

@@ -8,6 +8,7 @@ import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import type { Logger } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
+import { drive, outcomeOf, type Progress } from './drive.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
 import type { LocalAdapters, OutputStore, WorkerTransport } from './ports.js';
 import { pidAlive } from './process-utils.js';
@@ -21,15 +22,7 @@ import {
 } from './state-dir.js';
 import { TaskEventLog } from './task-events.js';
 
-/** Progress of a running job, as reported to the CLI. */
-export interface Progress extends TaskCounts {
-  /** Worker processes running now. */
-  readonly workers: number;
-  /** Tasks finished per second, over the last few seconds. */
-  readonly rate: number;
-  /** Seconds since the run started. */
-  readonly elapsed: number;
-}
+export type { Progress } from './drive.js';
 
 /** How a run ended. */
 export interface RunSummary {
@@ -415,9 +408,9 @@ export async function runJob(job: LoadedJob, opts: RunOptions, adapters: LocalAd
     const early = Math.min(concurrency, resumed ? before.pending + before.leased + before.blocked : ready);
     compute.prestart(early);
     // a small plan's first rows are committed first, and the workers start on them meanwhile
-    const c = compute;
+    const w = compute;
     const planned = await dag.advance(
-      small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => c.wake() } : undefined,
+      small && !resumed ? { rows: EARLY_ROWS, onCommitted: () => w.wake() } : undefined,
     );
     logDag(planned);
     // no process has run since a HyperFlow plan: what is there is from before it
@@ -425,65 +418,53 @@ export async function runJob(job: LoadedJob, opts: RunOptions, adapters: LocalAd
       reconcileOuts(queue, dag, job.baseDir, log);
     compute.wake();
 
-    let counts = queue.countsSync();
-    const remaining = counts.pending + counts.leased + counts.blocked;
+    const planCounts = queue.countsSync();
+    const remaining = planCounts.pending + planCounts.leased + planCounts.blocked;
     const workers = Math.max(early, Math.min(concurrency, remaining));
     if (!opts.signal?.aborted) await compute.scaleTo(workers);
     compute.discardSpare();
 
-    const tick = opts.tickMs ?? 200;
-    const window: Array<[number, number]> = [];
-    let interrupted = false;
-    const open = (c: TaskCounts) => c.pending + c.leased + c.blocked > 0 || !dag.allExpanded();
-    while (open(counts)) {
-      if (opts.signal?.aborted) {
-        interrupted = true;
-        break;
-      }
-      if (compute.failure !== undefined) throw new CommandFailed(`cannot run workers: ${compute.failure}`);
-      await nap(tick);
-      const now0 = Date.now();
-      releaseOrphans(queue, orphans, now0, log);
-      const reaped = await queue.reapExpired(now0);
-      const ev = await dag.advance();
-      logDag(ev);
-      if (reaped > 0 || ev.expanded.length > 0 || ev.released.length > 0) compute.wake();
-      counts = queue.countsSync();
-      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
-        // The last running task may have completed between the pass above and these counts (a
-        // worker that went idle wakes this loop while another finishes its last task): with
-        // nothing leased any more, one more pass sees every completion before anything is
-        // declared unreachable.
-        const last = await dag.advance();
-        logDag(last);
-        if (last.released.length > 0 || last.expanded.length > 0) compute.wake();
-        counts = queue.countsSync();
-      }
-      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
-        const n = dag.skipUnreachable();
-        if (n > 0)
-          log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`);
-        counts = queue.countsSync();
-      }
-      taskEvents.pass();
-      const now = Date.now();
-      const finished = counts.done + counts.dead;
-      window.push([now, finished]);
-      while (window.length > 2 && now - window[0]![0] > 5000) window.shift();
-      const [t0, f0] = window[0]!;
-      const rate = now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
-      opts.onProgress?.({ ...counts, workers: compute.running(), rate, elapsed: (now - started) / 1000 });
-    }
+    const { interrupted } = await drive(
+      queue,
+      dag,
+      {
+        // workers claim from the ledger and write their ends there themselves: the coordinator
+        // reaps leases of workers gone silent and wakes the others when tasks become ready
+        collect: async () => {
+          const now = Date.now();
+          releaseOrphans(queue, orphans, now, log);
+          return queue.reapExpired(now);
+        },
+        dispatch: async (news) => {
+          if (news) w.wake();
+        },
+        wait: nap,
+        observe: async (c) => {
+          taskEvents.pass();
+          return { counts: c, workers: w.running() };
+        },
+        check: () => {
+          if (w.failure !== undefined) throw new CommandFailed(`cannot run workers: ${w.failure}`);
+        },
+      },
+      {
+        tickMs: opts.tickMs ?? 200,
+        started,
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+        onDag: logDag,
+        onUnreachable: (n) =>
+          log.warn({ event: 'unreachable', tasks: n }, `${n} blocked task(s) can no longer run; skipped`),
+      },
+    );
     if (interrupted) await compute.abort();
     else await compute.drain();
     // no worker of this job runs now: what killed workers staged can go
     store.cleanStaging();
     removeForkerScratch(paths.logs);
     taskEvents.pass();
-    counts = queue.countsSync();
-    const deadLetters = await queue.deadLetters(100);
-    const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted);
-    const failedPaths = dag.failedPaths();
+    const { status, counts, deadLetters, failedPaths, skippedSteps, missingOutputs, unplanned } =
+      await outcomeOf(queue, dag, interrupted);
     queue.setMeta('status', status);
     const finishedAt = Date.now();
     queue.setMeta('finished_at', String(finishedAt));
@@ -497,7 +478,7 @@ export async function runJob(job: LoadedJob, opts: RunOptions, adapters: LocalAd
       failedPaths,
       skippedSteps,
       missingOutputs,
-      unplanned: dag.unplanned(),
+      unplanned,
       outputs: outputsDir(job),
       stateDir: paths.dir,
       seconds: (Date.now() - started) / 1000,
@@ -660,7 +641,7 @@ function reconcileOuts(queue: SqliteQueue, dag: DagState, baseDir: string, log: 
 }
 
 /** The folder holding a job's outputs: the part of the (last) outputs pattern before its first placeholder. */
-function outputsDir(job: LoadedJob): string | undefined {
+export function outputsDir(job: LoadedJob): string | undefined {
   if (job.format === 'hyperflow') return job.baseDir;
   const pattern = [...job.steps].reverse().find((s) => s.outputs)?.outputs;
   if (!pattern) return undefined;

@@ -5,7 +5,36 @@
  * none of them (test/layers.test.ts).
  */
 import type { Compute, WorkerEvent } from '../compute/compute.js';
+import type { TaskCounts } from '../queue/queue.js';
 import type { Logger } from '../vendor/pino.js';
+
+/**
+ * The Transport port, as the one coordination loop (src/engine/drive.ts) sees it: how ready tasks
+ * reach the workers of a run and how their ends come back into the ledger. On one machine the
+ * coordinator wraps a {@link WorkerTransport} (workers claim from the ledger); on a cluster,
+ * src/transport/cluster/cluster-transport.ts sends them to SQS and reads the bucket's markers.
+ */
+export interface Dispatcher {
+  /**
+   * Takes into the ledger what the workers did since the last tick that the ledger does not
+   * know yet (local: expired leases reaped; cluster: commits and dead letters read from the
+   * bucket). Returns how many tasks it moved, or `undefined` when the workers cannot be seen
+   * now (an outage: nothing is decided this tick).
+   */
+  collect(): Promise<number | undefined>;
+  /** Hands ready tasks to the workers; `news` says whether tasks became ready since the last call. */
+  dispatch(news: boolean): Promise<void>;
+  /** Waits until the next tick, or less when the transport knows something happened. */
+  wait(ms: number): Promise<void>;
+  /**
+   * What to show of the ledger's counts (a cluster splits its leased tasks into queued and
+   * running from the queue's own counts) and how many workers run; `progressed` says whether
+   * tasks finished this tick. Called once a tick.
+   */
+  observe(counts: TaskCounts, progressed: boolean): Promise<{ counts: TaskCounts; workers: number }>;
+  /** Throws when the transport cannot go on (workers that keep dying at start). */
+  check?(): void;
+}
 
 /** Objects named by `s3://` inputs: what expanding a map over them needs. */
 export interface ObjectInputs {

@@ -300,7 +300,7 @@ export class StateReader {
         (
           db
             .prepare(
-              "SELECT k, v FROM meta WHERE k IN ('status', 'started_at', 'finished_at', 'spec', 'runs')",
+              "SELECT k, v FROM meta WHERE k IN ('status', 'started_at', 'finished_at', 'spec', 'runs', 'queued')",
             )
             .all() as {
             k: string;
@@ -323,6 +323,17 @@ export class StateReader {
         }
         c.total += r.n;
         counts.total += r.n;
+      }
+      // A cluster run's ledger leases every sent task to its queue; those still waiting there, not
+      // yet received by a worker (meta `queued`, written each tick), are shown as pending.
+      let queued = Math.min(Number(meta.get('queued') ?? 0) || 0, counts.leased);
+      counts.leased -= queued;
+      counts.pending += queued;
+      for (const c of byStep.values()) {
+        const q = Math.min(queued, c.leased);
+        c.leased -= q;
+        c.pending += q;
+        queued -= q;
       }
       const held = new Map<string, string[]>();
       for (const r of db

@@ -1,6 +1,6 @@
 /**
- * What the two cluster coordinators (map jobs: cluster-run.ts; workflows: cluster-dag.ts) share:
- * the session (clients, bucket store), uploading local inputs, reading the bucket's truth
+ * What the cluster side of a run (cluster-run.ts composes it, cluster-transport.ts moves its tasks)
+ * uses: the session (clients, bucket store), uploading local inputs, reading the bucket's truth
  * (commit and failure markers) and riding out a store outage.
  */
 import { createReadStream, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -172,14 +172,6 @@ export async function publishJob(s: ClusterSession): Promise<void> {
 /** Sends tasks to SQS in slices of 1,000. */
 export async function enqueueAll(queue: SqsQueue, tasks: readonly NewTask[]): Promise<void> {
   for (let i = 0; i < tasks.length; i += 1000) await queue.enqueue(tasks.slice(i, i + 1000));
-}
-
-/** Tasks finished per second over the last ~10 s, from a sliding window of (time, finished). */
-export function rateOf(window: Array<[number, number]>, now: number, finished: number): number {
-  window.push([now, finished]);
-  while (window.length > 2 && now - window[0]![0] > 10_000) window.shift();
-  const [t0, f0] = window[0]!;
-  return now > t0 ? ((finished - f0) * 1000) / (now - t0) : 0;
 }
 
 /**

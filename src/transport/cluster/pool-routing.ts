@@ -1,6 +1,6 @@
 /**
  * Which pool's queue each task goes to (issue 20, item 3): the one decision the cluster
- * coordinators (cluster-run.ts, cluster-dag.ts) ask for. A task goes to the queue of its step's
+ * coordinator (cluster-transport.ts) asks for. A task goes to the queue of its step's
  * pool: the step's `pool`, else the run's mapping by step name (HyperFlow processes by process
  * name), else the job's `pool`, else the cluster's first pool. Each pool's workers read only their
  * pool's queue, so a task never runs on a pool it did not ask for.

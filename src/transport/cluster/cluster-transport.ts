@@ -1,25 +1,27 @@
 /**
- * The `--cluster` coordinator of a workflow (steps with `needs`, `outputsOf`, `reduce`, or a
- * HyperFlow workflow). The DAG's bookkeeping is the same as on one machine — a DagState over a
- * sqlite ledger in the state folder — but a ready task is not run here: it is leased to the
- * owner `sqs` and sent to the cluster's queue, and it is done when the bucket says so (its
- * commit marker, or its failure marker for a dead letter). Completing it in the ledger releases
- * its dependents, which are sent in turn: a task starts as soon as its inputs are committed.
- * Outputs are downloaded into the job folder as they are committed, so a later step's glob sees
- * them and the results end up where a local run puts them. The bucket stays the truth: a
- * coordinator started again with an empty state folder plans the DAG again, takes in what the
- * bucket has committed, and does not send again what an earlier coordinator sent (the
- * `forwarded/` records), so nothing committed runs again.
+ * The cluster transport of the one coordinator (src/engine/drive.ts), for every job shape: a map
+ * job is a one-step workflow. The workflow's bookkeeping is the same as on one machine — a
+ * DagState over the job's sqlite ledger, here below `<state dir>/cluster/NAME` — but a ready task
+ * is not run here: it is leased to the owner `sqs` and sent to its pool's queue, and it is done
+ * when the bucket says so (its commit marker, or its failure marker for a dead letter). Completing
+ * it in the ledger releases its dependents, which are sent in turn: a task starts as soon as its
+ * inputs are committed. Outputs are downloaded into the job folder as they are committed, so a
+ * later step's glob sees them and the results end up where a local run puts them. The bucket
+ * stays the truth: a coordinator started again with an empty state folder plans the job again,
+ * takes in what the bucket has committed, and does not send again what an earlier coordinator sent
+ * (the `forwarded/` records), so nothing committed runs again.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { RunSummary } from '../../engine/coordinator.js';
+import { outputsDir, type RunSummary } from '../../engine/coordinator.js';
 import { type DagEvents, DagState } from '../../engine/dag.js';
+import { drive, outcomeOf } from '../../engine/drive.js';
 import { expandFileMap, isS3Url } from '../../engine/expand.js';
 import { sleep } from '../../engine/process-utils.js';
 import type { Lease, NewTask, TaskCounts, TaskPayload } from '../../queue/queue.js';
 import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
+import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
 import {
   type BucketState,
@@ -33,7 +35,6 @@ import {
   type Manifest,
   openLedger,
   publishJob,
-  rateOf,
   recordCommitters,
   TRANSFERS_IN_FLIGHT,
   untilReachable,
@@ -72,8 +73,8 @@ function toSend(r: OpenRow): Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttemp
   };
 }
 
-/** Runs a workflow on a cluster until every task is committed, dead or skipped. */
-export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
+/** Runs a job on a cluster until every task is committed, dead or skipped. */
+export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
   const { job, target, opts, store, log, started } = s;
   const name = job.spec.name;
 
@@ -243,117 +244,125 @@ export async function runClusterDag(s: ClusterSession): Promise<RunSummary> {
       for (const k of keys) forwarded.add(k);
     };
     await send(unsent.map(toSend));
+    /** Sent tasks not yet received by a worker, as last known (meta `queued`: see observe below). */
+    let lastQueued = 0;
     const forward = async () => {
       let n = 0;
       for (;;) {
-        const leases = ledger.queue.claimSync(SQS_OWNER, 1000, FOREVER_MS);
+        // claimed and counted as queued at once: a reader never sees them running before a worker has them
+        const leases = db.transaction(() => {
+          const l = ledger.queue.claimSync(SQS_OWNER, 1000, FOREVER_MS);
+          if (l.length) {
+            lastQueued += l.length;
+            ledger.queue.setMeta('queued', String(lastQueued));
+          }
+          return l;
+        })();
         if (leases.length === 0) return n;
         await send(leases);
         n += leases.length;
       }
     };
 
-    const tick = opts.tickMs ?? 1000;
     const stallMs = opts.stallMs ?? 30_000;
-    const window: Array<[number, number]> = [];
-    let counts = ledger.queue.countsSync();
     let lastProgress = Date.now();
     let lastTotal = -1;
-    let interrupted = false;
     let unreachableSince: number | undefined;
+    /** Writes the manifest of how many tasks there are when that changed (`corral status` reads it). */
+    const manifest = async (total: number) => {
+      if (total === lastTotal) return;
+      await store.putText('enqueued.json', JSON.stringify({ enqueued: total, total } satisfies Manifest));
+      lastTotal = total;
+    };
     const sent = await forward();
+    const first = ledger.queue.countsSync();
+    await manifest(first.total);
     log(
-      `job ${name}: ${counts.total} task(s) planned so far, ${counts.done} already committed, ${sent + unsent.length} sent${resumed ? ' (resumed from the bucket)' : ''}`,
+      `job ${name}: ${first.total} task(s) planned so far, ${first.done} already committed, ${sent + unsent.length} enqueued${resumed ? ' (resumed from the bucket)' : ''}`,
     );
-    for (;;) {
-      counts = ledger.queue.countsSync();
-      if (counts.pending + counts.leased === 0 && counts.blocked > 0 && dag.allExpanded()) {
-        const n = dag.skipUnreachable();
-        if (n) log(`job ${name}: ${n} blocked task(s) can no longer run; skipped`);
-        logDag(await dag.advance());
-        counts = ledger.queue.countsSync();
-      }
-      if (counts.total !== lastTotal) {
-        await store.putText(
-          'enqueued.json',
-          JSON.stringify({ enqueued: counts.total, total: counts.total } satisfies Manifest),
-        );
-        lastTotal = counts.total;
-      }
-      const open = counts.pending + counts.leased + counts.blocked > 0 || !dag.allExpanded();
-      if (!open) break;
-      if (opts.signal?.aborted) {
-        interrupted = true;
-        break;
-      }
-      await sleep(tick, opts.signal);
-      try {
-        st = await bucketState(store);
-        unreachableSince = undefined;
-      } catch (err) {
-        // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
-        if (unreachableSince === undefined)
-          log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
-        unreachableSince ??= Date.now();
-        if (Date.now() - unreachableSince > 300_000) throw err;
-        continue;
-      }
-      const before = counts.done + counts.dead + counts.skipped;
-      await absorb(st, true);
-      logDag(await dag.advance());
-      await forward();
-      counts = ledger.queue.countsSync();
-      // what every pool queue of the job holds (one step per pool asks)
-      const perPool = new Map([...s.routes].map(([step, p]) => [p.queueUrl, step]));
-      if (perPool.size === 0) perPool.set(target.queueUrl, job.steps[0]?.name ?? '');
-      const all = await Promise.all(
-        [...perPool.values()].map((step) =>
-          queueFor(step, job.spec.retries.maxAttempts)
-            .counts()
-            .catch(() => undefined),
-        ),
-      );
-      const q = all.every((c) => c !== undefined)
-        ? { pending: all.reduce((n, c) => n + c.pending, 0), leased: all.reduce((n, c) => n + c.leased, 0) }
-        : undefined;
-      const now = Date.now();
-      const finished = counts.done + counts.dead + counts.skipped;
-      if (finished > before) lastProgress = now;
-      else if (q && q.pending + q.leased === 0 && counts.leased > 0 && now - lastProgress > stallMs) {
-        // Messages lost (retention, purge, a crash before sending): send what is still missing.
-        const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
-        await send(again.map(toSend));
-        log(`job ${name}: queue empty with ${again.length} task(s) missing; sent them again`);
-        lastProgress = now;
-      }
-      const shown: TaskCounts = q
-        ? {
-            ...counts,
-            pending: counts.pending + Math.min(q.pending, counts.leased),
-            leased: Math.min(q.leased, counts.leased),
+    const { interrupted } = await drive(
+      ledger.queue,
+      dag,
+      {
+        collect: async () => {
+          try {
+            st = await bucketState(store);
+            unreachableSince = undefined;
+          } catch (err) {
+            // A store outage: keep polling (workers retry too) for up to 5 minutes, then fail.
+            if (unreachableSince === undefined)
+              log(`job ${name}: cannot read the bucket (${(err as Error).message}); retrying`);
+            unreachableSince ??= Date.now();
+            if (Date.now() - unreachableSince > 300_000) throw err;
+            return undefined;
           }
-        : counts;
-      opts.onProgress?.({
-        ...shown,
-        workers: 0,
-        rate: rateOf(window, now, finished),
-        elapsed: (now - started) / 1000,
-      });
-    }
+          return absorb(st, true);
+        },
+        // ready tasks are claimed by the owner `sqs` and sent to their pool's queue
+        dispatch: async () => {
+          await forward();
+        },
+        wait: (ms) => sleep(ms, opts.signal),
+        observe: async (counts, progressed) => {
+          await manifest(counts.total);
+          // what every pool queue of the job holds (one step per pool asks)
+          const perPool = new Map([...s.routes].map(([step, p]) => [p.queueUrl, step]));
+          if (perPool.size === 0) perPool.set(target.queueUrl, job.steps[0]?.name ?? '');
+          const all = await Promise.all(
+            [...perPool.values()].map((step) =>
+              queueFor(step, job.spec.retries.maxAttempts)
+                .counts()
+                .catch(() => undefined),
+            ),
+          );
+          const q = all.every((c) => c !== undefined)
+            ? {
+                pending: all.reduce((n, c) => n + c.pending, 0),
+                leased: all.reduce((n, c) => n + c.leased, 0),
+              }
+            : undefined;
+          const now = Date.now();
+          if (progressed) lastProgress = now;
+          else if (q && q.pending + q.leased === 0 && counts.leased > 0 && now - lastProgress > stallMs) {
+            // Messages lost (retention, purge, a crash before sending): send what is still missing.
+            const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
+            await send(again.map(toSend));
+            log(`job ${name}: queue empty with ${again.length} task(s) missing; enqueued them again`);
+            lastProgress = now;
+          }
+          // the ledger's leased tasks are in a queue: waiting there, or running on a worker (the
+          // dashboard, report and /metrics read how many wait from meta `queued`)
+          const queued = q ? Math.min(q.pending, counts.leased) : 0;
+          if (queued !== lastQueued) ledger.queue.setMeta('queued', String(queued));
+          lastQueued = queued;
+          const shown: TaskCounts = q
+            ? {
+                ...counts,
+                pending: counts.pending + queued,
+                leased: Math.min(q.leased, counts.leased),
+              }
+            : counts;
+          return { counts: shown, workers: 0 };
+        },
+      },
+      {
+        tickMs: opts.tickMs ?? 1000,
+        started,
+        signal: opts.signal,
+        onProgress: opts.onProgress,
+        onDag: logDag,
+        onUnreachable: (n) => log(`job ${name}: ${n} blocked task(s) can no longer run; skipped`),
+        rateWindowS: 10,
+      },
+    );
+    await manifest(ledger.queue.countsSync().total);
 
-    counts = ledger.queue.countsSync();
-    const deadLetters = await ledger.queue.deadLetters(100);
-    const { status, skippedSteps, missingOutputs } = dag.outcome(counts, interrupted, collect);
-    ended = status;
+    const end = await outcomeOf(ledger.queue, dag, interrupted, collect);
+    ended = end.status;
     return {
       job: name,
-      status,
-      counts,
-      deadLetters,
-      failedPaths: dag.failedPaths(),
-      skippedSteps,
-      missingOutputs,
-      outputs: job.baseDir,
+      ...end,
+      outputs: outputsDir(job),
       stateDir: opts.stateDir,
       seconds: (Date.now() - started) / 1000,
       resumed,
@@ -423,13 +432,25 @@ function isDir(abs: string): boolean {
   }
 }
 
-/** Local inputs of the file maps that wait for no step (uploaded up front). */
+/**
+ * Local inputs of the file maps that wait for no step (uploaded up front). Such a map that gives no
+ * task is bad input, as on one machine (nothing is sent).
+ */
 async function firstInputs(s: ClusterSession): Promise<string[]> {
   const out: string[] = [];
-  for (const st of s.job.steps) {
+  for (const [i, st] of s.job.steps.entries()) {
     if (!st.map || st.map.outputsOf !== undefined || st.needs.length > 0) continue;
-    for await (const p of expandFileMap(s.job, st, { s3: s3Inputs(s.s3) }))
+    let tasks = 0;
+    for await (const p of expandFileMap(s.job, st, { s3: s3Inputs(s.s3) })) {
+      tasks++;
       if (p.p !== undefined && !isS3Url(p.p)) out.push(p.p);
+    }
+    if (tasks === 0)
+      throw new UsageError(
+        `${s.job.spec.tasks ? 'tasks' : `steps[${i}]`}.map`,
+        'the inputs give no task (empty file or no lines)',
+        'add inputs',
+      );
   }
   return out;
 }
