@@ -3,12 +3,12 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { SqliteQueue, type WorkerRow } from '../ledger/sqlite-queue.js';
-import type { DeadLetter, TaskCounts, TaskPayload } from '../queue/queue.js';
+import type { TaskPayload } from '../queue/queue.js';
 import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import type { Logger } from '../vendor/pino.js';
 import { type DagEvents, DagState, INSERT_BATCH } from './dag.js';
-import { drive, outcomeOf, type Progress } from './drive.js';
+import { drive, type Outcome, outcomeOf, type Progress } from './drive.js';
 import { countLinesUpTo, expandFileMap } from './expand.js';
 import type { LocalAdapters, OutputStore, WorkerTransport } from './ports.js';
 import { pidAlive } from './process-utils.js';
@@ -25,17 +25,8 @@ import { TaskEventLog } from './task-events.js';
 export type { Progress } from './drive.js';
 
 /** How a run ended. */
-export interface RunSummary {
+export interface RunSummary extends Omit<Outcome, 'unplanned'> {
   readonly job: string;
-  readonly status: 'succeeded' | 'failed' | 'interrupted';
-  readonly counts: TaskCounts;
-  readonly deadLetters: DeadLetter[];
-  /** How failures spread through the workflow, e.g. `split/3 failed → count/3 skipped → step total skipped`. */
-  readonly failedPaths: string[];
-  /** Steps never planned because a step they need failed. */
-  readonly skippedSteps: string[];
-  /** Promised workflow outputs (HyperFlow `outs`) that are not there at the end. */
-  readonly missingOutputs: string[];
   /**
    * Steps this run could not plan once the steps they need had run (a glob that matched
    * nothing), with the reason, and the steps waiting on them; the next run plans them again.

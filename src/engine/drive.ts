@@ -132,10 +132,15 @@ export async function drive(
 export interface Outcome {
   readonly status: 'succeeded' | 'failed' | 'interrupted';
   readonly counts: TaskCounts;
+  /** The first 100 dead letters. */
   readonly deadLetters: DeadLetter[];
+  /** How failures spread through the workflow, e.g. `split/3 failed → count/3 skipped → step total skipped`. */
   readonly failedPaths: string[];
+  /** Steps never planned because a step they need failed. */
   readonly skippedSteps: string[];
+  /** Promised workflow outputs (HyperFlow `outs`) that are not there at the end. */
   readonly missingOutputs: string[];
+  /** Steps that could not be planned once the steps they need had run, with the reason. */
   readonly unplanned: string[];
 }
 
