@@ -49,6 +49,8 @@ const SQS_OWNER = 'sqs';
 const FOREVER_MS = 100 * 365 * 24 * 3600 * 1000;
 /** Bucket folder (below the job prefix) of the records of which task keys were sent to SQS. */
 const FORWARDED = 'forwarded/';
+/** Between two reads of the queues' depth and of a sample of commit markers (see observe). */
+const SLOW_POLL_MS = 5000;
 /** More staged files than this per task are not listed (the task reads the bucket itself then). */
 const MAX_STAGE = 5000;
 
@@ -133,6 +135,11 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       return n;
     };
 
+    /** Completion keys of tasks finished since the committers were last sampled (the last 64). */
+    const committers: string[] = [];
+    const sampleCommitters = async () => {
+      await recordCommitters(store, ledger.queue, committers.splice(0));
+    };
     /** Takes in what the bucket has: committed tasks are done, dead ones dead; returns how many. */
     const absorb = async (st: BucketState, overwrite: boolean) => {
       const done: number[] = [];
@@ -154,11 +161,9 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       const downloaded = await download(finished, overwrite);
       if (downloaded) log(`job ${name}: downloaded ${downloaded} output(s) into ${job.baseDir}`);
       dag.markFound(done);
-      await recordCommitters(
-        store,
-        ledger.queue,
-        finished.map((p, i) => completionKey(doneKeys[i]!, p)),
-      );
+      // which workers commit: learned from a sample of these, at most every SLOW_POLL_MS
+      for (const [i, p] of finished.entries()) committers.push(completionKey(doneKeys[i]!, p));
+      if (committers.length > 64) committers.splice(0, committers.length - 64);
       const now = Date.now();
       db.transaction(() => {
         for (const d of dead) markDead.run(now, d.error, d.attempts, d.id);
@@ -265,6 +270,23 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
     };
 
     const stallMs = opts.stallMs ?? 30_000;
+    /** What every pool queue of the job holds (one step per pool asks); undefined when one cannot be read. */
+    const queueDepth = async () => {
+      const perPool = new Map([...s.routes].map(([step, p]) => [p.queueUrl, step]));
+      if (perPool.size === 0) perPool.set(target.queueUrl, job.steps[0]?.name ?? '');
+      const all = await Promise.all(
+        [...perPool.values()].map((step) =>
+          queueFor(step, job.spec.retries.maxAttempts)
+            .counts()
+            .catch(() => undefined),
+        ),
+      );
+      return all.every((c) => c !== undefined)
+        ? { pending: all.reduce((n, c) => n + c.pending, 0), leased: all.reduce((n, c) => n + c.leased, 0) }
+        : undefined;
+    };
+    let q: { pending: number; leased: number } | undefined;
+    let lastSlowPoll = 0;
     let lastProgress = Date.now();
     let lastTotal = -1;
     let unreachableSince: number | undefined;
@@ -305,25 +327,18 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
         wait: (ms) => sleep(ms, opts.signal),
         observe: async (counts, progressed) => {
           await manifest(counts.total);
-          // what every pool queue of the job holds (one step per pool asks)
-          const perPool = new Map([...s.routes].map(([step, p]) => [p.queueUrl, step]));
-          if (perPool.size === 0) perPool.set(target.queueUrl, job.steps[0]?.name ?? '');
-          const all = await Promise.all(
-            [...perPool.values()].map((step) =>
-              queueFor(step, job.spec.retries.maxAttempts)
-                .counts()
-                .catch(() => undefined),
-            ),
-          );
-          const q = all.every((c) => c !== undefined)
-            ? {
-                pending: all.reduce((n, c) => n + c.pending, 0),
-                leased: all.reduce((n, c) => n + c.leased, 0),
-              }
-            : undefined;
           const now = Date.now();
           if (progressed) lastProgress = now;
-          else if (q && q.pending + q.leased === 0 && counts.leased > 0 && now - lastProgress > stallMs) {
+          // the queues' depth (a display, and the stall check) and the committers are read at
+          // most every SLOW_POLL_MS: a request every few seconds, not a few per second (tasks are
+          // sent only on progress, which resets the stall clock, so a depth that old is good enough)
+          const deciding = !progressed && counts.leased > 0 && now - lastProgress > stallMs;
+          if (now - lastSlowPoll >= SLOW_POLL_MS) {
+            lastSlowPoll = now;
+            q = await queueDepth();
+            await sampleCommitters();
+          }
+          if (deciding && q && q.pending + q.leased === 0) {
             // Messages lost (retention, purge, a crash before sending): send what is still missing.
             const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
             await send(again.map(toSend));
@@ -355,6 +370,7 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
         rateWindowS: 10,
       },
     );
+    await sampleCommitters();
     await manifest(ledger.queue.countsSync().total);
 
     const end = await outcomeOf(ledger.queue, dag, interrupted, collect);
