@@ -20,3 +20,9 @@ export function jobPrefix(job: string): string {
 export function doneKey(taskKey: string): string {
   return `.tasks/${taskKey}`;
 }
+
+/**
+ * Bucket key (relative to the job prefix) of a job's cancel record (`corral cancel`, issue 23):
+ * `{ at, abandon }`; with `abandon`, workers drop the job's queued tasks instead of running them.
+ */
+export const CANCEL_RECORD = 'cancel.json';
