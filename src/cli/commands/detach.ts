@@ -5,12 +5,21 @@
  */
 import os from 'node:os';
 import path from 'node:path';
-import type { ClusterTarget } from '../../aws/outputs.js';
+import type { ClusterTarget, ClusterTargetFlags } from '../../aws/outputs.js';
 import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
 import type { ClusterRunOptions } from '../../transport/cluster/cluster-common.js';
 import { printJson } from '../output.js';
-import type { ClusterFlags } from './cluster.js';
+
+/** The flags these commands read (those of `addClusterOptions` and a few of their own). */
+export interface DetachFlags extends ClusterTargetFlags {
+  cluster?: string;
+  stateDir?: string;
+  json?: boolean;
+  quiet?: boolean;
+  /** `run --detach`: submit and return. */
+  detach?: boolean;
+}
 
 /** A follower's progress line. */
 function progressLine(p: { done: number; failed: number; total?: number }): string {
@@ -27,7 +36,7 @@ export async function detachOrFollow(
   job: LoadedJob,
   target: ClusterTarget,
   opts: Pick<ClusterRunOptions, 'stateDir' | 'endpointUrl' | 'region' | 'pools'>,
-  flags: ClusterFlags,
+  flags: DetachFlags,
   signal: AbortSignal,
   say: (line: string) => void,
 ): Promise<'done' | 'run'> {
@@ -91,7 +100,7 @@ export async function detachOrFollow(
 }
 
 /** `corral attach JOB --cluster NAME`: follows a detached run, then downloads its outputs. */
-export async function attachOnCluster(job: string, flags: ClusterFlags & { into?: string }): Promise<void> {
+export async function attachOnCluster(job: string, flags: DetachFlags & { into?: string }): Promise<void> {
   const d = await import('../../transport/cluster/detached.js');
   const { createS3Client, resolveAwsSettings } = await import('../../aws/clients.js');
   const { S3Store } = await import('../../store/s3/s3-store.js');
@@ -164,7 +173,7 @@ export async function attachOnCluster(job: string, flags: ClusterFlags & { into?
 /** `corral cancel JOB --cluster NAME [--abandon]`: stops a detached run and says what is left. */
 export async function cancelOnCluster(
   job: string,
-  flags: ClusterFlags & { abandon?: boolean },
+  flags: DetachFlags & { abandon?: boolean },
 ): Promise<void> {
   const d = await import('../../transport/cluster/detached.js');
   const { createS3Client, resolveAwsSettings } = await import('../../aws/clients.js');
@@ -217,7 +226,7 @@ export async function cancelOnCluster(
   }
 }
 
-async function targetOf(flags: ClusterFlags): Promise<{ target: ClusterTarget }> {
+async function targetOf(flags: DetachFlags): Promise<{ target: ClusterTarget }> {
   const { resolveClusterTarget } = await import('../../aws/outputs.js');
   const { resolveStateDir } = await import('../../engine/state-dir.js');
   const stateDir = resolveStateDir(flags.stateDir === '.corral' ? undefined : flags.stateDir);
