@@ -373,3 +373,63 @@ test('corral cancel mid-run: nothing new is sent, it says what is left, and a la
   w1.kill('SIGTERM');
   await w1.result;
 });
+
+test('corral cancel --abandon with no worker up: cancel ends the run itself, and workers drop the queued tasks instead of running them', async (t) => {
+  const dir = tempDir(t);
+  const marks = path.join(dir, 'marks');
+  const n = 5;
+  workflow(dir, 'dab', n, 0.1);
+  const env = envOf(marks);
+  const { bucket, where } = await cluster('dab');
+  // no worker: the submitter's pass sends the first step; nobody coordinates yet
+  const sub = await runCli(['run', 'job.yaml', '--cluster', 'dab', ...where, '--detach', '--json'], {
+    cwd: dir,
+    env,
+  });
+  assert.equal(sub.code, 0, sub.stderr);
+  assert.equal((JSON.parse(sub.stdout) as { status: string }).status, 'detached');
+  const c = await runCli(['cancel', 'dab', '--cluster', 'dab', ...where, '--abandon'], { cwd: dir, env });
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(
+    c.stdout,
+    /^job dab cancelled on cluster dab: 0\/11 done, 0 failed, 11 left; queued tasks are dropped/,
+  );
+  assert.deepEqual(detachedKeys(bucket), []);
+  assert.equal(
+    (
+      JSON.parse(peer.readObject(bucket, 'jobs/dab/detached-result.json')!.toString('utf8')) as {
+        status: string;
+      }
+    ).status,
+    'cancelled',
+  );
+  // a second cancel: nothing runs detached any more
+  const twice = await runCli(['cancel', 'dab', '--cluster', 'dab', ...where], { cwd: dir, env });
+  assert.equal(twice.code, 2);
+  assert.match(
+    twice.stderr,
+    /^corral: error: JOB: job "dab" has no detached run going on on cluster dab \(fix: /,
+  );
+  const w = worker(t, dir, where, env, 'w1');
+  const { GetQueueAttributesCommand } = await import('@aws-sdk/client-sqs');
+  const queueUrl = where[where.indexOf('--queue-url') + 1]!;
+  await waitFor(
+    async () => {
+      const a = (
+        await peer.sqs.send(
+          new GetQueueAttributesCommand({
+            QueueUrl: queueUrl,
+            AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+          }),
+        )
+      ).Attributes!;
+      return Number(a.ApproximateNumberOfMessages) + Number(a.ApproximateNumberOfMessagesNotVisible) === 0;
+    },
+    60_000,
+    200,
+  );
+  assert.equal(executions(marks).size, 0, 'no abandoned task ran');
+  assert.equal(commits(bucket, 'dab').size, 0);
+  w.kill('SIGTERM');
+  await w.result;
+});
