@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
+import { startQueryPeer } from './aws-query-peer.js';
+import { PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
 import { rng, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 
 let peer: Peer;
@@ -432,4 +433,68 @@ test('corral cancel --abandon with no worker up: cancel ends the run itself, and
   assert.equal(commits(bucket, 'dab').size, 0);
   w.kill('SIGTERM');
   await w.result;
+});
+
+test('a worker holding a coordinator lease stays up and protected from scale-in while idle, and leaves through its group once the run ends', async (t) => {
+  const dir = tempDir(t);
+  const marks = path.join(dir, 'marks');
+  workflow(dir, 'dprot', 3, 0.1);
+  const env = envOf(marks);
+  const { bucket, where } = await cluster('dprot');
+  // the worker reads another queue of the same bucket: it has no task of the job, only its coordinator
+  const other = await peer.createQueues('dprot-other');
+  const asg = await startQueryPeer({ upstream: peer.endpoint });
+  const id = asg.addInstance({});
+  const group = asg.addGroup('corral-dprot-cpu', { min: 0, max: 2, instances: [id] });
+  const host = await startFakeImds({ instanceId: id });
+  t.after(async () => {
+    await host.stop();
+    await asg.stop();
+  });
+  const sub = await runCli(['run', 'job.yaml', '--cluster', 'dprot', ...where, '--detach'], {
+    cwd: dir,
+    env,
+  });
+  assert.equal(sub.code, 0, sub.stderr);
+  const w = startCli(
+    [
+      'worker',
+      '--queue-url',
+      other.queueUrl,
+      '--bucket',
+      bucket,
+      '--endpoint-url',
+      asg.endpoint,
+      '--cache-dir',
+      path.join(dir, 'w'),
+      '--idle-exit',
+      '1',
+      '--auto-scaling',
+    ],
+    { cwd: dir, env: { ...env, CORRAL_IMDS_ENDPOINT: host.endpoint } },
+  );
+  t.after(() => {
+    if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+  });
+  await waitFor(
+    () => {
+      const b = peer.readObject(bucket, 'jobs/dprot/coordinator.lease');
+      return b && !(JSON.parse(b.toString('utf8')) as { released?: boolean }).released;
+    },
+    60_000,
+    100,
+  );
+  // idle (no task in its queue) for several times its idle exit, it stays: it coordinates
+  await new Promise((r) => setTimeout(r, 4000));
+  assert.equal(w.exitCode, null, 'the coordinating worker is still up');
+  assert.equal(group.instances.get(id)?.protected, true, 'protected from scale-in while it holds the lease');
+  assert.equal(group.desired, 1);
+  const c = await runCli(['cancel', 'dprot', '--cluster', 'dprot', ...where], { cwd: dir, env });
+  assert.equal(c.code, 0, c.stderr);
+  const r = await w.result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /coordinating detached job dprot/);
+  assert.match(r.stderr, new RegExp(`idle: terminating instance ${id} through group corral-dprot-cpu`));
+  assert.equal(group.desired, 0);
+  assert.equal(host.tokenless, 0, 'IMDSv2 only');
 });

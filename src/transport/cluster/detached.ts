@@ -34,7 +34,7 @@ import { createS3Client, resolveAwsSettings } from '../../aws/clients.js';
 import type { ClusterTarget } from '../../aws/outputs.js';
 import type { RunSummary } from '../../engine/coordinator.js';
 import { sleep } from '../../engine/process-utils.js';
-import { CANCEL_RECORD, jobPrefix } from '../../protocol/keys.js';
+import { CANCEL_RECORD, DETACHED_PREFIX, jobPrefix } from '../../protocol/keys.js';
 import type { TaskCounts } from '../../queue/queue.js';
 import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
@@ -43,8 +43,7 @@ import type { WorkerDuty } from '../../worker/cluster-main.js';
 import { bucketState } from './cluster-common.js';
 import { type ClusterRunOptions, runClusterJob } from './cluster-run.js';
 
-/** Bucket folder (at the root) of the detached jobs that need a coordinator. */
-export const DETACHED_PREFIX = 'detached/';
+export { DETACHED_PREFIX };
 /** The lease object of a job's coordinator (below the job prefix). */
 export const LEASE = 'coordinator.lease';
 /** The cancel record of a job (below the job prefix). */
