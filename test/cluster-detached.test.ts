@@ -206,15 +206,24 @@ test('run --detach: the submitter exits at once, a worker coordinates, attach an
 
   // attach downloads the outputs into a folder of its own
   const into = path.join(dir, 'fetched');
-  const at = await runCli(['attach', 'det', '--cluster', 'det', ...where, '--into', into, '--json'], {
-    cwd: dir,
-    env,
-  });
+  const elsewhere = path.join(dir, 'elsewhere');
+  const at = await runCli(
+    ['attach', 'det', '--cluster', 'det', ...where, '--into', into, '--state-dir', elsewhere, '--json'],
+    { cwd: dir, env },
+  );
   assert.equal(at.code, 0, at.stderr);
   assert.equal((JSON.parse(at.stdout) as { status: string }).status, 'succeeded');
   const expected = localOutputs(local);
   assert.equal(expected.size, 9);
   assert.deepEqual(localOutputs(into), expected, 'attach: byte-identical to the local run');
+  // attach brought the coordinating worker's ledger: report --cluster reads it on this machine
+  const rep = await runCli(['report', 'det', '--cluster', 'det', '--state-dir', elsewhere, '-o', '-'], {
+    cwd: dir,
+    env,
+  });
+  assert.equal(rep.code, 0, rep.stderr);
+  assert.match(rep.stdout, /<html/i);
+  assert.match(rep.stdout, /succeeded/);
 
   // run again in the job folder: follows nothing (the run ended), sends nothing, downloads the outputs
   const again = await runCli(['run', 'job.yaml', '--cluster', 'det', ...where, '--json'], { cwd: dir, env });

@@ -6,6 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import type { ClusterTarget, ClusterTargetFlags } from '../../aws/outputs.js';
+import { resolveStateDir } from '../../engine/state-dir.js';
 import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
 import type { ClusterRunOptions } from '../../transport/cluster/cluster-common.js';
@@ -130,18 +131,24 @@ export async function attachOnCluster(job: string, flags: DetachFlags & { into?:
         `cluster ${target.name} has no job "${job}"`,
         'run corral status --cluster NAME to list its jobs',
       );
+    // the coordinating worker's ledger, where report and the dashboard --cluster of this machine read it
+    const clusterDir = path.join(resolveStateDir(flags.stateDir), 'cluster', target.name);
+    const ledger = () => d.downloadLedger(s3, target.bucket, job, clusterDir).catch(() => false);
     let last = '';
+    let copied = 0;
     const r = running
       ? await d.followDetached(s3, target.bucket, job, {
           tickMs: Number(process.env.CORRAL_CLUSTER_TICK_MS) || undefined,
           signal: ac.signal,
-          onProgress: (p) => {
+          onProgress: async (p) => {
             const line = progressLine(p);
             if (line !== last) say(line);
             last = line;
+            if (++copied % 10 === 1) await ledger();
           },
         })
       : await d.detachedResult(s3, target.bucket, job);
+    await ledger();
     if (r === 'interrupted') {
       process.stdout.write(`stopped following job ${job}; it goes on on cluster ${target.name}\n`);
       process.exitCode = 130;

@@ -20,7 +20,7 @@
  * runs again, nothing sent is sent twice.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { createWriteStream, existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -34,6 +34,8 @@ import { createS3Client, resolveAwsSettings } from '../../aws/clients.js';
 import type { ClusterTarget } from '../../aws/outputs.js';
 import type { RunSummary } from '../../engine/coordinator.js';
 import { sleep } from '../../engine/process-utils.js';
+import { jobPaths } from '../../engine/state-dir.js';
+import { openStateDb } from '../../ledger/sqlite-queue.js';
 import { CANCEL_RECORD, DETACHED_PREFIX, jobPrefix } from '../../protocol/keys.js';
 import type { TaskCounts } from '../../queue/queue.js';
 import { UsageError } from '../../spec/errors.js';
@@ -50,6 +52,12 @@ export const LEASE = 'coordinator.lease';
 export const CANCEL = CANCEL_RECORD;
 /** How a detached run ended (below the job prefix). */
 export const RESULT = 'detached-result.json';
+/**
+ * A copy of the coordinating worker's ledger (below the job prefix), the file `report` and the
+ * dashboard read: uploaded every 3 lease renewals and when the run ends; `corral attach`
+ * downloads it into this machine's state folder.
+ */
+export const LEDGER_COPY = 'ledger.db';
 
 /** How long a coordinator lease lasts without renewal. @default 30000 */
 export const LEASE_MS = 30_000;
@@ -249,14 +257,14 @@ export async function followDetached(
   o: {
     tickMs?: number;
     signal?: AbortSignal;
-    onProgress?: (p: { done: number; failed: number; total?: number }) => void;
+    onProgress?: (p: { done: number; failed: number; total?: number }) => void | Promise<void>;
   },
 ): Promise<DetachedResult | 'interrupted'> {
   const tick = o.tickMs ?? 2000;
   for (;;) {
     if (o.signal?.aborted) return 'interrupted';
     if (!(await detachedRecord(s3, bucket, job))) break;
-    o.onProgress?.(await bucketProgress(s3, bucket, job));
+    await o.onProgress?.(await bucketProgress(s3, bucket, job));
     await sleep(tick, o.signal);
   }
   return (
@@ -285,6 +293,9 @@ export interface CoordinatorDutyOptions {
 
 interface Held {
   readonly job: string;
+  /** The coordinator's ledger (in its scratch state folder). */
+  ledger?: string;
+  renewals: number;
   etag: string;
   seq: number;
   /** When the lease was last written by this holder (this host's clock). */
@@ -415,6 +426,7 @@ export class CoordinatorDuty implements WorkerDuty {
         etag,
         seq: lease ? lease.body.seq + 1 : 1,
         renewedAt: Date.now(),
+        renewals: 0,
         ac: new AbortController(),
       };
       this.held = held;
@@ -445,6 +457,7 @@ export class CoordinatorDuty implements WorkerDuty {
     h.etag = etag;
     h.seq++;
     h.renewedAt = Date.now();
+    if (++h.renewals % 3 === 0 && h.ledger) await uploadLedger(s3, this.o.bucket, h.job, h.ledger);
     if (await getJson<CancelRecord>(s3, this.o.bucket, `${jobPrefix(h.job)}${CANCEL}`)) {
       this.log(`coordinator duty: job ${h.job} cancelled; stopping its coordinator`);
       this.stopHeld('cancel');
@@ -456,6 +469,7 @@ export class CoordinatorDuty implements WorkerDuty {
     const { bucket } = this.o;
     const dir = path.join(this.dir, `${h.job}-${randomBytes(3).toString('hex')}`);
     const jobDir = path.join(dir, 'job');
+    h.ledger = jobPaths(path.join(dir, 'state'), h.job).db;
     let result: Omit<DetachedResult, 'finishedAt' | 'coordinator'> | undefined;
     try {
       const job = await scratchJob(s3, bucket, h.job, jobDir);
@@ -477,6 +491,8 @@ export class CoordinatorDuty implements WorkerDuty {
       // bad input never becomes good: the run ends; anything else is tried again (this or another worker)
       if (err instanceof UsageError) result = { status: 'failed', error: (err as Error).message };
     } finally {
+      if (h.stop !== 'lost') await uploadLedger(s3, bucket, h.job, h.ledger);
+      h.ledger = undefined;
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
     }
     if (h.stop === 'lost') return; // another worker holds it now
@@ -501,6 +517,66 @@ export class CoordinatorDuty implements WorkerDuty {
       this.log(`coordinator duty: ${(err as Error).message} (the lease expires on its own)`);
     }
   }
+}
+
+/**
+ * Uploads a consistent copy of a coordinator's ledger (VACUUM INTO over a read-only connection,
+ * so the running coordinator is not disturbed). A failure only skips this copy.
+ */
+async function uploadLedger(
+  s3: S3Client,
+  bucket: string,
+  job: string,
+  file: string | undefined,
+): Promise<void> {
+  if (!file || !existsSync(file)) return;
+  const copy = `${file}.copy-${randomBytes(3).toString('hex')}`;
+  try {
+    const db = openStateDb(file, { readonly: true });
+    try {
+      db.exec(`VACUUM INTO '${copy.replaceAll("'", "''")}'`);
+    } finally {
+      db.close();
+    }
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `${jobPrefix(job)}${LEDGER_COPY}`,
+        Body: await fsp.readFile(copy),
+      }),
+    );
+  } catch {
+    // the next renewal tries again
+  } finally {
+    await fsp.rm(copy, { force: true }).catch(() => {});
+  }
+}
+
+/**
+ * Downloads the copy of a detached run's ledger into a state folder (`jobs/JOB/state.db`), where
+ * `report` and the dashboard read it; false when the bucket has none.
+ */
+export async function downloadLedger(
+  s3: S3Client,
+  bucket: string,
+  job: string,
+  stateDir: string,
+): Promise<boolean> {
+  let body: Uint8Array;
+  try {
+    const r = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${jobPrefix(job)}${LEDGER_COPY}` }));
+    body = await r.Body!.transformToByteArray();
+  } catch (err) {
+    if (isStatus(err, 404)) return false;
+    throw err;
+  }
+  const paths = jobPaths(stateDir, job);
+  await fsp.mkdir(paths.dir, { recursive: true });
+  const tmp = `${paths.db}.part-${randomBytes(3).toString('hex')}`;
+  await fsp.writeFile(tmp, body);
+  for (const f of [`${paths.db}-wal`, `${paths.db}-shm`]) await fsp.rm(f, { force: true });
+  await fsp.rename(tmp, paths.db);
+  return true;
 }
 
 /** A job of one map step over files, lines or chunks (cluster-run.ts plans it without a ledger). */
