@@ -302,6 +302,8 @@ interface Held {
   renewedAt: number;
   /** Why the coordinator was stopped early. */
   stop?: 'lost' | 'cancel' | 'drain';
+  /** The coordinator returned: its end is being recorded; no renewal races the release. */
+  ending?: boolean;
   readonly ac: AbortController;
   done?: Promise<void>;
 }
@@ -441,7 +443,7 @@ export class CoordinatorDuty implements WorkerDuty {
   /** Renews the held lease (If-Match) and looks for a cancel record. */
   private async renew(s3: S3Client): Promise<void> {
     const h = this.held;
-    if (!h || h.stop) return;
+    if (!h || h.stop || h.ending) return;
     const etag = await putLease(
       s3,
       this.o.bucket,
@@ -491,6 +493,7 @@ export class CoordinatorDuty implements WorkerDuty {
       // bad input never becomes good: the run ends; anything else is tried again (this or another worker)
       if (err instanceof UsageError) result = { status: 'failed', error: (err as Error).message };
     } finally {
+      h.ending = true;
       if (h.stop !== 'lost') await uploadLedger(s3, bucket, h.job, h.ledger);
       h.ledger = undefined;
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
