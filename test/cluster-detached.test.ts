@@ -204,6 +204,8 @@ test('run --detach: the submitter exits at once, a worker coordinates, attach an
   assert.equal(st.code, 0, st.stderr);
   assert.equal((JSON.parse(st.stdout) as { jobs: { done: number }[] }).jobs[0]!.done, 9);
 
+  const logs = await runCli(['logs', 'det', '--cluster', 'det', ...where], { cwd: dir, env });
+  assert.equal(logs.code, 0, logs.stderr);
   // attach downloads the outputs into a folder of its own
   const into = path.join(dir, 'fetched');
   const elsewhere = path.join(dir, 'elsewhere');
