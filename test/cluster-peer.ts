@@ -3,7 +3,9 @@
  * plus a fake IMDSv2 server. fauxqs 1.9.2 ignores `If-None-Match: *` on PutObject (real S3
  * honours it since 2024), so the peer adds it with a pre-handler: a PUT with that header on a key
  * that exists gets 412 PreconditionFailed, exactly like S3. fauxqs stores objects synchronously,
- * so the check and the write cannot interleave with another request.
+ * so the check and the write cannot interleave with another request. `If-Match: ETAG` on PutObject
+ * (S3 honours it since 2024; the coordinator lease of detached runs renews with it) is added the
+ * same way: 412 when the object's ETag differs, 404 when there is no object.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -202,6 +204,30 @@ export async function startPeer(): Promise<Peer> {
     if (req.method !== 'PUT' && req.method !== 'POST') return;
     if (url.searchParams.has('partNumber')) return;
     if (req.method === 'POST' && !url.searchParams.has('uploadId')) return;
+    const ifMatch = req.headers['if-match'];
+    if (typeof ifMatch === 'string' && req.method === 'PUT' && !url.searchParams.has('uploadId')) {
+      const [bucket = '', ...rest] = objectKey.split('/').filter(Boolean);
+      let etag: string | undefined;
+      try {
+        etag = stores.s3Store.getObject(bucket, rest.join('/')).etag;
+      } catch {
+        etag = undefined;
+      }
+      if (etag !== ifMatch) {
+        const [code, text] =
+          etag === undefined
+            ? [404, '<Code>NoSuchKey</Code><Message>The specified key does not exist.</Message>']
+            : [
+                412,
+                '<Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message>',
+              ];
+        reply
+          .code(code)
+          .header('content-type', 'application/xml')
+          .send(`<?xml version="1.0" encoding="UTF-8"?><Error>${text}</Error>`);
+        return reply;
+      }
+    }
     if (req.headers['if-none-match'] === '*' && existing.has(objectKey)) {
       reply
         .code(412)

@@ -571,15 +571,17 @@ describe('ClusterStack constructs', () => {
     template.resourceCountIs('AWS::IAM::User', 0);
   });
 
-  it('hosts delete only attempt uploads in the cluster bucket, and hold no metrics grant nothing uses', () => {
+  it('hosts delete only attempt uploads and ended detached-run records in the cluster bucket, and hold no metrics grant nothing uses', () => {
     const deletes = plan.iam.filter((st) => st.actions.some((a) => a === 's3:DeleteObject' || a === 's3:*'));
     // the named instances' role and one per pool
     const hostDeletes = deletes.filter((st) => /^(InstancesRole|PoolRole)/.test(st.policy));
     assert.equal(hostDeletes.length, 4);
     for (const st of hostDeletes) {
       assert.deepEqual(st.actions, ['s3:DeleteObject']);
-      assert.equal(st.resources.length, 1);
+      assert.equal(st.resources.length, 2);
       assert.match(st.resources[0]!, /^<StorageBucket[0-9A-F]+\.Arn>\/jobs\/\*\/attempts\/\*$/);
+      // issue 23: the coordinator of a detached run deletes its record (detached/JOB.json) when it ends
+      assert.match(st.resources[1]!, /^<StorageBucket[0-9A-F]+\.Arn>\/detached\/\*$/);
     }
     // the pattern covers what the S3 store deletes (an attempt upload), not outputs or markers
     const glob = new RegExp(`^${ATTEMPT_OBJECTS.replaceAll('*', '[^]*')}$`);

@@ -23,6 +23,8 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<{ register: Regist
   ['down', () => import('./commands/down.js')],
   ['worker', () => import('./commands/worker.js')],
   ['gc', () => import('./commands/gc.js')],
+  ['attach', () => import('./commands/attach.js')],
+  ['cancel', () => import('./commands/cancel.js')],
 ];
 
 /** Exit code for an error inside corral itself (not bad input, not a failed job). */

@@ -3,6 +3,7 @@ import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import { DETACHED_PREFIX } from '../protocol/keys.js';
 import { ecrImageOf } from './user-data.js';
 
 /** A bucket, or the objects below one key prefix of it, that a role may read. */
@@ -74,6 +75,9 @@ export const UNSCOPED_ACTIONS: readonly string[] = [
 /** Objects a host may delete: uploads of attempts, below any job's prefix. */
 export const ATTEMPT_OBJECTS = 'jobs/*/attempts/*';
 
+/** Objects a host may delete: the record of a detached run its coordinator ended (issue 23). */
+export const DETACHED_OBJECTS = `${DETACHED_PREFIX}*`;
+
 /** The ECR action that supports no resource: the registry token `docker login` takes. */
 export const ECR_LOGIN_ACTION = 'ecr:GetAuthorizationToken';
 
@@ -114,10 +118,11 @@ export class InstanceRole extends Construct {
           resources: [b.arnForObjects('*')],
         }),
         // A worker deletes only an attempt's upload whose commit lost the race: never an output
-        // or a commit marker (the S3 store's layout: jobs/JOB/attempts/KEY/ATTEMPT).
+        // or a commit marker (the S3 store's layout: jobs/JOB/attempts/KEY/ATTEMPT); and, as the
+        // coordinator of a detached run, that run's record once it ended (detached/JOB.json).
         new iam.PolicyStatement({
           actions: ['s3:DeleteObject'],
-          resources: [b.arnForObjects(ATTEMPT_OBJECTS)],
+          resources: [b.arnForObjects(ATTEMPT_OBJECTS), b.arnForObjects(DETACHED_OBJECTS)],
         }),
         new iam.PolicyStatement({
           actions: [

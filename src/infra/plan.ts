@@ -225,10 +225,11 @@ export const BUILTIN_SUPPRESSIONS: readonly NagSuppression[] = [
     appliesTo: [
       /^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/\*$/,
       /^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/jobs\/\*\/attempts\/\*$/,
+      /^Resource::<StorageBucket[A-F0-9]{8}\.Arn>\/detached\/\*$/,
     ],
     path: /\/ClusterData\/Resource$/,
     reason:
-      'workers read and write any object key of their own cluster bucket, and nothing else; they delete only attempt uploads (jobs/*/attempts/*)',
+      'workers read and write any object key of their own cluster bucket, and nothing else; they delete only attempt uploads (jobs/*/attempts/*) and the records of detached runs they ended (detached/*)',
   },
   {
     id: 'AwsSolutions-IAM5',

@@ -20,3 +20,16 @@ export function jobPrefix(job: string): string {
 export function doneKey(taskKey: string): string {
   return `.tasks/${taskKey}`;
 }
+
+/**
+ * Bucket key (relative to the job prefix) of a job's cancel record (`corral cancel`, issue 23):
+ * `{ at, abandon }`; with `abandon`, workers drop the job's queued tasks instead of running them.
+ */
+export const CANCEL_RECORD = 'cancel.json';
+
+/**
+ * Bucket folder (at the root, not below a job) of the detached runs that need a coordinator
+ * (issue 23): `detached/JOB.json`, deleted when the run ends. One LIST of it is what a worker's
+ * look for coordinator work costs.
+ */
+export const DETACHED_PREFIX = 'detached/';

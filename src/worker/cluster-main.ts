@@ -12,7 +12,7 @@ import { createS3Client, createSqsClient, resolveAwsSettings } from '../aws/clie
 import { getSecretString } from '../aws/secrets.js';
 import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
-import { doneKey, jobPrefix } from '../protocol/keys.js';
+import { CANCEL_RECORD, doneKey, jobPrefix } from '../protocol/keys.js';
 import type {
   Completion,
   DeadLetter,
@@ -82,8 +82,22 @@ export interface ClusterWorkerOptions {
   readonly autoScaling?: boolean;
   /** Worker id. @default <hostname>-<pid>-<random> */
   readonly id?: string;
+  /**
+   * A duty run beside the tasks: the coordinator of detached runs (issue 23). While it holds
+   * something the worker does not exit idle and stays protected from scale-in.
+   * @default - none
+   */
+  readonly duty?: WorkerDuty;
   /** Progress lines. @default - standard error */
   readonly log?: (line: string) => void;
+}
+
+/** A duty a cluster worker runs beside its tasks (the coordinator of detached runs, issue 23). */
+export interface WorkerDuty {
+  /** Runs until `signal` aborts; `dir` is a scratch folder of the worker's. */
+  run(signal: AbortSignal, worker: { id: string; dir: string; log: (line: string) => void }): Promise<void>;
+  /** What the duty holds now (a job name), if anything. */
+  readonly holding: string | undefined;
 }
 
 /** How a worker ended. */
@@ -126,6 +140,15 @@ class ClusterJobQueue implements Queue {
       await new Promise((r) => setTimeout(r, 500)); // queue unreachable: claim again later
       return [];
     }
+    if (leases.length > 0 && (await this.abandoned())) {
+      // `corral cancel --abandon`: the job's queued tasks are dropped, not run
+      const now = Date.now();
+      await this.sqs.complete(
+        leases.map((lease) => ({ lease, outcome: 'ok', startedAt: now, finishedAt: now })),
+      );
+      await this.sqs.flushDeletes();
+      return [];
+    }
     for (const l of leases) await this.stageInputs(l.payload);
     const docker = this.docker;
     if (!docker) return leases;
@@ -133,6 +156,25 @@ class ClusterJobQueue implements Queue {
     return leases.map((l) =>
       l.payload.argv ? { ...l, payload: { ...l.payload, argv: dockerExec(l.payload.argv, docker) } } : l,
     );
+  }
+
+  private abandonCheckedAt = 0;
+  private abandonSeen = false;
+  /**
+   * Whether the job was cancelled with `--abandon` (its cancel record): read at most every 10 s
+   * while it was not, and read again before any task is dropped.
+   */
+  private async abandoned(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.abandonSeen && now - this.abandonCheckedAt < 10_000) return false;
+    this.abandonCheckedAt = now;
+    const text = await this.store.getText(CANCEL_RECORD).catch(() => undefined);
+    try {
+      this.abandonSeen = text !== undefined && (JSON.parse(text) as { abandon?: boolean }).abandon === true;
+    } catch {
+      this.abandonSeen = false;
+    }
+    return this.abandonSeen;
   }
 
   /** A workflow's tasks read outputs of earlier tasks; a plain map only uploaded inputs. */
@@ -375,6 +417,7 @@ export async function runClusterWorker(
             if (n.kind === 'rebalance') {
               // an elevated risk, not an interruption: claim nothing new, finish what is held
               rebalancing = true;
+              dutyStop.abort(); // the coordinator moves to a worker not at risk
               discovery.interrupt();
               const now = current;
               if (now) now.queue.stopped = true;
@@ -389,6 +432,7 @@ export async function runClusterWorker(
               return;
             }
             reason ??= 'spot';
+            dutyStop.abort();
             const t0 = Date.now();
             discovery.interrupt();
             if (current) {
@@ -419,6 +463,24 @@ export async function runClusterWorker(
       })
     : undefined;
   let terminated = false;
+  // issue 23: the host stays protected while it runs tasks or holds a detached job's coordinator
+  let agentBusy = false;
+  let protectedNow = false;
+  const protect = async () => {
+    const want = agentBusy || o.duty?.holding !== undefined;
+    if (want === protectedNow) return;
+    protectedNow = want;
+    await guard?.busy(want);
+  };
+  const dutyStop = new AbortController();
+  const dutyRun = o.duty
+    ?.run(dutyStop.signal, {
+      id,
+      dir: path.join(root, 'coordinator'),
+      log: (l) => log(`corral worker ${id}: ${l}`),
+    })
+    .catch((err) => log(`corral worker ${id}: coordinator duty ended: ${(err as Error).message}`));
+  signal?.addEventListener('abort', () => dutyStop.abort(), { once: true });
   log(`corral worker ${id}: polling ${o.queueUrl} (bucket ${o.bucket})`);
 
   let idleSince = Date.now();
@@ -435,6 +497,8 @@ export async function runClusterWorker(
           return [];
         });
         if (!first) {
+          await protect();
+          if (o.duty?.holding !== undefined) idleSince = Date.now();
           if (Date.now() - idleSince > idleExitMs) {
             if (guard && (await guard.leave()) === 'stay') {
               idleSince = Date.now();
@@ -500,10 +564,12 @@ export async function runClusterWorker(
         current = { agent, queue, sqs };
         log(`corral worker ${id}: running tasks of job ${name}`);
         try {
-          await guard?.busy(true);
+          agentBusy = true;
+          await protect();
           await agent.run();
         } finally {
-          await guard?.busy(false);
+          agentBusy = false;
+          await protect();
           ran += agent.ran;
           current = undefined;
           await sqs.close().catch(() => {});
@@ -522,6 +588,9 @@ export async function runClusterWorker(
       }
     }
   } finally {
+    // a worker that stops hands its coordinator's lease back (another takes it over at once)
+    dutyStop.abort();
+    await dutyRun;
     watcher?.stop();
     await discovery.close();
     sqsClient.destroy();

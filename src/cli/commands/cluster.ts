@@ -34,6 +34,8 @@ export interface ClusterFlags {
   workdir?: string;
   /** `STEP=POOL` routes (`run` only). */
   pool?: string[];
+  /** Submit and return; a cluster worker coordinates (`run` only, issue 23). */
+  detach?: boolean;
 }
 
 /** Adds `--cluster` and the flags that locate a cluster's queue and bucket. */
@@ -75,8 +77,16 @@ export async function runOnCluster(file: string, flags: ClusterFlags): Promise<v
   const say = (l: string) => {
     if (!flags.quiet && !flags.json) process.stderr.write(`corral: ${l}\n`);
   };
-  say(`running job ${job.spec.name} from ${file} on cluster ${target.name}`);
   const clusterDir = path.join(stateDir, 'cluster', target.name);
+  // issue 23: submit detached, or follow a detached run of this job first (never a second coordinator)
+  const { detachOrFollow } = await import('./detach.js');
+  const opts = { stateDir: clusterDir, endpointUrl: flags.endpointUrl, region: flags.region, pools };
+  if ((await detachOrFollow(job, target, opts, flags, ac.signal, say)) === 'done') {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    return;
+  }
+  say(`running job ${job.spec.name} from ${file} on cluster ${target.name}`);
   const ui = flags.ui
     ? await (await import('../../observe/dashboard-server.js')).startDashboard({
         stateDir: clusterDir,

@@ -29,6 +29,7 @@ interface RunFlags {
   uiHost: string;
   token?: string;
   dryRun?: boolean;
+  detach?: boolean;
 }
 
 /** `corral run FILE`: runs a job on this machine, resuming it if it was interrupted. */
@@ -77,6 +78,10 @@ export function register(program: Command): void {
       'password of the dashboard, checked on every request (env CORRAL_DASHBOARD_TOKEN)',
     )
     .option(
+      '--detach',
+      'with --cluster: upload the job, send what can start and return; a cluster worker coordinates the rest (follow it with corral attach JOB --cluster NAME)',
+    )
+    .option(
       '--dry-run',
       'validate and plan the job, print what would run and what is already committed; start nothing, write no state',
     )
@@ -86,6 +91,12 @@ export function register(program: Command): void {
     )
     .action(async (file: string, flags: RunFlags) => {
       if (flags.dryRun) return dryRunLocal(file, flags);
+      if (flags.detach && !(flags as ClusterFlags).cluster)
+        throw new UsageError(
+          '--detach',
+          'is for cluster runs: on this machine the run needs this process',
+          'add --cluster NAME, or run without --detach',
+        );
       if ((flags as ClusterFlags).cluster) {
         if (flags.redoChanged)
           throw new UsageError(

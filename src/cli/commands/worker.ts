@@ -134,8 +134,16 @@ export function register(program: Command): void {
       process.once('SIGINT', () => ac.abort());
       const idle =
         flags.idleExit ?? (env.CORRAL_IDLE_EXIT_SECONDS ? Number(env.CORRAL_IDLE_EXIT_SECONDS) : undefined);
+      const { CoordinatorDuty } = await import('../../transport/cluster/detached.js');
       const r = await runClusterWorker(
         {
+          // issue 23: this worker takes a detached run's coordinator when its lease is free
+          duty: new CoordinatorDuty({
+            bucket,
+            region: settings.region,
+            endpointUrl: settings.endpointUrl,
+            tickMs: Number(env.CORRAL_CLUSTER_TICK_MS) || undefined,
+          }),
           queueUrl,
           deadLetterQueueUrl: dlqUrl,
           bucket,
