@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import Database from 'better-sqlite3';
+import { SqliteQueue } from '../src/ledger/sqlite-queue.js';
 import { runCli, tempDir, writeFiles } from './helpers.js';
 
 // Issue 24, item 3: a million no-op function tasks. Each claim and each ack flush is a write
@@ -72,4 +73,45 @@ concurrency: 1
   } finally {
     db.close();
   }
+});
+
+test("a worker's acks and its next claim are one write: both or neither", async (t) => {
+  const file = path.join(tempDir(t), 'state.db');
+  const q = new SqliteQueue(file);
+  t.after(() => q.close());
+  q.enqueueSync(Array.from({ length: 10 }, (_, i) => ({ key: String(i), step: 'map', payload: { i } })));
+  const first = q.claimSync('w', 4, 30_000);
+  const now = Date.now();
+  const acks = first.map((lease) => ({ lease, outcome: 'ok' as const, startedAt: now, finishedAt: now }));
+  const next = await q.completeAndClaim(acks, 'w', 4, 30_000);
+  assert.deepEqual(
+    next.map((l) => l.payload.i),
+    [4, 5, 6, 7],
+  );
+  assert.deepEqual(
+    { ...q.countsSync(), total: undefined },
+    { pending: 2, leased: 4, blocked: 0, done: 4, dead: 0, skipped: 0, total: undefined },
+  );
+  // another connection holds the write lock: neither the acks nor the claim happen
+  const other = new Database(file);
+  t.after(() => other.close());
+  other.exec('BEGIN IMMEDIATE');
+  const blocked = new SqliteQueue(file, { busyTimeoutMs: 50 });
+  t.after(() => blocked.close());
+  const acks2 = next.map((lease) => ({ lease, outcome: 'ok' as const, startedAt: now, finishedAt: now }));
+  await assert.rejects(blocked.completeAndClaim(acks2, 'w', 4, 30_000), /SQLITE_BUSY|locked/);
+  other.exec('ROLLBACK');
+  assert.deepEqual(
+    { ...q.countsSync(), total: undefined },
+    { pending: 2, leased: 4, blocked: 0, done: 4, dead: 0, skipped: 0, total: undefined },
+  );
+  const done = await q.completeAndClaim(acks2, 'w', 4, 30_000);
+  assert.deepEqual(
+    done.map((l) => l.payload.i),
+    [8, 9],
+  );
+  const attempts = q.db.prepare("SELECT count(*) AS n FROM attempts WHERE outcome = 'ok'").get() as {
+    n: number;
+  };
+  assert.equal(attempts.n, 8);
 });
