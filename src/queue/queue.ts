@@ -121,7 +121,12 @@ export interface Queue {
    * would, in one write (a worker's ack of a batch and its next claim). @default - absent: the
    * worker calls `complete`, then `claim`
    */
-  completeAndClaim?(done: readonly Completion[], owner: string, max: number, leaseMs: number): Promise<Lease[]>;
+  completeAndClaim?(
+    done: readonly Completion[],
+    owner: string,
+    max: number,
+    leaseMs: number,
+  ): Promise<Lease[]>;
   /** Records failed attempts; each task is retried after its delay, or goes to the dead letters after its last attempt. */
   fail(failures: readonly Failure[]): Promise<void>;
   /** Hands leases back at once, without counting the attempt (spot notice, drain). */

@@ -421,9 +421,7 @@ export class WorkerAgent {
         this.runner?.cancelQueued();
         await Promise.allSettled(left);
       }
-      await flush(
-        ended && !this.stopping && !this.poisoned && this.o.queue.completeAndClaim !== undefined,
-      );
+      await flush(ended && !this.stopping && !this.poisoned && this.o.queue.completeAndClaim !== undefined);
     }
     // what did not run (the runner stopped under it) goes back now; a stopping worker does it on exit
     if (this.held.length > 0 && !this.stopping) {
