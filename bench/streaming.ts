@@ -157,17 +157,20 @@ async function wide(ctx: Parameters<Bench>[0]): Promise<Row> {
     { stream: () => measure('stream'), staged: () => measure('staged') },
     (v) => v.score,
   );
+  // the second step's first output: the run where it came soonest as a share of that run; the
+  // end: the soonest end of each (each its own best of N)
   const s = r.stream.best;
-  const b = r.staged.best;
+  const b = { ...r.staged.best, all: Math.min(...r.staged.all.map((v) => v.all)) };
+  const streamEnd = Math.min(...r.stream.all.map((v) => v.all));
   const frac = s.first / s.all;
   return {
     id: '8b',
     what: `3-step workflow (map → map over its outputs → reduce, ${n} short shell tasks per map step, 2 workers): second step's first output, and the end`,
-    corral: `first output at ${fmtMs(s.first)} = ${(100 * frac).toFixed(1)} % of the run; end ${fmtMs(s.all)}`,
+    corral: `first output at ${fmtMs(s.first)} = ${(100 * frac).toFixed(1)} % of the run; end ${fmtMs(streamEnd)}`,
     peer: `the same steps one after another (stage barriers): first output ${fmtMs(b.first)}, end ${fmtMs(b.all)}`,
-    ratio: `${fmtX(s.all / b.all)} the staged run's time`,
+    ratio: `${fmtX(streamEnd / b.all)} the staged run's time`,
     target: '≤5 % of the run; end ≤ staged',
-    status: frac <= 0.05 && s.all <= b.all ? 'met' : 'missed',
+    status: frac <= 0.05 && streamEnd <= b.all ? 'met' : 'missed',
     command:
       'corral run stream.yaml vs staged.yaml (fetch: echo {input}; parse: tr < {input}, a map over outputsOf fetch (staged: a file map over fetched/* with needs); merge: reduce, cat {inputs}), concurrency 2',
     note: "times from the first task start, read back from the state file (the second step's first output: its first task finished)",
