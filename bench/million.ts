@@ -6,10 +6,22 @@
  */
 import path from 'node:path';
 import { runPeer, writeFunctionJob } from './functions.js';
-import { type Bench, corralRun, execWindow, fmtMs, fmtX, mustSucceed, type Row, scratch } from './lib.js';
+import {
+  type Bench,
+  corralRun,
+  execWindow,
+  fmtMs,
+  fmtRate,
+  fmtX,
+  mustSucceed,
+  type Row,
+  scratch,
+} from './lib.js';
 
 const BUDGET_MB = 300;
-const DEADLINE_S = 120;
+/** Issue 24, item 3: done within 30 s, executing at ≥ 50,000 tasks/s (was ≤ 120 s). */
+const DEADLINE_S = 30;
+const MIN_RATE = 50_000;
 
 export const run: Bench = async (ctx) => {
   const n = ctx.size === 'full' ? 1_000_000 : 5000;
@@ -27,6 +39,7 @@ export const run: Bench = async (ctx) => {
     `  corral ${fmtMs(c.ms)} (exec ${fmtMs(w.ms)}), coordinator VmHWM ${((c.hwmKb ?? 0) / 1024).toFixed(0)} MB`,
   );
   const mb = (c.hwmKb ?? 0) / 1024;
+  const rate = (n * 1000) / w.ms;
   const cmd = `corral run job.yaml (${n.toLocaleString('en-US')} tasks, module: ./noop.mjs, concurrency 2)`;
   const rows: Row[] = [
     {
@@ -43,11 +56,11 @@ export const run: Bench = async (ctx) => {
     {
       id: '3b',
       what: `${n.toLocaleString('en-US')}-task map job: done`,
-      corral: `${fmtMs(c.ms)} (execution ${fmtMs(w.ms)})`,
+      corral: `${fmtMs(c.ms)} (execution ${fmtMs(w.ms)}, ${fmtRate(rate)})`,
       peer: `sqlite-loop peer: ${fmtMs(p.ms)} (execution ${fmtMs(p.execMs)})`,
       ratio: `${fmtX(p.ms / c.ms)} peer speed`,
-      target: `≤${DEADLINE_S} s`,
-      status: c.ms <= DEADLINE_S * 1000 ? 'met' : 'missed',
+      target: `≤${DEADLINE_S} s, ≥${MIN_RATE / 1000}k tasks/s`,
+      status: c.ms <= DEADLINE_S * 1000 && rate >= MIN_RATE ? 'met' : 'missed',
       command: cmd,
       note: 'wall clock of `corral run` from start to exit',
     },

@@ -116,6 +116,17 @@ export interface Queue {
   heartbeat(owner: string, leaseMs: number): Promise<number>;
   /** Marks tasks done. */
   complete(done: readonly Completion[]): Promise<void>;
+  /**
+   * Marks tasks done, then claims up to `max` ready tasks for `owner`, as `complete` and `claim`
+   * would, in one write (a worker's ack of a batch and its next claim). @default - absent: the
+   * worker calls `complete`, then `claim`
+   */
+  completeAndClaim?(
+    done: readonly Completion[],
+    owner: string,
+    max: number,
+    leaseMs: number,
+  ): Promise<Lease[]>;
   /** Records failed attempts; each task is retried after its delay, or goes to the dead letters after its last attempt. */
   fail(failures: readonly Failure[]): Promise<void>;
   /** Hands leases back at once, without counting the attempt (spot notice, drain). */

@@ -54,7 +54,7 @@ export interface WorkerAgentOptions {
   readonly onBeat?: (pgids: number[]) => void;
   /** Stop when no task could be claimed for this long. @default - never */
   readonly idleExitMs?: number;
-  /** Largest number of tasks claimed at once. @default 256 */
+  /** Largest number of tasks claimed at once. @default 2048 */
   readonly maxBatch?: number;
   /** How long the queue or store may stay unreachable before the worker gives up. @default 10m */
   readonly maxOutageMs?: number;
@@ -84,6 +84,12 @@ export interface WorkerAgentOptions {
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
 const TARGET_BATCH_MS = 50;
+/**
+ * Largest claim: the batch adapts to TARGET_BATCH_MS, so only tasks shorter than ~25 µs (no-op
+ * functions) reach it. Each claim and each ack flush is a write transaction that the other
+ * workers wait for: at 256 a million such tasks took ~8,000 of them.
+ */
+const MAX_BATCH = 2048;
 /** A task's process group is reported to the coordinator once the task has run this long. */
 const ANNOUNCE_GROUP_AFTER_MS = 200;
 /** Longest time completed acks wait before they are flushed. */
@@ -122,6 +128,8 @@ export class WorkerAgent {
   private readonly abort = new AbortController();
   private readonly groups = new Set<number>();
   private held: Lease[] = [];
+  /** Completions of the last batch, written with the next claim (`Queue.completeAndClaim`). */
+  private acks: Completion[] = [];
   private batch = 1;
   private avgMs = 0;
   /** Set when a task could not be stopped; the process should exit after `run` returns. */
@@ -201,7 +209,7 @@ export class WorkerAgent {
       let outageSince: number | undefined;
       while (!this.stopping && !this.poisoned) {
         try {
-          const leases = await queue.claim(this.o.id, this.batch, leaseMs);
+          const leases = await this.ackAndClaim(leaseMs);
           outageSince = undefined;
           if (leases.length === 0) {
             if (busy) this.o.onIdle?.();
@@ -232,9 +240,27 @@ export class WorkerAgent {
     } finally {
       clearInterval(beat);
       this.runner?.close();
+      if (this.acks.length > 0) await queue.complete(this.acks);
+      this.acks = [];
       if (this.held.length > 0) await queue.release(this.held);
       this.held = [];
     }
+  }
+
+  /** Writes the last batch's completions, if any, and claims the next batch. */
+  private async ackAndClaim(leaseMs: number): Promise<Lease[]> {
+    const { queue } = this.o;
+    const acks = this.acks;
+    if (acks.length === 0) return queue.claim(this.o.id, this.batch, leaseMs);
+    if (queue.completeAndClaim) {
+      // one transaction: if it fails, neither happened and the acks are written next time
+      const got = await queue.completeAndClaim(acks, this.o.id, this.batch, leaseMs);
+      this.acks = [];
+      return got;
+    }
+    await queue.complete(acks);
+    this.acks = [];
+    return queue.claim(this.o.id, this.batch, leaseMs);
   }
 
   /**
@@ -243,7 +269,11 @@ export class WorkerAgent {
    */
   private async agglomerate(leases: Lease[], leaseMs: number): Promise<Lease[]> {
     const perStep = new Map<string, Lease[]>();
-    for (const l of leases) perStep.set(l.step, [...(perStep.get(l.step) ?? []), l]);
+    for (const l of leases) {
+      const got = perStep.get(l.step);
+      if (got) got.push(l);
+      else perStep.set(l.step, [l]);
+    }
     const out: Lease[] = [];
     for (const [name, got] of perStep) {
       const batch = this.steps.get(name)?.batch;
@@ -285,8 +315,14 @@ export class WorkerAgent {
     let lastFlush = Date.now();
     const t0 = Date.now();
     let n = 0;
-    const flush = async () => {
-      if (completions.length) await this.o.queue.complete(completions);
+    let ended = false;
+    // carry: the batch ran to its end and the worker goes on to claim: its completions are
+    // written with that claim, in the same transaction (a worker that stops writes them on exit)
+    const flush = async (carry = false) => {
+      if (completions.length) {
+        if (carry) this.acks.push(...completions);
+        else await this.o.queue.complete(completions);
+      }
       if (failures.length) await this.o.queue.fail(failures);
       completions = [];
       failures = [];
@@ -376,6 +412,7 @@ export class WorkerAgent {
         }
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
+      ended = true;
     } finally {
       if (refill) await refill;
       // a batch that ends early (an error) leaves nothing running behind it
@@ -384,7 +421,7 @@ export class WorkerAgent {
         this.runner?.cancelQueued();
         await Promise.allSettled(left);
       }
-      await flush();
+      await flush(ended && !this.stopping && !this.poisoned && this.o.queue.completeAndClaim !== undefined);
     }
     // what did not run (the runner stopped under it) goes back now; a stopping worker does it on exit
     if (this.held.length > 0 && !this.stopping) {
@@ -397,7 +434,7 @@ export class WorkerAgent {
   /** Sizes the next claim so that it takes about TARGET_BATCH_MS at the measured time per task. */
   private adapt(perTaskMs: number): void {
     this.avgMs = this.avgMs === 0 ? perTaskMs : this.avgMs * 0.7 + perTaskMs * 0.3;
-    const max = this.o.maxBatch ?? 256;
+    const max = this.o.maxBatch ?? MAX_BATCH;
     this.batch = Math.max(1, Math.min(max, Math.floor(TARGET_BATCH_MS / Math.max(this.avgMs, 0.01))));
   }
 
