@@ -110,9 +110,9 @@ interface PendingCommit {
  * Most attempts whose outputs are committed as one group, with one flush to disk for all, before
  * their completions go to the queue in one write.
  */
-const COMMIT_GROUP = 256;
+const COMMIT_GROUP = 64;
 /** Longest time a finished attempt's output waits for its group to fill before it is committed. */
-const COMMIT_WAIT_MS = 1000;
+const COMMIT_WAIT_MS = FLUSH_MS;
 
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
