@@ -28,7 +28,7 @@ import {
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import { placeholdersIn } from '../spec/placeholders.js';
-import type { Store } from '../store/store.js';
+import type { CommitResult, Store } from '../store/store.js';
 import {
   type RunCommandOptions,
   runCommand,
@@ -100,9 +100,23 @@ export const PIPELINE_DEPTH = 128;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 
+/** A finished attempt whose output the batch loop commits with others (group commit). */
+interface PendingCommit {
+  readonly key: string;
+  readonly attemptId: string;
+  readonly logPath: string | undefined;
+}
+/**
+ * Most attempts whose outputs are committed as one group, with one flush to disk for all, before
+ * their completions go to the queue in one write.
+ */
+const COMMIT_GROUP = 64;
+/** Longest time a finished attempt's output waits for its group to fill before it is committed. */
+const COMMIT_WAIT_MS = FLUSH_MS;
+
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
-  | { ok: true; outcome: Completion['outcome']; startedAt: number }
+  | { ok: true; outcome: Completion['outcome']; startedAt: number; commit?: PendingCommit }
   | {
       ok: false;
       cancelled?: boolean;
@@ -203,6 +217,12 @@ export class WorkerAgent {
         try {
           const leases = await queue.claim(this.o.id, this.batch, leaseMs);
           outageSince = undefined;
+          if (leases.length === 0 && (this.pending.length > 0 || this.committing)) {
+            // nothing to claim: the outputs of finished tasks are committed and acked now (their
+            // dependents may be what is left), and the queue asked again
+            await this.settle();
+            continue;
+          }
           if (leases.length === 0) {
             if (busy) this.o.onIdle?.();
             busy = false;
@@ -230,6 +250,7 @@ export class WorkerAgent {
         }
       }
     } finally {
+      await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
       clearInterval(beat);
       this.runner?.close();
       if (this.held.length > 0) await queue.release(this.held);
@@ -277,6 +298,85 @@ export class WorkerAgent {
     );
   }
 
+  /** Finished attempts whose outputs are still staged, to be committed as one group. */
+  private pending: Array<{ lease: Lease; commit: PendingCommit; startedAt: number; finishedAt: number }> = [];
+  /** The group commit under way (at most one), while the next tasks run. */
+  private committing: Promise<void> | undefined;
+  /** What the last group commit failed with, thrown at the next `settle`/`startCommit`. */
+  private commitError: unknown;
+  private lastCommit = Date.now();
+
+  /**
+   * Starts committing the pending outputs as one group (after the group before has ended): their
+   * files are flushed to disk at once, linked, and only then are their tasks acked to the queue.
+   * It runs while the next tasks run; a group ends before the worker claims on an empty queue or exits.
+   */
+  private async startCommit(): Promise<void> {
+    if (this.committing) await this.committing;
+    this.throwCommitError();
+    if (this.pending.length === 0) return;
+    const group = this.pending;
+    this.pending = [];
+    this.lastCommit = Date.now();
+    this.committing = this.commitGroup(group)
+      .catch((err) => {
+        this.commitError = err;
+      })
+      .finally(() => {
+        this.committing = undefined;
+      });
+  }
+
+  /** Commits what is pending and waits until it is acked. */
+  private async settle(): Promise<void> {
+    await this.startCommit();
+    if (this.committing) await this.committing;
+    this.throwCommitError();
+  }
+
+  private throwCommitError(): void {
+    if (this.commitError === undefined) return;
+    const err = this.commitError;
+    this.commitError = undefined;
+    throw err;
+  }
+
+  private async commitGroup(
+    group: Array<{ lease: Lease; commit: PendingCommit; startedAt: number; finishedAt: number }>,
+  ): Promise<void> {
+    const results = await this.o.store.commitAll!(group.map((g) => g.commit));
+    const completions: Completion[] = [];
+    const failures: Failure[] = [];
+    for (let k = 0; k < group.length; k++) {
+      const g = group[k]!;
+      const c = results[k]!;
+      if (c instanceof Error && isTransient(c)) throw c;
+      const r = await this.committed(g.lease, g.commit.key, c, g.commit.logPath, g.startedAt);
+      if (r.ok)
+        completions.push({
+          lease: g.lease,
+          outcome: r.outcome,
+          startedAt: g.startedAt,
+          finishedAt: g.finishedAt,
+        });
+      else failures.push(this.failure(g.lease, r, g.finishedAt));
+    }
+    if (completions.length) await this.o.queue.complete(completions);
+    if (failures.length) await this.o.queue.fail(failures);
+  }
+
+  private failure(lease: Lease, r: RunOutcome & { ok: false }, finishedAt: number): Failure {
+    return {
+      lease,
+      error: r.error ?? 'failed',
+      logPath: r.logPath,
+      retryDelayMs: backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff),
+      startedAt: r.startedAt,
+      finishedAt,
+      final: r.final,
+    };
+  }
+
   private async runBatch(claimed: Lease[], leaseMs: number): Promise<void> {
     const leases = [...claimed];
     this.held = [...claimed];
@@ -285,6 +385,11 @@ export class WorkerAgent {
     let lastFlush = Date.now();
     const t0 = Date.now();
     let n = 0;
+    const record = (lease: Lease, r: RunOutcome, finishedAt: number) => {
+      const { startedAt } = r;
+      if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
+      else failures.push(this.failure(lease, r, finishedAt));
+    };
     const flush = async () => {
       if (completions.length) await this.o.queue.complete(completions);
       if (failures.length) await this.o.queue.fail(failures);
@@ -360,20 +465,11 @@ export class WorkerAgent {
         if (h >= 0) this.held.splice(h, 1);
         n++;
         this.ran++;
-        const { startedAt } = r;
-        if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
-        else {
-          const delay = backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff);
-          failures.push({
-            lease,
-            error: r.error ?? 'failed',
-            logPath: r.logPath,
-            retryDelayMs: delay,
-            startedAt,
-            finishedAt,
-            final: r.final,
-          });
-        }
+        if (r.ok && r.commit) {
+          this.pending.push({ lease, commit: r.commit, startedAt: r.startedAt, finishedAt });
+          if (this.pending.length >= COMMIT_GROUP || finishedAt - this.lastCommit > COMMIT_WAIT_MS)
+            await this.startCommit();
+        } else record(lease, r, finishedAt);
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
     } finally {
@@ -612,21 +708,39 @@ export class WorkerAgent {
       };
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
-    let c: Awaited<ReturnType<Store['commit']>>;
+    const written = log.written ? logPath : undefined;
+    // a first commit goes with the batch's others (one flush to disk for the group)
+    if (!redo && store.commitAll)
+      return { ok: true, outcome: 'committed', startedAt, commit: { key, attemptId, logPath: written } };
+    let c: CommitResult | Error;
     try {
       c = redo ? await store.replace!(key, attemptId) : await store.commit(key, attemptId);
     } catch (err) {
       if (isTransient(err)) throw err;
+      c = err as Error;
+    }
+    return this.committed(lease, key, c, written, startedAt);
+  }
+
+  /** How a task ended, from how the commit of its output ended. */
+  private async committed(
+    lease: Lease,
+    key: string,
+    c: CommitResult | Error,
+    logPath: string | undefined,
+    startedAt: number,
+  ): Promise<RunOutcome> {
+    if (c instanceof Error) {
       // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
-      await store.discard(key, attemptId).catch(() => {});
-      const error = `could not commit the output: ${(err as Error).message.split('\n')[0]}`;
-      return { ok: false, error, logPath: log.written ? logPath : undefined, startedAt };
+      await this.o.store.discard(key, `${lease.attempt}-${this.o.id}`).catch(() => {});
+      const error = `could not commit the output: ${c.message.split('\n')[0]}`;
+      return { ok: false, error, logPath, startedAt };
     }
     if (c === 'missing') {
       return {
         ok: false,
         error: `succeeded but wrote no output (expected ${key})`,
-        logPath: log.written ? logPath : undefined,
+        logPath,
         startedAt,
       };
     }
@@ -637,7 +751,7 @@ export class WorkerAgent {
         return {
           ok: false,
           error: `its output ${key} was written by something else while the task ran (another task whose output path differs only by case on a case-insensitive file system, or a process outside corral), with other content: this result was not committed and the file there was left as it is; have only this task write ${key}, or remove it and run again`,
-          logPath: log.written ? logPath : undefined,
+          logPath,
           startedAt,
           final: true,
         };

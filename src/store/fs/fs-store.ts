@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants, promises as fsp, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -29,6 +30,12 @@ export class FsStore implements Store {
   private readonly stagingRoot: string;
   /** Output folders a link from the staging folder could not reach (EXDEV): commits copy there. */
   private readonly crossDevice = new Set<string>();
+  /** Output folders made (or found) already: a commit there needs no mkdir. */
+  private readonly made = new Set<string>();
+  /** Whether the staging folder was made by this store (cleared by `cleanStaging`). */
+  private staging = false;
+  /** Whether `sync -f` (syncfs(2)) flushes a group of staged files; false after it failed once. */
+  private syncfs = process.platform === 'linux';
 
   constructor(
     readonly root: string,
@@ -48,23 +55,98 @@ export class FsStore implements Store {
     return p;
   }
 
-  private stagingPath(key: string, attemptId: string): string {
+  /** Name of an attempt's staged output: unique per output and attempt, ending in the output's name. */
+  private stagingName(key: string, attemptId: string): string {
     const h = createHash('sha1').update(key).digest('hex').slice(0, 16);
-    return path.join(this.stagingRoot, `${h}.${attemptId}`, path.basename(key));
+    return `${h}.${attemptId}`;
+  }
+
+  /**
+   * All attempts stage their outputs as files in one folder (no folder per attempt: a mkdir and
+   * an rmdir per output cost as much as the write), each named by a hash of its output key and
+   * the attempt, ending in the output's own name (so that its extension is kept).
+   */
+  private stagingPath(key: string, attemptId: string): string {
+    return path.join(this.stagingRoot, `${this.stagingName(key, attemptId)}-${path.basename(key)}`);
   }
 
   async stage(key: string, attemptId: string): Promise<string> {
-    const p = this.stagingPath(key, attemptId);
-    await fsp.mkdir(path.dirname(p), { recursive: true });
-    return p;
+    if (!this.staging) {
+      await fsp.mkdir(this.stagingRoot, { recursive: true });
+      this.staging = true;
+    }
+    return this.stagingPath(key, attemptId);
   }
 
-  async commit(key: string, attemptId: string): Promise<CommitResult> {
+  /**
+   * Commits a group of staged outputs at once (group commit): every staged file is flushed to
+   * disk first (one syncfs(2) for the group where Linux has it, else an fdatasync of each file,
+   * several at a time), then each is linked to its output path as `commit` does (the first commit
+   * wins; a staged file is never visible at the output path before it is on disk), then each
+   * output folder touched is flushed once, so the links are on disk when this returns. Results
+   * are in the order of `items`; a commit that failed is its Error.
+   */
+  async commitAll(
+    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string }>,
+  ): Promise<Array<CommitResult | Error>> {
+    const failed = this.fsync
+      ? await this.flushFiles(items.map((x) => this.stagingPath(x.key, x.attemptId)))
+      : new Map<string, Error>();
+    const out: Array<CommitResult | Error> = [];
+    const dirs = new Set<string>();
+    for (const x of items) {
+      const err = failed.get(this.stagingPath(x.key, x.attemptId));
+      if (err) {
+        // not on disk: never linked
+        await this.discard(x.key, x.attemptId).catch(() => {});
+        out.push(err);
+        continue;
+      }
+      try {
+        const c = await this.commit(x.key, x.attemptId, { synced: true });
+        if (c === 'committed') dirs.add(path.dirname(this.pathOf(x.key)));
+        out.push(c);
+      } catch (err) {
+        out.push(err as Error);
+      }
+    }
+    if (this.fsync) await Promise.all([...dirs].map((d) => flushFile(d).catch(() => {})));
+    return out;
+  }
+
+  /**
+   * Flushes files to disk: one syncfs(2) of their filesystem (`sync -f`), else each file's data.
+   * Returns the files that could not be flushed (a missing file is not an error: its commit says so).
+   */
+  private async flushFiles(files: string[]): Promise<Map<string, Error>> {
+    const failed = new Map<string, Error>();
+    if (files.length === 0) return failed;
+    if (this.syncfs && files.length > 2) {
+      const ok = await new Promise<boolean>((resolve) =>
+        execFile('sync', ['-f', this.stagingRoot], { timeout: 600_000 }, (err) => resolve(!err)),
+      );
+      if (ok) return failed;
+      this.syncfs = false; // no coreutils sync, or one without -f: flush file by file from now on
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < files.length) {
+        const f = files[next++]!;
+        await flushFile(f, true).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') failed.set(f, err);
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, files.length) }, worker));
+    return failed;
+  }
+
+  async commit(key: string, attemptId: string, opts: { synced?: boolean } = {}): Promise<CommitResult> {
     const staged = this.stagingPath(key, attemptId);
     const final = this.pathOf(key);
     const dir = path.dirname(final);
     if (this.crossDevice.has(dir)) return this.commitByCopy(key, attemptId, staged, final);
-    if (this.fsync) {
+    if (this.fsync && !opts.synced) {
       let fh: fsp.FileHandle;
       try {
         fh = await fsp.open(staged, 'r');
@@ -77,9 +159,19 @@ export class FsStore implements Store {
         await fh.close();
       }
     }
-    await fsp.mkdir(dir, { recursive: true });
+    if (!this.made.has(dir)) {
+      await fsp.mkdir(dir, { recursive: true });
+      if (this.made.size >= 10_000) this.made.clear();
+      this.made.add(dir);
+    }
     try {
-      await fsp.link(staged, final);
+      await fsp.link(staged, final).catch(async (err) => {
+        // the output folder was removed since it was made: make it again
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        this.made.delete(dir);
+        await fsp.mkdir(dir, { recursive: true });
+        await fsp.link(staged, final);
+      });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') return this.refused(key, attemptId, staged, final);
@@ -113,7 +205,7 @@ export class FsStore implements Store {
     final: string,
   ): Promise<CommitResult> {
     const dir = path.dirname(final);
-    const copy = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
+    const copy = path.join(dir, `${STAGING_DIR}.${this.stagingName(key, attemptId)}`);
     await fsp.mkdir(dir, { recursive: true });
     try {
       await fsp.copyFile(staged, copy, constants.COPYFILE_EXCL);
@@ -161,7 +253,7 @@ export class FsStore implements Store {
     await fsp.mkdir(dir, { recursive: true });
     let from = staged;
     if (this.crossDevice.has(dir) || !(await sameDevice(staged, dir))) {
-      from = path.join(dir, `${STAGING_DIR}.${path.basename(path.dirname(staged))}`);
+      from = path.join(dir, `${STAGING_DIR}.${this.stagingName(key, attemptId)}`);
       try {
         await fsp.copyFile(staged, from);
       } catch (err) {
@@ -215,7 +307,8 @@ export class FsStore implements Store {
   }
 
   async discard(key: string, attemptId: string): Promise<void> {
-    await fsp.rm(path.dirname(this.stagingPath(key, attemptId)), { recursive: true, force: true });
+    // recursive: a task may have made a folder at its output path
+    await fsp.rm(this.stagingPath(key, attemptId), { recursive: true, force: true });
   }
 
   /**
@@ -223,6 +316,7 @@ export class FsStore implements Store {
    * the staging folder itself if no other job uses it. Call it when no attempt of the scope runs.
    */
   cleanStaging(): void {
+    this.staging = false;
     rmSync(this.stagingRoot, { recursive: true, force: true });
     try {
       rmdirSync(path.join(this.root, STAGING_DIR));
@@ -268,6 +362,16 @@ export class FsStore implements Store {
     };
     const relBase = path.relative(this.root, base).split(path.sep).join('/');
     yield* walk(base, relBase === '.' ? '' : relBase);
+  }
+}
+
+/** Flushes a file (its data only with `dataOnly`) or a folder to disk. */
+async function flushFile(p: string, dataOnly = false): Promise<void> {
+  const fh = await fsp.open(p, 'r');
+  try {
+    await (dataOnly ? fh.datasync() : fh.sync());
+  } finally {
+    await fh.close();
   }
 }
 
