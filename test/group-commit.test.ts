@@ -99,3 +99,48 @@ concurrency: 2
   assert.equal(new Set(seen.map((l) => l.split(' ')[1])).size, 1, 'one staging folder');
   assert.ok(!existsSync(path.join(dir, '.corral-staging')), 'no staging left after the run');
 });
+
+test('an output is committed and its task acked while the next task of the worker still runs (a group never waits for a long task)', async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'lines.txt': 'a\nb\n',
+    // the first task to run returns at once; the second says it started and runs for 8 s
+    'w.mjs': `import { existsSync, writeFileSync } from 'node:fs';
+export default async function (ctx) {
+  writeFileSync(ctx.output, String(ctx.index));
+  if (!existsSync('first')) return writeFileSync('first', String(ctx.index));
+  writeFileSync('second', String(ctx.index));
+  await new Promise((r) => setTimeout(r, 8000));
+}
+`,
+    'job.yaml': `name: slow
+tasks:
+  map: { lines: lines.txt }
+  module: ./w.mjs
+outputs: out/{index}.json
+concurrency: 1
+`,
+  });
+  const run = runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 60_000 });
+  await waitFor(() => existsSync(path.join(dir, 'second')), 30_000, 20);
+  const first = readFileSync(path.join(dir, 'first'), 'utf8');
+  const Database = (await import('better-sqlite3')).default;
+  const db = new Database(path.join(dir, '.corral/jobs/slow/state.db'), { readonly: true });
+  try {
+    // the second task runs for 8 s: the first one's output is committed and acked meanwhile
+    const done = await waitFor(
+      () => {
+        const r = db.prepare('SELECT state FROM tasks WHERE key = ?').get(first) as { state: string };
+        return r.state === 'done' ? r : undefined;
+      },
+      6_000,
+      20,
+    ).catch(() => undefined);
+    assert.ok(done, 'the first task is done in the state file while the second still runs');
+    assert.ok(!existsSync(path.join(dir, 'out', `${readFileSync(path.join(dir, 'second'), 'utf8')}.json`)));
+  } finally {
+    db.close();
+  }
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+});

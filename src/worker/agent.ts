@@ -107,12 +107,17 @@ interface PendingCommit {
   readonly logPath: string | undefined;
 }
 /**
- * Most attempts whose outputs are committed as one group, with one flush to disk for all, before
- * their completions go to the queue in one write.
+ * Group commit of outputs (adaptive): at most one group is being flushed at a time, and while it
+ * is, the next finished attempts wait for the following one. A group starts when no group is
+ * being flushed and either COMMIT_GROUP outputs are pending, or the oldest has waited
+ * COMMIT_WAIT_MS, or the queue has nothing more for this worker (then at once: their dependents
+ * may be all that is left). The worker only waits for a group when COMMIT_MAX_PENDING are pending.
  */
-const COMMIT_GROUP = 64;
-/** Longest time a finished attempt's output waits for its group to fill before it is committed. */
+const COMMIT_GROUP = 256;
+/** Longest time a finished attempt's output waits for its group while other tasks keep coming. */
 const COMMIT_WAIT_MS = FLUSH_MS;
+/** Finished attempts pending commit at which the worker waits for the group being flushed. */
+const COMMIT_MAX_PENDING = 1024;
 
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
@@ -251,6 +256,7 @@ export class WorkerAgent {
       }
     } finally {
       await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
+      clearTimeout(this.commitTimer);
       clearInterval(beat);
       this.runner?.close();
       if (this.held.length > 0) await queue.release(this.held);
@@ -304,7 +310,6 @@ export class WorkerAgent {
   private committing: Promise<void> | undefined;
   /** What the last group commit failed with, thrown at the next `settle`/`startCommit`. */
   private commitError: unknown;
-  private lastCommit = Date.now();
 
   /**
    * Starts committing the pending outputs as one group (after the group before has ended): their
@@ -314,16 +319,38 @@ export class WorkerAgent {
   private async startCommit(): Promise<void> {
     if (this.committing) await this.committing;
     this.throwCommitError();
-    if (this.pending.length === 0) return;
+    if (this.pending.length > 0 && !this.committing) this.beginCommit();
+  }
+
+  /** A timer that starts a group once its oldest output has waited COMMIT_WAIT_MS. */
+  private commitTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Starts a group if none is being flushed and one is due (COMMIT_GROUP pending, or the oldest
+   * waited COMMIT_WAIT_MS); else makes sure a timer comes back when the oldest is due, so that an
+   * output never waits for the next task to finish (a long one) before it is committed.
+   */
+  private kickCommit(): void {
+    if (this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
+    const age = Date.now() - this.pending[0]!.finishedAt;
+    if (this.pending.length >= COMMIT_GROUP || age >= COMMIT_WAIT_MS) return this.beginCommit();
+    this.commitTimer ??= setTimeout(() => {
+      this.commitTimer = undefined;
+      this.kickCommit();
+    }, COMMIT_WAIT_MS - age);
+  }
+
+  /** Starts committing what is pending as one group (none being flushed). */
+  private beginCommit(): void {
     const group = this.pending;
     this.pending = [];
-    this.lastCommit = Date.now();
     this.committing = this.commitGroup(group)
       .catch((err) => {
-        this.commitError = err;
+        this.commitError ??= err;
       })
       .finally(() => {
         this.committing = undefined;
+        this.kickCommit(); // what finished meanwhile, if it is due
       });
   }
 
@@ -467,8 +494,11 @@ export class WorkerAgent {
         this.ran++;
         if (r.ok && r.commit) {
           this.pending.push({ lease, commit: r.commit, startedAt: r.startedAt, finishedAt });
-          if (this.pending.length >= COMMIT_GROUP || finishedAt - this.lastCommit > COMMIT_WAIT_MS)
-            await this.startCommit();
+          if (this.pending.length >= COMMIT_MAX_PENDING) await this.startCommit();
+          else {
+            this.throwCommitError();
+            this.kickCommit();
+          }
         } else record(lease, r, finishedAt);
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
