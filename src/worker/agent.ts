@@ -341,7 +341,10 @@ export class WorkerAgent {
   private kickCommit(): void {
     if (this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
     const age = Date.now() - this.pending[0]!.finishedAt;
-    if (this.pending.length >= COMMIT_GROUP || age >= COMMIT_WAIT_MS) return this.beginCommit();
+    if (this.pending.length >= COMMIT_GROUP || age >= COMMIT_WAIT_MS) {
+      this.beginCommit();
+      return;
+    }
     this.commitTimer ??= setTimeout(() => {
       this.commitTimer = undefined;
       this.kickCommit();
