@@ -115,17 +115,14 @@ interface PendingCommit {
   readonly logPath: string | undefined;
 }
 /**
- * Group commit of outputs (adaptive): at most one group is being flushed at a time, and while it
- * is, the next finished attempts wait for the following one. A group starts when no group is
- * being flushed and either COMMIT_GROUP outputs are pending, or the oldest has waited
- * COMMIT_WAIT_MS, or the queue has nothing more for this worker (then at once: their dependents
- * may be all that is left). The worker only waits for a group when COMMIT_MAX_PENDING are pending.
+ * Group commit of outputs (adaptive, as databases do it): at most one group is being flushed at
+ * a time; a finished attempt's output joins the next group, which starts the moment the one
+ * being flushed ends (or at once when none is). So a group is what finished during one flush: one
+ * output when tasks are slow or the disk is fast, hundreds when tasks are fast and a flush slow,
+ * and an output never waits for more than the flush before it plus its own. The worker waits for
+ * the flush under way (it stops running tasks) only when this many finished attempts are pending.
  */
-const COMMIT_GROUP = 256;
-/** Longest time a finished attempt's output waits for its group while other tasks keep coming. */
-const COMMIT_WAIT_MS = FLUSH_MS;
-/** Finished attempts pending commit at which the worker waits for the group being flushed. */
-const COMMIT_MAX_PENDING = 1024;
+const COMMIT_MAX_PENDING = 256;
 
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
@@ -264,7 +261,6 @@ export class WorkerAgent {
       }
     } finally {
       await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
-      clearTimeout(this.commitTimer);
       clearInterval(beat);
       this.runner?.close();
       if (this.held.length > 0) await queue.release(this.held);
@@ -330,25 +326,10 @@ export class WorkerAgent {
     if (this.pending.length > 0 && !this.committing) this.beginCommit();
   }
 
-  /** A timer that starts a group once its oldest output has waited COMMIT_WAIT_MS. */
-  private commitTimer: NodeJS.Timeout | undefined;
-
-  /**
-   * Starts a group if none is being flushed and one is due (COMMIT_GROUP pending, or the oldest
-   * waited COMMIT_WAIT_MS); else makes sure a timer comes back when the oldest is due, so that an
-   * output never waits for the next task to finish (a long one) before it is committed.
-   */
+  /** Starts a group of what is pending, unless a group is being flushed (it starts the next when it ends). */
   private kickCommit(): void {
     if (this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
-    const age = Date.now() - this.pending[0]!.finishedAt;
-    if (this.pending.length >= COMMIT_GROUP || age >= COMMIT_WAIT_MS) {
-      this.beginCommit();
-      return;
-    }
-    this.commitTimer ??= setTimeout(() => {
-      this.commitTimer = undefined;
-      this.kickCommit();
-    }, COMMIT_WAIT_MS - age);
+    this.beginCommit();
   }
 
   /** Starts committing what is pending as one group (none being flushed). */
@@ -361,7 +342,7 @@ export class WorkerAgent {
       })
       .finally(() => {
         this.committing = undefined;
-        this.kickCommit(); // what finished meanwhile, if it is due
+        this.kickCommit(); // what finished meanwhile
       });
   }
 
