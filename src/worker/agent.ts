@@ -459,6 +459,10 @@ export class WorkerAgent {
       for (let i = 0; ; i++) {
         while (i >= leases.length && refill) await refill;
         if (i >= leases.length) break;
+        // a task that runs in this process (a module function) may take it down: the outputs of
+        // the tasks finished before it are committed first, so that they never run again
+        if (next === i && (this.pending.length > 0 || this.committing) && !this.pipelines(leases[i]!))
+          await this.settle();
         topUp(i);
         const last = leases[next - 1]!;
         if (
