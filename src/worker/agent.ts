@@ -460,7 +460,7 @@ export class WorkerAgent {
         while (i >= leases.length && refill) await refill;
         if (i >= leases.length) break;
         // a task that runs in this process (a module function) may take it down: the outputs of
-        // the tasks finished before it are committed first, so that they never run again
+        // the (shell) tasks finished before it are committed first, so that they never run again
         if (next === i && (this.pending.length > 0 || this.committing) && !this.pipelines(leases[i]!))
           await this.settle();
         topUp(i);
@@ -736,8 +736,10 @@ export class WorkerAgent {
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
     const written = log.written ? logPath : undefined;
-    // a first commit goes with the batch's others (one flush to disk for the group)
-    if (!redo && store.commitAll)
+    // a first commit of a shell task goes with the batch's others (one flush to disk for the
+    // group); a module task's is committed here, before the next task runs in this process
+    // (which it could take down, losing a pending group: its tasks would run again)
+    if (!redo && store.commitAll && this.pipelines(lease))
       return { ok: true, outcome: 'committed', startedAt, commit: { key, attemptId, logPath: written } };
     let c: CommitResult | Error;
     try {
