@@ -3,13 +3,13 @@
  * serves them (`apt-get install snakemake python3-distributed`; not needed by CI: a row whose
  * peer is missing says so and is skipped).
  *
- * 10a: Snakemake on a fan-out/fan-in of shell tasks (a rule per item that echoes it to
+ * 11a: Snakemake on a fan-out/fan-in of shell tasks (a rule per item that echoes it to
  * out/{i}.txt, then one rule that cats them all), against the same workflow in corral (a map step
  * and a reduce over its outputs), both with 2 jobs at once, end to end (wall clock of the command).
  * Snakemake runs with `--scheduler greedy`: its default ILP scheduler solves a linear program
  * every time it picks jobs, and was slower still (this row gives the peer its best).
  *
- * 10b: Dask distributed (LocalCluster, 2 worker processes of 1 thread) on no-op function calls
+ * 11b: Dask distributed (LocalCluster, 2 worker processes of 1 thread) on no-op function calls
  * (bench/peers/dask-noop.py), against corral's no-op module tasks (2 local workers), throughput
  * of execution: Dask from the first submit to the last result at the client (its cluster's start
  * excluded, results in memory only); corral from the first task's start to the last completion
@@ -68,7 +68,7 @@ async function snakemakeRow(ctx: Parameters<Bench>[0]): Promise<Row> {
   const target = '≥10× Snakemake';
   const command = `corral run fan.yaml (map: echo {input} > {output}, ${n} lines; reduce: cat {inputs} > {output}; concurrency 2)`;
   if (!onPath('snakemake'))
-    return skipped('10a', what, target, command, 'snakemake is not installed (apt-get install snakemake)');
+    return skipped('11a', what, target, command, 'snakemake is not installed (apt-get install snakemake)');
   const dir = scratch(ctx, 'snakemake');
   writeFileSync(path.join(dir, 'items.txt'), Array.from({ length: n }, (_, i) => `${i}\n`).join(''));
   writeFileSync(
@@ -135,7 +135,7 @@ rule reduce:
   const c = r.corral.best.ms;
   const s = r.snakemake.best.ms;
   return {
-    id: '10a',
+    id: '11a',
     what,
     corral: fmtMs(c),
     peer: `snakemake -j 2 --scheduler greedy: ${fmtMs(s)}`,
@@ -157,7 +157,7 @@ async function daskRow(ctx: Parameters<Bench>[0]): Promise<Row> {
   const target = '≥1× Dask';
   const command = `corral run job.yaml (${n} tasks, module: ./noop.mjs, lines map, concurrency 2)`;
   const missing = missingDask();
-  if (missing) return skipped('10b', what, target, command, missing);
+  if (missing) return skipped('11b', what, target, command, missing);
   const dir = scratch(ctx, 'dask');
   writeFunctionJob(dir, 'dask', n);
   ctx.log(`dask: ${n} no-op calls × ${Math.min(ctx.reps, MAX_REPS)} reps, interleaved`);
@@ -188,7 +188,7 @@ async function daskRow(ctx: Parameters<Bench>[0]): Promise<Row> {
   const d = r.dask.best;
   const x = d.execMs / c.execMs;
   return {
-    id: '10b',
+    id: '11b',
     what,
     corral: `${fmtRate((n * 1000) / c.execMs)} (end to end ${fmtMs(c.ms)})`,
     peer: `Dask LocalCluster, 2 processes: ${fmtRate((n * 1000) / d.execMs)} (end to end ${fmtMs(d.ms)})`,

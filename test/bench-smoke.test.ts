@@ -16,7 +16,7 @@ test('bench/run.ts --size tiny --no-write prints every row', { timeout: 300_000 
     assert.match(r.stdout, new RegExp(`^${id}\\s`, 'm'), `row ${id} is missing\n${r.stdout}`);
   }
   // issue 24: a wide streaming workflow, Snakemake and Dask (skipped with the reason where not installed)
-  for (const id of ['8b', '10a', '10b']) {
+  for (const id of ['8b', '11a', '11b']) {
     assert.match(r.stdout, new RegExp(`^${id}\\s`, 'm'), `row ${id} is missing\n${r.stdout}`);
   }
   assert.match(r.stdout, /^machine: .+ cores, .+ GiB RAM, .+ Node v\d+/m);

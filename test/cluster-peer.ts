@@ -47,7 +47,10 @@ delete process.env.AWS_PROFILE;
 /** A running peer. */
 export interface Peer {
   readonly endpoint: string;
-  /** Counts of requests by action (SQS `X-Amz-Target` action or S3 method). */
+  /**
+   * Counts of requests by action: `sqs:` or `logs:` and the `X-Amz-Target` action, or `s3:` and
+   * the HTTP method (`s3:LIST` for a GET of a bucket).
+   */
   readonly requests: Map<string, number>;
   /**
    * Conditional writes (PUT with `If-None-Match: *`) by object path (`/bucket/key`): how many
@@ -172,7 +175,14 @@ export async function startPeer(): Promise<Peer> {
   });
   app.addHook('onRequest', async (req) => {
     const target = req.headers['x-amz-target'];
-    const action = typeof target === 'string' ? `sqs:${target.split('.').pop()}` : `s3:${req.method}`;
+    let action: string;
+    if (typeof target === 'string')
+      action = `${target.startsWith('Logs_') ? 'logs' : 'sqs'}:${target.split('.').pop()}`;
+    else {
+      // a GET of a bucket (no object key) is a listing, priced as a PUT by S3
+      const isObject = new URL(req.url, 'http://x').pathname.split('/').filter(Boolean).length >= 2;
+      action = `s3:${req.method === 'GET' && !isObject ? 'LIST' : req.method}`;
+    }
     requests.set(action, (requests.get(action) ?? 0) + 1);
   });
   app.addHook('preHandler', async (req, reply) => {

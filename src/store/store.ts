@@ -12,6 +12,14 @@ export interface Store {
   /** Makes the attempt's staged output the task's output, unless one is committed already. */
   commit(key: string, attemptId: string): Promise<CommitResult>;
   /**
+   * Commits the staged outputs of several attempts as one group (one flush to disk for all), as
+   * `commit` would each; results in the order given, an Error for a commit that failed. Only the
+   * folder store can (absent elsewhere: `commit` each).
+   */
+  commitAll?(
+    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string }>,
+  ): Promise<Array<CommitResult | Error>>;
+  /**
    * Makes the attempt's staged output the task's output in place of the one committed (a redo of
    * a task whose input changed), atomically: a reader sees the old output or the new one, never
    * none nor a part. Only the folder store can (absent elsewhere).

@@ -28,7 +28,7 @@ import {
 import { isNoSpace } from '../spec/errors.js';
 import type { LoadedJob, StepDef } from '../spec/job.js';
 import { placeholdersIn } from '../spec/placeholders.js';
-import type { Store } from '../store/store.js';
+import type { CommitResult, Store } from '../store/store.js';
 import {
   type RunCommandOptions,
   runCommand,
@@ -76,6 +76,14 @@ export interface WorkerAgentOptions {
    */
   readonly ownsOutput?: (lease: Lease, key: string) => Promise<boolean | undefined>;
   /**
+   * Whether the first attempt of a task looks for its output before it runs. A coordinator that
+   * enqueues only the tasks whose outputs it did not find (a cluster job) makes that look one
+   * request per task for nothing: with false, only a task delivered again (attempt 2 on) or
+   * redone looks first; an output committed meanwhile still wins (this attempt's commit is then
+   * a duplicate, dropped). @default true
+   */
+  readonly lookBeforeFirstAttempt?: boolean;
+  /**
    * Whether a task's own output is older than one of its inputs (made before that input
    * changed): the task runs again and its output is replaced (`Store.replace`). @default - never
    */
@@ -106,9 +114,25 @@ export const PIPELINE_DEPTH = 128;
 /** Longest pause between claims while there is nothing to do (`wake` cuts it short). */
 const MAX_IDLE_SLEEP_MS = 250;
 
+/** A finished attempt whose output the batch loop commits with others (group commit). */
+interface PendingCommit {
+  readonly key: string;
+  readonly attemptId: string;
+  readonly logPath: string | undefined;
+}
+/**
+ * Group commit of outputs (adaptive, as databases do it): at most one group is being flushed at
+ * a time; a finished attempt's output joins the next group, which starts the moment the one
+ * being flushed ends (or at once when none is). So a group is what finished during one flush: one
+ * output when tasks are slow or the disk is fast, hundreds when tasks are fast and a flush slow,
+ * and an output never waits for more than the flush before it plus its own. The worker waits for
+ * the flush under way (it stops running tasks) only when this many finished attempts are pending.
+ */
+const COMMIT_MAX_PENDING = 256;
+
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome =
-  | { ok: true; outcome: Completion['outcome']; startedAt: number }
+  | { ok: true; outcome: Completion['outcome']; startedAt: number; commit?: PendingCommit }
   | {
       ok: false;
       cancelled?: boolean;
@@ -211,6 +235,12 @@ export class WorkerAgent {
         try {
           const leases = await this.ackAndClaim(leaseMs);
           outageSince = undefined;
+          if (leases.length === 0 && (this.pending.length > 0 || this.committing)) {
+            // nothing to claim: the outputs of finished tasks are committed and acked now (their
+            // dependents may be what is left), and the queue asked again
+            await this.settle();
+            continue;
+          }
           if (leases.length === 0) {
             if (busy) this.o.onIdle?.();
             busy = false;
@@ -238,6 +268,7 @@ export class WorkerAgent {
         }
       }
     } finally {
+      await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
       clearInterval(beat);
       this.runner?.close();
       if (this.acks.length > 0) await queue.complete(this.acks);
@@ -307,6 +338,94 @@ export class WorkerAgent {
     );
   }
 
+  /** Finished attempts whose outputs are still staged, to be committed as one group. */
+  private pending: Array<{ lease: Lease; commit: PendingCommit; startedAt: number; finishedAt: number }> = [];
+  /** The group commit under way (at most one), while the next tasks run. */
+  private committing: Promise<void> | undefined;
+  /** What the last group commit failed with, thrown at the next `settle`/`startCommit`. */
+  private commitError: unknown;
+
+  /**
+   * Starts committing the pending outputs as one group (after the group before has ended): their
+   * files are flushed to disk at once, linked, and only then are their tasks acked to the queue.
+   * It runs while the next tasks run; a group ends before the worker claims on an empty queue or exits.
+   */
+  private async startCommit(): Promise<void> {
+    if (this.committing) await this.committing;
+    this.throwCommitError();
+    if (this.pending.length > 0 && !this.committing) this.beginCommit();
+  }
+
+  /** Starts a group of what is pending, unless a group is being flushed (it starts the next when it ends). */
+  private kickCommit(): void {
+    if (this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
+    this.beginCommit();
+  }
+
+  /** Starts committing what is pending as one group (none being flushed). */
+  private beginCommit(): void {
+    const group = this.pending;
+    this.pending = [];
+    this.committing = this.commitGroup(group)
+      .catch((err) => {
+        this.commitError ??= err;
+      })
+      .finally(() => {
+        this.committing = undefined;
+        this.kickCommit(); // what finished meanwhile
+      });
+  }
+
+  /** Commits what is pending and waits until it is acked. */
+  private async settle(): Promise<void> {
+    await this.startCommit();
+    if (this.committing) await this.committing;
+    this.throwCommitError();
+  }
+
+  private throwCommitError(): void {
+    if (this.commitError === undefined) return;
+    const err = this.commitError;
+    this.commitError = undefined;
+    throw err;
+  }
+
+  private async commitGroup(
+    group: Array<{ lease: Lease; commit: PendingCommit; startedAt: number; finishedAt: number }>,
+  ): Promise<void> {
+    const results = await this.o.store.commitAll!(group.map((g) => g.commit));
+    const completions: Completion[] = [];
+    const failures: Failure[] = [];
+    for (let k = 0; k < group.length; k++) {
+      const g = group[k]!;
+      const c = results[k]!;
+      if (c instanceof Error && isTransient(c)) throw c;
+      const r = await this.committed(g.lease, g.commit.key, c, g.commit.logPath, g.startedAt);
+      if (r.ok)
+        completions.push({
+          lease: g.lease,
+          outcome: r.outcome,
+          startedAt: g.startedAt,
+          finishedAt: g.finishedAt,
+        });
+      else failures.push(this.failure(g.lease, r, g.finishedAt));
+    }
+    if (completions.length) await this.o.queue.complete(completions);
+    if (failures.length) await this.o.queue.fail(failures);
+  }
+
+  private failure(lease: Lease, r: RunOutcome & { ok: false }, finishedAt: number): Failure {
+    return {
+      lease,
+      error: r.error ?? 'failed',
+      logPath: r.logPath,
+      retryDelayMs: backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff),
+      startedAt: r.startedAt,
+      finishedAt,
+      final: r.final,
+    };
+  }
+
   private async runBatch(claimed: Lease[], leaseMs: number): Promise<void> {
     const leases = [...claimed];
     this.held = [...claimed];
@@ -316,6 +435,11 @@ export class WorkerAgent {
     const t0 = Date.now();
     let n = 0;
     let ended = false;
+    const record = (lease: Lease, r: RunOutcome, finishedAt: number) => {
+      const { startedAt } = r;
+      if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
+      else failures.push(this.failure(lease, r, finishedAt));
+    };
     // carry: the batch ran to its end and the worker goes on to claim: its completions are
     // written with that claim, in the same transaction (a worker that stops writes them on exit)
     const flush = async (carry = false) => {
@@ -371,6 +495,10 @@ export class WorkerAgent {
       for (let i = 0; ; i++) {
         while (i >= leases.length && refill) await refill;
         if (i >= leases.length) break;
+        // a task that runs in this process (a module function) may take it down: the outputs of
+        // the (shell) tasks finished before it are committed first, so that they never run again
+        if (next === i && (this.pending.length > 0 || this.committing) && !this.pipelines(leases[i]!))
+          await this.settle();
         topUp(i);
         const last = leases[next - 1]!;
         if (
@@ -396,20 +524,14 @@ export class WorkerAgent {
         if (h >= 0) this.held.splice(h, 1);
         n++;
         this.ran++;
-        const { startedAt } = r;
-        if (r.ok) completions.push({ lease, outcome: r.outcome, startedAt, finishedAt });
-        else {
-          const delay = backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff);
-          failures.push({
-            lease,
-            error: r.error ?? 'failed',
-            logPath: r.logPath,
-            retryDelayMs: delay,
-            startedAt,
-            finishedAt,
-            final: r.final,
-          });
-        }
+        if (r.ok && r.commit) {
+          this.pending.push({ lease, commit: r.commit, startedAt: r.startedAt, finishedAt });
+          if (this.pending.length >= COMMIT_MAX_PENDING) await this.startCommit();
+          else {
+            this.throwCommitError();
+            this.kickCommit();
+          }
+        } else record(lease, r, finishedAt);
         if (finishedAt - lastFlush > FLUSH_MS) await flush();
       }
       ended = true;
@@ -453,7 +575,8 @@ export class WorkerAgent {
     let startedAt = Date.now();
     // an output made from an input that changed since is made again, and replaces it
     let redo = false;
-    if (key !== undefined && (await store.exists(key))) {
+    const look = this.o.lookBeforeFirstAttempt !== false || lease.attempt > 1 || p.r === 1;
+    if (key !== undefined && look && (await store.exists(key))) {
       const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
       if (own) {
         redo =
@@ -649,21 +772,41 @@ export class WorkerAgent {
       };
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
-    let c: Awaited<ReturnType<Store['commit']>>;
+    const written = log.written ? logPath : undefined;
+    // a first commit of a shell task goes with the batch's others (one flush to disk for the
+    // group); a module task's is committed here, before the next task runs in this process
+    // (which it could take down, losing a pending group: its tasks would run again)
+    if (!redo && store.commitAll && this.pipelines(lease))
+      return { ok: true, outcome: 'committed', startedAt, commit: { key, attemptId, logPath: written } };
+    let c: CommitResult | Error;
     try {
       c = redo ? await store.replace!(key, attemptId) : await store.commit(key, attemptId);
     } catch (err) {
       if (isTransient(err)) throw err;
+      c = err as Error;
+    }
+    return this.committed(lease, key, c, written, startedAt);
+  }
+
+  /** How a task ended, from how the commit of its output ended. */
+  private async committed(
+    lease: Lease,
+    key: string,
+    c: CommitResult | Error,
+    logPath: string | undefined,
+    startedAt: number,
+  ): Promise<RunOutcome> {
+    if (c instanceof Error) {
       // the store failed (full disk, unwritable folder): a failed attempt, retried with backoff
-      await store.discard(key, attemptId).catch(() => {});
-      const error = `could not commit the output: ${(err as Error).message.split('\n')[0]}`;
-      return { ok: false, error, logPath: log.written ? logPath : undefined, startedAt };
+      await this.o.store.discard(key, `${lease.attempt}-${this.o.id}`).catch(() => {});
+      const error = `could not commit the output: ${c.message.split('\n')[0]}`;
+      return { ok: false, error, logPath, startedAt };
     }
     if (c === 'missing') {
       return {
         ok: false,
         error: `succeeded but wrote no output (expected ${key})`,
-        logPath: log.written ? logPath : undefined,
+        logPath,
         startedAt,
       };
     }
@@ -674,7 +817,7 @@ export class WorkerAgent {
         return {
           ok: false,
           error: `its output ${key} was written by something else while the task ran (another task whose output path differs only by case on a case-insensitive file system, or a process outside corral), with other content: this result was not committed and the file there was left as it is; have only this task write ${key}, or remove it and run again`,
-          logPath: log.written ? logPath : undefined,
+          logPath,
           startedAt,
           final: true,
         };

@@ -1,0 +1,32 @@
+// Issue 24, item 1: every AWS request of a cluster job of small tasks with outputs, counted at
+// the peer (fauxqs, real workers and coordinator, the real AWS SDK): no request per task beyond
+// the protocol's own (a task's output object and its conditional commit marker; the coordinator's
+// downloads), and the counts and list-price cost that bench row 10 reports.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { countAwsRequests, pricePerRequest } from '../bench/aws-requests.js';
+import { tempDir } from './helpers.js';
+
+test('a cluster job of small tasks with outputs makes no HEAD per task: two PUTs per task commit its output, first attempt wins', async (t) => {
+  const dir = tempDir(t);
+  const n = 60;
+  const c = await countAwsRequests(n, dir);
+  // every output downloaded, whole
+  for (let i = 0; i < n; i++)
+    assert.equal(readFileSync(path.join(dir, 'out', `${i}.txt`), 'utf8'), `item-${i}\n`);
+  // the first attempt of a task does not ask whether its output exists (the coordinator enqueued
+  // only tasks without a commit marker); one HEAD of the bucket is the coordinator's preflight
+  assert.ok((c.byAction['s3:HEAD'] ?? 0) <= 1, JSON.stringify(c.byAction));
+  // per task: the output object and its conditional marker; a few more for the job (spec, manifest)
+  const puts = c.byAction['s3:PUT'] ?? 0;
+  assert.ok(puts >= 2 * n && puts <= 2 * n + 10, `PUTs ${puts} for ${n} tasks`);
+  // the cost is the requests at list prices
+  const dollars = Object.entries(c.byAction).reduce((a, [k, v]) => a + v * pricePerRequest(k), 0);
+  assert.ok(Math.abs(c.dollarsPerMillion - (dollars / n) * 1e6) < 1e-9);
+  assert.equal(
+    c.total,
+    Object.values(c.byService).reduce((a, b) => a + b, 0),
+  );
+});
