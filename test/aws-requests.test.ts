@@ -9,16 +9,17 @@ import { test } from 'node:test';
 import { countAwsRequests, pricePerRequest } from '../bench/aws-requests.js';
 import { tempDir } from './helpers.js';
 
-test('a cluster job of small tasks with outputs makes no HEAD per task: two PUTs per task commit its output, first attempt wins', async (t) => {
+test('a cluster job of small tasks with outputs: at most one HEAD and two PUTs per task commit its output, first attempt wins', async (t) => {
   const dir = tempDir(t);
   const n = 60;
   const c = await countAwsRequests(n, dir);
   // every output downloaded, whole
   for (let i = 0; i < n; i++)
     assert.equal(readFileSync(path.join(dir, 'out', `${i}.txt`), 'utf8'), `item-${i}\n`);
-  // the first attempt of a task does not ask whether its output exists (the coordinator enqueued
-  // only tasks without a commit marker); one HEAD of the bucket is the coordinator's preflight
-  assert.ok((c.byAction['s3:HEAD'] ?? 0) <= 1, JSON.stringify(c.byAction));
+  // a worker asks whether a task's output exists before it runs it, first attempt too: a task
+  // handed back (a spot notice) is sent again as attempt 1 and may have committed meanwhile
+  // (test/cluster-distributed.test.ts); one more HEAD is the coordinator's preflight of the bucket
+  assert.ok((c.byAction['s3:HEAD'] ?? 0) <= n + 1, JSON.stringify(c.byAction));
   // per task: the output object and its conditional marker; a few more for the job (spec, manifest)
   const puts = c.byAction['s3:PUT'] ?? 0;
   assert.ok(puts >= 2 * n && puts <= 2 * n + 10, `PUTs ${puts} for ${n} tasks`);

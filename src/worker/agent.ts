@@ -76,14 +76,6 @@ export interface WorkerAgentOptions {
    */
   readonly ownsOutput?: (lease: Lease, key: string) => Promise<boolean | undefined>;
   /**
-   * Whether the first attempt of a task looks for its output before it runs. A coordinator that
-   * enqueues only the tasks whose outputs it did not find (a cluster job) makes that look one
-   * request per task for nothing: with false, only a task delivered again (attempt 2 on) or
-   * redone looks first; an output committed meanwhile still wins (this attempt's commit is then
-   * a duplicate, dropped). @default true
-   */
-  readonly lookBeforeFirstAttempt?: boolean;
-  /**
    * Whether a task's own output is older than one of its inputs (made before that input
    * changed): the task runs again and its output is replaced (`Store.replace`). @default - never
    */
@@ -575,8 +567,7 @@ export class WorkerAgent {
     let startedAt = Date.now();
     // an output made from an input that changed since is made again, and replaces it
     let redo = false;
-    const look = this.o.lookBeforeFirstAttempt !== false || lease.attempt > 1 || p.r === 1;
-    if (key !== undefined && look && (await store.exists(key))) {
+    if (key !== undefined && (await store.exists(key))) {
       const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
       if (own) {
         redo =

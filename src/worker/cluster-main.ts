@@ -560,8 +560,6 @@ export async function runClusterWorker(
           logsDir,
           idleExitMs: Math.min(idleExitMs, 3000),
           maxBatch: 10,
-          // the coordinator enqueues only tasks without a commit marker: a HEAD per task saved
-          lookBeforeFirstAttempt: false,
         });
         current = { agent, queue, sqs };
         log(`corral worker ${id}: running tasks of job ${name}`);
