@@ -100,6 +100,10 @@ function prettyStderr(): Writable {
  */
 export function eventStream(eventsFile: string, env: NodeJS.ProcessEnv = process.env): DestinationStream {
   const file = pino.destination({ dest: eventsFile, sync: true });
+  // A line that cannot be written (the disk is full) is lost, not the run: unheard, the stream's
+  // 'error' event would kill the coordinator with a stack trace. The state file's own writes
+  // report a full disk (one line, the state kept: see state-dir.ts noSpaceFailure).
+  file.on('error', () => {});
   const format = logFormat(env);
   if (!format) return file;
   const level = logLevel(env);
