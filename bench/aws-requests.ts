@@ -52,23 +52,40 @@ export interface AwsCount {
   readonly seconds: number;
 }
 
-/** Runs an N-task job with small outputs on the peer and counts every request to it. */
+/** The job a count runs: a map over N lines of one command. */
+export interface CountedJob {
+  /** The task's command. @default 'echo {input}' */
+  readonly command?: string;
+  /** The step's outputs, or none. @default 'out/{index}.txt' */
+  readonly outputs?: string | null;
+  /** Whether the coordinator downloads outputs into the job folder. @default true */
+  readonly collect?: boolean;
+  /** The job's name (queues and bucket are named after it). @default `awsreq${tasks}` */
+  readonly name?: string;
+}
+
+/**
+ * Runs an N-task map job on the peer (a coordinator and two workers, in this process) and counts
+ * every request to it, by service and by call. By default the tasks write small outputs.
+ */
 export async function countAwsRequests(
   tasks: number,
   dir: string,
   log: (l: string) => void = () => {},
+  job: CountedJob = {},
 ): Promise<AwsCount> {
   const peer = await startPeer();
   try {
     mkdirSync(dir, { recursive: true });
-    const name = `awsreq${tasks}`;
+    const name = job.name ?? `awsreq${tasks}`;
+    const outputs = job.outputs === undefined ? 'out/{index}.txt' : job.outputs;
     writeFileSync(
       path.join(dir, 'items.txt'),
       `${Array.from({ length: tasks }, (_, i) => `item-${i}`).join('\n')}\n`,
     );
     writeFileSync(
       path.join(dir, 'job.yaml'),
-      `name: ${name}\ntasks:\n  map: { lines: items.txt }\n  command: echo {input}\noutputs: out/{index}.txt\nlease: 60s\n`,
+      `name: ${name}\ntasks:\n  map: { lines: items.txt }\n  command: ${JSON.stringify(job.command ?? 'echo {input}')}\n${outputs ? `outputs: ${outputs}\n` : ''}lease: 60s\n`,
     );
     const { queueUrl, dlqUrl } = await peer.createQueues(name);
     await peer.createBucket(`${name}-bucket`);
@@ -84,6 +101,7 @@ export async function countAwsRequests(
     const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {
       stateDir: path.join(dir, '.corral'),
       endpointUrl: peer.endpoint,
+      ...(job.collect === false ? { collect: false } : {}),
       log,
     });
     const workers = ['a', 'b'].map((id) =>

@@ -7,13 +7,9 @@
  *
  *   node --import tsx bench/sqs-requests.ts [--tasks 10000]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadJobFile } from '../src/spec/job.js';
-import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
-import { runClusterWorker } from '../src/worker/cluster-main.js';
-import { startPeer } from '../test/cluster-peer.js';
+import { countAwsRequests } from './aws-requests.js';
 import type { Bench, Row } from './lib.js';
 
 const BUDGET = 0.35;
@@ -28,69 +24,20 @@ export interface SqsCount {
   readonly seconds: number;
 }
 
-/** Runs an N-task job on the peer and counts its requests. */
+/** Runs an N-task job of `true` commands (no outputs) on the peer and counts its requests. */
 export async function countRequests(
   tasks: number,
   dir: string,
   log: (l: string) => void = () => {},
 ): Promise<SqsCount> {
-  const peer = await startPeer();
-  try {
-    mkdirSync(dir, { recursive: true });
-    const name = `sqsreq${tasks}`;
-    scratchJob(dir, name, tasks);
-    const { queueUrl, dlqUrl } = await peer.createQueues(name);
-    await peer.createBucket(`${name}-bucket`);
-    const target = {
-      name,
-      queueUrl,
-      deadLetterQueueUrl: dlqUrl,
-      bucket: `${name}-bucket`,
-      region: 'us-east-1',
-    };
-    peer.requests.clear();
-    const t0 = Date.now();
-    const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {
-      stateDir: path.join(dir, '.corral'),
-      endpointUrl: peer.endpoint,
-      collect: false,
-      log,
-    });
-    const workers = ['a', 'b'].map((id) =>
-      runClusterWorker({
-        ...target,
-        id,
-        endpointUrl: peer.endpoint,
-        cacheDir: path.join(dir, `w-${id}`),
-        idleExitMs: 1500,
-        spot: false,
-        log: () => {},
-      }),
-    );
-    const [summary] = await Promise.all([run, ...workers]);
-    if (summary.status !== 'succeeded') throw new Error(`job ${summary.status}`);
-    const byAction = Object.fromEntries([...peer.requests].sort((a, b) => b[1] - a[1]));
-    let sqs = 0;
-    let s3 = 0;
-    for (const [k, v] of peer.requests) {
-      if (k.startsWith('sqs:')) sqs += v;
-      else s3 += v;
-    }
-    return { tasks, sqs, s3, perTask: sqs / tasks, byAction, seconds: (Date.now() - t0) / 1000 };
-  } finally {
-    await peer.stop();
-  }
-}
-
-function scratchJob(dir: string, name: string, tasks: number): void {
-  writeFileSync(
-    path.join(dir, 'items.txt'),
-    `${Array.from({ length: tasks }, (_, i) => `item-${i}`).join('\n')}\n`,
-  );
-  writeFileSync(
-    path.join(dir, 'job.yaml'),
-    `name: ${name}\ntasks:\n  map: { lines: items.txt }\n  command: 'true'\nlease: 60s\n`,
-  );
+  const c = await countAwsRequests(tasks, dir, log, {
+    name: `sqsreq${tasks}`,
+    command: 'true',
+    outputs: null,
+    collect: false,
+  });
+  const sqs = c.byService.sqs ?? 0;
+  return { tasks, sqs, s3: c.total - sqs, perTask: sqs / tasks, byAction: c.byAction, seconds: c.seconds };
 }
 
 export const run: Bench = async (ctx) => {
