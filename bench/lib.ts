@@ -38,7 +38,7 @@ export interface Row {
   /** The ratio as printed, e.g. `0.93× xargs`. */
   readonly ratio: string;
   readonly target: string;
-  readonly status: 'met' | 'missed' | 'pending' | 'skipped' | 'info';
+  readonly status: 'met' | 'missed' | 'skipped' | 'info';
   /** How the corral side was run. */
   readonly command: string;
   readonly note?: string;

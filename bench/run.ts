@@ -1,15 +1,15 @@
 /**
- * `npm run bench` — runs every benchmark of issue 7, prints a table and writes the generated part
+ * `npm run bench` — runs every benchmark (rows 1-11), prints a table and writes the generated part
  * of BENCHMARKS.md (between its bench markers; the hand-written profile notes around it stay).
  *
  *   node --import tsx bench/run.ts [--size tiny|full] [--reps N] [--only 1,2,…] [--no-write]
  *
  * Each figure is a ratio against a peer measured in the same run, interleaved, best of N, because
- * absolute timings on a shared 2-core machine are noisy. Optional benchmarks owned elsewhere
- * (bench/sqs-requests.ts) are run when their file exists and exports `run: Bench` (see lib.ts);
- * otherwise their rows say `pending`.
+ * absolute timings on a shared 2-core machine are noisy. A benchmark that fails gives a `missed`
+ * row saying why, and the run exits 1 once every other row is printed.
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type Bench, type BenchContext, machineLine, makeTmp, ROOT, type Row, type Size } from './lib.js';
@@ -17,23 +17,13 @@ import { type Bench, type BenchContext, machineLine, makeTmp, ROOT, type Row, ty
 interface Entry {
   readonly target: string;
   readonly file: string;
-  /** Owned by another engineer: missing means pending, not an error. */
-  readonly optional?: { readonly id: string; readonly what: string; readonly target: string };
 }
 
 const ENTRIES: readonly Entry[] = [
   { target: '1', file: 'shell-noop.ts' },
   { target: '2', file: 'functions.ts' },
   { target: '3', file: 'million.ts' },
-  {
-    target: '4',
-    file: 'sqs-requests.ts',
-    optional: {
-      id: '4',
-      what: 'SQS requests per task, 10,000-task job on fauxqs',
-      target: '≤0.35 requests/task',
-    },
-  },
+  { target: '4', file: 'sqs-requests.ts' },
   { target: '5', file: 'plan.ts' },
   { target: '6', file: 'recovery.ts' },
   { target: '6', file: 'spot-notice.ts' },
@@ -104,27 +94,14 @@ async function main(): Promise<void> {
   if (!existsSync(path.join(ROOT, 'dist/cli/main.js')))
     throw new Error('dist/cli/main.js is missing: run npm run build first');
   const started = Date.now();
+  const loadAtStart = loadavg()[0]!;
   const rows: Row[] = [];
   const failures: string[] = [];
   try {
     for (const e of ENTRIES) {
       if (args.only && !args.only.has(e.target)) continue;
       const file = path.join(ROOT, 'bench', e.file);
-      if (!existsSync(file)) {
-        if (e.optional) {
-          rows.push({
-            ...e.optional,
-            corral: '–',
-            peer: '–',
-            ratio: '–',
-            status: 'pending',
-            command: `bench/${e.file}`,
-            note: `bench/${e.file} does not exist yet (owned by the SQS/worker engineer)`,
-          });
-          continue;
-        }
-        throw new Error(`bench/${e.file} is missing`);
-      }
+      if (!existsSync(file)) throw new Error(`bench/${e.file} is missing`);
       const t0 = Date.now();
       try {
         const mod = (await import(pathToFileURL(file).href)) as { run?: Bench };
@@ -132,15 +109,15 @@ async function main(): Promise<void> {
         rows.push(...(await mod.run(ctx)));
       } catch (err) {
         const msg = (err as Error).message.split('\n')[0] ?? String(err);
-        if (!e.optional) failures.push(`bench/${e.file}: ${msg}`);
+        failures.push(`bench/${e.file}: ${msg}`);
         rows.push({
-          id: e.optional?.id ?? e.target,
-          what: e.optional?.what ?? `bench/${e.file}`,
+          id: e.target,
+          what: `bench/${e.file}`,
           corral: '–',
           peer: '–',
           ratio: '–',
-          target: e.optional?.target ?? '–',
-          status: e.optional ? 'pending' : 'missed',
+          target: '–',
+          status: 'missed',
           command: `bench/${e.file}`,
           note: `failed: ${msg}`,
         });
@@ -151,7 +128,8 @@ async function main(): Promise<void> {
     rmSync(tmp, { recursive: true, force: true });
   }
   const seconds = (Date.now() - started) / 1000;
-  const machine = machineLine();
+  // the load says how far the absolute figures are from a quiet machine's (ratios hold better)
+  const machine = `${machineLine()}; load average ${loadAtStart.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end`;
   process.stdout.write(
     `\n${printTable(rows)}\n\nmachine: ${machine}\nsize: ${args.size}, best of ${ctx.reps}, ${seconds.toFixed(0)} s\n`,
   );

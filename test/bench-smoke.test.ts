@@ -15,8 +15,9 @@ test('bench/run.ts --size tiny --no-write prints every row', { timeout: 300_000 
   for (const id of ['1a', '1b', '1c', '2a', '2b', '3a', '3b', '4', '5a', '5b', '5c', '6a', '6b', '7', '8']) {
     assert.match(r.stdout, new RegExp(`^${id}\\s`, 'm'), `row ${id} is missing\n${r.stdout}`);
   }
-  // issue 24: a wide streaming workflow, Snakemake and Dask (skipped with the reason where not installed)
-  for (const id of ['8b', '11a', '11b']) {
+  // issue 24: a wide streaming workflow, durable outputs, all AWS requests per task, Snakemake and
+  // Dask (skipped with the reason where not installed)
+  for (const id of ['8b', '9a', '9b', '10', '11a', '11b']) {
     assert.match(r.stdout, new RegExp(`^${id}\\s`, 'm'), `row ${id} is missing\n${r.stdout}`);
   }
   assert.match(r.stdout, /^machine: .+ cores, .+ GiB RAM, .+ Node v\d+/m);
