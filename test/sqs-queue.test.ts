@@ -135,11 +135,16 @@ test('release hands a lease back at once, and a lease that expired on its last a
   const { q } = await queue({ maxAttempts: 1, prefetch: 1, onDeadLetter: (d) => void dead.push(d.error) });
   await q.enqueue(tasks(1));
   const [l] = await q.claim('w1', 1, 30_000);
+  assert.equal(l?.payload.lk, undefined);
   await q.release([l!]);
   // released: visible again at once, and the released attempt does not count
   const [again] = await q.claim('w2', 1, 1000);
   assert.equal(again?.key, '0');
   assert.equal(again?.attempt, 1);
+  // but it is marked: it may have committed just before it was handed back, so a cluster worker
+  // looks for its result before this first attempt (lookBeforeFirstAttempt: false otherwise)
+  assert.equal(again?.payload.lk, 1);
+  assert.deepEqual({ ...again!.payload, lk: undefined }, { ...l!.payload, lk: undefined });
   await new Promise((r) => setTimeout(r, 1300));
   // w2's lease expired on attempt 1 of 1: dead
   assert.deepEqual(await q.claim('w3', 1, 1000), []);

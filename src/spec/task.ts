@@ -28,6 +28,12 @@ export interface TaskPayload {
    * changed since the output was made: `--redo-changed`). @default - absent (an existing output is the result)
    */
   readonly r?: 1;
+  /**
+   * 1: the task may have been sent before (handed back by a worker, or sent again by a coordinator
+   * that resumed or found messages lost), so a cluster worker looks for its committed result before
+   * its first attempt too. @default - absent (a cluster worker runs a first attempt without looking)
+   */
+  readonly lk?: 1;
   /** Output key in the store, relative to its root. */
   readonly o?: string;
   /** Input keys in the store (a reduce's inputs; a HyperFlow process's input files). */

@@ -80,6 +80,13 @@ export interface WorkerAgentOptions {
    * changed): the task runs again and its output is replaced (`Store.replace`). @default - never
    */
   readonly outputStale?: (p: TaskPayload, key: string) => Promise<boolean>;
+  /**
+   * Whether a task's first attempt looks for its output before it runs. A coordinator that sends
+   * only the tasks whose outputs it did not find, and marks every task it or a worker sends again
+   * (`lk`), makes that look one request per task for nothing: with false, only a task delivered
+   * again (attempt 2 on), marked `lk` or redone looks first. @default true
+   */
+  readonly lookBeforeFirstAttempt?: boolean;
 }
 
 /** Wall time a claimed batch should take: the batch size adapts to the measured task duration. */
@@ -567,7 +574,8 @@ export class WorkerAgent {
     let startedAt = Date.now();
     // an output made from an input that changed since is made again, and replaces it
     let redo = false;
-    if (key !== undefined && (await store.exists(key))) {
+    const look = this.o.lookBeforeFirstAttempt !== false || lease.attempt > 1 || p.r === 1 || p.lk === 1;
+    if (key !== undefined && look && (await store.exists(key))) {
       const own = this.o.ownsOutput ? await this.o.ownsOutput(lease, key) : true;
       if (own) {
         redo =

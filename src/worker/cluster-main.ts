@@ -560,6 +560,9 @@ export async function runClusterWorker(
           logsDir,
           idleExitMs: Math.min(idleExitMs, 3000),
           maxBatch: 10,
+          // the coordinator sends only tasks without a commit marker, and marks (lk) any task sent
+          // again, as does a hand-back: a HEAD per task saved
+          lookBeforeFirstAttempt: false,
         });
         current = { agent, queue, sqs };
         log(`corral worker ${id}: running tasks of job ${name}`);

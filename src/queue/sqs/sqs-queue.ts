@@ -439,7 +439,10 @@ export class SqsQueue implements Queue {
     }
     await this.sendBatchAll(
       this.o.queueUrl,
-      items.map((x) => JSON.stringify({ ...x.body, a: x.counted } satisfies TaskMessage)),
+      // marked: it may have committed just before it was handed back (a worker looks first then)
+      items.map((x) =>
+        JSON.stringify({ ...x.body, p: { ...x.body.p, lk: 1 }, a: x.counted } satisfies TaskMessage),
+      ),
     );
     await Promise.all(chunks(items.map((x) => x.receipt)).map((b) => this.deleteBatch(this.o.queueUrl, b)));
   }

@@ -228,12 +228,24 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       const named = (r.payload.argv ?? []).filter((a) => local.named.has(a));
       return [...fromNeeds, ...named];
     };
-    const send = async (leases: ReadonlyArray<Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'>>) => {
+    /**
+     * Sends tasks to their pools' queues. `again`: they may have been sent before (by this
+     * coordinator or one before it), so each is marked for its worker to look for a committed
+     * result before running it (`lk`); a resumed job marks everything it sends.
+     */
+    const send = async (
+      leases: ReadonlyArray<Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'>>,
+      again: boolean,
+    ) => {
       if (leases.length === 0) return;
       const byQueue = new Map<SqsQueue, NewTask[]>();
       for (const l of leases) {
         const stage = stageOf(l);
-        const payload = stage.length ? { ...l.payload, stage } : l.payload;
+        const payload: TaskPayload = {
+          ...l.payload,
+          ...(stage.length ? { stage } : {}),
+          ...(again || resumed ? { lk: 1 as const } : {}),
+        };
         const q = queueFor(l.step, l.maxAttempts);
         const list = byQueue.get(q) ?? [];
         list.push({ key: l.key, step: l.step, payload });
@@ -248,7 +260,7 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       );
       for (const k of keys) forwarded.add(k);
     };
-    await send(unsent.map(toSend));
+    await send(unsent.map(toSend), true);
     /** Sent tasks not yet received by a worker, as last known (meta `queued`: see observe below). */
     let lastQueued = 0;
     const forward = async () => {
@@ -264,7 +276,7 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
           return l;
         })();
         if (leases.length === 0) return n;
-        await send(leases);
+        await send(leases, false);
         n += leases.length;
       }
     };
@@ -341,7 +353,7 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
           if (deciding && q && q.pending + q.leased === 0) {
             // Messages lost (retention, purge, a crash before sending): send what is still missing.
             const again = (openRows.all() as OpenRow[]).filter((r) => r.state === 'leased');
-            await send(again.map(toSend));
+            await send(again.map(toSend), true);
             log(`job ${name}: queue empty with ${again.length} task(s) missing; enqueued them again`);
             lastProgress = now;
           }
