@@ -10,7 +10,14 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { type FakeImds, PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
+import {
+  committedText,
+  type FakeImds,
+  PEER_ENV,
+  type Peer,
+  startFakeImds,
+  startPeer,
+} from './cluster-peer.js';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 
 let peer: Peer;
@@ -163,14 +170,13 @@ lease: 3s
   // Every output is committed once, with the right content, downloaded by the coordinator.
   const committed = (await keys('dist-bucket', committedPrefix)).sort();
   assert.deepEqual(committed, [...Array(TASKS).keys()].map((i) => `out/t${i}.txt`).sort());
-  const attempts = await keys('dist-bucket', 'jobs/dist/attempts/');
   for (const k of committed) {
-    assert.equal(
-      attempts.filter((a) => a.startsWith(`${k}/`)).length,
-      1,
-      `one surviving attempt of ${k}: ${attempts}`,
-    );
+    const c = peer.conditionalPuts.get(`/dist-bucket/${committedPrefix}${k}`);
+    assert.equal(c?.accepted, 1, `${k}: ${c?.accepted} commit markers accepted`);
+    assert.equal(committedText(peer, 'dist-bucket', `${committedPrefix}${k}`), `TASK ${k.slice(5, -4)}\n`);
   }
+  // small outputs live in their markers: no attempt object is uploaded, none is left behind
+  assert.deepEqual(await keys('dist-bucket', 'jobs/dist/attempts/'), []);
   for (let i = 0; i < TASKS; i++) {
     assert.equal(readFileSync(path.join(dir, 'out', `t${i}.txt`), 'utf8'), `TASK ${i}\n`);
     assert.ok(runsOf(`t${i}`).length >= 1);

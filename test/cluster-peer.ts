@@ -385,3 +385,18 @@ export async function startFakeImds(opts: { instanceId?: string } = {}): Promise
   const port = (server.address() as AddressInfo).port;
   return Object.assign(state, { endpoint: `http://127.0.0.1:${port}` });
 }
+
+/**
+ * The text of a committed output, read from the peer's memory through its commit marker: inside
+ * the marker (a small output), in the attempt object it names, or empty (a task without output).
+ */
+export function committedText(peer: Peer, bucket: string, markerKey: string): string {
+  const raw = peer.readObject(bucket, markerKey);
+  if (!raw) throw new Error(`no commit marker s3://${bucket}/${markerKey}`);
+  const m = JSON.parse(raw.toString('utf8')) as { object: string | null; data?: string };
+  if (m.data !== undefined) return Buffer.from(m.data, 'base64').toString('utf8');
+  if (m.object === null) return '';
+  const body = peer.readObject(bucket, m.object);
+  if (!body) throw new Error(`the marker ${markerKey} names ${m.object}, which does not exist`);
+  return body.toString('utf8');
+}

@@ -63,8 +63,31 @@ test('commit-once under a race: 8 attempts commit the same output at once, exact
   const winner = ids[results.indexOf('committed')]!;
   await s.download('race', path.join(dir, 'race'));
   assert.equal(readFileSync(path.join(dir, 'race'), 'utf8'), winner);
-  // the losers' uploads are gone: one attempt object is left
-  assert.deepEqual(await collect(s.keysBelow('attempts/')), [`race/${winner}`]);
+  // a small output is inside its marker: no attempt uploads, so none of the losers' is left
+  assert.deepEqual(await collect(s.keysBelow('attempts/')), []);
+  assert.equal((await s.marker('race'))?.attempt, winner);
+});
+
+test('a small output is its commit marker (one PUT); one over 64 KiB has an attempt object the marker names, and a late duplicate deletes its upload', async (t) => {
+  const { s, dir } = await store(t);
+  const puts = peer.requests.get('s3:PUT') ?? 0;
+  writeFileSync(await s.stage('small.txt', '1-wa'), 'tiny\n');
+  assert.equal(await s.commit('small.txt', '1-wa'), 'committed');
+  assert.equal((peer.requests.get('s3:PUT') ?? 0) - puts, 1, 'one PutObject commits a small output');
+  assert.equal(Buffer.from((await s.marker('small.txt'))?.data ?? '', 'base64').toString(), 'tiny\n');
+  const big = Buffer.alloc(64 * 1024 + 1, 'x');
+  writeFileSync(await s.stage('big.txt', '1-wa'), big);
+  writeFileSync(await s.stage('big.txt', '2-wb'), Buffer.alloc(big.length, 'y'));
+  assert.equal(await s.commit('big.txt', '1-wa'), 'committed');
+  assert.equal(await s.commit('big.txt', '2-wb'), 'duplicate');
+  const m = await s.marker('big.txt');
+  assert.equal(m?.data, undefined);
+  assert.ok(m?.object?.endsWith('attempts/big.txt/1-wa'), m?.object ?? 'no object');
+  assert.deepEqual(await collect(s.keysBelow('attempts/')), ['big.txt/1-wa']);
+  assert.ok(await s.download('big.txt', path.join(dir, 'big')));
+  assert.deepEqual(readFileSync(path.join(dir, 'big')), big);
+  assert.ok(await s.download('small.txt', path.join(dir, 'small')));
+  assert.equal(readFileSync(path.join(dir, 'small'), 'utf8'), 'tiny\n');
 });
 
 test('a large output goes up in parts (multipart) and downloads intact', async (t) => {

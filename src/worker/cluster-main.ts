@@ -25,7 +25,7 @@ import type {
 } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
-import { S3Store } from '../store/s3/s3-store.js';
+import { inlineBytes, S3Store } from '../store/s3/s3-store.js';
 import { WorkerAgent } from './agent.js';
 import { type ClusterDatabase, type DatabaseAccess, prepareDatabaseAccess } from './database.js';
 import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
@@ -208,10 +208,14 @@ class ClusterJobQueue implements Queue {
     if (this.isWorkflow && !range && !existsSync(dest)) {
       const m = await this.store.marker(rel);
       if (m) {
-        if (m.object === null) {
+        const inline = inlineBytes(m);
+        if (inline) {
+          // whole or absent: a worker that dies mid-write leaves no partial file to be taken for it
           await fsp.mkdir(path.dirname(dest), { recursive: true });
-          await fsp.writeFile(dest, '');
-        } else await this.cache.fetch(bucket, m.object, undefined, dest);
+          const tmp = `${dest}.${process.pid}.corral-part`;
+          await fsp.writeFile(tmp, inline);
+          await fsp.rename(tmp, dest);
+        } else await this.cache.fetch(bucket, m.object!, undefined, dest);
         return;
       }
     }
