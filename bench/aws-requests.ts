@@ -142,7 +142,7 @@ export async function countAwsRequests(
 }
 
 export const run: Bench = async (ctx) => {
-  const tasks = ctx.size === 'full' ? 10_000 : 500;
+  const tasks = ctx.size === 'full' ? 10_000 : 100;
   const c = await countAwsRequests(tasks, path.join(ctx.tmp, 'aws-requests'), ctx.log);
   const services = Object.entries(c.byService)
     .map(([k, v]) => `${k.toUpperCase()} ${(v / tasks).toFixed(3)}`)

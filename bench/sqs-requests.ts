@@ -41,7 +41,7 @@ export async function countRequests(
 }
 
 export const run: Bench = async (ctx) => {
-  const tasks = ctx.size === 'full' ? 10_000 : 500;
+  const tasks = ctx.size === 'full' ? 10_000 : 100;
   const c = await countRequests(tasks, path.join(ctx.tmp, 'sqs-requests'), ctx.log);
   const row: Row = {
     id: '4',
