@@ -62,9 +62,11 @@ for (const kind of ['native', 'perl'] as const) {
       const [e1, e2, e3, e4] = (await Promise.all(
         [ok, code, sig, io].map((x) => r.run(x.t)),
       )) as RunnerExit[];
-      assert.deepEqual(e1, { code: 0, signal: null, logBytes: 0 });
+      const { runMs: _r1, ...x1 } = e1!;
+      const { runMs: _r2, ...x2 } = e2!;
+      assert.deepEqual(x1, { code: 0, signal: null, logBytes: 0 });
       assert.equal(existsSync(ok.t.logFile), false, 'an empty log part is removed');
-      assert.deepEqual(e2, { code: 3, signal: null, logBytes: 5 });
+      assert.deepEqual(x2, { code: 3, signal: null, logBytes: 5 });
       assert.equal(readFileSync(code.t.logFile, 'utf8'), 'oops\n');
       assert.equal(e3?.signal, 15);
       assert.equal(e3?.code, null);
@@ -106,6 +108,28 @@ for (const kind of ['native', 'perl'] as const) {
       const z = task(dir, 'printf %s "$V0 $V255 $V256 $V299" > out3.txt', { env: many });
       assert.equal(((await r.run(z.t)) as RunnerExit).code, 0);
       assert.equal(readFileSync(path.join(dir, 'out3.txt'), 'utf8'), 'v0 v255 v256 v299');
+    });
+  });
+
+  test(`${kind} forker: each task's run time is reported, from its start to its exit, not counting its wait in the queue`, async (t) => {
+    // the worker sizes its claims by it: the round trip of one task through the worker, the
+    // forker and back is no measure of what a task costs
+    const dir = tempDir(t);
+    await withRunner(async (r) => {
+      const slow = task(dir, 'sleep 0.3');
+      const quick = task(dir, 'true');
+      const failed = task(dir, 'exit 5');
+      // written in one go: the quick ones wait in the forker's queue behind the slow one
+      const [s, q, f] = (await Promise.all([slow, quick, failed].map((x) => r.run(x.t)))) as RunnerExit[];
+      assert.equal(s!.code, 0);
+      assert.equal(typeof s!.runMs, 'number', 'the run time is reported');
+      assert.ok(s!.runMs! >= 295 && s!.runMs! < 60_000, `sleep 0.3 ran ${s!.runMs} ms`);
+      assert.ok(
+        q!.runMs! >= 0 && q!.runMs! < s!.runMs!,
+        `true ran ${q!.runMs} ms, not its wait behind sleep 0.3`,
+      );
+      assert.equal(f!.code, 5);
+      assert.ok(f!.runMs! >= 0 && f!.runMs! < s!.runMs!, `a failed task's run time too: ${f!.runMs} ms`);
     });
   });
 

@@ -130,7 +130,7 @@ interface PendingCommit {
 const COMMIT_MAX_PENDING = 256;
 
 /** How one task ended, as the batch loop sees it. */
-type RunOutcome =
+type RunOutcome = (
   | { ok: true; outcome: Completion['outcome']; startedAt: number; commit?: PendingCommit }
   | {
       ok: false;
@@ -140,7 +140,11 @@ type RunOutcome =
       startedAt: number;
       /** No attempt can succeed: not retried. */
       final?: boolean;
-    };
+    }
+) & {
+  /** How long the task's process ran, as the forker timed it (shell tasks run through it). */
+  runMs?: number;
+};
 /**
  * A worker: claims tasks from the Queue port, runs each (shell command or module function),
  * commits its output through the Store port, acks, and heartbeats its leases meanwhile.
@@ -317,6 +321,18 @@ export class WorkerAgent {
     return out;
   }
 
+  /** Per step: whether its command names `{output}` (parsed once, not per task). */
+  private readonly outputNamed = new Map<string, boolean>();
+
+  private usesOutput(step: StepDef): boolean {
+    let yes = this.outputNamed.get(step.name);
+    if (yes === undefined) {
+      yes = step.command !== undefined && placeholdersIn(step.command).includes('output');
+      this.outputNamed.set(step.name, yes);
+    }
+    return yes;
+  }
+
   /** Per step: whether its tasks may go through the forker (as far as the step decides). */
   private readonly forkable = new Map<string, boolean>();
 
@@ -355,10 +371,22 @@ export class WorkerAgent {
     if (this.pending.length > 0 && !this.committing) this.beginCommit();
   }
 
-  /** Starts a group of what is pending, unless a group is being flushed (it starts the next when it ends). */
+  /** A group start is scheduled (`kickCommit`). */
+  private kicked = false;
+
+  /**
+   * Starts a group of what is pending, unless a group is being flushed (it starts the next when
+   * it ends): after the results at hand are taken in, not at the first of them. The forker reports
+   * tasks in bulk (up to 32 in one read): started at the first, a group held that one output and
+   * the next group the rest, so half the groups paid a flush, a folder fsync and an ack for one.
+   */
   private kickCommit(): void {
-    if (this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
-    this.beginCommit();
+    if (this.kicked || this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
+    this.kicked = true;
+    setImmediate(() => {
+      this.kicked = false;
+      if (!this.committing && this.pending.length > 0 && this.commitError === undefined) this.beginCommit();
+    });
   }
 
   /** Starts committing what is pending as one group (none being flushed). */
@@ -433,6 +461,18 @@ export class WorkerAgent {
     let lastFlush = Date.now();
     const t0 = Date.now();
     let n = 0;
+    /** Of the `n` tasks, how many the forker timed, and how long they ran in all. */
+    let timed = 0;
+    let ranMs = 0;
+    // Time per task: the batch's wall time over its tasks, which for a few tasks is mostly the
+    // round trip of one (claim, forker, report, commit), not what a task costs. Sized by that, a
+    // batch of 1 stayed 1 wherever that trip took over TARGET_BATCH_MS / 2 (a loaded machine,
+    // a task with an output to commit) and the forker ran one task per round trip: shell tasks
+    // timed by the forker count what they ran, when less.
+    const perTask = () => {
+      const wall = (Date.now() - t0) / n;
+      return timed === n ? Math.min(wall, ranMs / n) : wall;
+    };
     let ended = false;
     const record = (lease: Lease, r: RunOutcome, finishedAt: number) => {
       const { startedAt } = r;
@@ -509,7 +549,7 @@ export class WorkerAgent {
           this.pipelines(last) &&
           this.stepOf(last).batch === undefined
         ) {
-          if (n > 0) this.adapt((Date.now() - t0) / n);
+          if (n > 0) this.adapt(perTask());
           claimMore();
         }
         if (next <= i) break; // stopping: this one and the rest are handed back
@@ -523,6 +563,10 @@ export class WorkerAgent {
         if (h >= 0) this.held.splice(h, 1);
         n++;
         this.ran++;
+        if (r.runMs !== undefined) {
+          timed++;
+          ranMs += r.runMs;
+        }
         if (r.ok && r.commit) {
           this.pending.push({ lease, commit: r.commit, startedAt: r.startedAt, finishedAt });
           if (this.pending.length >= COMMIT_MAX_PENDING) await this.startCommit();
@@ -549,7 +593,7 @@ export class WorkerAgent {
       await this.o.queue.release(this.held);
       this.held = [];
     }
-    if (n > 0) this.adapt((Date.now() - t0) / n);
+    if (n > 0) this.adapt(perTask());
   }
 
   /** Sizes the next claim so that it takes about TARGET_BATCH_MS at the measured time per task. */
@@ -671,7 +715,7 @@ export class WorkerAgent {
     let stdoutFile: string | undefined;
     try {
       if (step.command !== undefined || step.exec !== undefined) {
-        const usesOutput = step.command !== undefined && placeholdersIn(step.command).includes('output');
+        const usesOutput = this.usesOutput(step);
         // the staged output, or a HyperFlow process's config.executor.stdout file
         stdoutFile =
           staged && !usesOutput
@@ -768,15 +812,22 @@ export class WorkerAgent {
         logPath: log.written ? logPath : undefined,
         startedAt,
         final: r.final,
+        runMs: r.runMs,
       };
     }
-    if (key === undefined) return { ok: true, outcome: 'ok', startedAt };
+    if (key === undefined) return { ok: true, outcome: 'ok', startedAt, runMs: r.runMs };
     const written = log.written ? logPath : undefined;
     // a first commit of a shell task goes with the batch's others (one flush to disk for the
     // group); a module task's is committed here, before the next task runs in this process
     // (which it could take down, losing a pending group: its tasks would run again)
     if (!redo && store.commitAll && this.pipelines(lease))
-      return { ok: true, outcome: 'committed', startedAt, commit: { key, attemptId, logPath: written } };
+      return {
+        ok: true,
+        outcome: 'committed',
+        startedAt,
+        runMs: r.runMs,
+        commit: { key, attemptId, logPath: written },
+      };
     let c: CommitResult | Error;
     try {
       c = redo ? await store.replace!(key, attemptId) : await store.commit(key, attemptId);

@@ -7,11 +7,12 @@
  * stdin:  one task per line, tab-separated fields: cwd, stdin, stdout, log, command, then any
  *         number of NAME=VALUE variables added to the task's environment; in each field `%`, tab,
  *         newline and NUL are written %25, %09, %0a and %00 (nothing else is escaped)
- * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES` when it ends (STATUS a
- *         wait status, BYTES the size of its log part, removed when empty); `e PID STATUS BYTES
- *         ERRNO` when the shell could not be started (ERRNO says why: E2BIG, ENOENT, ...; STATUS
- *         is then exit 126 or 127); `e -1` when no process could be made. Written in bulk: before waiting for input, before an `s`, and
- *         every 32 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
+ * stdout: `s PID` when a task still runs after 20 ms; `e PID STATUS BYTES USEC` when it ends (STATUS a
+ *         wait status, BYTES the size of its log part, removed when empty, USEC how long it ran,
+ *         from its start to its exit, in microseconds); `e PID STATUS BYTES USEC ERRNO` when the
+ *         shell could not be started (ERRNO says why: E2BIG, ENOENT, ...; STATUS is then exit 126
+ *         or 127); `e -1` when no process could be made. Written in bulk: before waiting for input,
+ *         before an `s`, and every 32 tasks or 25 ms (FLUSH_EVERY, FLUSH_AFTER_MS).
  * SIGUSR1, or the death of the worker (we are reparented), means: start no more tasks.
  *
  * A task's stderr (and stdout, without a stdout file) goes to a scratch file next to its log part,
@@ -76,6 +77,13 @@ static long now_ms(void) {
   return (long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* A task's start and end, to report how long it ran (the worker sizes its claims by it). */
+static long now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 static void flush_out(void) {
   size_t off = 0;
   while (off < out_len) {
@@ -90,12 +98,12 @@ static void flush_out(void) {
   unflushed = 0;
 }
 
-static void put(const char *fmt, long a, long b, long c, long d, int fields) {
-  if (out_len > sizeof(out_buf) - 96) flush_out();
+static void put(const char *fmt, long a, long b, long c, long d, long e, int fields) {
+  if (out_len > sizeof(out_buf) - 128) flush_out();
   int n;
-  if (fields == 1) n = snprintf(out_buf + out_len, 96, fmt, a);
-  else if (fields == 3) n = snprintf(out_buf + out_len, 96, fmt, a, b, c);
-  else n = snprintf(out_buf + out_len, 96, fmt, a, b, c, d);
+  if (fields == 1) n = snprintf(out_buf + out_len, 128, fmt, a);
+  else if (fields == 4) n = snprintf(out_buf + out_len, 128, fmt, a, b, c, d);
+  else n = snprintf(out_buf + out_len, 128, fmt, a, b, c, d, e);
   if (n > 0) out_len += (size_t)n;
 }
 
@@ -293,7 +301,7 @@ int main(void) {
     for (char *t = line; (t = memchr(t, '\t', (size_t)(end - t))) != NULL; t++) fields++;
     char **f = fields >= 5 ? malloc((size_t)fields * sizeof *f) : NULL;
     if (!f) {
-      put("e %ld\n", -1, 0, 0, 0, 1);
+      put("e %ld\n", -1, 0, 0, 0, 0, 1);
       flush_out();
       continue;
     }
@@ -304,11 +312,12 @@ int main(void) {
       p = t + 1;
     }
     char **env = task_env(f + 5, fields - 5);
+    long began = now_us();
     pid_t pid = start(f[0], f[1], f[2], f[3], f[4], env);
     if (env && env != environ) free(env);
     if (pid < 0) {
       free(f);
-      put("e %ld\n", -1, 0, 0, 0, 1);
+      put("e %ld\n", -1, 0, 0, 0, 0, 1);
       flush_out();
       continue;
     }
@@ -323,7 +332,7 @@ int main(void) {
       close(pfd);
     }
     if (!ended) {
-      put("s %ld\n", pid, 0, 0, 0, 1);
+      put("s %ld\n", pid, 0, 0, 0, 0, 1);
       flush_out();
     }
     int st = 0;
@@ -333,6 +342,7 @@ int main(void) {
         break;
       }
     }
+    long ran = now_us() - began;
     kill(-pid, SIGKILL);
     long size;
     if (scratch_fd >= 0) size = settle_scratch(f[3]);
@@ -344,8 +354,8 @@ int main(void) {
     }
     free(f);
     /* a start that failed says why: E2BIG (a command or environment too long) is not retried */
-    if (spawn_errno) put("e %ld %ld %ld %ld\n", pid, st, size, spawn_errno, 4);
-    else put("e %ld %ld %ld\n", pid, st, size, 0, 3);
+    if (spawn_errno) put("e %ld %ld %ld %ld %ld\n", pid, st, size, ran, spawn_errno, 5);
+    else put("e %ld %ld %ld %ld\n", pid, st, size, ran, 0, 4);
     long now = now_ms();
     if (unflushed++ == 0) oldest_ms = now;
     if (unflushed >= FLUSH_EVERY || now - oldest_ms >= FLUSH_AFTER_MS) flush_out();

@@ -26,6 +26,8 @@ export interface TaskResult {
   readonly cancelled?: boolean;
   /** When the task's process started (ms since the epoch). */
   readonly startedAt?: number;
+  /** How long the task's process ran, as the worker's forker timed it. @default - not timed */
+  readonly runMs?: number;
   /** The command cannot start, however often it is tried (too long, a NUL byte): not retried. */
   readonly final?: boolean;
 }
@@ -272,6 +274,7 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
       },
     });
     if (exit === 'cancelled') return { ok: false, cancelled: true, error: 'not started: the worker stopped' };
+    const { runMs } = exit;
     // the task's output to the log, behind the attempt's header, only if it printed anything
     // (the runner removed an empty part)
     if (exit.logBytes !== 0) {
@@ -290,23 +293,25 @@ async function runWithRunner(o: RunCommandOptions, runner: ShellRunner): Promise
         ok: false,
         timedOut: true,
         startedAt,
+        runMs,
         error: `timed out after ${o.timeoutMs / 1000}s; its process group was killed`,
       };
-    if (aborted) return { ok: false, startedAt, error: 'aborted: the worker stopped' };
+    if (aborted) return { ok: false, startedAt, runMs, error: 'aborted: the worker stopped' };
     if (exit.spawnErrno !== undefined) {
       const [name, message] = getSystemErrorMap().get(-exit.spawnErrno) ?? [`errno ${exit.spawnErrno}`, ''];
-      return { ...startFailure(name, `${name}${message ? `, ${message}` : ''}`), startedAt };
+      return { ...startFailure(name, `${name}${message ? `, ${message}` : ''}`), startedAt, runMs };
     }
-    if (exit.code === 0) return { ok: true, startedAt };
+    if (exit.code === 0) return { ok: true, startedAt, runMs };
     if (exit.signal !== null)
       return {
         ok: false,
         startedAt,
+        runMs,
         error: `killed by ${SIGNAL_NAMES[exit.signal] ?? `signal ${exit.signal}`}`,
       };
     if (exit.code === null)
-      return { ok: false, startedAt, error: 'could not start the command (the shell runner stopped)' };
-    return { ok: false, startedAt, error: `exited with code ${exit.code}` };
+      return { ok: false, startedAt, runMs, error: 'could not start the command (the shell runner stopped)' };
+    return { ok: false, startedAt, runMs, error: `exited with code ${exit.code}` };
   } finally {
     if (watching) {
       clearTimeout(timer);

@@ -40,8 +40,9 @@ function forkerCommand(): [string, string[]] | undefined {
  *
  * Tasks run one at a time, in the order they were written; the worker may write several ahead,
  * so the next one starts the moment the last one exits, without a round trip through Node. For
- * each task it reports `e PID STATUS BYTES` when it ends (`e -1`: fork failed), BYTES being the
- * size of the task's log part, which it removes when empty. A task still running after 20 ms
+ * each task it reports `e PID STATUS BYTES USEC` when it ends (`e -1`: fork failed), BYTES being
+ * the size of the task's log part, which it removes when empty, and USEC how long it ran (-1
+ * where perl lacks Time::HiRes). A task still running after 20 ms
  * (watched through a pidfd) is reported at once as `s PID`, so that the worker can time it out or
  * kill it; shorter ones are reported only when they end. Reports are written in bulk: before it
  * waits for more input, before a task that outlives 20 ms, and every 32 tasks or once the oldest
@@ -77,6 +78,7 @@ while (!$stop) {
   substr($in, 0, $nl + 1) = '';
   last if $stop || getppid() != $worker;
   my ($cwd, $stdin, $stdout, $log, $cmd, @vars) = map { s/%([0-9a-fA-F]{2})/chr(hex($1))/ger } split(/\t/, $line, -1);
+  my $began = $clock ? $clock->() : 0;
   my $pid = fork();
   if (!defined $pid) { $out .= "e -1\n"; flush_out(); next; }
   if ($pid == 0) {
@@ -102,12 +104,12 @@ while (!$stop) {
   if (!$ended) { $out .= "s $pid\n"; flush_out(); }
   waitpid($pid, 0);
   my $st = $?;
+  my $now = $clock ? $clock->() : 0;
   kill('KILL', -$pid);
   my $size = -s $log;
   unlink($log) if !$size;
-  $out .= "e $pid $st " . ($size || 0) . "\n";
+  $out .= "e $pid $st " . ($size || 0) . ' ' . ($clock ? int(($now - $began) * 1e6) : -1) . "\n";
   if ($clock) {
-    my $now = $clock->();
     $oldest = $now if $unflushed++ == 0;
     flush_out() if $unflushed >= 32 || $now - $oldest >= 0.025;
   } elsif (++$unflushed >= 8) { flush_out(); }
@@ -121,6 +123,8 @@ export interface RunnerExit {
   readonly signal: number | null;
   /** Bytes the task wrote to its log part (removed by the runner when 0). */
   readonly logBytes?: number;
+  /** How long the task ran, from its start to its exit, as the forker timed it. @default - not timed */
+  readonly runMs?: number;
   /** Why the shell could not be started (an errno; the C forker only). */
   readonly spawnErrno?: number;
 }
@@ -210,7 +214,7 @@ class Forker {
       head.task.onStart(Number(l.slice(2)), false);
     } else if (l.startsWith('e ')) {
       this.requests.shift();
-      const [pid, status, bytes, errno] = l.slice(2).split(' ');
+      const [pid, status, bytes, usec, errno] = l.slice(2).split(' ');
       if (pid === '-1') {
         head.resolve(LOST);
         return;
@@ -219,14 +223,16 @@ class Forker {
       if (!head.started) head.task.onStart(Number(pid), true);
       const st = Number(status);
       const logBytes = Number(bytes ?? 0);
+      const us = Number(usec ?? -1);
+      const runMs = us >= 0 ? us / 1000 : undefined;
       head.resolve(
         st < 0
           ? LOST
           : st & 127
-            ? { code: null, signal: st & 127, logBytes }
+            ? { code: null, signal: st & 127, logBytes, runMs }
             : errno !== undefined
-              ? { code: st >> 8, signal: null, logBytes, spawnErrno: Number(errno) }
-              : { code: st >> 8, signal: null, logBytes },
+              ? { code: st >> 8, signal: null, logBytes, runMs, spawnErrno: Number(errno) }
+              : { code: st >> 8, signal: null, logBytes, runMs },
       );
     }
   }
