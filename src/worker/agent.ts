@@ -790,7 +790,7 @@ export class WorkerAgent {
     if (!redo && store.commitAll) {
       if (this.pipelines(lease))
         return { ok: true, outcome: 'committed', startedAt, commit: { key, attemptId, logPath: written } };
-      if (store.finish?.(key, attemptId))
+      if (step.module !== undefined && store.finish?.(key, attemptId))
         return {
           ok: true,
           outcome: 'committed',
