@@ -3,7 +3,7 @@
 // leaves either the complete output (counted done on resume) or none (the task runs again).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { FsStore } from '../src/store/fs/fs-store.js';
@@ -143,4 +143,104 @@ concurrency: 1
   }
   const r = await run;
   assert.equal(r.code, 0, r.stderr + r.stdout);
+});
+
+/**
+ * A `sync` first in PATH that records each call and takes `ms` before it runs the real one: the
+ * workers' group flushes (`sync -f DIR`) become slow enough that module tasks finish while the
+ * outputs of those before them are not committed yet.
+ */
+function slowSync(dir: string, ms: number): NodeJS.ProcessEnv {
+  const real = ['/usr/bin/sync', '/bin/sync'].find((p) => existsSync(p))!;
+  writeFiles(dir, {
+    'bin/sync': `#!/bin/sh\necho "$*" >> "${path.join(dir, 'syncs.txt')}"\nsleep ${ms / 1000}\nexec ${real} "$@"\n`,
+  });
+  chmodSync(path.join(dir, 'bin/sync'), 0o755);
+  return { PATH: `${path.join(dir, 'bin')}:${process.env.PATH}` };
+}
+
+/** A module job of 40 tasks, one worker; task 10 runs `poison` (JS) on its first attempt, then SIGKILLs its worker. */
+function poisonJob(dir: string, poison: string, maxAttempts: number): void {
+  writeFiles(dir, {
+    'items.txt': Array.from({ length: 40 }, (_, i) => `x${i}`).join('\n'),
+    'poison.mjs': `import { appendFileSync, existsSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+export default async (task) => {
+  appendFileSync('runs-' + task.index, 'x');
+  if (task.index === 10 && !existsSync('killed')) {
+    // the tasks before it whose outputs are committed at this moment
+    writeFileSync('killed', JSON.stringify(Array.from({ length: 10 }, (_, i) => i).filter((i) => existsSync('out/' + i))));
+    ${poison}
+    process.kill(process.pid, 'SIGKILL');
+  }
+  return 'ok ' + task.index;
+};
+`,
+    'job.yaml': `name: poison
+tasks:
+  map: { lines: items.txt }
+  module: ./poison.mjs
+outputs: out/{index}
+concurrency: 1
+retries: { maxAttempts: ${maxAttempts}, backoff: { initial: 10ms } }
+`,
+  });
+}
+
+test('module tasks commit their outputs in groups, and a worker killed before a group was committed loses none of its finished tasks: they never run again', async (t) => {
+  const dir = tempDir(t);
+  const env = slowSync(dir, 1000);
+  poisonJob(dir, '', 1);
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir, env, timeoutMs: 90_000 });
+  assert.equal(r.code, 1, r.stderr);
+  const summary = JSON.parse(r.stdout) as {
+    counts: Record<string, number>;
+    deadLetters: { key: string; error: string }[];
+  };
+  // the worker's death is charged to the task that killed it, not to a finished one
+  assert.deepEqual(
+    summary.deadLetters.map((d) => d.key),
+    ['10'],
+  );
+  assert.match(summary.deadLetters[0]!.error, /worker .* died \(SIGKILL\)/);
+  assert.equal(summary.counts.done, 39, r.stdout);
+  // when task 10 killed its worker, tasks 0-9 had finished but some outputs were not committed yet
+  const committedAtKill = JSON.parse(readFileSync(path.join(dir, 'killed'), 'utf8')) as number[];
+  assert.ok(
+    committedAtKill.length < 10,
+    `${committedAtKill.length} of 10 outputs were committed when the worker died`,
+  );
+  for (let i = 0; i < 40; i++) {
+    assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), 'x', `runs of task ${i}`);
+    if (i !== 10) assert.equal(readFileSync(path.join(dir, 'out', String(i)), 'utf8'), `ok ${i}`);
+  }
+  // one flush for many outputs: fewer flushes than tasks
+  const syncs = readFileSync(path.join(dir, 'syncs.txt'), 'utf8').trim().split('\n');
+  assert.ok(syncs.length > 0 && syncs.length < 20, `${syncs.length} flushes for 39 outputs`);
+  assert.ok(!existsSync(path.join(dir, '.corral-staging')), 'no staging left after the run');
+});
+
+test('a finished output staged in another boot (a power loss) is never taken for a result: its task runs again', async (t) => {
+  const dir = tempDir(t);
+  const env = slowSync(dir, 1000);
+  // as a worker of an earlier boot would leave them: its finished outputs under another boot id
+  poisonJob(
+    dir,
+    `const s = '.corral-staging/poison';
+    for (const d of readdirSync(s)) if (d.startsWith('finished-')) renameSync(s + '/' + d, s + '/finished-00000000-0000-4000-8000-000000000000');`,
+    2,
+  );
+  const r = await runCli(['run', 'job.yaml', '--json'], { cwd: dir, env, timeoutMs: 90_000 });
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+  const committedAtKill = JSON.parse(readFileSync(path.join(dir, 'killed'), 'utf8')) as number[];
+  assert.ok(
+    committedAtKill.length < 10,
+    `${committedAtKill.length} of 10 outputs were committed when the worker died`,
+  );
+  for (let i = 0; i < 40; i++) {
+    // a task whose finished output was not committed, moved to another boot's folder, ran again
+    const again = i === 10 || (i < 10 && !committedAtKill.includes(i));
+    assert.equal(readFileSync(path.join(dir, `runs-${i}`), 'utf8'), again ? 'xx' : 'x', `runs of task ${i}`);
+    assert.equal(readFileSync(path.join(dir, 'out', String(i)), 'utf8'), `ok ${i}`);
+  }
+  assert.ok(!existsSync(path.join(dir, '.corral-staging')), 'no staging left after the run');
 });

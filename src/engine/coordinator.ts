@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync 
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 import { SqliteQueue, type WorkerRow } from '../ledger/sqlite-queue.js';
-import type { TaskPayload } from '../queue/queue.js';
+import { attemptIdOf, type TaskPayload } from '../queue/queue.js';
 import { CommandFailed, isNoSpace, UsageError } from '../spec/errors.js';
 import type { LoadedJob } from '../spec/job.js';
 import type { Logger } from '../vendor/pino.js';
@@ -368,10 +368,16 @@ export async function runJob(job: LoadedJob, opts: RunOptions, adapters: LocalAd
       onEvent: (e) => {
         if (e.type === 'lost') {
           // its death is charged to the task it was running, the first whose output is not in
-          // the store; what it held behind that goes back uncounted
+          // the store; what it held behind that goes back uncounted. An output its attempt had
+          // finished but not committed yet (module tasks wait for a group commit in the worker's
+          // process) is committed now, so that task does not run again.
           const reason = `worker ${e.worker} died (${e.signal ?? `exit ${e.code}`})`;
-          const committed = (p: TaskPayload) =>
-            p.o === undefined ? Promise.resolve(false) : store.exists(p.o);
+          const committed = async (p: TaskPayload, attempt: number) => {
+            if (p.o === undefined) return false;
+            if (await store.exists(p.o)) return true;
+            const c = await store.adopt?.(p.o, attemptIdOf(attempt, e.worker)).catch(() => undefined);
+            return c === 'committed' || c === 'duplicate';
+          };
           queue.expireOwner(e.worker, reason, committed).then(
             (n) => {
               if (n > 0) compute?.wake();

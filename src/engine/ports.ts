@@ -56,6 +56,14 @@ export interface OutputStore {
   exists(key: string): Promise<boolean>;
   /** Removes what attempts left in staging. */
   cleanStaging(): void;
+  /**
+   * Commits the output an attempt of a worker that died had finished but not committed (marked
+   * finished in this boot); undefined when there is none. @default - absent: none is ever kept
+   */
+  adopt?(
+    key: string,
+    attemptId: string,
+  ): Promise<'committed' | 'duplicate' | 'conflict' | 'missing' | undefined>;
 }
 
 /**

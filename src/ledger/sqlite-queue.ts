@@ -383,12 +383,12 @@ export class SqliteQueue implements Queue {
   async expireOwner(
     owner: string,
     reason: string,
-    committed?: (payload: TaskPayload) => Promise<boolean>,
+    committed?: (payload: TaskPayload, attempt: number) => Promise<boolean>,
   ): Promise<number> {
     const rows = this.stmts.held.all(owner);
     let suspect: LeaseRow | undefined;
     for (const r of rows) {
-      if (!committed || !(await committed(JSON.parse(r.payload) as TaskPayload))) {
+      if (!committed || !(await committed(JSON.parse(r.payload) as TaskPayload, r.attempts))) {
         suspect = r;
         break;
       }

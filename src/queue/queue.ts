@@ -30,6 +30,11 @@ export interface Lease {
   readonly owner: string;
 }
 
+/** The id of an attempt (its staged output's name): the lease's attempt number and holder. */
+export function attemptIdOf(attempt: number, owner: string): string {
+  return `${attempt}-${owner}`;
+}
+
 /** How one attempt ended successfully. */
 export interface Completion {
   readonly lease: Lease;

@@ -17,8 +17,20 @@ export interface Store {
    * folder store can (absent elsewhere: `commit` each).
    */
   commitAll?(
-    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string }>,
+    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string; readonly finished?: boolean }>,
   ): Promise<Array<CommitResult | Error>>;
+  /**
+   * Marks an attempt's staged output finished (its task succeeded), synchronously and without a
+   * flush, so that it can wait for a group commit (`commitAll` with `finished`) while the worker
+   * runs more tasks in its own process: if the worker dies first, `adopt` commits it, unless the
+   * machine restarted meanwhile. False when it cannot: commit it now. Only the folder store can.
+   */
+  finish?(key: string, attemptId: string): boolean;
+  /**
+   * Commits the output an attempt marked finished (`finish`) in this boot but never committed
+   * (its worker died); undefined when there is none. Only the folder store can.
+   */
+  adopt?(key: string, attemptId: string): Promise<CommitResult | undefined>;
   /**
    * Makes the attempt's staged output the task's output in place of the one committed (a redo of
    * a task whose input changed), atomically: a reader sees the old output or the new one, never

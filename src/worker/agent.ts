@@ -17,6 +17,7 @@ import { sleep } from '../engine/process-utils.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
 import {
+  attemptIdOf,
   backoffDelay,
   type Completion,
   type Failure,
@@ -118,6 +119,8 @@ interface PendingCommit {
   readonly key: string;
   readonly attemptId: string;
   readonly logPath: string | undefined;
+  /** Its staged output was marked finished (`Store.finish`): the worker's death does not lose it. */
+  readonly finished?: boolean;
 }
 /**
  * Group commit of outputs (adaptive, as databases do it): at most one group is being flushed at
@@ -128,6 +131,12 @@ interface PendingCommit {
  * the flush under way (it stops running tasks) only when this many finished attempts are pending.
  */
 const COMMIT_MAX_PENDING = 256;
+/**
+ * The same for outputs marked finished (module tasks): the worker's death loses none of them, so
+ * more may wait while a slow flush goes on (a flush of the file system takes as long for 2,000
+ * outputs as for 256).
+ */
+const COMMIT_MAX_FINISHED = 2048;
 
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome = (
@@ -355,8 +364,12 @@ export class WorkerAgent {
 
   /** Finished attempts whose outputs are still staged, to be committed as one group. */
   private pending: Array<{ lease: Lease; commit: PendingCommit; startedAt: number; finishedAt: number }> = [];
+  /** Pending outputs not marked finished: a death of this process before their commit loses them. */
+  private unfinished = 0;
   /** The group commit under way (at most one), while the next tasks run. */
   private committing: Promise<void> | undefined;
+  /** Whether the group under way holds outputs not marked finished. */
+  private committingUnfinished = false;
   /** What the last group commit failed with, thrown at the next `settle`/`startCommit`. */
   private commitError: unknown;
 
@@ -393,12 +406,15 @@ export class WorkerAgent {
   private beginCommit(): void {
     const group = this.pending;
     this.pending = [];
+    this.committingUnfinished = this.unfinished > 0;
+    this.unfinished = 0;
     this.committing = this.commitGroup(group)
       .catch((err) => {
         this.commitError ??= err;
       })
       .finally(() => {
         this.committing = undefined;
+        this.committingUnfinished = false;
         this.kickCommit(); // what finished meanwhile
       });
   }
@@ -536,7 +552,8 @@ export class WorkerAgent {
         if (i >= leases.length) break;
         // a task that runs in this process (a module function) may take it down: the outputs of
         // the (shell) tasks finished before it are committed first, so that they never run again
-        if (next === i && (this.pending.length > 0 || this.committing) && !this.pipelines(leases[i]!))
+        // (outputs marked finished are kept: the coordinator commits them if this process dies)
+        if (next === i && (this.unfinished > 0 || this.committingUnfinished) && !this.pipelines(leases[i]!))
           await this.settle();
         topUp(i);
         const last = leases[next - 1]!;
@@ -569,7 +586,9 @@ export class WorkerAgent {
         }
         if (r.ok && r.commit) {
           this.pending.push({ lease, commit: r.commit, startedAt: r.startedAt, finishedAt });
-          if (this.pending.length >= COMMIT_MAX_PENDING) await this.startCommit();
+          if (!r.commit.finished) this.unfinished++;
+          if (this.unfinished >= COMMIT_MAX_PENDING || this.pending.length >= COMMIT_MAX_FINISHED)
+            await this.startCommit();
           else {
             this.throwCommitError();
             this.kickCommit();
@@ -636,7 +655,7 @@ export class WorkerAgent {
     }
     const changed = await inputChanged(p, baseDir);
     if (changed) return { ok: false, error: changed, startedAt };
-    const attemptId = `${lease.attempt}-${this.o.id}`;
+    const attemptId = attemptIdOf(lease.attempt, this.o.id);
     let staged: string | undefined;
     try {
       staged = key !== undefined ? await store.stage(key, attemptId) : undefined;
@@ -817,17 +836,28 @@ export class WorkerAgent {
     }
     if (key === undefined) return { ok: true, outcome: 'ok', startedAt, runMs: r.runMs };
     const written = log.written ? logPath : undefined;
-    // a first commit of a shell task goes with the batch's others (one flush to disk for the
-    // group); a module task's is committed here, before the next task runs in this process
-    // (which it could take down, losing a pending group: its tasks would run again)
-    if (!redo && store.commitAll && this.pipelines(lease))
-      return {
-        ok: true,
-        outcome: 'committed',
-        startedAt,
-        runMs: r.runMs,
-        commit: { key, attemptId, logPath: written },
-      };
+    // a first commit goes with the batch's others (one flush to disk for the group). A module
+    // task runs in this process, which a later one could take down with the pending group: its
+    // output is marked finished first (a rename, no flush), so that the coordinator commits it
+    // if this process dies; where it cannot be, it is committed here, before the next task runs
+    if (!redo && store.commitAll) {
+      if (this.pipelines(lease))
+        return {
+          ok: true,
+          outcome: 'committed',
+          startedAt,
+          runMs: r.runMs,
+          commit: { key, attemptId, logPath: written },
+        };
+      if (step.module !== undefined && store.finish?.(key, attemptId))
+        return {
+          ok: true,
+          outcome: 'committed',
+          startedAt,
+          runMs: r.runMs,
+          commit: { key, attemptId, logPath: written, finished: true },
+        };
+    }
     let c: CommitResult | Error;
     try {
       c = redo ? await store.replace!(key, attemptId) : await store.commit(key, attemptId);

@@ -1,6 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { constants, promises as fsp, rmdirSync, rmSync } from 'node:fs';
+import {
+  constants,
+  existsSync,
+  promises as fsp,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  unlinkSync,
+} from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { STAGING_DIR } from '../../spec/limits.js';
@@ -33,10 +45,16 @@ export class FsStore implements Store {
   private readonly crossDevice = new Set<string>();
   /** Output folders made (or found) already: a commit there needs no mkdir. */
   private readonly made = new Set<string>();
+  /** Hashes of recent output keys: a staged name is needed several times per output. */
+  private readonly hashes = new Map<string, string>();
   /** Whether the staging folder was made by this store (cleared by `cleanStaging`). */
   private staging = false;
   /** Whether `sync -f` (syncfs(2)) flushes a group of staged files; false after it failed once. */
   private syncfs = process.platform === 'linux';
+  /** Folder of the finished outputs staged in this boot (see `finish`); undefined without a boot id. */
+  private readonly finishedRoot: string | undefined;
+  /** Whether `finishedRoot` was made (and other boots' folders removed) by this store. */
+  private finishedMade = false;
 
   constructor(
     readonly root: string,
@@ -45,6 +63,7 @@ export class FsStore implements Store {
     this.location = root;
     this.fsync = opts.fsync ?? true;
     this.stagingRoot = path.join(root, STAGING_DIR, opts.scope ?? '');
+    this.finishedRoot = BOOT_ID && path.join(this.stagingRoot, `${FINISHED}${BOOT_ID}`);
   }
 
   /** Absolute path of a committed output. */
@@ -58,7 +77,12 @@ export class FsStore implements Store {
 
   /** Name of an attempt's staged output: unique per output and attempt, ending in the output's name. */
   private stagingName(key: string, attemptId: string): string {
-    const h = createHash('sha1').update(key).digest('hex').slice(0, 16);
+    let h = this.hashes.get(key);
+    if (h === undefined) {
+      h = createHash('sha1').update(key).digest('hex').slice(0, 16);
+      if (this.hashes.size >= 4096) this.hashes.clear();
+      this.hashes.set(key, h);
+    }
     return `${h}.${attemptId}`;
   }
 
@@ -79,32 +103,126 @@ export class FsStore implements Store {
     return this.stagingPath(key, attemptId);
   }
 
+  /** Where `finish` moves an attempt's staged output: the same name in this boot's folder. */
+  private finishedPath(key: string, attemptId: string): string {
+    return path.join(this.finishedRoot!, `${this.stagingName(key, attemptId)}-${path.basename(key)}`);
+  }
+
+  /**
+   * Marks an attempt's staged output finished (its task succeeded; the output is complete), to
+   * be committed with a group later: a rename into a folder named after this machine's boot id
+   * (/proc/sys/kernel/random/boot_id), a few microseconds, no flush. If the worker dies before
+   * the commit, `adopt` commits it instead of the task running again, but only in the same boot:
+   * after a power loss the page cache that held it is gone, so a file of another boot is never
+   * trusted (its folder is removed). False when it cannot be marked (no boot id, or no staged
+   * file): commit it as usual. Synchronous: it runs in the worker between two tasks.
+   */
+  finish(key: string, attemptId: string): boolean {
+    if (this.finishedRoot === undefined) return false;
+    const from = this.stagingPath(key, attemptId);
+    for (let tries = 0; tries < 2; tries++) {
+      if (!this.finishedMade || tries > 0) this.makeFinishedRoot();
+      try {
+        renameSync(from, this.finishedPath(key, attemptId));
+        return true;
+      } catch (err) {
+        // no staged file (the task wrote none): told by the commit; else the folder went: make it again
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !existsSync(from)) return false;
+      }
+    }
+    return false;
+  }
+
+  /** Makes this boot's folder of finished outputs, and removes those of other boots (never trusted). */
+  private makeFinishedRoot(): void {
+    mkdirSync(this.finishedRoot!, { recursive: true });
+    this.finishedMade = true;
+    const mine = path.basename(this.finishedRoot!);
+    for (const d of readdirSync(this.stagingRoot))
+      if (d.startsWith(FINISHED) && d !== mine)
+        rmSync(path.join(this.stagingRoot, d), { recursive: true, force: true });
+  }
+
+  /**
+   * Commits the output an attempt marked finished (`finish`) but did not commit: its worker died
+   * in between. Only one marked in this boot is taken: it is flushed to disk (fdatasync), then
+   * linked as `commit` does. Undefined when there is none.
+   */
+  async adopt(key: string, attemptId: string): Promise<CommitResult | undefined> {
+    if (this.finishedRoot === undefined) return undefined;
+    const p = this.finishedPath(key, attemptId);
+    try {
+      if (this.fsync) await flushFile(p, true);
+      else await fsp.access(p);
+    } catch {
+      return undefined;
+    }
+    const c = await this.commit(key, attemptId, { synced: true, finished: true });
+    if (c === 'committed' && this.fsync) await flushFile(path.dirname(this.pathOf(key))).catch(() => {});
+    return c;
+  }
+
+  /**
+   * The plain case of a commit, synchronously: a link (which fails if the output exists) and an
+   * unlink of the staged name, microseconds each, where each call through libuv's thread pool
+   * cost the worker's event loop a round trip. False where a commit takes more (an output there
+   * already, another file system, an error): `commit` does it then.
+   */
+  private linkSync(staged: string, key: string): boolean {
+    const final = this.pathOf(key);
+    const dir = path.dirname(final);
+    if (this.crossDevice.has(dir)) return false;
+    try {
+      if (!this.made.has(dir)) {
+        mkdirSync(dir, { recursive: true });
+        if (this.made.size >= 10_000) this.made.clear();
+        this.made.add(dir);
+      }
+      linkSync(staged, final);
+    } catch {
+      return false;
+    }
+    try {
+      unlinkSync(staged);
+    } catch {
+      // left for cleanStaging: the output is committed
+    }
+    return true;
+  }
+
   /**
    * Commits a group of staged outputs at once (group commit): every staged file is flushed to
    * disk first (one syncfs(2) for the group where Linux has it, else an fdatasync of each file,
    * several at a time), then each is linked to its output path as `commit` does (the first commit
    * wins; a staged file is never visible at the output path before it is on disk), then each
    * output folder touched is flushed once, so the links are on disk when this returns. Results
-   * are in the order of `items`; a commit that failed is its Error.
+   * are in the order of `items`; a commit that failed is its Error. An item `finished` was
+   * marked by `finish`.
    */
   async commitAll(
-    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string }>,
+    items: ReadonlyArray<{ readonly key: string; readonly attemptId: string; readonly finished?: boolean }>,
   ): Promise<Array<CommitResult | Error>> {
-    const failed = this.fsync
-      ? await this.flushFiles(items.map((x) => this.stagingPath(x.key, x.attemptId)))
-      : new Map<string, Error>();
+    const source = (x: (typeof items)[number]) =>
+      x.finished ? this.finishedPath(x.key, x.attemptId) : this.stagingPath(x.key, x.attemptId);
+    const failed = this.fsync ? await this.flushFiles(items.map(source)) : new Map<string, Error>();
     const out: Array<CommitResult | Error> = [];
     const dirs = new Set<string>();
     const one = async (x: (typeof items)[number], k: number) => {
-      const err = failed.get(this.stagingPath(x.key, x.attemptId));
+      const from = source(x);
+      const err = failed.get(from);
       if (err) {
         // not on disk: never linked
-        await this.discard(x.key, x.attemptId).catch(() => {});
+        await unlinkStaged(from).catch(() => {});
         out[k] = err;
         return;
       }
+      if (x.finished && this.linkSync(from, x.key)) {
+        dirs.add(path.dirname(this.pathOf(x.key)));
+        out[k] = 'committed';
+        return;
+      }
       try {
-        const c = await this.commit(x.key, x.attemptId, { synced: true });
+        const c = await this.commit(x.key, x.attemptId, { synced: true, finished: x.finished });
         if (c === 'committed') dirs.add(path.dirname(this.pathOf(x.key)));
         out[k] = c;
       } catch (err) {
@@ -148,8 +266,12 @@ export class FsStore implements Store {
     return failed;
   }
 
-  async commit(key: string, attemptId: string, opts: { synced?: boolean } = {}): Promise<CommitResult> {
-    const staged = this.stagingPath(key, attemptId);
+  async commit(
+    key: string,
+    attemptId: string,
+    opts: { synced?: boolean; finished?: boolean } = {},
+  ): Promise<CommitResult> {
+    const staged = opts.finished ? this.finishedPath(key, attemptId) : this.stagingPath(key, attemptId);
     const final = this.pathOf(key);
     const dir = path.dirname(final);
     if (this.crossDevice.has(dir)) return this.commitByCopy(key, attemptId, staged, final);
@@ -181,7 +303,7 @@ export class FsStore implements Store {
       });
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') return this.refused(key, attemptId, staged, final);
+      if (code === 'EEXIST') return this.refused(staged, final);
       if (code === 'EXDEV') {
         if (this.crossDevice.size >= 10_000) this.crossDevice.clear();
         this.crossDevice.add(dir);
@@ -196,7 +318,7 @@ export class FsStore implements Store {
       }
       throw err;
     }
-    await this.discard(key, attemptId);
+    await unlinkStaged(staged);
     return 'committed';
   }
 
@@ -240,11 +362,11 @@ export class FsStore implements Store {
       await fsp.link(copy, final);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      return this.refused(key, attemptId, staged, final);
+      return this.refused(staged, final);
     } finally {
       await fsp.rm(copy, { force: true });
     }
-    await this.discard(key, attemptId);
+    await unlinkStaged(staged);
     return 'committed';
   }
 
@@ -302,28 +424,14 @@ export class FsStore implements Store {
    * does not write the same bytes twice, or another writer: see CommitResult). Either way the
    * file there stays as it is and this attempt's output is dropped.
    */
-  private async refused(
-    key: string,
-    attemptId: string,
-    staged: string,
-    final: string,
-  ): Promise<CommitResult> {
+  private async refused(staged: string, final: string): Promise<CommitResult> {
     const same = await sameContent(staged, final).catch(() => false);
-    await this.discard(key, attemptId);
+    await unlinkStaged(staged);
     return same ? 'duplicate' : 'conflict';
   }
 
   async discard(key: string, attemptId: string): Promise<void> {
-    const p = this.stagingPath(key, attemptId);
-    try {
-      await fsp.unlink(p); // one call (fs.rm lstats first): this runs once per output
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      // a task may have made a folder at its output path
-      if (code === 'EISDIR' || code === 'EPERM') await fsp.rm(p, { recursive: true, force: true });
-      else throw err;
-    }
+    await unlinkStaged(this.stagingPath(key, attemptId));
   }
 
   /**
@@ -341,12 +449,9 @@ export class FsStore implements Store {
   }
 
   async exists(key: string): Promise<boolean> {
-    try {
-      await fsp.access(this.pathOf(key));
-      return true;
-    } catch {
-      return false;
-    }
+    // synchronous: a worker asks before each task, and a round trip through libuv's thread pool
+    // cost more than the call
+    return existsSync(this.pathOf(key));
   }
 
   async *list(prefix = ''): AsyncIterable<string> {
@@ -422,6 +527,32 @@ function syncFs(dir: string): Promise<boolean> {
 function idle(s: { child: ChildProcess }, yes: boolean): void {
   const handles = [s.child, s.child.stdin, s.child.stdout] as Array<{ ref(): void; unref(): void } | null>;
   for (const h of handles) yes ? h?.unref() : h?.ref();
+}
+
+/** Prefix of the folder of the finished outputs of one boot, in a store's staging folder (see `FsStore.finish`). */
+const FINISHED = 'finished-';
+
+/** This machine's boot id (Linux), read once; undefined elsewhere (outputs are then never marked finished). */
+const BOOT_ID = ((): string | undefined => {
+  try {
+    const id = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return /^[0-9a-f-]{16,64}$/i.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Removes a staged output (a file, or the folder a task made there). */
+async function unlinkStaged(p: string): Promise<void> {
+  try {
+    await fsp.unlink(p); // one call (fs.rm lstats first): this runs once per output
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    // a task may have made a folder at its output path
+    if (code === 'EISDIR' || code === 'EPERM') await fsp.rm(p, { recursive: true, force: true });
+    else throw err;
+  }
 }
 
 /** Flushes a file (its data only with `dataOnly`) or a folder to disk. */
