@@ -86,7 +86,8 @@ test('the moves no statement counts itself (retry, dead letter, expiry, late ack
   });
 });
 
-const OLD_TRIGGERS = `
+/** What migration 0003 replaced. */
+const OLD_SCHEMA = `
   CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
     INSERT INTO counts (step, state, n) VALUES (NEW.step, NEW.state, 1)
       ON CONFLICT (step, state) DO UPDATE SET n = n + 1;
@@ -95,7 +96,10 @@ const OLD_TRIGGERS = `
     UPDATE counts SET n = n - 1 WHERE step = OLD.step AND state = OLD.state;
     INSERT INTO counts (step, state, n) VALUES (NEW.step, NEW.state, 1)
       ON CONFLICT (step, state) DO UPDATE SET n = n + 1;
-  END;`;
+  END;
+  DROP INDEX tasks_leased;
+  CREATE INDEX tasks_leased ON tasks (lease_expires) WHERE state = 'leased';
+  CREATE INDEX tasks_owner ON tasks (owner) WHERE state = 'leased';`;
 
 test('a state file of the schema before (counts by trigger) resumes: migrated, its counts right, done tasks not run again', async (t) => {
   assert.equal(MIGRATIONS.length, 3, 'the schema this test migrates from is version 2');
@@ -119,10 +123,10 @@ concurrency: 2
   });
   const r1 = await runCli(['run', 'job.yaml', '--quiet'], { cwd: dir });
   assert.equal(r1.code, 1, r1.stderr + r1.stdout);
-  // the file as the version before left it: its schema (the count triggers), version 2
+  // the file as the version before left it: its schema (the count triggers, two lease indexes), version 2
   const file = path.join(dir, '.corral/jobs/old/state.db');
   const db = new Database(file);
-  db.exec(`DROP TRIGGER tasks_count_update; ${OLD_TRIGGERS} PRAGMA user_version = 2;`);
+  db.exec(`DROP TRIGGER tasks_count_update; ${OLD_SCHEMA} PRAGMA user_version = 2;`);
   countsAgree(db);
   db.close();
   rmSync(path.join(dir, 'broken'));

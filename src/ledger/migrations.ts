@@ -90,5 +90,10 @@ export const MIGRATIONS: readonly string[] = [
     INSERT INTO counts (step, state, n) VALUES (NEW.step, NEW.state, 1)
       ON CONFLICT (step, state) DO UPDATE SET n = n + 1;
   END;
+  -- one index of the leases instead of two (each claim and completion wrote both): a worker's
+  -- leases by owner; the reaper scans the leased rows (a few thousand at most) for expired ones
+  DROP INDEX tasks_owner;
+  DROP INDEX tasks_leased;
+  CREATE INDEX tasks_leased ON tasks (owner, lease_expires) WHERE state = 'leased';
   `,
 ];

@@ -264,7 +264,7 @@ export class SqliteQueue implements Queue {
              WHERE owner = ? AND state = 'leased' ORDER BY started_at, id`,
           ),
           expired: db.prepare<[number], LeaseRow>(
-            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks
+            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks INDEXED BY tasks_leased
              WHERE state = 'leased' AND lease_expires <= ? ORDER BY owner, started_at, id`,
           ),
           expireOne: db.prepare(
