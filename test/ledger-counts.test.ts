@@ -23,7 +23,7 @@ function countsAgree(db: Database.Database): void {
   assert.deepEqual(kept, real);
 }
 
-test('a claim and a completion of 1,000 tasks write their counts once per statement, not once per task', async (t) => {
+test('a claim and a completion of 1,000 tasks write their counts once per statement, not once per task, and one lease index', async (t) => {
   const q = new SqliteQueue(path.join(tempDir(t), 'state.db'), { maxAttempts: 2 });
   t.after(() => q.close());
   const n = 1000;
@@ -56,6 +56,25 @@ test('a claim and a completion of 1,000 tasks write their counts once per statem
     total: n,
   });
   countsAgree(q.db);
+  // and one index of the leases (a claim and a completion wrote two before)
+  const leaseIndexes = (
+    q.db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'").all() as {
+      name: string;
+      sql: string | null;
+    }[]
+  ).filter((r) => r.sql?.includes("WHERE state = 'leased'"));
+  assert.deepEqual(
+    leaseIndexes.map((r) => r.name),
+    ['tasks_leased'],
+  );
+  assert.deepEqual(
+    (
+      q.db.prepare("SELECT name FROM pragma_index_info('tasks_leased') ORDER BY seqno").all() as {
+        name: string;
+      }[]
+    ).map((r) => r.name),
+    ['owner', 'lease_expires'],
+  );
 });
 
 test('the moves no statement counts itself (retry, dead letter, expiry, late ack) are still counted', async (t) => {
