@@ -1,7 +1,7 @@
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import type { SqliteQueue } from '../ledger/sqlite-queue.js';
+import { CountDeltas, type SqliteQueue } from '../ledger/sqlite-queue.js';
 import { type TaskCounts, type TaskPayload, taskLabel } from '../queue/queue.js';
 import { UsageError } from '../spec/errors.js';
 import { type LoadedJob, MAP_STEP, type StepDef } from '../spec/job.js';
@@ -186,13 +186,15 @@ export class DagState {
       return true;
     };
     const rows = await inBatches((from, to) => {
+      const counted = new CountDeltas();
       for (let k = from; k < to; k++) {
         const t = tasks[k]!;
         const st = steps.get(t.step)!;
         ids[k] =
           written.get(this.keyOf(st.name, t.payload.i)) ??
-          this.insertRow(st, t.payload, t.after.length, depth[k]);
+          this.insertRow(st, t.payload, t.after.length, depth[k], counted);
       }
+      this.queue.addCounts(counted);
     });
     if (!rows) return false;
     // the edges of a plan cut short are written again (a HyperFlow job has no other edges)
@@ -326,18 +328,39 @@ export class DagState {
   private insertStmt: Database.Statement | undefined;
   private insertAgainStmt: Database.Statement | undefined;
 
-  private insertRow(st: StepDef, p: TaskPayload, depsLeft: number, depth?: number): number {
+  /**
+   * Inserts a task row; its count goes into `counted` (written by the caller at the end of its
+   * transaction), or is written now without it. Inserts have no count trigger (migration 0003).
+   */
+  private insertRow(
+    st: StepDef,
+    p: TaskPayload,
+    depsLeft: number,
+    depth?: number,
+    counted?: CountDeltas,
+  ): number {
     // prepared once: a million-task map inserts through it a million times
     this.insertStmt ??= this.db.prepare(
       'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left, depth) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id',
     );
-    const r = this.insertStmt.get(...this.rowOf(st, p, depsLeft, depth)) as {
+    const row = this.rowOf(st, p, depsLeft, depth);
+    const r = this.insertStmt.get(...row) as {
       id: number;
     };
+    this.countInsert(st.name, row[4], counted);
     return r.id;
   }
 
-  private insertSkipped(st: StepDef, p: TaskPayload, reason: string): number {
+  private countInsert(step: string, state: string, counted: CountDeltas | undefined): void {
+    if (counted) counted.add(step, state);
+    else {
+      const d = new CountDeltas();
+      d.add(step, state);
+      this.queue.addCounts(d);
+    }
+  }
+
+  private insertSkipped(st: StepDef, p: TaskPayload, reason: string, counted?: CountDeltas): number {
     const r = this.db
       .prepare(
         "INSERT INTO tasks (key, step, payload, max_attempts, state, last_error, finished_at) VALUES (?, ?, ?, ?, 'skipped', ?, ?) RETURNING id",
@@ -352,6 +375,7 @@ export class DagState {
       ) as {
       id: number;
     };
+    this.countInsert(st.name, 'skipped', counted);
     return r.id;
   }
 
@@ -451,14 +475,17 @@ export class DagState {
       'INSERT INTO tasks (key, step, payload, max_attempts, state, deps_left, depth) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING',
     );
     const again = this.insertAgainStmt;
-    const insert = (p: TaskPayload) => again.run(...this.rowOf(st, p, depsLeft));
+    // every row of the step has the same state: counted once per transaction
+    const insert = (rows: readonly TaskPayload[]) => {
+      let added = 0;
+      for (const p of rows) added += again.run(...this.rowOf(st, p, depsLeft)).changes;
+      const d = new CountDeltas();
+      d.add(st.name, depsLeft > 0 ? 'blocked' : 'pending', added);
+      this.queue.addCounts(d);
+    };
     const flush = () => {
       const rows = batch;
-      this.db
-        .transaction(() => {
-          for (const p of rows) insert(p);
-        })
-        .immediate();
+      this.db.transaction(() => insert(rows)).immediate();
       batch = [];
     };
     const collisions = outputCollisions(st, this.job.baseDir);
@@ -477,7 +504,7 @@ export class DagState {
     // the last rows, the barriers and the step's state in one transaction: planned at once or not at all
     this.db
       .transaction(() => {
-        for (const p of batch) insert(p);
+        insert(batch);
         this.insertBarriers(st, barriers);
         if (n > 0) this.setStepState(st.name, 'expanded', n);
       })
@@ -495,6 +522,7 @@ export class DagState {
     return this.db
       .transaction(() => {
         const rows = select.all(src) as { id: number; payload: string; state: string }[];
+        const counted = new CountDeltas();
         let i = 0;
         for (const r of rows) {
           const up = JSON.parse(r.payload) as TaskPayload;
@@ -504,19 +532,25 @@ export class DagState {
           if (r.state === 'dead' || r.state === 'skipped') {
             // its input will never come: decided now, since the source's fate was passed on already
             if (r.state === 'dead' && this.steps.get(src)?.continueOnFailure)
-              this.insertRow(st, p, own.length);
+              this.insertRow(st, p, own.length, undefined, counted);
             // with its edge: a re-run that retries the source makes it wait for it again
             else
               edge.run(
                 r.id,
-                this.insertSkipped(st, p, `skipped: needs task ${this.keyOf(src, up.i)}, which failed`),
+                this.insertSkipped(
+                  st,
+                  p,
+                  `skipped: needs task ${this.keyOf(src, up.i)}, which failed`,
+                  counted,
+                ),
               );
             continue;
           }
           // an input that is already committed is no reason to wait
-          const id = this.insertRow(st, p, own.length + (r.state === 'done' ? 0 : 1));
+          const id = this.insertRow(st, p, own.length + (r.state === 'done' ? 0 : 1), undefined, counted);
           if (r.state !== 'done') edge.run(r.id, id);
         }
+        this.queue.addCounts(counted);
         this.insertBarriers(st, own);
         this.setStepState(st.name, 'expanded', rows.length);
         return rows.length;
@@ -832,7 +866,9 @@ export class DagState {
       }
       this.db
         .transaction(() => {
-          for (const p of fresh) this.insertRow(st, p, 0);
+          const counted = new CountDeltas();
+          for (const p of fresh) this.insertRow(st, p, 0, undefined, counted);
+          this.queue.addCounts(counted);
           this.db.prepare('UPDATE steps SET tasks = tasks + ? WHERE name = ?').run(fresh.length, st.name);
         })
         .immediate();
@@ -887,13 +923,23 @@ export class DagState {
 
   /** Marks tasks done whose outputs the store already has, releasing their dependents. */
   markFound(ids: readonly number[]): void {
+    // from leased, counted here; from any other state but done, by the trigger (migration 0003)
+    const fromLeased = this.db.prepare(
+      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state = 'leased' RETURNING step",
+    );
     const upd = this.db.prepare(
-      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state <> 'done'",
+      "UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = 'found' WHERE id = ? AND state NOT IN ('done', 'leased')",
     );
     const now = Date.now();
     this.db
       .transaction(() => {
-        for (const id of ids) if (upd.run(now, id).changes > 0) this.queue.releaseDependents(id);
+        const counted = new CountDeltas();
+        for (const id of ids) {
+          const leased = fromLeased.get(now, id) as { step: string } | undefined;
+          if (leased) counted.move(leased.step, 'leased', 'done');
+          if (leased || upd.run(now, id).changes > 0) this.queue.releaseDependents(id);
+        }
+        this.queue.addCounts(counted);
       })
       .immediate();
   }

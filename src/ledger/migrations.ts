@@ -73,4 +73,27 @@ export const MIGRATIONS: readonly string[] = [
   DROP INDEX tasks_ready;
   CREATE INDEX tasks_ready ON tasks (depth DESC, run_at, id) WHERE state = 'pending';
   `,
+  /* 0003_counts_per_statement */ `
+  -- counts of the hot paths are written once per transaction by their writers, not per row by a
+  -- trigger (two b-tree writes per row: a third of a no-op task's cost in the state file): a
+  -- task's insert, and its moves pending → leased (a claim) and leased → done (a completion).
+  -- Every other move (retries, dead letters, expiries, skips, re-runs) is still counted here.
+  -- The counts kept so far stay right: nothing is recounted.
+  DROP TRIGGER tasks_count_insert;
+  DROP TRIGGER tasks_count_update;
+  CREATE TRIGGER tasks_count_update AFTER UPDATE OF state ON tasks
+    WHEN OLD.state <> NEW.state
+      AND NOT (OLD.state = 'pending' AND NEW.state = 'leased')
+      AND NOT (OLD.state = 'leased' AND NEW.state = 'done')
+  BEGIN
+    UPDATE counts SET n = n - 1 WHERE step = OLD.step AND state = OLD.state;
+    INSERT INTO counts (step, state, n) VALUES (NEW.step, NEW.state, 1)
+      ON CONFLICT (step, state) DO UPDATE SET n = n + 1;
+  END;
+  -- one index of the leases instead of two (each claim and completion wrote both): a worker's
+  -- leases by owner; the reaper scans the leased rows (a few thousand at most) for expired ones
+  DROP INDEX tasks_owner;
+  DROP INDEX tasks_leased;
+  CREATE INDEX tasks_leased ON tasks (owner, lease_expires) WHERE state = 'leased';
+  `,
 ];

@@ -35,6 +35,34 @@ interface ClaimRow {
   max_attempts: number;
 }
 
+/**
+ * Changes of the `counts` table that no trigger makes (migration 0003): a task's insert, a claim
+ * (pending → leased) and a completion (leased → done). Summed over a transaction by its writer
+ * and written once per step and state (`SqliteQueue.addCounts`) in the same transaction.
+ */
+export class CountDeltas {
+  private readonly byKey = new Map<string, { step: string; state: string; n: number }>();
+
+  /** `n` more tasks of `step` in `state` (fewer if negative). */
+  add(step: string, state: string, n = 1): void {
+    const k = `${state}\0${step}`;
+    const e = this.byKey.get(k);
+    if (e) e.n += n;
+    else this.byKey.set(k, { step, state, n });
+  }
+
+  /** `n` tasks of `step` moved from one state to another. */
+  move(step: string, from: string, to: string, n = 1): void {
+    this.add(step, from, -n);
+    this.add(step, to, n);
+  }
+
+  /** The non-zero changes. */
+  entries(): { step: string; state: string; n: number }[] {
+    return [...this.byKey.values()].filter((e) => e.n !== 0);
+  }
+}
+
 /** The leases of claimed rows. */
 function leasesOf(rows: readonly ClaimRow[], owner: string): Lease[] {
   return rows.map((r) => ({
@@ -201,9 +229,19 @@ export class SqliteQueue implements Queue {
              RETURNING id, key, step, payload, attempts, max_attempts`,
           ),
           heartbeat: db.prepare("UPDATE tasks SET lease_expires = ? WHERE owner = ? AND state = 'leased'"),
+          // a completion of a leased task (counted by the writer), else of one in any other state
+          // but done (a late ack after its lease was reaped: counted by the trigger)
+          completeLeased: db.prepare<[number, string, number], { step: string }>(
+            `UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = ?, last_error = NULL
+             WHERE id = ? AND state = 'leased' RETURNING step`,
+          ),
           complete: db.prepare(
             `UPDATE tasks SET state = 'done', owner = NULL, lease_expires = NULL, finished_at = ?, outcome = ?, last_error = NULL
-             WHERE id = ? AND state <> 'done'`,
+             WHERE id = ? AND state NOT IN ('done', 'leased')`,
+          ),
+          count: db.prepare(
+            `INSERT INTO counts (step, state, n) VALUES (?, ?, ?)
+             ON CONFLICT (step, state) DO UPDATE SET n = n + excluded.n`,
           ),
           retry: db.prepare(
             `UPDATE tasks SET state = 'pending', owner = NULL, lease_expires = NULL, run_at = ?, last_error = ?, log_path = ?
@@ -226,7 +264,7 @@ export class SqliteQueue implements Queue {
              WHERE owner = ? AND state = 'leased' ORDER BY started_at, id`,
           ),
           expired: db.prepare<[number], LeaseRow>(
-            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks
+            `SELECT id, attempts, max_attempts, owner, started_at, payload FROM tasks INDEXED BY tasks_leased
              WHERE state = 'leased' AND lease_expires <= ? ORDER BY owner, started_at, id`,
           ),
           expireOne: db.prepare(
@@ -252,9 +290,35 @@ export class SqliteQueue implements Queue {
     const { insert } = this.stmts;
     this.db
       .transaction(() => {
-        for (const t of tasks) insert.run(t.key, t.step, JSON.stringify(t.payload), maxAttempts);
+        const d = new CountDeltas();
+        for (const t of tasks)
+          if (insert.run(t.key, t.step, JSON.stringify(t.payload), maxAttempts).changes > 0)
+            d.add(t.step, 'pending');
+        this.addCounts(d);
       })
       .immediate();
+  }
+
+  /** Writes count changes that no trigger makes (inside the caller's write transaction). */
+  addCounts(d: CountDeltas): void {
+    const { count } = this.stmts;
+    for (const e of d.entries()) count.run(e.step, e.state, e.n);
+  }
+
+  /** Counts `n` tasks of `step` moved from one state to another by a statement no trigger counts. */
+  moveCounts(step: string, from: string, to: string, n = 1): void {
+    const d = new CountDeltas();
+    d.move(step, from, to, n);
+    this.addCounts(d);
+  }
+
+  /** Claimed rows (pending → leased) counted. */
+  private countClaimed(rows: readonly ClaimRow[]): readonly ClaimRow[] {
+    if (rows.length === 0) return rows;
+    const d = new CountDeltas();
+    for (const r of rows) d.move(r.step, 'pending', 'leased');
+    this.addCounts(d);
+    return rows;
   }
 
   async claim(owner: string, max: number, leaseMs: number, step?: string): Promise<Lease[]> {
@@ -265,9 +329,11 @@ export class SqliteQueue implements Queue {
     const now = Date.now();
     const rows = this.db
       .transaction(() =>
-        step === undefined
-          ? this.stmts.claim.all(owner, now + leaseMs, now, now, max)
-          : this.stmts.claimStep.all(owner, now + leaseMs, now, now, step, max),
+        this.countClaimed(
+          step === undefined
+            ? this.stmts.claim.all(owner, now + leaseMs, now, now, max)
+            : this.stmts.claimStep.all(owner, now + leaseMs, now, now, step, max),
+        ),
       )
       .immediate();
     return leasesOf(rows, owner);
@@ -288,7 +354,7 @@ export class SqliteQueue implements Queue {
       .transaction(() => {
         this.completeRows(done);
         const now = Date.now();
-        return this.stmts.claim.all(owner, now + leaseMs, now, now, max);
+        return this.countClaimed(this.stmts.claim.all(owner, now + leaseMs, now, now, max));
       })
       .immediate();
     return leasesOf(rows, owner);
@@ -304,14 +370,19 @@ export class SqliteQueue implements Queue {
 
   /** The body of `complete`, inside a write transaction. */
   private completeRows(done: readonly Completion[]): void {
-    const { complete, attempt, release_dependents, has_deps } = this.stmts;
+    const { completeLeased, complete, attempt, release_dependents, has_deps } = this.stmts;
     // read inside the write transaction: no task can gain a dependent between this and the updates
     const deps = has_deps.get() !== undefined;
+    const d = new CountDeltas();
     for (const c of done) {
-      if (complete.run(c.finishedAt, c.outcome, c.lease.taskId).changes > 0 && deps)
-        release_dependents.run(c.lease.taskId);
-      attempt.run(c.lease.taskId, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
+      const id = c.lease.taskId;
+      const leased = completeLeased.get(c.finishedAt, c.outcome, id);
+      if (leased) d.move(leased.step, 'leased', 'done');
+      if ((leased || complete.run(c.finishedAt, c.outcome, id).changes > 0) && deps)
+        release_dependents.run(id);
+      attempt.run(id, c.lease.attempt, c.lease.owner, c.startedAt, c.finishedAt, c.outcome, null);
     }
+    this.addCounts(d);
   }
 
   async fail(failures: readonly Failure[]): Promise<void> {

@@ -195,7 +195,10 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
         "UPDATE tasks SET state = 'leased', owner = ?, lease_expires = ?, attempts = attempts + 1 WHERE id = ? AND state = 'pending'",
       );
       db.transaction(() => {
-        for (const r of inQueue) take.run(SQS_OWNER, Date.now() + FOREVER_MS, r.id);
+        // pending → leased has no count trigger (migration 0003): counted here
+        for (const r of inQueue)
+          if (take.run(SQS_OWNER, Date.now() + FOREVER_MS, r.id).changes > 0)
+            ledger.queue.moveCounts(r.step, 'pending', 'leased');
       })();
     }
     // Leased in this ledger but never recorded as sent (the last coordinator stopped in between).
