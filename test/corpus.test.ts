@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import Database from 'better-sqlite3';
 import { runCli, tempDir } from './helpers.js';
 
 /**
@@ -10,7 +11,7 @@ import { runCli, tempDir } from './helpers.js';
  * error must match. Job YAML (`job-*`) and HyperFlow JSON (`hf-*`) go to `corral run`, cluster
  * YAML (`cluster-*`) to `corral plan`, and `*.args` hold CLI arguments, one per line (run next to
  * test/corpus/support/job.yaml; `args-corrupt-state-*` with a state file of job x that is not a
- * database). Every case exits 2 with exactly one `corral: error:` line and
+ * database, `args-newer-state-*` with one of a newer format). Every case exits 2 with exactly one `corral: error:` line and
  * changes nothing in its folder (no state dir, no outputs).
  */
 const DIR = path.join(import.meta.dirname, 'corpus');
@@ -87,6 +88,13 @@ function caseOf(name: string): Case {
       // the support job `x` has a state file that is not a database
       mkdirSync(path.join(dir, '.corral/jobs/x'), { recursive: true });
       writeFileSync(path.join(dir, '.corral/jobs/x/state.db'), 'garbage '.repeat(2000));
+    }
+    if (file.startsWith('args-newer-state-')) {
+      // the support job `x` has a state file of a format newer than this corral's
+      mkdirSync(path.join(dir, '.corral/jobs/x'), { recursive: true });
+      const db = new Database(path.join(dir, '.corral/jobs/x/state.db'));
+      db.pragma('user_version = 99');
+      db.close();
     }
   };
   if (file.endsWith('.args')) {

@@ -136,7 +136,7 @@ export function taskLogName(key: string): string {
 }
 
 /** sqlite's codes for a state file that cannot be opened or read (not a busy or full one). */
-const UNREADABLE = /^SQLITE_(CORRUPT|NOTADB|CANTOPEN|IOERR|PERM|READONLY|AUTH|FORMAT)/;
+const UNREADABLE = /^(SQLITE_(CORRUPT|NOTADB|CANTOPEN|IOERR|PERM|READONLY|AUTH|FORMAT)|CORRAL_NEWER_STATE)/;
 
 /**
  * A UsageError saying that a job's state file cannot be read and what to do, when `err` is
@@ -146,9 +146,16 @@ export function unreadableState(err: unknown, paths: JobPaths, job: string): Usa
   const code = (err as { code?: unknown } | undefined)?.code;
   if (typeof code !== 'string' || !UNREADABLE.test(code)) return undefined;
   const rel = path.relative(process.cwd(), paths.dir) || paths.dir;
+  const file = path.join(rel, path.basename(paths.db));
+  if (code === 'CORRAL_NEWER_STATE')
+    return new UsageError(
+      'JOB',
+      `the state of job ${job} cannot be read: ${file}: ${(err as Error).message}`,
+      `use the corral that wrote it (or a newer one), or run the job again with --fresh to plan it anew with this one`,
+    );
   return new UsageError(
     'JOB',
-    `the state of job ${job} cannot be read: ${path.join(rel, path.basename(paths.db))}: ${(err as Error).message} (${code})`,
+    `the state of job ${job} cannot be read: ${file}: ${(err as Error).message} (${code})`,
     `run the job again with --fresh to plan it anew (committed outputs are kept and not redone), or remove ${rel}`,
   );
 }

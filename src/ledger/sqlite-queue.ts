@@ -119,6 +119,17 @@ const NATIVE_BINDING = (() => {
  */
 export function openStateDb(file: string, opts: SqliteQueueOptions = {}): Database.Database {
   if (!opts.readonly) return openDb(file, opts);
+  const db = openReadonly(file, opts);
+  try {
+    refuseNewer(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return db;
+}
+
+function openReadonly(file: string, opts: SqliteQueueOptions): Database.Database {
   const db = openDb(file, opts);
   try {
     db.pragma('user_version', { simple: true }); // the first read opens the file (and its -shm)
@@ -170,11 +181,38 @@ function openDb(file: string, opts: SqliteQueueOptions): Database.Database {
   });
   db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
   if (!opts.readonly) {
+    // before anything is written to it (WAL mode, migrations)
+    try {
+      refuseNewer(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     migrate(db);
   }
   return db;
+}
+
+/** Error code of a state file whose format is newer than this corral's (see `unreadableState`). */
+export const NEWER_STATE = 'CORRAL_NEWER_STATE';
+
+/**
+ * Refuses a state file written by a newer corral: its counts and leases follow rules this one does
+ * not know (format 3 counts claims and completions in code, not by trigger), so reading or writing
+ * it would give wrong numbers.
+ */
+function refuseNewer(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw Object.assign(
+      new Error(
+        `written by a newer corral (state file format ${version}; this corral reads up to ${MIGRATIONS.length})`,
+      ),
+      { code: NEWER_STATE },
+    );
+  }
 }
 
 function migrate(db: Database.Database): void {
