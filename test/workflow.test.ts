@@ -20,7 +20,8 @@ steps:
     batch: 1
   - name: plus1
     map: { outputsOf: square }
-    command: 'echo $(( $(cat {input}) + 1 )); date +%s%N > t/plus1-{index}'
+    # the stamp appears whole (renamed into place): square/0 sees the file only once its time is in it
+    command: 'echo $(( $(cat {input}) + 1 )); date +%s%N > t/.plus1-{index}; mv t/.plus1-{index} t/plus1-{index}'
     outputs: p1/{index}
   - name: total
     reduce: plus1
