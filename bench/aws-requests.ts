@@ -16,7 +16,8 @@
  *
  *   node --import tsx bench/aws-requests.ts [--tasks 10000]
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadJobFile } from '../src/spec/job.js';
@@ -165,22 +166,33 @@ export const run: Bench = async (ctx) => {
   return [row];
 };
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+/**
+ * The command line of a request-counting bench (`--tasks N`, default 10,000): runs `count` in a
+ * scratch folder, removed after, logging to stderr.
+ */
+export async function fromCommandLine(
+  name: string,
+  count: (tasks: number, dir: string, log: (l: string) => void) => Promise<void>,
+): Promise<void> {
   const i = process.argv.indexOf('--tasks');
   const tasks = i > 0 ? Number(process.argv[i + 1]) : 10_000;
   if (!Number.isInteger(tasks) || tasks < 1) throw new Error('--tasks is a positive integer');
-  const { mkdtempSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'corral-aws-requests-'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), `corral-${name}-`));
   try {
-    const c = await countAwsRequests(tasks, dir, (l) => process.stderr.write(`${l}\n`));
+    await count(tasks, dir, (l) => process.stderr.write(`${l}\n`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  await fromCommandLine('aws-requests', async (tasks, dir, log) => {
+    const c = await countAwsRequests(tasks, dir, log);
     process.stdout.write(
       `${c.tasks} tasks in ${c.seconds.toFixed(1)} s: ${c.total} AWS requests = ${c.perTask.toFixed(3)} requests/task (budget ${BUDGET}); $${c.dollarsPerMillion.toFixed(2)} per million tasks\n`,
     );
     for (const [k, v] of Object.entries(c.byService))
       process.stdout.write(`  ${k.padEnd(12)} ${v} (${(v / tasks).toFixed(3)}/task)\n`);
     for (const [k, v] of Object.entries(c.byAction)) process.stdout.write(`  ${k.padEnd(36)} ${v}\n`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }

@@ -9,7 +9,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { countAwsRequests } from './aws-requests.js';
+import { countAwsRequests, fromCommandLine } from './aws-requests.js';
 import type { Bench, Row } from './lib.js';
 
 const BUDGET = 0.35;
@@ -61,19 +61,11 @@ export const run: Bench = async (ctx) => {
 };
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const i = process.argv.indexOf('--tasks');
-  const tasks = i > 0 ? Number(process.argv[i + 1]) : 10_000;
-  if (!Number.isInteger(tasks) || tasks < 1) throw new Error('--tasks is a positive integer');
-  const { mkdtempSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'corral-sqs-requests-'));
-  try {
-    const c = await countRequests(tasks, dir, (l) => process.stderr.write(`${l}\n`));
+  await fromCommandLine('sqs-requests', async (tasks, dir, log) => {
+    const c = await countRequests(tasks, dir, log);
     process.stdout.write(
       `${c.tasks} tasks in ${c.seconds.toFixed(1)} s: ${c.sqs} SQS requests = ${c.perTask.toFixed(3)} requests/task (budget ${BUDGET}); ${c.s3} S3 requests\n`,
     );
     for (const [k, v] of Object.entries(c.byAction)) process.stdout.write(`  ${k.padEnd(36)} ${v}\n`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }

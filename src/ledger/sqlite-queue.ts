@@ -119,23 +119,9 @@ const NATIVE_BINDING = (() => {
  */
 export function openStateDb(file: string, opts: SqliteQueueOptions = {}): Database.Database {
   if (!opts.readonly) return openDb(file, opts);
-  const db = openReadonly(file, opts);
   try {
-    refuseNewer(db);
+    return openDb(file, opts); // its first read (the format) opens the file and its -shm
   } catch (err) {
-    db.close();
-    throw err;
-  }
-  return db;
-}
-
-function openReadonly(file: string, opts: SqliteQueueOptions): Database.Database {
-  const db = openDb(file, opts);
-  try {
-    db.pragma('user_version', { simple: true }); // the first read opens the file (and its -shm)
-    return db;
-  } catch (err) {
-    db.close();
     if ((err as { code?: string }).code !== 'SQLITE_CANTOPEN' || writable(path.dirname(file))) throw err;
     return openCopy(file, opts);
   }
@@ -180,14 +166,14 @@ function openDb(file: string, opts: SqliteQueueOptions): Database.Database {
     nativeBinding: NATIVE_BINDING,
   });
   db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 30_000}`);
+  // before anything is written to it (WAL mode, migrations)
+  try {
+    refuseNewer(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   if (!opts.readonly) {
-    // before anything is written to it (WAL mode, migrations)
-    try {
-      refuseNewer(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     migrate(db);
