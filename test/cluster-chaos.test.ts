@@ -20,7 +20,7 @@ import { after, before, test } from 'node:test';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { loadJobFile } from '../src/spec/job.js';
 import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
-import { committedText, PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
+import { committedResults, committedText, PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { rng, startCli, tempDir, writeFiles } from './helpers.js';
 
 /** Tasks of the chaos job: 2,000 in the suite, CORRAL_CLUSTER_CHAOS_TASKS (10,000 in `npm run chaos`) otherwise. */
@@ -154,27 +154,24 @@ async function assertCommittedOnce(
   downloaded: boolean,
 ): Promise<Committed> {
   const prefix = `jobs/${job}/`;
-  const committed = keys(q.bucket, `${prefix}committed/`).sort();
+  // its own marker, or its entry in a bundle's marker (tasks sent several to a message)
+  const results = committedResults(peer, q.bucket, job);
+  const committed = results.map((r) => r.key).sort();
   assert.deepEqual(
     committed,
     Array.from({ length: n }, (_, i) => `out/${i}`).sort(),
-    'one commit marker per task',
+    'one committed result per task',
   );
   let refused = 0;
-  for (let i = 0; i < n; i++) {
-    const c = peer.conditionalPuts.get(`/${q.bucket}/${prefix}committed/out/${i}`);
-    assert.equal(c?.accepted, 1, `out/${i}: ${c?.accepted} commit markers accepted`);
-    refused += c.refused;
+  const markers = new Set<string>();
+  for (const r of results) {
+    assert.equal(r.accepted, 1, `${r.key}: ${r.accepted} commits of ${r.marker} accepted`);
+    assert.equal(r.text, expected(Number(r.key.slice('out/'.length))), `committed ${r.key}`);
+    if (!markers.has(r.marker)) refused += r.refused;
+    markers.add(r.marker);
   }
   // a killed worker leaves no upload behind: a small output is written only inside its marker
   assert.deepEqual(keys(q.bucket, `${prefix}attempts/`), [], 'no attempt object');
-  for (let i = 0; i < n; i++) {
-    assert.equal(
-      committedText(peer, q.bucket, `${prefix}committed/out/${i}`),
-      expected(i),
-      `committed out/${i}`,
-    );
-  }
   if (downloaded) {
     assert.deepEqual(checkOutDir(dir).sort(), committed.map((k) => k.slice('out/'.length)).sort());
     assert.deepEqual(

@@ -400,3 +400,46 @@ export function committedText(peer: Peer, bucket: string, markerKey: string): st
   if (!body) throw new Error(`the marker ${markerKey} names ${m.object}, which does not exist`);
   return body.toString('utf8');
 }
+
+/** One committed result of a job, as the bucket holds it. */
+export interface CommittedResult {
+  /** Its completion key (the output's key, or `.tasks/KEY`). */
+  readonly key: string;
+  readonly text: string;
+  /** The marker holding it: `committed/KEY`, or `bundles/ID` for a task sent in a bundle. */
+  readonly marker: string;
+  /** Conditional PUTs of that marker accepted and refused (late duplicates), at the peer. */
+  readonly accepted: number;
+  readonly refused: number;
+}
+
+/**
+ * Every committed result of a job (below `jobs/JOB/`), read from the peer's memory: one per task's
+ * own commit marker and one per task named in a bundle's marker. A task committed twice (in two
+ * markers) is listed twice.
+ */
+export function committedResults(peer: Peer, bucket: string, job: string): CommittedResult[] {
+  const prefix = `jobs/${job}/`;
+  const puts = (key: string) => peer.conditionalPuts.get(`/${bucket}/${key}`) ?? { accepted: 0, refused: 0 };
+  const out: CommittedResult[] = [];
+  for (const k of peer.objectKeys(bucket, `${prefix}committed/`)) {
+    const marker = `${prefix}committed/${k}`;
+    out.push({ key: k, text: committedText(peer, bucket, marker), marker, ...puts(marker) });
+  }
+  for (const id of peer.objectKeys(bucket, `${prefix}bundles/`)) {
+    const marker = `${prefix}bundles/${id}`;
+    const m = JSON.parse(peer.readObject(bucket, marker)!.toString('utf8')) as {
+      tasks: Record<string, { key: string; object: string | null; data?: string }>;
+    };
+    for (const e of Object.values(m.tasks)) {
+      const text =
+        e.data !== undefined
+          ? Buffer.from(e.data, 'base64').toString('utf8')
+          : e.object === null
+            ? ''
+            : (peer.readObject(bucket, e.object)?.toString('utf8') ?? `(missing ${e.object})`);
+      out.push({ key: e.key, text, marker, ...puts(marker) });
+    }
+  }
+  return out;
+}

@@ -66,14 +66,87 @@ test('batch enqueue and claim: 25 tasks in 3 sends, claims of 10, each task once
   await q.close();
 });
 
-test('a claim of one buffers the rest of the receive for its owner (one receive serves 10 tasks)', async () => {
+test('a claim of one buffers the rest of the receive for its owner (after a first receive of one message, one receive serves 10 tasks)', async () => {
   const { q } = await queue();
-  await q.enqueue(tasks(10));
+  await q.enqueue(tasks(11));
   const before = peer.requests.get('sqs:ReceiveMessage') ?? 0;
   const seen = new Set<number>();
-  for (let i = 0; i < 10; i++) for (const l of await q.claim('w1', 1, 30_000)) seen.add(l.payload.i);
-  assert.equal(seen.size, 10);
-  assert.equal((peer.requests.get('sqs:ReceiveMessage') ?? 0) - before, 1);
+  for (let i = 0; i < 11; i++) for (const l of await q.claim('w1', 1, 30_000)) seen.add(l.payload.i);
+  assert.equal(seen.size, 11);
+  // the first receive asks for one message: how many tasks a message carries is not known yet
+  assert.equal((peer.requests.get('sqs:ReceiveMessage') ?? 0) - before, 2);
+  await q.close();
+});
+
+test('a bundle: its tasks are leased together, settled together (one delete), a failed task is retried by its holder after its backoff, and a hand-back sends the bundle again whole and marked', async () => {
+  const { q, queueUrl, client } = await queue({ maxAttempts: 3, job: 'j' });
+  const bundle = (id: string, from: number, count: number) => ({
+    id,
+    tasks: tasks(from + count).slice(from),
+  });
+  await q.enqueueBundles([bundle('b1', 0, 20), bundle('b2', 20, 20)]);
+  // a worker wanting 10 tasks takes one bundle of 20 after its first receive, not ten bundles
+  const first = await q.claim('w1', 10, 30_000);
+  assert.deepEqual(
+    first.map((l) => l.payload.i),
+    [...Array(10).keys()],
+  );
+  assert.deepEqual(
+    {
+      id: q.bundleOf(first[0]!)?.id,
+      open: q.bundleOf(first[0]!)?.open.size,
+      again: q.bundleOf(first[0]!)?.again,
+    },
+    { id: 'b1', open: 20, again: false },
+  );
+  const rest = await q.claim('w1', 10, 30_000);
+  assert.deepEqual(
+    rest.map((l) => l.payload.i),
+    [...Array(20).keys()].slice(10),
+    'the rest of the bundle, from the buffer',
+  );
+  const deletes = peer.requests.get('sqs:DeleteMessageBatch') ?? 0;
+  // task 3 fails: retried here, after its backoff, with the next attempt number
+  await q.fail([failure(first[3]!, 300)]);
+  // the claim waits for it (it is this worker's to run), not for the queue
+  const t0 = Date.now();
+  const retried = await q.claim('w1', 1, 30_000);
+  assert.ok(Date.now() - t0 >= 250, `waited ${Date.now() - t0} ms of a 300 ms backoff`);
+  assert.deepEqual(
+    retried.map((l) => [l.key, l.attempt]),
+    [['3', 2]],
+  );
+  const all = [...first.filter((_l, i) => i !== 3), ...retried, ...rest];
+  await q.complete(
+    all.slice(0, 19).map((lease) => ({ lease, outcome: 'committed' as const, startedAt: 0, finishedAt: 0 })),
+  );
+  await q.flushDeletes();
+  assert.equal(peer.requests.get('sqs:DeleteMessageBatch') ?? 0, deletes, 'not deleted before its last task');
+  await q.complete([{ lease: all[19]!, outcome: 'committed', startedAt: 0, finishedAt: 0 }]);
+  await q.flushDeletes();
+  assert.equal((peer.requests.get('sqs:DeleteMessageBatch') ?? 0) - deletes, 1, 'one delete for the bundle');
+  // b2: released after one of its tasks ran: it goes back whole, marked, with the attempts counted
+  const b2 = await q.claim('w2', 10, 30_000);
+  assert.equal(q.bundleOf(b2[0]!)?.id, 'b2');
+  await q.release([b2[0]!]);
+  assert.equal(q.bundleOf(b2[1]!), undefined, 'every task of the bundle is forgotten');
+  const r = await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10 }));
+  assert.equal(r.Messages?.length, 1);
+  const body = JSON.parse(r.Messages![0]!.Body!) as {
+    b: string;
+    lk?: number;
+    t: Array<{ k: string; a: number }>;
+  };
+  assert.equal(body.b, 'b2');
+  assert.equal(body.lk, 1);
+  assert.deepEqual(
+    body.t.map((t) => t.k),
+    [...Array(40).keys()].slice(20).map(String),
+  );
+  assert.ok(
+    body.t.every((t) => t.a === 0),
+    'a hand-back is not an attempt',
+  );
   await q.close();
 });
 

@@ -7,6 +7,11 @@ export const S3_LAYOUT = {
   attempts: 'attempts/',
   /** `committed/<output key>`: the commit marker, written once with If-None-Match: *. */
   committed: 'committed/',
+  /**
+   * `bundles/<bundle id>`: the commit marker of a bundle (several tasks sent in one message),
+   * written once with If-None-Match: *; it holds the results of the tasks that succeeded.
+   */
+  bundles: 'bundles/',
   /** `failed/<task key>`: tasks that failed their last attempt. */
   failed: 'failed/',
 } as const;

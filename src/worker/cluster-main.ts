@@ -25,7 +25,8 @@ import type {
 } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
-import { inlineBytes, S3Store } from '../store/s3/s3-store.js';
+import { type BundleItem, inlineBytes, S3Store } from '../store/s3/s3-store.js';
+import type { CommitResult, Store } from '../store/store.js';
 import { WorkerAgent } from './agent.js';
 import { type ClusterDatabase, type DatabaseAccess, prepareDatabaseAccess } from './database.js';
 import { type DockerCommandOptions, dockerCommand, dockerExec } from './docker-command.js';
@@ -112,20 +113,66 @@ export interface ClusterWorkerResult {
 }
 
 /**
+ * The Store a job's agent sees: the job's folder of the bucket, where the output of a bundle's
+ * task is not committed alone: it stays staged until the bundle commits (ClusterJobQueue).
+ */
+class BundlingStore implements Store {
+  /** Outputs of bundle tasks: their commit waits for the bundle's (never committed alone). */
+  readonly deferred = new Set<string>();
+  readonly location: string;
+  constructor(readonly s3: S3Store) {
+    this.location = s3.location;
+  }
+  stage(key: string, attemptId: string): Promise<string> {
+    return this.s3.stage(key, attemptId);
+  }
+  async commit(key: string, attemptId: string): Promise<CommitResult> {
+    if (!this.deferred.has(key)) return this.s3.commit(key, attemptId);
+    return existsSync(this.s3.stagingPath(key, attemptId)) ? 'committed' : 'missing';
+  }
+  discard(key: string, attemptId: string): Promise<void> {
+    return this.s3.discard(key, attemptId);
+  }
+  exists(key: string): Promise<boolean> {
+    return this.s3.exists(key);
+  }
+  list(prefix?: string): AsyncIterable<string> {
+    return this.s3.list(prefix);
+  }
+}
+
+/** What a bundle's tasks ended with here, waiting for its last one (the bundle commits at once). */
+interface BundleRun {
+  readonly completions: Map<string, Completion>;
+  readonly finals: Map<string, Failure>;
+}
+
+/**
  * The Queue a job's agent sees: the SQS queue plus what the AWS runtime adds around it (stage
- * inputs on claim; empty markers, failure markers and task logs on complete/fail).
+ * inputs on claim; empty markers, failure markers and task logs on complete/fail; a bundle's
+ * results committed as one marker once its last task is done).
  */
 class ClusterJobQueue implements Queue {
   stopped = false;
+  /** Bundles held, by id: what their tasks ended with so far. */
+  private readonly bundles = new Map<string, BundleRun>();
+  /**
+   * Leases (task ids) that came in a bundle: one that ends after its bundle was handed back
+   * commits nothing and records no failure (the bundle runs again elsewhere, whole).
+   */
+  private readonly bundled = new Set<number>();
+  private readonly store: S3Store;
   constructor(
     private readonly sqs: SqsQueue,
     private readonly job: LoadedJob,
-    private readonly store: S3Store,
+    private readonly outputs: BundlingStore,
     private readonly cache: InputCache,
     private readonly logsDir: string,
     /** The pool's image: a task's own executable (HyperFlow `argv`) runs in it. @default - on the host */
     private readonly docker?: DockerCommandOptions,
-  ) {}
+  ) {
+    this.store = outputs.s3;
+  }
 
   enqueue(tasks: readonly NewTask[]): Promise<void> {
     return this.sqs.enqueue(tasks);
@@ -149,13 +196,37 @@ class ClusterJobQueue implements Queue {
       await this.sqs.flushDeletes();
       return [];
     }
-    for (const l of leases) await this.stageInputs(l.payload);
+    leases = await this.skipCommittedBundles(leases);
+    for (const l of leases) {
+      const b = this.sqs.bundleOf(l);
+      if (b && !this.bundles.has(b.id)) this.bundles.set(b.id, { completions: new Map(), finals: new Map() });
+      if (b) this.bundled.add(l.taskId);
+      if (b && l.payload.o !== undefined) this.outputs.deferred.add(l.payload.o);
+      await this.stageInputs(l.payload);
+    }
     const docker = this.docker;
     if (!docker) return leases;
     // the message keeps the original argv (a hand-back re-sends the received body, not this)
     return leases.map((l) =>
       l.payload.argv ? { ...l, payload: { ...l.payload, argv: dockerExec(l.payload.argv, docker) } } : l,
     );
+  }
+
+  /**
+   * A bundle received before, or sent again, may have been committed by an earlier attempt: its
+   * marker is looked for once (one HEAD for all its tasks) and, if there, the bundle is done here.
+   */
+  private async skipCommittedBundles(leases: Lease[]): Promise<Lease[]> {
+    const ids = leases.map((l) => this.sqs.bundleOf(l));
+    const committed = new Set<string>();
+    for (const [i, b] of ids.entries()) {
+      if (!b?.again || this.bundles.has(b.id) || committed.has(b.id)) continue;
+      if (await this.store.bundleCommitted(b.id)) {
+        committed.add(b.id);
+        await this.sqs.settleBundle(leases[i]!);
+      }
+    }
+    return committed.size ? leases.filter((_l, i) => !committed.has(ids[i]?.id ?? '')) : leases;
   }
 
   private abandonCheckedAt = 0;
@@ -246,6 +317,50 @@ class ClusterJobQueue implements Queue {
   }
 
   async complete(done: readonly Completion[]): Promise<void> {
+    const alone: Completion[] = [];
+    for (const c of done) {
+      const b = this.sqs.bundleOf(c.lease);
+      const run = b && this.bundles.get(b.id);
+      if (!b || !run) {
+        if (!this.bundled.has(c.lease.taskId)) alone.push(c);
+        else if (c.lease.payload.o !== undefined)
+          await this.store.discard(c.lease.payload.o, `${c.lease.attempt}-${c.lease.owner}`);
+        continue;
+      }
+      run.completions.set(c.lease.key, c);
+      await this.commitBundleIfDone(c.lease);
+    }
+    await this.completeAlone(alone);
+  }
+
+  /**
+   * Commits a bundle once each of its tasks succeeded or failed its last attempt here: one
+   * marker holds every success; then its message is deleted and its dead tasks recorded. Another
+   * attempt of the bundle that committed first wins: this one's results are dropped.
+   */
+  private async commitBundleIfDone(lease: Lease): Promise<void> {
+    const b = this.sqs.bundleOf(lease);
+    const run = b && this.bundles.get(b.id);
+    if (!b || !run) return;
+    for (const k of b.open) if (!run.completions.has(k) && !run.finals.has(k)) return;
+    this.bundles.delete(b.id);
+    const items: BundleItem[] = [...run.completions.values()].map((c) => ({
+      task: c.lease.key,
+      key: c.lease.payload.o ?? doneKey(c.lease.key),
+      attemptId: `${c.lease.attempt}-${c.lease.owner}`,
+      output: c.lease.payload.o !== undefined,
+    }));
+    const won = (await this.store.commitBundle(b.id, items)) === 'committed';
+    if (!won) {
+      await this.sqs.settleBundle(lease);
+      return;
+    }
+    for (const c of run.completions.values()) await this.shipLog(c.lease.key);
+    await this.failHere([...run.finals.values()]);
+    await this.sqs.complete([...run.completions.values()]);
+  }
+
+  private async completeAlone(done: readonly Completion[]): Promise<void> {
     for (const c of done) {
       await this.commitOuts(c);
       if (c.lease.payload.o === undefined)
@@ -256,6 +371,23 @@ class ClusterJobQueue implements Queue {
   }
 
   async fail(failures: readonly Failure[]): Promise<void> {
+    const now: Failure[] = [];
+    for (const f of failures) {
+      const b = this.sqs.bundleOf(f.lease);
+      const run = b && this.bundles.get(b.id);
+      const last = f.lease.attempt >= f.lease.maxAttempts || f.final === true;
+      // a bundle's task failing its last attempt leaves the bundle when the bundle commits
+      if (run && last) {
+        run.finals.set(f.lease.key, f);
+        await this.commitBundleIfDone(f.lease);
+      } else if (run || !this.bundled.has(f.lease.taskId)) now.push(f);
+    }
+    await this.failHere(now);
+  }
+
+  /** Fails attempts in the queue (retry, or dead letter) and records the dead ones in the bucket. */
+  private async failHere(failures: readonly Failure[]): Promise<void> {
+    if (failures.length === 0) return;
     await this.sqs.fail(failures);
     for (const f of failures) {
       await this.shipLog(f.lease.key);
@@ -270,8 +402,35 @@ class ClusterJobQueue implements Queue {
     }
   }
 
-  release(leases: readonly Lease[]): Promise<void> {
-    return this.sqs.release(leases);
+  /** Hands leases back: a bundle goes back whole, and what its tasks staged is dropped. */
+  async release(leases: readonly Lease[]): Promise<void> {
+    this.forgetBundles(leases);
+    await this.sqs.release(leases);
+  }
+
+  /** Every lease held, handed back at once (a spot notice). */
+  async releaseAll(owner: string): Promise<number> {
+    this.forgetBundles(this.sqs.heldLeases(owner));
+    return this.sqs.releaseAll(owner);
+  }
+
+  /** What was received ahead, handed back (a rebalance): with it, the bundles it belongs to. */
+  async releaseBuffered(): Promise<number> {
+    this.forgetBundles(this.sqs.bufferedLeases());
+    return this.sqs.releaseBuffered();
+  }
+
+  private forgetBundles(leases: readonly Lease[]): void {
+    for (const l of leases) {
+      const b = this.sqs.bundleOf(l);
+      const run = b && this.bundles.get(b.id);
+      if (!b || !run) continue;
+      this.bundles.delete(b.id);
+      for (const c of run.completions.values()) {
+        const o = c.lease.payload.o;
+        if (o !== undefined) this.store.discard(o, `${c.lease.attempt}-${c.lease.owner}`).catch(() => {});
+      }
+    }
   }
 
   reapExpired(): Promise<number> {
@@ -425,7 +584,7 @@ export async function runClusterWorker(
               discovery.interrupt();
               const now = current;
               if (now) now.queue.stopped = true;
-              const ahead = now ? now.sqs.releaseBuffered() : Promise.resolve(0);
+              const ahead = now ? now.queue.releaseBuffered() : Promise.resolve(0);
               ahead.then(
                 (n) =>
                   log(
@@ -444,7 +603,7 @@ export async function runClusterWorker(
               current.agent.stop('drain');
             }
             const handBack = async () => {
-              const a = current ? await current.sqs.releaseAll(id) : 0;
+              const a = current ? await current.queue.releaseAll(id) : 0;
               const b = await discovery.releaseAll(id);
               releaseMs = Date.now() - t0;
               log(
@@ -539,7 +698,7 @@ export async function runClusterWorker(
           waitTimeSeconds: 1,
           onDeadLetter: recordDeadLetter,
         });
-        const store = jobStore(name);
+        const store = new BundlingStore(jobStore(name));
         const queue = new ClusterJobQueue(
           sqs,
           job,

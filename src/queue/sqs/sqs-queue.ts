@@ -10,7 +10,14 @@ import {
   type Queue,
   type TaskCounts,
 } from '../queue.js';
-import { BODY_VERSION, chunks, type DeadMessage, parseBody, type TaskMessage } from './message.js';
+import {
+  BODY_VERSION,
+  type BundleMessage,
+  chunks,
+  type DeadMessage,
+  parseMessage,
+  type TaskMessage,
+} from './message.js';
 
 const {
   ChangeMessageVisibilityBatchCommand,
@@ -78,15 +85,40 @@ export interface SqsQueueOptions {
   readonly onDeadLetter?: (d: DeadLetter & { readonly job?: string }) => Promise<void> | void;
 }
 
-/** What the adapter remembers of a message it received. */
-interface Held {
-  readonly lease: Lease;
-  readonly body: TaskMessage;
+/** A message received: one task's, or a bundle's (several tasks, settled together). */
+interface Received {
   receiptHandle: string;
   /** When the message becomes visible again unless extended (ms since the epoch). */
   visibleUntil: number;
   /** The lease it was claimed for. */
   readonly leaseMs: number;
+  /** The bundle it carries. @default - one task */
+  readonly bundle?: BundleMessage;
+  /** A bundle's tasks not settled yet (completed or dead), by key; when none is left, the message is deleted. */
+  readonly open: Set<string>;
+  /** Received before (its receive count) or marked as sent again: a worker looks for its result first. */
+  readonly again: boolean;
+}
+
+/** What the adapter remembers of a task it received. */
+interface Held {
+  readonly lease: Lease;
+  readonly body: TaskMessage;
+  readonly msg: Received;
+  /** A bundle's task retried here: not handed out before this time (its backoff). @default - at once */
+  readonly notBefore?: number;
+}
+
+/** A bundle to send: its id (the name of its commit marker) and its tasks. */
+export interface NewBundle {
+  readonly id: string;
+  readonly tasks: readonly NewTask[];
+}
+
+/** A message to hand back: its tasks and the attempts each counted so far. */
+interface HandBack {
+  readonly msg: Received;
+  readonly tasks: ReadonlyArray<{ readonly body: TaskMessage; readonly counted: number }>;
 }
 
 /** Stamped on tasks that exhausted their attempts because their lease expired. */
@@ -115,6 +147,8 @@ export class SqsQueue implements Queue {
   private deleteTimer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
   private nextId = 1;
+  /** Tasks in the last message received (0: none received yet): how many messages a receive asks for. */
+  private perMessage = 0;
   private done = 0;
   private readonly polls = new Set<AbortController>();
   /** Timers extending messages a long poll received with the short poll visibility. */
@@ -150,6 +184,25 @@ export class SqsQueue implements Queue {
     }
   }
 
+  /**
+   * Sends bundles: one message each, its tasks settled together (see BundleMessage). `again`: they
+   * may have been sent before, so a worker looks for the bundle's marker first.
+   */
+  async enqueueBundles(bundles: readonly NewBundle[], again = false): Promise<void> {
+    const m = this.o.maxAttempts ?? 3;
+    const bodies = bundles.map((b) =>
+      JSON.stringify({
+        v: BODY_VERSION,
+        j: this.o.job,
+        b: b.id,
+        m,
+        ...(again ? { lk: 1 as const } : {}),
+        t: b.tasks.map((t) => ({ k: t.key, s: t.step, p: t.payload })),
+      } satisfies BundleMessage),
+    );
+    await this.sendBatchAll(this.o.queueUrl, bodies);
+  }
+
   private async sendBatch(queueUrl: string, bodies: readonly string[], delaySeconds?: number): Promise<void> {
     let entries = bodies.map((b, i) => ({ Id: String(i), MessageBody: b, DelaySeconds: delaySeconds }));
     for (let tries = 0; entries.length > 0; tries++) {
@@ -168,11 +221,22 @@ export class SqsQueue implements Queue {
   }
 
   async claim(owner: string, max: number, leaseMs: number): Promise<Lease[]> {
-    const out: Lease[] = [];
-    const buffered = this.buffer.get(owner) ?? [];
-    while (out.length < max && buffered.length > 0) out.push(buffered.shift()!.lease);
+    const out = this.takeBuffered(owner, max);
     if (out.length >= max || this.closed) return out;
-    const prefetch = Math.min(10, Math.max(1, this.o.prefetch ?? 10, Math.min(10, max - out.length)));
+    if (out.length === 0) {
+      // a bundle's task retried here is waited for: it is this worker's to run, and the claim
+      // must not look idle meanwhile (the worker would exit and hand the bundle back)
+      const due = this.nextRetry(owner);
+      if (due !== undefined) {
+        await this.pause(due - Date.now());
+        return this.takeBuffered(owner, max);
+      }
+    }
+    // messages to receive for the tasks wanted: a bundle's message carries many (its tasks are
+    // this worker's alone, so a worker takes few bundles at a time); the first receive takes one
+    const wanted = Math.max(1, this.o.prefetch ?? 10, max - out.length);
+    const prefetch =
+      this.perMessage === 0 ? 1 : Math.min(10, Math.max(1, Math.ceil(wanted / this.perMessage)));
     const ac = new AbortController();
     this.polls.add(ac);
     // Long-poll only when we have nothing to hand out; a long poll takes messages for a short time.
@@ -199,70 +263,127 @@ export class SqsQueue implements Queue {
     } finally {
       this.polls.delete(ac);
     }
-    const foreign: Array<{ body: TaskMessage; receipt: string; counted: number }> = [];
-    const dead: Array<{ body: TaskMessage; receipt: string; attempts: number }> = [];
-    const short: Held[] = [];
+    const foreign: HandBack[] = [];
+    const dead: DeadMessage[] = [];
+    const deadReceipts: string[] = [];
+    const short: Received[] = [];
     for (const msg of messages) {
-      const body = parseBody(msg.Body);
+      const parsed = parseMessage(msg.Body);
       const receipt = msg.ReceiptHandle!;
       const received = Number(msg.Attributes?.ApproximateReceiveCount ?? '1');
-      const attempts = (body?.a ?? 0) + received;
-      if (!body) {
+      if (!parsed) {
+        const attempts = received;
         dead.push({
-          body: { v: BODY_VERSION, k: msg.MessageId ?? '?', s: '?', m: 0, p: { i: -1 } },
-          receipt,
+          v: BODY_VERSION,
+          k: msg.MessageId ?? '?',
+          s: '?',
+          m: 0,
+          p: { i: -1 },
+          error: 'not a corral task message',
           attempts,
         });
+        deadReceipts.push(receipt);
         continue;
       }
-      if (this.o.job !== undefined && body.j !== this.o.job) {
-        foreign.push({ body, receipt, counted: attempts - 1 });
-        continue;
-      }
-      if (attempts > body.m) {
-        // Its last attempt's lease expired: that attempt counts, and it was the last.
-        dead.push({ body, receipt, attempts: attempts - 1 });
-        continue;
-      }
-      const taskId = this.nextId++;
-      const lease: Lease = {
-        taskId,
-        key: body.k,
-        step: body.s,
-        attempt: attempts,
-        maxAttempts: body.m,
-        payload: body.p,
-        owner,
-      };
-      const h: Held = {
-        lease,
-        body,
+      const { tasks, bundle } = parsed;
+      this.perMessage = tasks.length;
+      const rec: Received = {
         receiptHandle: receipt,
         visibleUntil: receivedAt + visibility * 1000,
         leaseMs,
+        bundle,
+        open: new Set(bundle ? tasks.map((t) => t.k) : []),
+        again: received > 1 || bundle?.lk === 1 || tasks.some((t) => (t.a ?? 0) > 0),
       };
-      this.held.set(taskId, h);
-      if (visibility < leaseS) short.push(h);
-      if (out.length < max) out.push(lease);
-      else {
-        const b = this.buffer.get(owner) ?? [];
-        b.push(h);
-        this.buffer.set(owner, b);
+      if (this.o.job !== undefined && tasks[0]!.j !== this.o.job) {
+        foreign.push({
+          msg: rec,
+          tasks: tasks.map((body) => ({ body, counted: (body.a ?? 0) + received - 1 })),
+        });
+        continue;
       }
+      let handed = 0;
+      for (const body of tasks) {
+        const attempts = (body.a ?? 0) + received;
+        if (attempts > body.m) {
+          // Its last attempt's lease expired: that attempt counts, and it was the last.
+          dead.push({ ...body, error: EXPIRED, attempts: attempts - 1 });
+          rec.open.delete(body.k);
+          continue;
+        }
+        const lease: Lease = {
+          taskId: this.nextId++,
+          key: body.k,
+          step: body.s,
+          attempt: attempts,
+          maxAttempts: body.m,
+          payload: body.p,
+          owner,
+        };
+        this.hold({ lease, body, msg: rec }, out, max);
+        handed++;
+      }
+      if (handed === 0) deadReceipts.push(receipt);
+      else if (visibility < leaseS) short.push(rec);
     }
     if (short.length) this.extendLater(short, (visibility * 1000) / 2);
     if (foreign.length) await this.handBack(foreign);
-    if (dead.length) {
-      await this.toDeadLetters(
-        dead.map((d) => ({
-          ...d.body,
-          error: d.body.s === '?' ? 'not a corral task message' : EXPIRED,
-          attempts: d.attempts,
-        })),
-        dead.map((d) => d.receipt),
-      );
+    if (dead.length) await this.toDeadLetters(dead, deadReceipts);
+    return out;
+  }
+
+  /** Records a held task: handed out now while `out` has room, else buffered for its owner. */
+  private hold(h: Held, out: Lease[], max: number): void {
+    this.held.set(h.lease.taskId, h);
+    if (out.length < max && h.notBefore === undefined) out.push(h.lease);
+    else {
+      const b = this.buffer.get(h.lease.owner) ?? [];
+      b.push(h);
+      this.buffer.set(h.lease.owner, b);
+    }
+  }
+
+  /** Up to `max` of the owner's buffered tasks that may run now. */
+  private takeBuffered(owner: string, max: number): Lease[] {
+    const out: Lease[] = [];
+    const buffered = this.buffer.get(owner);
+    if (!buffered) return out;
+    const now = Date.now();
+    for (let i = 0; i < buffered.length && out.length < max; ) {
+      const h = buffered[i]!;
+      if (h.notBefore !== undefined && h.notBefore > now) i++;
+      else {
+        buffered.splice(i, 1);
+        out.push(h.lease);
+      }
     }
     return out;
+  }
+
+  /** When the owner's next retried task may run, if it has one waiting. */
+  private nextRetry(owner: string): number | undefined {
+    let at: number | undefined;
+    for (const h of this.buffer.get(owner) ?? [])
+      if (h.notBefore !== undefined) at = Math.min(at ?? h.notBefore, h.notBefore);
+    return at;
+  }
+
+  /** Waits `ms`, or until `interrupt` (a stop, a spot notice). */
+  private async pause(ms: number): Promise<void> {
+    if (ms <= 0) return;
+    const ac = new AbortController();
+    this.polls.add(ac);
+    try {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, ms);
+        ac.signal.addEventListener('abort', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    } finally {
+      this.polls.delete(ac);
+    }
   }
 
   /**
@@ -270,27 +391,41 @@ export class SqsQueue implements Queue {
    * (by a heartbeat); a message SQS refuses is no longer ours. An error (an outage) is left to
    * the heartbeats: at worst the message is received again and its result is committed once.
    */
-  private extendLater(batch: readonly Held[], ms: number): void {
+  private extendLater(batch: readonly Received[], ms: number): void {
     const timer = setTimeout(() => {
       this.extensions.delete(timer);
-      const due = batch.filter(
-        (h) => this.held.get(h.lease.taskId) === h && h.visibleUntil - Date.now() < h.leaseMs / 2,
-      );
+      const held = this.heldMessages();
+      const due = batch.filter((m) => held.has(m) && m.visibleUntil - Date.now() < m.leaseMs / 2);
       if (due.length === 0) return;
-      const at = Date.now();
-      this.changeVisibility(
-        due.map((h) => ({ receipt: h.receiptHandle, seconds: visibilitySeconds(h.leaseMs) })),
-      )
-        .then((lost) => {
-          for (const h of due) {
-            if (lost.has(h.receiptHandle)) this.forget(h.lease);
-            else h.visibleUntil = Math.max(h.visibleUntil, at + h.leaseMs);
-          }
-        })
-        .catch(() => {});
+      this.extend(due, (m) => m.leaseMs).catch(() => {});
     }, ms);
     timer.unref();
     this.extensions.add(timer);
+  }
+
+  /** Extends messages' visibility; a message SQS refuses is no longer ours (its tasks are forgotten). */
+  private async extend(msgs: readonly Received[], leaseMsOf: (m: Received) => number): Promise<number> {
+    const at = Date.now();
+    const lost = await this.changeVisibility(
+      msgs.map((m) => ({ receipt: m.receiptHandle, seconds: visibilitySeconds(leaseMsOf(m)) })),
+    );
+    for (const m of msgs) {
+      if (lost.has(m.receiptHandle)) for (const h of this.tasksOf(m)) this.forget(h.lease);
+      else m.visibleUntil = Math.max(m.visibleUntil, at + leaseMsOf(m));
+    }
+    return msgs.length - lost.size;
+  }
+
+  /** The messages of the tasks held, of one owner or all. */
+  private heldMessages(owner?: string): Set<Received> {
+    const out = new Set<Received>();
+    for (const h of this.held.values()) if (owner === undefined || h.lease.owner === owner) out.add(h.msg);
+    return out;
+  }
+
+  /** The held tasks of a message. */
+  private tasksOf(m: Received): Held[] {
+    return [...this.held.values()].filter((h) => h.msg === m);
   }
 
   /** The job of a held lease's message. */
@@ -298,22 +433,43 @@ export class SqsQueue implements Queue {
     return this.held.get(lease.taskId)?.body.j;
   }
 
-  /** The leases an owner holds (handed out or buffered). */
-  private heldBy(owner: string): Held[] {
-    return [...this.held.values()].filter((h) => h.lease.owner === owner);
+  /**
+   * The bundle of a held lease, if its message carries several tasks: its id, its tasks not
+   * settled yet, and whether it was received or sent before (its marker may exist).
+   */
+  bundleOf(
+    lease: Lease,
+  ): { readonly id: string; readonly open: ReadonlySet<string>; readonly again: boolean } | undefined {
+    const m = this.held.get(lease.taskId)?.msg;
+    return m?.bundle ? { id: m.bundle.b, open: m.open, again: m.again } : undefined;
+  }
+
+  /** Every lease held, handed out or buffered, of one owner or all. */
+  heldLeases(owner?: string): Lease[] {
+    return [...this.held.values()]
+      .filter((h) => owner === undefined || h.lease.owner === owner)
+      .map((h) => h.lease);
+  }
+
+  /** The leases received ahead and not handed out yet. */
+  bufferedLeases(): Lease[] {
+    return [...this.buffer.values()].flat().map((h) => h.lease);
+  }
+
+  /**
+   * Settles a bundle whole: every task of it held here is done (its results are committed, by
+   * this attempt or another) and its message is deleted.
+   */
+  async settleBundle(lease: Lease): Promise<void> {
+    const h = this.held.get(lease.taskId);
+    if (!h?.msg.bundle) return;
+    for (const t of this.tasksOf(h.msg)) this.forget(t.lease);
+    h.msg.open.clear();
+    await this.deleteBatch(this.o.queueUrl, [h.msg.receiptHandle]);
   }
 
   async heartbeat(owner: string, leaseMs: number): Promise<number> {
-    const mine = this.heldBy(owner);
-    const at = Date.now();
-    const lost = await this.changeVisibility(
-      mine.map((h) => ({ receipt: h.receiptHandle, seconds: visibilitySeconds(leaseMs) })),
-    );
-    for (const h of mine) {
-      if (lost.has(h.receiptHandle)) this.forget(h.lease);
-      else h.visibleUntil = Math.max(h.visibleUntil, at + leaseMs);
-    }
-    return mine.length - lost.size;
+    return this.extend([...this.heldMessages(owner)], () => leaseMs);
   }
 
   async complete(done: readonly Completion[]): Promise<void> {
@@ -321,8 +477,8 @@ export class SqsQueue implements Queue {
       const h = this.held.get(c.lease.taskId);
       if (!h) continue;
       this.held.delete(c.lease.taskId);
-      this.pendingDeletes.push(h.receiptHandle);
       this.done++;
+      this.settle(h);
     }
     // Full batches go now; a partial one waits up to ackDelayMs for more completions.
     if (this.pendingDeletes.length >= 10) await this.flushDeletes(false);
@@ -332,6 +488,12 @@ export class SqsQueue implements Queue {
       }, this.o.ackDelayMs ?? 1000);
       this.deleteTimer.unref();
     }
+  }
+
+  /** A task is done with here (completed, or dead): its message is deleted once all its tasks are. */
+  private settle(h: Held): void {
+    h.msg.open.delete(h.body.k);
+    if (h.msg.open.size === 0) this.pendingDeletes.push(h.msg.receiptHandle);
   }
 
   /** Deletes every completed message now (`all`), or only full batches of 10. */
@@ -363,6 +525,12 @@ export class SqsQueue implements Queue {
     );
   }
 
+  /**
+   * A failed attempt. One task's message: retried after the backoff by its visibility, or sent to
+   * the dead letters after its last attempt. A bundle's task is retried here, by this worker,
+   * after its backoff (a bundle is never split), or is dead and leaves the bundle; its message is
+   * deleted with the bundle's last task.
+   */
   async fail(failures: readonly Failure[]): Promise<void> {
     const retry: Array<{ receipt: string; seconds: number }> = [];
     const dead: DeadMessage[] = [];
@@ -372,34 +540,43 @@ export class SqsQueue implements Queue {
       if (!h) continue;
       this.held.delete(f.lease.taskId);
       const l = f.lease;
-      if (l.attempt >= l.maxAttempts || f.final === true) {
+      const last = l.attempt >= l.maxAttempts || f.final === true;
+      if (last)
         dead.push({
-          v: BODY_VERSION,
+          ...h.body,
           j: h.body.j,
-          k: l.key,
-          s: l.step,
-          m: l.maxAttempts,
-          p: l.payload,
           error: f.error,
           attempts: l.attempt,
           logPath: f.logPath,
         });
-        deadReceipts.push(h.receiptHandle);
-      } else
-        retry.push({ receipt: h.receiptHandle, seconds: Math.min(43_200, Math.ceil(f.retryDelayMs / 1000)) });
+      if (h.msg.bundle) {
+        if (!last) {
+          const lease = { ...l, taskId: this.nextId++, attempt: l.attempt + 1 };
+          this.hold({ lease, body: h.body, msg: h.msg, notBefore: Date.now() + f.retryDelayMs }, [], 0);
+        } else {
+          h.msg.open.delete(h.body.k);
+          if (h.msg.open.size === 0) deadReceipts.push(h.msg.receiptHandle);
+        }
+      } else if (last) deadReceipts.push(h.msg.receiptHandle);
+      else
+        retry.push({
+          receipt: h.msg.receiptHandle,
+          seconds: Math.min(43_200, Math.ceil(f.retryDelayMs / 1000)),
+        });
     }
     if (retry.length) await this.changeVisibility(retry);
-    if (dead.length) await this.toDeadLetters(dead, deadReceipts);
+    if (dead.length || deadReceipts.length) await this.toDeadLetters(dead, deadReceipts);
   }
 
   private async toDeadLetters(dead: readonly DeadMessage[], receipts: readonly string[]): Promise<void> {
-    if (this.o.deadLetterQueueUrl) {
+    if (this.o.deadLetterQueueUrl && dead.length) {
       await this.sendBatchAll(
         this.o.deadLetterQueueUrl,
         dead.map((d) => JSON.stringify(d)),
       );
     }
     for (const d of dead) {
+      if (d.s === '?') continue; // not a corral task: only moved to the dead-letter queue
       await this.o.onDeadLetter?.({
         job: d.j,
         key: d.k,
@@ -417,34 +594,52 @@ export class SqsQueue implements Queue {
     await Promise.all(chunks(bodies).map((b) => this.sendBatch(queueUrl, b)));
   }
 
+  /**
+   * Hands leases back at once. A bundle goes back whole, whichever of its tasks were released:
+   * every task of it this worker holds is forgotten (one finishing later commits nothing).
+   */
   async release(leases: readonly Lease[]): Promise<void> {
-    const back: Array<{ body: TaskMessage; receipt: string; counted: number }> = [];
+    const back = new Map<Received, HandBack>();
     for (const l of leases) {
       const h = this.held.get(l.taskId);
-      if (!h) continue;
-      this.forget(l);
-      back.push({ body: h.body, receipt: h.receiptHandle, counted: l.attempt - 1 });
+      if (!h || back.has(h.msg)) continue;
+      const tasks = h.msg.bundle ? this.tasksOf(h.msg) : [h];
+      for (const t of tasks) this.forget(t.lease);
+      back.set(h.msg, {
+        msg: h.msg,
+        tasks: tasks.map((t) => ({ body: t.body, counted: t.lease.attempt - 1 })),
+      });
     }
-    await this.handBack(back);
+    await this.handBack([...back.values()]);
   }
 
   /** Makes messages available again at once, their receive not counted as an attempt (see `releaseMode`). */
-  private async handBack(
-    items: ReadonlyArray<{ body: TaskMessage; receipt: string; counted: number }>,
-  ): Promise<void> {
+  private async handBack(items: readonly HandBack[]): Promise<void> {
     if (items.length === 0) return;
     if ((this.o.releaseMode ?? 'resend') === 'visibility') {
-      await this.changeVisibility(items.map((x) => ({ receipt: x.receipt, seconds: 0 })));
+      await this.changeVisibility(items.map((x) => ({ receipt: x.msg.receiptHandle, seconds: 0 })));
       return;
     }
     await this.sendBatchAll(
       this.o.queueUrl,
       // marked: it may have committed just before it was handed back (a worker looks first then)
-      items.map((x) =>
-        JSON.stringify({ ...x.body, p: { ...x.body.p, lk: 1 }, a: x.counted } satisfies TaskMessage),
+      items.map(({ msg, tasks }) =>
+        msg.bundle
+          ? JSON.stringify({
+              ...msg.bundle,
+              lk: 1,
+              t: tasks.map((t) => ({ k: t.body.k, s: t.body.s, p: t.body.p, a: t.counted })),
+            } satisfies BundleMessage)
+          : JSON.stringify({
+              ...tasks[0]!.body,
+              p: { ...tasks[0]!.body.p, lk: 1 },
+              a: tasks[0]!.counted,
+            } satisfies TaskMessage),
       ),
     );
-    await Promise.all(chunks(items.map((x) => x.receipt)).map((b) => this.deleteBatch(this.o.queueUrl, b)));
+    await Promise.all(
+      chunks(items.map((x) => x.msg.receiptHandle)).map((b) => this.deleteBatch(this.o.queueUrl, b)),
+    );
   }
 
   /**
@@ -458,7 +653,7 @@ export class SqsQueue implements Queue {
     return all.length;
   }
 
-  /** Hands back at once the messages received ahead and not handed out yet; returns how many. */
+  /** Hands back at once the messages received ahead and not handed out yet; returns how many tasks. */
   async releaseBuffered(): Promise<number> {
     const buffered = [...this.buffer.values()].flat();
     this.buffer.clear();

@@ -57,6 +57,25 @@ export function inlineBytes(m: CommitMarker): Buffer | undefined {
   return m.object === null ? Buffer.alloc(0) : undefined;
 }
 
+/**
+ * What a bundle's commit marker says (`bundles/<id>`): the result of each of its tasks that
+ * succeeded in the attempt that committed it, by task key. A task of the bundle not named failed
+ * its last attempt (its failure marker says so).
+ */
+export interface BundleMarker {
+  readonly committedAt: string;
+  /** Per task key: its completion key (its output, else its done-marker's key) and result. */
+  readonly tasks: Readonly<Record<string, CommitMarker & { readonly key: string }>>;
+}
+
+/** A task of a bundle to commit: its key, its completion key, its attempt and whether it staged an output. */
+export interface BundleItem {
+  readonly task: string;
+  readonly key: string;
+  readonly attemptId: string;
+  readonly output: boolean;
+}
+
 /** A task that failed its last attempt, as recorded in the bucket. */
 export interface FailureMarker {
   readonly key: string;
@@ -83,6 +102,10 @@ function isStatus(err: unknown, ...codes: number[]): boolean {
 export class S3Store implements Store {
   readonly location: string;
   private readonly prefix: string;
+  /** The results of the bundles read so far, by completion key (a bundle's marker never changes). */
+  private readonly bundled = new Map<string, CommitMarker>();
+  /** Bundle markers read so far. */
+  private readonly bundlesRead = new Set<string>();
 
   constructor(private readonly o: S3StoreOptions) {
     this.prefix = o.prefix ?? '';
@@ -106,7 +129,8 @@ export class S3Store implements Store {
     return this.keyOf(`${S3_LAYOUT.attempts}${key}/${attemptId}`);
   }
 
-  private stagingPath(key: string, attemptId: string): string {
+  /** The local file where attempt `attemptId` of the task with output `key` stages its output. */
+  stagingPath(key: string, attemptId: string): string {
     const h = createHash('sha1').update(`${this.location}${key}`).digest('hex').slice(0, 16);
     return path.join(
       this.o.stagingDir,
@@ -142,21 +166,8 @@ export class S3Store implements Store {
         return (await this.putOnce(this.markerKey(key), JSON.stringify(inline))) ? 'committed' : 'duplicate';
       }
       const object = this.attemptKey(key, attemptId);
-      if (size <= SMALL_OUTPUT_BYTES) {
-        // One PutObject, without asking first whether a result exists: a late duplicate then
-        // costs an upload and a delete, where the question would cost a request on every commit.
-        await this.o.client.send(
-          new PutObjectCommand({ Bucket: this.o.bucket, Key: object, Body: await fsp.readFile(staged) }),
-        );
-      } else {
-        if (await this.exists(key)) return 'duplicate';
-        await new (storageSdk().Upload)({
-          client: this.o.client,
-          params: { Bucket: this.o.bucket, Key: object, Body: createReadStream(staged) },
-          partSize: Math.max(5 * 1024 * 1024, this.o.partSize ?? 8 * 1024 * 1024),
-          queueSize: 4,
-        }).done();
-      }
+      if (size > SMALL_OUTPUT_BYTES && (await this.exists(key))) return 'duplicate';
+      await this.upload(object, staged, size);
       const marker: CommitMarker = {
         attempt: attemptId,
         object,
@@ -171,6 +182,63 @@ export class S3Store implements Store {
     }
   }
 
+  /**
+   * Commits a bundle's results with one conditional PutObject of its marker (`bundles/<id>`): the
+   * first attempt of the bundle to commit wins for all its tasks; a later one gets 'duplicate' and
+   * leaves nothing (outputs over INLINE_OUTPUT_BYTES were uploaded first: deleted again).
+   */
+  async commitBundle(id: string, items: readonly BundleItem[]): Promise<'committed' | 'duplicate'> {
+    const uploaded: string[] = [];
+    try {
+      const tasks: Record<string, CommitMarker & { key: string }> = {};
+      const committedAt = new Date().toISOString();
+      for (const it of items) {
+        if (!it.output) {
+          tasks[it.task] = { key: it.key, attempt: it.attemptId, object: null, size: 0, committedAt };
+          continue;
+        }
+        const staged = this.stagingPath(it.key, it.attemptId);
+        const size = (await fsp.stat(staged)).size;
+        if (size <= INLINE_OUTPUT_BYTES) {
+          const data = (await fsp.readFile(staged)).toString('base64');
+          tasks[it.task] = { key: it.key, attempt: it.attemptId, object: null, size, committedAt, data };
+          continue;
+        }
+        const object = this.attemptKey(it.key, it.attemptId);
+        await this.upload(object, staged, size);
+        uploaded.push(object);
+        tasks[it.task] = { key: it.key, attempt: it.attemptId, object, size, committedAt };
+      }
+      const marker: BundleMarker = { committedAt, tasks };
+      if (await this.putOnce(this.keyOf(`${S3_LAYOUT.bundles}${id}`), JSON.stringify(marker)))
+        return 'committed';
+      for (const object of uploaded)
+        await this.o.client.send(new DeleteObjectCommand({ Bucket: this.o.bucket, Key: object }));
+      return 'duplicate';
+    } finally {
+      for (const it of items) if (it.output) await this.discard(it.key, it.attemptId);
+    }
+  }
+
+  /** Whether a bundle's marker exists (its results are committed). */
+  async bundleCommitted(id: string): Promise<boolean> {
+    return this.headExists(this.keyOf(`${S3_LAYOUT.bundles}${id}`));
+  }
+
+  /** Reads the bundle markers not read yet (one LIST, one GET per new marker) into the index of results. */
+  async readBundles(): Promise<void> {
+    const fresh: string[] = [];
+    for await (const id of this.keysBelow(S3_LAYOUT.bundles)) if (!this.bundlesRead.has(id)) fresh.push(id);
+    await Promise.all(
+      fresh.map(async (id) => {
+        const text = await this.getText(`${S3_LAYOUT.bundles}${id}`);
+        if (text === undefined) return;
+        for (const m of Object.values((JSON.parse(text) as BundleMarker).tasks)) this.bundled.set(m.key, m);
+        this.bundlesRead.add(id);
+      }),
+    );
+  }
+
   /** Commits a task without output file (an empty marker); false when one was committed already. */
   async commitEmpty(key: string, attemptId: string): Promise<boolean> {
     const marker: CommitMarker = {
@@ -180,6 +248,26 @@ export class S3Store implements Store {
       committedAt: new Date().toISOString(),
     };
     return this.putOnce(this.markerKey(key), JSON.stringify(marker));
+  }
+
+  /**
+   * Uploads a staged file to `object`: one PutObject from memory when small (without asking first
+   * whether a result exists: a late duplicate then costs an upload and a delete, where the
+   * question would cost a request on every commit), else in parts.
+   */
+  private async upload(object: string, staged: string, size: number): Promise<void> {
+    if (size <= SMALL_OUTPUT_BYTES) {
+      await this.o.client.send(
+        new PutObjectCommand({ Bucket: this.o.bucket, Key: object, Body: await fsp.readFile(staged) }),
+      );
+      return;
+    }
+    await new (storageSdk().Upload)({
+      client: this.o.client,
+      params: { Bucket: this.o.bucket, Key: object, Body: createReadStream(staged) },
+      partSize: Math.max(5 * 1024 * 1024, this.o.partSize ?? 8 * 1024 * 1024),
+      queueSize: 4,
+    }).done();
   }
 
   /** Writes an object unless it exists (If-None-Match: *); false when it existed. */
@@ -207,8 +295,12 @@ export class S3Store implements Store {
   }
 
   async exists(key: string): Promise<boolean> {
+    return this.bundled.has(key) || this.headExists(this.markerKey(key));
+  }
+
+  private async headExists(objectKey: string): Promise<boolean> {
     try {
-      await this.o.client.send(new HeadObjectCommand({ Bucket: this.o.bucket, Key: this.markerKey(key) }));
+      await this.o.client.send(new HeadObjectCommand({ Bucket: this.o.bucket, Key: objectKey }));
       return true;
     } catch (err) {
       if (isStatus(err, 404, 403)) return false;
@@ -216,8 +308,10 @@ export class S3Store implements Store {
     }
   }
 
-  /** The commit marker of an output, if committed. */
+  /** The commit marker of an output, if committed (its own, or its entry in a bundle read by `list`). */
   async marker(key: string): Promise<CommitMarker | undefined> {
+    const inBundle = this.bundled.get(key);
+    if (inBundle) return inBundle;
     try {
       const r = await this.o.client.send(
         new GetObjectCommand({ Bucket: this.o.bucket, Key: this.markerKey(key) }),
@@ -264,8 +358,11 @@ export class S3Store implements Store {
     } while (token);
   }
 
+  /** Committed keys below a prefix: their own markers' and, read again each call, the bundles'. */
   async *list(prefix = ''): AsyncIterable<string> {
     for await (const k of this.keysBelow(`${S3_LAYOUT.committed}${prefix}`)) yield `${prefix}${k}`;
+    await this.readBundles();
+    for (const k of this.bundled.keys()) if (k.startsWith(prefix)) yield k;
   }
 
   /** Records that a task failed its last attempt (read by the coordinator as "dead"). */

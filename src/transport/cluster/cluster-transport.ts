@@ -20,7 +20,7 @@ import { drive, outcomeOf } from '../../engine/drive.js';
 import { expandFileMap, isS3Url } from '../../engine/expand.js';
 import { sleep } from '../../engine/process-utils.js';
 import type { Lease, NewTask, TaskCounts, TaskPayload } from '../../queue/queue.js';
-import { SqsQueue } from '../../queue/sqs/sqs-queue.js';
+import { type NewBundle, SqsQueue } from '../../queue/sqs/sqs-queue.js';
 import { UsageError } from '../../spec/errors.js';
 import type { LoadedJob } from '../../spec/job.js';
 import {
@@ -53,6 +53,42 @@ const FORWARDED = 'forwarded/';
 const SLOW_POLL_MS = 5000;
 /** More staged files than this per task are not listed (the task reads the bucket itself then). */
 const MAX_STAGE = 5000;
+
+/**
+ * A record of what was sent (`forwarded/`): task keys sent alone (a list, as before bundles), or
+ * `{ keys, bundles }` with the bundles' ids and their tasks' keys.
+ */
+type ForwardedRecord =
+  | string[]
+  | { readonly keys?: readonly string[]; readonly bundles?: Readonly<Record<string, readonly string[]>> };
+
+/** Most tasks in one message (bundle). */
+const MAX_BUNDLE = 50;
+
+/**
+ * Tasks per message for `n` tasks of a step waiting to be sent: CORRAL_TASKS_PER_MESSAGE, else
+ * one message per task up to 127 tasks, then n/64 (so ≥ 64 messages keep that many workers busy),
+ * at most 50.
+ */
+export function tasksPerMessage(n: number, env: NodeJS.ProcessEnv = process.env): number {
+  const set = Number(env.CORRAL_TASKS_PER_MESSAGE);
+  if (Number.isInteger(set) && set >= 1) return Math.min(MAX_BUNDLE, set);
+  return Math.max(1, Math.min(MAX_BUNDLE, Math.floor(n / 64)));
+}
+
+function bundleId(): string {
+  return `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * The steps whose tasks may go in bundles: no other task reads what they write (no step needs,
+ * reduces or maps over them), not HyperFlow processes, not steps that claim in batches.
+ */
+function bundledSteps(job: LoadedJob): Set<string> {
+  if (job.hyperflow) return new Set();
+  const read = new Set(job.steps.flatMap((st) => [...st.needs, st.reduce, st.map?.outputsOf]));
+  return new Set(job.steps.filter((st) => !read.has(st.name) && st.batch === undefined).map((st) => st.name));
+}
 
 interface OpenRow {
   id: number;
@@ -171,11 +207,25 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       return done.length + dead.length;
     };
 
-    // What an earlier coordinator sent; what the bucket already has.
+    // What an earlier coordinator sent (and in which bundles); what the bucket already has.
     const forwarded = new Set<string>();
+    /** The bundle each bundled task was sent in (a task is only ever in one), and each bundle's tasks. */
+    const bundleOfTask = new Map<string, string>();
+    const bundleTasks = new Map<string, readonly string[]>();
+    const remember = (r: ForwardedRecord) => {
+      for (const key of Array.isArray(r) ? r : (r.keys ?? [])) forwarded.add(key);
+      if (Array.isArray(r)) return;
+      for (const [id, keys] of Object.entries(r.bundles ?? {})) {
+        bundleTasks.set(id, keys);
+        for (const key of keys) {
+          forwarded.add(key);
+          bundleOfTask.set(key, id);
+        }
+      }
+    };
     for await (const k of store.keysBelow(FORWARDED)) {
       const text = await store.getText(`${FORWARDED}${k}`);
-      for (const key of text ? (JSON.parse(text) as string[]) : []) forwarded.add(key);
+      if (text) remember(JSON.parse(text) as ForwardedRecord);
     }
     let st = await bucketState(store);
     const resumed = ledger.existed || st.committed.size > 0 || st.dead.size > 0 || forwarded.size > 0;
@@ -231,37 +281,80 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       const named = (r.payload.argv ?? []).filter((a) => local.named.has(a));
       return [...fromNeeds, ...named];
     };
+    const record = async (r: ForwardedRecord) => {
+      await store.putText(
+        `${FORWARDED}${Date.now()}-${randomBytes(3).toString('hex')}.json`,
+        JSON.stringify(r),
+      );
+      remember(r);
+    };
+    const bundling = bundledSteps(job);
     /**
      * Sends tasks to their pools' queues. `again`: they may have been sent before (by this
      * coordinator or one before it), so each is marked for its worker to look for a committed
-     * result before running it (`lk`); a resumed job marks everything it sends.
+     * result before running it (`lk`); a resumed job marks everything it sends. Tasks of a step
+     * whose outputs no task reads go in bundles (several per message, one commit marker) when
+     * there are enough of them; a task sent in a bundle is only ever sent again in that bundle.
      */
     const send = async (
       leases: ReadonlyArray<Pick<Lease, 'key' | 'step' | 'payload' | 'maxAttempts'>>,
       again: boolean,
     ) => {
       if (leases.length === 0) return;
+      const mark = again || resumed;
       const byQueue = new Map<SqsQueue, NewTask[]>();
+      /** Bundles to send again (the same id, the tasks of it still open), and new bundles' tasks by queue and step. */
+      const resend = new Map<string, { q: SqsQueue; tasks: NewTask[] }>();
+      const fresh = new Map<string, { q: SqsQueue; tasks: NewTask[] }>();
       for (const l of leases) {
         const stage = stageOf(l);
         const payload: TaskPayload = {
           ...l.payload,
           ...(stage.length ? { stage } : {}),
-          ...(again || resumed ? { lk: 1 as const } : {}),
         };
         const q = queueFor(l.step, l.maxAttempts);
+        const task = { key: l.key, step: l.step, payload };
+        const sentIn = bundleOfTask.get(l.key);
+        const group = sentIn ? resend : bundling.has(l.step) && !stage.length ? fresh : undefined;
+        if (group) {
+          const id = sentIn ?? `${queueFor(l.step, l.maxAttempts).queueUrl} ${l.step}`;
+          const g = group.get(id) ?? { q, tasks: [] };
+          g.tasks.push(task);
+          group.set(id, g);
+          continue;
+        }
         const list = byQueue.get(q) ?? [];
-        list.push({ key: l.key, step: l.step, payload });
+        list.push({ ...task, payload: { ...payload, ...(mark ? { lk: 1 as const } : {}) } });
         byQueue.set(q, list);
+      }
+      for (const [id, g] of resend) await g.q.enqueueBundles([{ id, tasks: g.tasks }], true);
+      const bundles: Array<{ q: SqsQueue; bundle: NewBundle }> = [];
+      const waiting = ledger.queue.countsSync().pending;
+      for (const g of fresh.values()) {
+        const size = tasksPerMessage(g.tasks.length + waiting);
+        if (size === 1) {
+          byQueue.set(g.q, [
+            ...(byQueue.get(g.q) ?? []),
+            ...g.tasks.map((t) => ({ ...t, payload: { ...t.payload, ...(mark ? { lk: 1 as const } : {}) } })),
+          ]);
+          continue;
+        }
+        for (let i = 0; i < g.tasks.length; i += size)
+          bundles.push({ q: g.q, bundle: { id: bundleId(), tasks: g.tasks.slice(i, i + size) } });
+      }
+      if (bundles.length) {
+        // recorded before sending: a bundle sent is always known, so its tasks are never sent in another
+        await record({
+          bundles: Object.fromEntries(bundles.map((b) => [b.bundle.id, b.bundle.tasks.map((t) => t.key)])),
+        });
+        const perQueue = new Map<SqsQueue, NewBundle[]>();
+        for (const b of bundles) perQueue.set(b.q, [...(perQueue.get(b.q) ?? []), b.bundle]);
+        for (const [q, list] of perQueue) await q.enqueueBundles(list, mark);
       }
       for (const [q, tasks] of byQueue) await enqueueAll(q, tasks);
       // recorded after sending: a crash in between sends them again (harmless: commits are once)
-      const keys = leases.map((l) => l.key);
-      await store.putText(
-        `${FORWARDED}${Date.now()}-${randomBytes(3).toString('hex')}.json`,
-        JSON.stringify(keys),
-      );
-      for (const k of keys) forwarded.add(k);
+      const alone = [...byQueue.values()].flat().map((t) => t.key);
+      if (alone.length) await record(alone);
     };
     await send(unsent.map(toSend), true);
     /** Sent tasks not yet received by a worker, as last known (meta `queued`: see observe below). */
