@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import { GetQueueAttributesCommand } from '@aws-sdk/client-sqs';
 import { loadJobFile } from '../src/spec/job.js';
 import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
-import { tasksPerMessage } from '../src/transport/cluster/cluster-transport.js';
+import { bundlesOf, tasksPerMessage } from '../src/transport/cluster/cluster-transport.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import {
   committedResults,
@@ -78,6 +78,16 @@ test('how many tasks go in one message: one each up to 127 waiting, then n/64, a
   assert.equal(tasksPerMessage(3, { CORRAL_TASKS_PER_MESSAGE: '8' }), 8);
   assert.equal(tasksPerMessage(3, { CORRAL_TASKS_PER_MESSAGE: '500' }), 50);
   assert.equal(tasksPerMessage(300, { CORRAL_TASKS_PER_MESSAGE: 'x' }), 4);
+  // a message body is at most 256 KiB: long tasks (a line input of 20 KB) go fewer to a bundle
+  const small = Array.from({ length: 120 }, (_, i) => ({ key: String(i), line: 'x' }));
+  assert.deepEqual(
+    bundlesOf(small, 50).map((b) => b.length),
+    [50, 50, 20],
+  );
+  const long = Array.from({ length: 30 }, (_, i) => ({ key: String(i), line: 'x'.repeat(20_000) }));
+  const sizes = bundlesOf(long, 50).map((b) => b.length);
+  assert.deepEqual(sizes, [9, 9, 9, 3]);
+  assert.ok(bundlesOf(long, 50).every((b) => JSON.stringify(b).length < 256 * 1024));
 });
 
 test('bundles of 6: one marker commits each bundle, a task failing once is retried in its bundle, one failing every attempt is dead while its bundle commits the rest; an empty state folder resumes without running anything again', async (t) => {

@@ -112,3 +112,43 @@ test('tasks without output commit an empty marker once; failures are recorded an
     [['4', 3]],
   );
 });
+
+test('bundles: one conditional PUT commits a bundle of results (small inline, large as an attempt object), a later attempt of the bundle leaves nothing, and a reader lists and downloads them, 20 bundles after the last few are no longer held whole', async (t) => {
+  const { s, dir } = await store(t);
+  const big = 'B'.repeat(70 * 1024);
+  const stageAll = async (b: number, attempt: string) => {
+    const items = [];
+    for (let i = 0; i < 3; i++) {
+      const key = `out/${b}-${i}.txt`;
+      writeFileSync(await s.stage(key, attempt), i === 2 && b === 0 ? big : `${b}-${i} ${attempt}\n`);
+      items.push({ task: `${b}-${i}`, key, attemptId: attempt, output: true });
+    }
+    return [...items, { task: `${b}-none`, key: `.tasks/${b}-none`, attemptId: attempt, output: false }];
+  };
+  for (let b = 0; b < 20; b++)
+    assert.equal(await s.commitBundle(`b${b}`, await stageAll(b, '1-wa')), 'committed');
+  // a second attempt of bundle 0 loses whole and deletes its upload
+  assert.equal(await s.commitBundle('b0', await stageAll(0, '2-wb')), 'duplicate');
+  assert.deepEqual(peer.objectKeys(s.bucket, 'jobs/j/attempts/'), ['out/0-2.txt/1-wa']);
+  assert.equal(await s.bundleCommitted('b0'), true);
+  assert.equal(await s.bundleCommitted('b99'), false);
+  // a fresh reader (a coordinator started again): every result listed, each downloaded whole
+  const reader = new S3Store({
+    client: createS3Client({ region: 'us-east-1', endpointUrl: peer.endpoint }),
+    bucket: s.bucket,
+    prefix: 'jobs/j/',
+    stagingDir: path.join(dir, 'staging2'),
+  });
+  const keys = await collect(reader.list());
+  assert.equal(keys.length, 20 * 4);
+  assert.ok(keys.includes('.tasks/7-none'));
+  for (let b = 0; b < 20; b++) {
+    for (let i = 0; i < 3; i++) {
+      const dest = path.join(dir, 'got', `${b}-${i}`);
+      assert.ok(await reader.download(`out/${b}-${i}.txt`, dest));
+      assert.equal(readFileSync(dest, 'utf8'), i === 2 && b === 0 ? big : `${b}-${i} 1-wa\n`, `${b}-${i}`);
+    }
+  }
+  assert.equal((await reader.marker('out/3-1.txt'))?.attempt, '1-wa');
+  assert.equal(await reader.exists('out/19-0.txt'), true);
+});

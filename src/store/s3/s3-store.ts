@@ -39,6 +39,9 @@ const SMALL_OUTPUT_BYTES = 1024 * 1024;
  */
 export const INLINE_OUTPUT_BYTES = 64 * 1024;
 
+/** Bundle markers kept whole in memory (each at most 50 outputs of 64 KiB). */
+const RECENT_BUNDLES = 16;
+
 /** What a commit marker says. */
 export interface CommitMarker {
   /** The attempt whose output this is. */
@@ -102,8 +105,13 @@ function isStatus(err: unknown, ...codes: number[]): boolean {
 export class S3Store implements Store {
   readonly location: string;
   private readonly prefix: string;
-  /** The results of the bundles read so far, by completion key (a bundle's marker never changes). */
-  private readonly bundled = new Map<string, CommitMarker>();
+  /**
+   * The results of the bundles read so far, by completion key, without their bytes (a bundle's
+   * marker never changes): the bundle's id and the result's marker.
+   */
+  private readonly bundled = new Map<string, { readonly bundle: string; readonly marker: CommitMarker }>();
+  /** The last bundle markers read, whole (their outputs are downloaded right after): at most RECENT_BUNDLES. */
+  private readonly recent = new Map<string, BundleMarker>();
   /** Bundle markers read so far. */
   private readonly bundlesRead = new Set<string>();
 
@@ -231,12 +239,27 @@ export class S3Store implements Store {
     for await (const id of this.keysBelow(S3_LAYOUT.bundles)) if (!this.bundlesRead.has(id)) fresh.push(id);
     await Promise.all(
       fresh.map(async (id) => {
-        const text = await this.getText(`${S3_LAYOUT.bundles}${id}`);
-        if (text === undefined) return;
-        for (const m of Object.values((JSON.parse(text) as BundleMarker).tasks)) this.bundled.set(m.key, m);
+        const b = await this.bundle(id);
+        if (!b) return;
+        for (const { data: _bytes, ...m } of Object.values(b.tasks))
+          this.bundled.set(m.key, { bundle: id, marker: m });
         this.bundlesRead.add(id);
       }),
     );
+  }
+
+  /** A bundle's marker: one of the last read, else read now; undefined when there is none. */
+  private async bundle(id: string): Promise<BundleMarker | undefined> {
+    let b = this.recent.get(id);
+    if (!b) {
+      const text = await this.getText(`${S3_LAYOUT.bundles}${id}`);
+      if (text === undefined) return undefined;
+      b = JSON.parse(text) as BundleMarker;
+    }
+    this.recent.delete(id);
+    this.recent.set(id, b);
+    if (this.recent.size > RECENT_BUNDLES) this.recent.delete(this.recent.keys().next().value!);
+    return b;
   }
 
   /** Commits a task without output file (an empty marker); false when one was committed already. */
@@ -311,7 +334,13 @@ export class S3Store implements Store {
   /** The commit marker of an output, if committed (its own, or its entry in a bundle read by `list`). */
   async marker(key: string): Promise<CommitMarker | undefined> {
     const inBundle = this.bundled.get(key);
-    if (inBundle) return inBundle;
+    if (inBundle) {
+      const { marker } = inBundle;
+      // its bytes are in the bundle's marker (kept whole only for the last few read)
+      if (marker.object !== null || marker.size === 0) return marker;
+      const whole = (await this.bundle(inBundle.bundle))?.tasks;
+      return Object.values(whole ?? {}).find((m) => m.key === key) ?? marker;
+    }
     try {
       const r = await this.o.client.send(
         new GetObjectCommand({ Bucket: this.o.bucket, Key: this.markerKey(key) }),

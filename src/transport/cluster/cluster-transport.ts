@@ -76,6 +76,28 @@ export function tasksPerMessage(n: number, env: NodeJS.ProcessEnv = process.env)
   return Math.max(1, Math.min(MAX_BUNDLE, Math.floor(n / 64)));
 }
 
+/** A message's body is at most 256 KiB: a bundle holds at most this much of its tasks' JSON. */
+const MAX_BUNDLE_BYTES = 192 * 1024;
+
+/** Splits tasks into bundles of `size`, each at most MAX_BUNDLE_BYTES of JSON. */
+export function bundlesOf<T>(tasks: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const t of tasks) {
+    const b = JSON.stringify(t).length;
+    if (cur.length > 0 && (cur.length >= size || bytes + b > MAX_BUNDLE_BYTES)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(t);
+    bytes += b;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
 function bundleId(): string {
   return `${Date.now().toString(36)}-${randomBytes(6).toString('hex')}`;
 }
@@ -339,8 +361,8 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
           ]);
           continue;
         }
-        for (let i = 0; i < g.tasks.length; i += size)
-          bundles.push({ q: g.q, bundle: { id: bundleId(), tasks: g.tasks.slice(i, i + size) } });
+        for (const tasks of bundlesOf(g.tasks, size))
+          bundles.push({ q: g.q, bundle: { id: bundleId(), tasks } });
       }
       if (bundles.length) {
         // recorded before sending: a bundle sent is always known, so its tasks are never sent in another
