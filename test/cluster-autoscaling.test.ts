@@ -28,76 +28,87 @@ after(async () => {
   await peer.stop();
 });
 
-test('a spot rebalance recommendation stops claiming but finishes the held tasks; nothing is handed back nor run twice (issue 20, item 4)', async (t) => {
-  const dir = tempDir(t);
-  const marks = path.join(dir, 'marks');
-  mkdirSync(marks);
-  const files: Record<string, string> = {
-    'job.yaml': `name: rebal
+for (const bundled of [false, true])
+  test(`a spot rebalance recommendation stops claiming but finishes the held tasks; nothing is handed back nor run twice (issue 20, item 4)${bundled ? ': tasks 3 to a message, the bundle started is finished whole, the other handed back' : ''}`, async (t) => {
+    const name = bundled ? 'rebalb' : 'rebal';
+    if (bundled) process.env.CORRAL_TASKS_PER_MESSAGE = '3';
+    t.after(() => {
+      delete process.env.CORRAL_TASKS_PER_MESSAGE;
+    });
+    const dir = tempDir(t);
+    // an IMDS of its own: a recommendation, once set, is served for good
+    const imds = await startFakeImds();
+    t.after(() => imds.stop());
+    const marks = path.join(dir, 'marks');
+    mkdirSync(marks);
+    const files: Record<string, string> = {
+      'job.yaml': `name: ${name}
 tasks:
   map: { glob: "in/*.txt" }
   command: 'touch "${marks}/{input.stem}.$W.$$"; sleep 1; tr a-z A-Z < {input}'
 outputs: out/{input.stem}.txt
 lease: 20s
 `,
-  };
-  for (let i = 0; i < 6; i++) files[`in/t${i}.txt`] = `task ${i}\n`;
-  writeFiles(dir, files);
-  const { queueUrl, dlqUrl } = await peer.createQueues('rebal');
-  await peer.createBucket('rebal-bucket');
-  const target = {
-    name: 'rebal',
-    queueUrl,
-    deadLetterQueueUrl: dlqUrl,
-    bucket: 'rebal-bucket',
-    region: 'us-east-1',
-  };
-  const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {
-    stateDir: path.join(dir, '.corral'),
-    endpointUrl: peer.endpoint,
-    tickMs: 200,
+    };
+    for (let i = 0; i < 6; i++) files[`in/t${i}.txt`] = `task ${i}\n`;
+    writeFiles(dir, files);
+    const { queueUrl, dlqUrl } = await peer.createQueues(name);
+    await peer.createBucket(`${name}-bucket`);
+    const target = {
+      name,
+      queueUrl,
+      deadLetterQueueUrl: dlqUrl,
+      bucket: `${name}-bucket`,
+      region: 'us-east-1',
+    };
+    const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {
+      stateDir: path.join(dir, '.corral'),
+      endpointUrl: peer.endpoint,
+      tickMs: 200,
+    });
+    await waitFor(() => (peer.requests.get('sqs:SendMessageBatch') ?? 0) > 0, 60_000);
+    const lines: string[] = [];
+    const common = { ...target, endpointUrl: peer.endpoint, idleExitMs: 5000, spotIntervalMs: 100 };
+    process.env.W = 'w1';
+    const first = runClusterWorker({
+      ...common,
+      id: 'w1',
+      prefetch: 2,
+      cacheDir: path.join(dir, 'w1'),
+      imdsEndpoint: imds.endpoint,
+      log: (l) => lines.push(l),
+    });
+    // the recommendation while w1 runs its first task
+    await waitFor(() => readdirSync(marks).length > 0, 60_000);
+    imds.rebalance();
+    const r1 = await first;
+    assert.equal(r1.reason, 'rebalance', lines.join('\n'));
+    assert.match(lines.join('\n'), /spot rebalance recommendation; claiming no new task/);
+    const ranOnW1 = readdirSync(marks).filter((f) => f.split('.')[1] === 'w1');
+    assert.ok(ranOnW1.length >= 1 && ranOnW1.length < 6, `w1 ran ${ranOnW1.length} task(s)`);
+    // a bundle is committed whole: the one w1 started, it finished, and it took no other
+    if (bundled) assert.equal(ranOnW1.length, 3, `w1 ran its bundle: ${ranOnW1.join(' ')}`);
+    assert.equal(r1.ran, ranOnW1.length, 'every task w1 started, it finished');
+    // the rest runs on another worker; no task ran twice (nothing held was handed back)
+    process.env.W = 'w2';
+    const r2 = await runClusterWorker({
+      ...common,
+      id: 'w2',
+      spot: false,
+      cacheDir: path.join(dir, 'w2'),
+      log: () => {},
+    });
+    delete process.env.W;
+    const summary = await run;
+    assert.equal(summary.status, 'succeeded');
+    assert.equal(r1.ran + r2.ran, 6);
+    const stems = readdirSync(marks).map((f) => f.split('.')[0]);
+    assert.equal(new Set(stems).size, 6);
+    assert.equal(stems.length, 6, `each task ran once: ${stems.sort().join(' ')}`);
+    for (let i = 0; i < 6; i++)
+      assert.equal(readFileSync(path.join(dir, 'out', `t${i}.txt`), 'utf8'), `TASK ${i}\n`);
+    assert.equal(imds.tokenless, 0, 'IMDSv2 only');
   });
-  await waitFor(() => (peer.requests.get('sqs:SendMessageBatch') ?? 0) > 0, 60_000);
-  const lines: string[] = [];
-  const common = { ...target, endpointUrl: peer.endpoint, idleExitMs: 5000, spotIntervalMs: 100 };
-  process.env.W = 'w1';
-  const first = runClusterWorker({
-    ...common,
-    id: 'w1',
-    prefetch: 2,
-    cacheDir: path.join(dir, 'w1'),
-    imdsEndpoint: imds.endpoint,
-    log: (l) => lines.push(l),
-  });
-  // the recommendation while w1 runs its first task
-  await waitFor(() => readdirSync(marks).length > 0, 60_000);
-  imds.rebalance();
-  const r1 = await first;
-  assert.equal(r1.reason, 'rebalance', lines.join('\n'));
-  assert.match(lines.join('\n'), /spot rebalance recommendation; claiming no new task/);
-  const ranOnW1 = readdirSync(marks).filter((f) => f.split('.')[1] === 'w1');
-  assert.ok(ranOnW1.length >= 1 && ranOnW1.length < 6, `w1 ran ${ranOnW1.length} task(s)`);
-  assert.equal(r1.ran, ranOnW1.length, 'every task w1 started, it finished');
-  // the rest runs on another worker; no task ran twice (nothing held was handed back)
-  process.env.W = 'w2';
-  const r2 = await runClusterWorker({
-    ...common,
-    id: 'w2',
-    spot: false,
-    cacheDir: path.join(dir, 'w2'),
-    log: () => {},
-  });
-  delete process.env.W;
-  const summary = await run;
-  assert.equal(summary.status, 'succeeded');
-  assert.equal(r1.ran + r2.ran, 6);
-  const stems = readdirSync(marks).map((f) => f.split('.')[0]);
-  assert.equal(new Set(stems).size, 6);
-  assert.equal(stems.length, 6, `each task ran once: ${stems.sort().join(' ')}`);
-  for (let i = 0; i < 6; i++)
-    assert.equal(readFileSync(path.join(dir, 'out', `t${i}.txt`), 'utf8'), `TASK ${i}\n`);
-  assert.equal(imds.tokenless, 0, 'IMDSv2 only');
-});
 
 test('corral worker protects its host while it holds work; idle, it terminates it through the group with a decrement, and at the minimum it stays up (issue 20, item 2); over the recorded queue timeline, no scale-in decision of the metric math selects a busy host (item 5)', async (t) => {
   const dir = tempDir(t);

@@ -414,10 +414,16 @@ class ClusterJobQueue implements Queue {
     return this.sqs.releaseAll(owner);
   }
 
-  /** What was received ahead, handed back (a rebalance): with it, the bundles it belongs to. */
-  async releaseBuffered(): Promise<number> {
-    this.forgetBundles(this.sqs.bufferedLeases());
-    return this.sqs.releaseBuffered();
+  /**
+   * A rebalance: nothing new is received; what was received ahead is handed back, but for the
+   * rest of the bundles a task of which has started (they are finished and committed here).
+   * Returns how many tasks went back.
+   */
+  async finishStarted(): Promise<number> {
+    this.sqs.interrupt();
+    const back = this.sqs.bufferedLeases().filter((l) => !this.sqs.bundleStarted(l));
+    await this.release(back);
+    return back.length;
   }
 
   private forgetBundles(leases: readonly Lease[]): void {
@@ -583,8 +589,7 @@ export async function runClusterWorker(
               dutyStop.abort(); // the coordinator moves to a worker not at risk
               discovery.interrupt();
               const now = current;
-              if (now) now.queue.stopped = true;
-              const ahead = now ? now.queue.releaseBuffered() : Promise.resolve(0);
+              const ahead = now ? now.queue.finishStarted() : Promise.resolve(0);
               ahead.then(
                 (n) =>
                   log(

@@ -437,11 +437,23 @@ export class SqsQueue implements Queue {
    * The bundle of a held lease, if its message carries several tasks: its id, its tasks not
    * settled yet, and whether it was received or sent before (its marker may exist).
    */
-  bundleOf(
-    lease: Lease,
-  ): { readonly id: string; readonly open: ReadonlySet<string>; readonly again: boolean } | undefined {
+  bundleOf(lease: Lease):
+    | {
+        readonly id: string;
+        readonly open: ReadonlySet<string>;
+        readonly again: boolean;
+      }
+    | undefined {
     const m = this.held.get(lease.taskId)?.msg;
     return m?.bundle ? { id: m.bundle.b, open: m.open, again: m.again } : undefined;
+  }
+
+  /** Whether a task of a held lease's bundle was handed out (not only received ahead). */
+  bundleStarted(lease: Lease): boolean {
+    const m = this.held.get(lease.taskId)?.msg;
+    if (!m?.bundle) return false;
+    const buffered = new Set(this.buffer.get(lease.owner) ?? []);
+    return this.tasksOf(m).some((h) => !buffered.has(h));
   }
 
   /** Every lease held, handed out or buffered, of one owner or all. */
@@ -651,14 +663,6 @@ export class SqsQueue implements Queue {
     const all = [...this.held.values()].filter((h) => owner === undefined || h.lease.owner === owner);
     await this.release(all.map((h) => h.lease));
     return all.length;
-  }
-
-  /** Hands back at once the messages received ahead and not handed out yet; returns how many tasks. */
-  async releaseBuffered(): Promise<number> {
-    const buffered = [...this.buffer.values()].flat();
-    this.buffer.clear();
-    if (buffered.length) await this.release(buffered.map((h) => h.lease));
-    return buffered.length;
   }
 
   /** Makes claims return nothing from now on and aborts a claim waiting on a long poll. */
