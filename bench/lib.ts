@@ -240,3 +240,37 @@ export function onPath(name: string): boolean {
   }
   return false;
 }
+
+/**
+ * Of a generated section, what `--only` keeps: the table rows and note lines of the benches not
+ * run (by the number their ids start with), and the lines saying which runs they came from.
+ */
+export function keptRows(
+  section: string,
+  ran: ReadonlySet<string>,
+): { header: string[]; rows: Array<[string, string]>; notes: Array<[string, string]> } {
+  const header: string[] = [];
+  const rows: Array<[string, string]> = [];
+  const notes: Array<[string, string]> = [];
+  const keep = (id: string) => !ran.has(String(Number.parseInt(id, 10)));
+  for (const line of section.split('\n')) {
+    const row = /^\| ([0-9][0-9a-z]*) \|/.exec(line);
+    const note = /^- \*\*([0-9][0-9a-z]*)\*\* /.exec(line);
+    if (row) {
+      if (keep(row[1]!)) rows.push([row[1]!, line]);
+    } else if (note) {
+      if (keep(note[1]!)) notes.push([note[1]!, line]);
+    } else if (/^(Run|Rows|Machine)/.test(line)) header.push(line);
+  }
+  // a "Rows 4, 10: run …" line (and its machine line) of rows all run again now says nothing kept
+  const out: string[] = [];
+  for (let i = 0; i < header.length; i++) {
+    const m = /^Rows ([0-9a-z, ]+): run/.exec(header[i]!);
+    if (m && m[1]!.split(', ').every((t) => ran.has(t))) {
+      if (header[i + 1]?.startsWith('Machine')) i++;
+      continue;
+    }
+    out.push(header[i]!);
+  }
+  return { header: rows.length ? out : [], rows, notes };
+}

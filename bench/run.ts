@@ -12,7 +12,16 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { type Bench, type BenchContext, machineLine, makeTmp, ROOT, type Row, type Size } from './lib.js';
+import {
+  type Bench,
+  type BenchContext,
+  keptRows,
+  machineLine,
+  makeTmp,
+  ROOT,
+  type Row,
+  type Size,
+} from './lib.js';
 
 interface Entry {
   readonly target: string;
@@ -60,15 +69,32 @@ function cell(s: string): string {
   return s.replaceAll('|', '\\|').replaceAll('\n', ' ');
 }
 
-function table(rows: readonly Row[]): string {
+function table(rows: readonly Row[], kept?: ReadonlyArray<readonly [string, string]>): string {
   const head =
     '| # | what | corral | peer / limit | ratio | target | status |\n|---|---|---|---|---|---|---|';
-  return [
-    head,
-    ...rows.map(
-      (r) => `| ${[r.id, r.what, r.corral, r.peer, r.ratio, r.target, r.status].map(cell).join(' | ')} |`,
-    ),
-  ].join('\n');
+  const lines = rows.map(
+    (r) =>
+      [
+        r.id,
+        `| ${[r.id, r.what, r.corral, r.peer, r.ratio, r.target, r.status].map(cell).join(' | ')} |`,
+      ] as const,
+  );
+  return [head, ...merged(lines, kept)].join('\n');
+}
+
+/** Lines by row id, these and the kept ones, in the order of the rows' ids (1a, 1b, …, 10, 11a). */
+function merged(
+  lines: ReadonlyArray<readonly [string, string]>,
+  kept: ReadonlyArray<readonly [string, string]> = [],
+): string[] {
+  const order = (id: string) => [Number.parseInt(id, 10), id] as const;
+  return [...lines, ...kept]
+    .sort(([x], [y]) => {
+      const [nx, sx] = order(x);
+      const [ny, sy] = order(y);
+      return nx - ny || sx.localeCompare(sy);
+    })
+    .map(([, l]) => l);
 }
 
 function printTable(rows: readonly Row[]): string {
@@ -135,25 +161,35 @@ async function main(): Promise<void> {
   );
   for (const r of rows) if (r.note) process.stdout.write(`  ${r.id}: ${r.note}\n`);
   if (args.write) {
-    const generated = [
-      BEGIN,
-      '',
-      `Run \`npm run bench\` (\`node --import tsx bench/run.ts --size ${args.size}\`) on ${new Date().toISOString().slice(0, 10)}, ${seconds.toFixed(0)} s, best of ${ctx.reps}, interleaved with each peer.`,
-      '',
-      `Machine: ${machine}.`,
-      '',
-      table(rows),
-      '',
-      'Commands and notes:',
-      '',
-      ...rows.map((r) => `- **${r.id}** \`${r.command}\`${r.note ? ` — ${r.note}` : ''}`),
-      '',
-      END,
-    ].join('\n');
     const file = path.join(ROOT, 'BENCHMARKS.md');
     const old = existsSync(file) ? readFileSync(file, 'utf8') : `# Benchmarks\n\n${BEGIN}\n${END}\n`;
     const a = old.indexOf(BEGIN);
     const b = old.indexOf(END);
+    // --only: the rows of the benches not run are kept, with the lines that say which run they are from
+    const kept =
+      args.only && a >= 0 && b > a ? keptRows(old.slice(a + BEGIN.length, b), args.only) : undefined;
+    const only = args.only ? ` --only ${[...args.only].join(',')}` : '';
+    const generated = [
+      BEGIN,
+      '',
+      `${kept ? `Rows ${[...args.only!].join(', ')}: run` : 'Run'} \`npm run bench\` (\`node --import tsx bench/run.ts --size ${args.size}${only}\`) on ${new Date().toISOString().slice(0, 10)} ${new Date().toISOString().slice(11, 16)} UTC, ${seconds.toFixed(0)} s, best of ${ctx.reps}, interleaved with each peer.`,
+      '',
+      `Machine: ${machine}.`,
+      '',
+      ...(kept?.header.length
+        ? ['The other rows are from an earlier run:', '', ...kept.header.flatMap((l) => [l, ''])]
+        : []),
+      table(rows, kept?.rows),
+      '',
+      'Commands and notes:',
+      '',
+      ...merged(
+        rows.map((r) => [r.id, `- **${r.id}** \`${r.command}\`${r.note ? ` — ${r.note}` : ''}`] as const),
+        kept?.notes,
+      ),
+      '',
+      END,
+    ].join('\n');
     const next =
       a >= 0 && b > a
         ? `${old.slice(0, a)}${generated}${old.slice(b + END.length)}`

@@ -133,8 +133,9 @@ class BundlingStore implements Store {
   discard(key: string, attemptId: string): Promise<void> {
     return this.s3.discard(key, attemptId);
   }
-  exists(key: string): Promise<boolean> {
-    return this.s3.exists(key);
+  /** A bundle's task was looked for with its bundle (one HEAD of its marker): not again one by one. */
+  async exists(key: string): Promise<boolean> {
+    return !this.deferred.has(key) && this.s3.exists(key);
   }
   list(prefix?: string): AsyncIterable<string> {
     return this.s3.list(prefix);
