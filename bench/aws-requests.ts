@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { loadJobFile } from '../src/spec/job.js';
 import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
-import { startPeer } from '../test/cluster-peer.js';
+import { createCluster, startPeer } from '../test/cluster-peer.js';
 import type { Bench, Row } from './lib.js';
 
 const BUDGET = 0.35;
@@ -88,15 +88,7 @@ export async function countAwsRequests(
       path.join(dir, 'job.yaml'),
       `name: ${name}\ntasks:\n  map: { lines: items.txt }\n  command: ${JSON.stringify(job.command ?? 'echo {input}')}\n${outputs ? `outputs: ${outputs}\n` : ''}lease: 60s\n`,
     );
-    const { queueUrl, dlqUrl } = await peer.createQueues(name);
-    await peer.createBucket(`${name}-bucket`);
-    const target = {
-      name,
-      queueUrl,
-      deadLetterQueueUrl: dlqUrl,
-      bucket: `${name}-bucket`,
-      region: 'us-east-1',
-    };
+    const target = await createCluster(peer, name);
     peer.requests.clear();
     const t0 = Date.now();
     const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {

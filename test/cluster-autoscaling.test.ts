@@ -13,7 +13,14 @@ import { loadJobFile } from '../src/spec/job.js';
 import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { startQueryPeer } from './aws-query-peer.js';
-import { type FakeImds, PEER_ENV, type Peer, startFakeImds, startPeer } from './cluster-peer.js';
+import {
+  createCluster,
+  type FakeImds,
+  PEER_ENV,
+  type Peer,
+  startFakeImds,
+  startPeer,
+} from './cluster-peer.js';
 import { runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 import { evaluate } from './metric-math.js';
 
@@ -52,15 +59,7 @@ lease: 20s
     };
     for (let i = 0; i < 6; i++) files[`in/t${i}.txt`] = `task ${i}\n`;
     writeFiles(dir, files);
-    const { queueUrl, dlqUrl } = await peer.createQueues(name);
-    await peer.createBucket(`${name}-bucket`);
-    const target = {
-      name,
-      queueUrl,
-      deadLetterQueueUrl: dlqUrl,
-      bucket: `${name}-bucket`,
-      region: 'us-east-1',
-    };
+    const target = await createCluster(peer, name);
     const run = runClusterJob(loadJobFile(path.join(dir, 'job.yaml')), target, {
       stateDir: path.join(dir, '.corral'),
       endpointUrl: peer.endpoint,

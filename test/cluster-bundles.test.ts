@@ -17,7 +17,9 @@ import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { bundlesOf, tasksPerMessage } from '../src/transport/cluster/cluster-transport.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import {
+  clusterFlags,
   committedResults,
+  createCluster,
   type FakeImds,
   PEER_ENV,
   type Peer,
@@ -62,11 +64,7 @@ async function depth(queueUrl: string): Promise<number> {
   );
 }
 
-async function cluster(name: string) {
-  const { queueUrl, dlqUrl } = await peer.createQueues(name, { visibility: 3, maxReceiveCount: 1000 });
-  await peer.createBucket(`${name}-bucket`);
-  return { name, queueUrl, deadLetterQueueUrl: dlqUrl, bucket: `${name}-bucket`, region: 'us-east-1' };
-}
+const cluster = (name: string) => createCluster(peer, name, { visibility: 3, maxReceiveCount: 1000 });
 
 test('how many tasks go in one message: one each up to 127 waiting, then n/64, at most 50; CORRAL_TASKS_PER_MESSAGE sets it', () => {
   assert.equal(tasksPerMessage(1, {}), 1);
@@ -198,16 +196,7 @@ lease: 3s
     CORRAL_CLUSTER_TICK_MS: '200',
     CORRAL_SPOT_INTERVAL_MS: '100',
   };
-  const where = [
-    '--queue-url',
-    target.queueUrl,
-    '--dlq-url',
-    target.deadLetterQueueUrl,
-    '--bucket',
-    target.bucket,
-    '--endpoint-url',
-    peer.endpoint,
-  ];
+  const where = clusterFlags(peer, target);
   const coordinator = startCli(
     ['run', 'job.yaml', '--cluster', 'bunk', '--state-dir', path.join(dir, 's'), ...where],
     {

@@ -443,3 +443,37 @@ export function committedResults(peer: Peer, bucket: string, job: string): Commi
   }
   return out;
 }
+
+/** A cluster on the peer: its queue and dead-letter queue, and its bucket `NAME-bucket`. */
+export interface PeerCluster {
+  readonly name: string;
+  readonly queueUrl: string;
+  readonly deadLetterQueueUrl: string;
+  readonly bucket: string;
+  readonly region: string;
+}
+
+/** Creates a cluster's queues and bucket on the peer; its target as the coordinator and workers take it. */
+export async function createCluster(
+  peer: Peer,
+  name: string,
+  opts?: { visibility?: number; maxReceiveCount?: number },
+): Promise<PeerCluster> {
+  const { queueUrl, dlqUrl } = await peer.createQueues(name, opts);
+  await peer.createBucket(`${name}-bucket`);
+  return { name, queueUrl, deadLetterQueueUrl: dlqUrl, bucket: `${name}-bucket`, region: 'us-east-1' };
+}
+
+/** The CLI flags that point `corral run --cluster` and `corral worker` at a cluster on the peer. */
+export function clusterFlags(peer: Peer, c: PeerCluster): string[] {
+  return [
+    '--queue-url',
+    c.queueUrl,
+    '--dlq-url',
+    c.deadLetterQueueUrl,
+    '--bucket',
+    c.bucket,
+    '--endpoint-url',
+    peer.endpoint,
+  ];
+}

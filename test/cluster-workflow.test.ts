@@ -13,7 +13,7 @@ import { runClusterJob } from '../src/transport/cluster/cluster-run.js';
 import { runJob } from '../src/transport/local.js';
 import { runClusterWorker } from '../src/worker/cluster-main.js';
 import { loadJob } from '../src/workflow/load-job.js';
-import { PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
+import { clusterFlags, createCluster, PEER_ENV, type Peer, startPeer } from './cluster-peer.js';
 import { ROOT, runCli, startCli, tempDir, waitFor, writeFiles } from './helpers.js';
 import { inputs, mosaic, N } from './hyperflow-mosaic.js';
 
@@ -40,15 +40,7 @@ async function keys(bucket: string, prefix: string): Promise<string[]> {
 
 /** A cluster (queues + bucket) on the peer, and a way to run in-process workers against it. */
 async function cluster(name: string) {
-  const { queueUrl, dlqUrl } = await peer.createQueues(name);
-  await peer.createBucket(`${name}-bucket`);
-  const target = {
-    name,
-    queueUrl,
-    deadLetterQueueUrl: dlqUrl,
-    bucket: `${name}-bucket`,
-    region: 'us-east-1',
-  };
+  const target = await createCluster(peer, name);
   const workers = (dir: string, n: number) => {
     const ac = new AbortController();
     const runs = Array.from({ length: n }, (_, i) =>
@@ -209,16 +201,7 @@ steps:
   for (let i = 0; i < n; i++) files[`in/t${i}.txt`] = `task ${i}\n`;
   writeFiles(dir, files);
   const { target } = await cluster('ckill');
-  const where = [
-    '--queue-url',
-    target.queueUrl,
-    '--dlq-url',
-    target.deadLetterQueueUrl,
-    '--bucket',
-    target.bucket,
-    '--endpoint-url',
-    peer.endpoint,
-  ];
+  const where = clusterFlags(peer, target);
   const env = { ...PEER_ENV, MARK: marks, CORRAL_CLUSTER_TICK_MS: '200' };
   const coordinator = startCli(
     ['run', 'job.yaml', '--cluster', 'ckill', '--state-dir', path.join(dir, 'state1'), ...where],
