@@ -258,3 +258,61 @@ lease: 3s
   assert.deepEqual(peer.objectKeys(target.bucket, 'jobs/bunk/attempts/'), [], 'no upload left behind');
   t.diagnostic(`${sum(ex)} executions for ${N} tasks; w2: ${/handed back .*/.exec(w2.err())?.[0]}`);
 });
+
+test('a coordinator SIGKILLed with bundles in flight, started again with an empty state folder: it sends no bundled task in a new bundle, and nothing runs twice', async (t) => {
+  const dir = tempDir(t);
+  const N = 60;
+  writeFiles(dir, {
+    'items.txt': `${Array.from({ length: N }, (_, i) => `item-${i}`).join('\n')}\n`,
+    'job.yaml': `name: bunc
+tasks:
+  map: { lines: items.txt }
+  command: 'echo "$CORRAL_TEST_WORKER" >> "$MARK/{index}"; sleep 0.2; echo {input}'
+outputs: out/{index}.txt
+lease: 10s
+`,
+  });
+  mkdirSync(path.join(dir, 'marks'));
+  const target = await cluster('bunc');
+  const where = clusterFlags(peer, target);
+  const env = {
+    ...PEER_ENV,
+    MARK: path.join(dir, 'marks'),
+    CORRAL_TASKS_PER_MESSAGE: '10',
+    CORRAL_CLUSTER_TICK_MS: '200',
+  };
+  const coordinator = (state: string) =>
+    startCli(['run', 'job.yaml', '--cluster', 'bunc', '--state-dir', path.join(dir, state), ...where], {
+      cwd: dir,
+      env,
+    });
+  const first = coordinator('s1');
+  const workers = ['w1', 'w2'].map((id) =>
+    startCli(['worker', ...where, '--cache-dir', path.join(dir, id), '--idle-exit', '5', '--no-spot'], {
+      cwd: dir,
+      env: { ...env, CORRAL_TEST_WORKER: id },
+    }),
+  );
+  const procs = [first, ...workers];
+  t.after(() => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  });
+  // killed once a bundle is committed and others are still running
+  await waitFor(() => peer.objectKeys(target.bucket, 'jobs/bunc/bundles/').length >= 1, 60_000);
+  first.kill('SIGKILL');
+  await first.result;
+  const second = coordinator('s2');
+  procs.push(second);
+  const r = await second.result;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr + r.stdout, /resumed from the bucket/);
+  const results = committedResults(peer, target.bucket, 'bunc');
+  assert.deepEqual(
+    results.map((x) => x.key).sort(),
+    Array.from({ length: N }, (_, i) => `out/${i}.txt`).sort(),
+  );
+  assert.equal(new Set(results.map((x) => x.marker)).size, N / 10, 'the 6 bundles sent first, no other');
+  for (const x of results)
+    assert.equal(readFileSync(path.join(dir, x.key), 'utf8'), `item-${x.key.slice(4, -4)}\n`);
+  assert.equal(sum(executions(dir)), N, 'each task ran once');
+});
