@@ -13,15 +13,16 @@ import { getSecretString } from '../aws/secrets.js';
 import { isS3Url, parseS3Url } from '../engine/expand.js';
 import { taskLogName } from '../engine/state-dir.js';
 import { CANCEL_RECORD, doneKey, jobPrefix } from '../protocol/keys.js';
-import type {
-  Completion,
-  DeadLetter,
-  Failure,
-  Lease,
-  NewTask,
-  Queue,
-  TaskCounts,
-  TaskPayload,
+import {
+  attemptIdOf,
+  type Completion,
+  type DeadLetter,
+  type Failure,
+  type Lease,
+  type NewTask,
+  type Queue,
+  type TaskCounts,
+  type TaskPayload,
 } from '../queue/queue.js';
 import { SqsQueue } from '../queue/sqs/sqs-queue.js';
 import type { LoadedJob } from '../spec/job.js';
@@ -309,7 +310,7 @@ class ClusterJobQueue implements Queue {
 
   /** Commits the files a process wrote in place (HyperFlow `outs`) as outputs of the job. */
   private async commitOuts(c: Completion): Promise<void> {
-    const attemptId = `${c.lease.attempt}-${c.lease.owner}`;
+    const attemptId = attemptIdOf(c.lease.attempt, c.lease.owner);
     for (const f of c.lease.payload.outs ?? []) {
       const staged = await this.store.stage(f, attemptId);
       await fsp.copyFile(path.join(this.job.baseDir, ...f.split('/')), staged);
@@ -325,7 +326,7 @@ class ClusterJobQueue implements Queue {
       if (!b || !run) {
         if (!this.bundled.has(c.lease.taskId)) alone.push(c);
         else if (c.lease.payload.o !== undefined)
-          await this.store.discard(c.lease.payload.o, `${c.lease.attempt}-${c.lease.owner}`);
+          await this.store.discard(c.lease.payload.o, attemptIdOf(c.lease.attempt, c.lease.owner));
         continue;
       }
       run.completions.set(c.lease.key, c);
@@ -348,7 +349,7 @@ class ClusterJobQueue implements Queue {
     const items: BundleItem[] = [...run.completions.values()].map((c) => ({
       task: c.lease.key,
       key: c.lease.payload.o ?? doneKey(c.lease.key),
-      attemptId: `${c.lease.attempt}-${c.lease.owner}`,
+      attemptId: attemptIdOf(c.lease.attempt, c.lease.owner),
       output: c.lease.payload.o !== undefined,
     }));
     const won = (await this.store.commitBundle(b.id, items)) === 'committed';
@@ -365,7 +366,7 @@ class ClusterJobQueue implements Queue {
     for (const c of done) {
       await this.commitOuts(c);
       if (c.lease.payload.o === undefined)
-        await this.store.commitEmpty(doneKey(c.lease.key), `${c.lease.attempt}-${c.lease.owner}`);
+        await this.store.commitEmpty(doneKey(c.lease.key), attemptIdOf(c.lease.attempt, c.lease.owner));
       await this.shipLog(c.lease.key);
     }
     await this.sqs.complete(done);
@@ -435,7 +436,8 @@ class ClusterJobQueue implements Queue {
       this.bundles.delete(b.id);
       for (const c of run.completions.values()) {
         const o = c.lease.payload.o;
-        if (o !== undefined) this.store.discard(o, `${c.lease.attempt}-${c.lease.owner}`).catch(() => {});
+        if (o !== undefined)
+          this.store.discard(o, attemptIdOf(c.lease.attempt, c.lease.owner)).catch(() => {});
       }
     }
   }
