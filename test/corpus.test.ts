@@ -11,8 +11,8 @@ import { runCli, tempDir } from './helpers.js';
  * error must match. Job YAML (`job-*`) and HyperFlow JSON (`hf-*`) go to `corral run`, cluster
  * YAML (`cluster-*`) to `corral plan`, and `*.args` hold CLI arguments, one per line (run next to
  * test/corpus/support/job.yaml; `args-corrupt-state-*` with a state file of job x that is not a
- * database, `args-newer-state-*` with one of a newer format). Every case exits 2 with exactly one `corral: error:` line and
- * changes nothing in its folder (no state dir, no outputs).
+ * database, `args-newer-state-*` with one of a newer format). Every case exits 2 with exactly one `corral: error:` line,
+ * changes nothing in its folder (no state dir, no outputs), and never loads the CDK (test/fixtures/cdk-probe.cjs).
  */
 const DIR = path.join(import.meta.dirname, 'corpus');
 const SUPPORT = path.join(DIR, 'support');
@@ -123,6 +123,8 @@ test('every bad input exits 2 with one error line naming the field, and creates 
   const env = { ...process.env };
   delete env.CORRAL_STATE_DIR;
   delete env.CORRAL_LOG_FORMAT;
+  // and says so before it loads the CDK (a second of start-up a refused input should not wait for)
+  env.NODE_OPTIONS = `${env.NODE_OPTIONS ?? ''} --require ${path.join(import.meta.dirname, 'fixtures/cdk-probe.cjs')}`;
   const cases = Object.keys(expected).map(caseOf);
   const failures: string[] = [];
   const runOne = async (c: Case) => {
@@ -137,6 +139,7 @@ test('every bad input exits 2 with one error line naming the field, and creates 
     const errorLines = r.stderr.split('\n').filter((l) => l.startsWith('corral: error: '));
     if (errorLines.length !== 1) problems.push(`${errorLines.length} error lines`);
     if (/\n\s+at /.test(r.stderr) || r.stderr.includes('internal error')) problems.push('a stack trace');
+    if (r.stderr.includes('cdk-probe: aws-cdk-lib was loaded')) problems.push('the CDK was loaded first');
     const after = snapshot(dir);
     if (after.join('\n') !== before.join('\n')) {
       problems.push(`the folder changed: ${after.filter((x) => !before.includes(x)).join(', ')}`);

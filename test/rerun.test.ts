@@ -110,6 +110,33 @@ retries: { maxAttempts: 1 }
   assert.match(log.stdout, /attempt 1\/1 .*\n.*\n.*attempt 2\/2 /);
 });
 
+test("a re-run's retries back off from the initial delay again, not from where the last run's left off", async (t) => {
+  const dir = tempDir(t);
+  writeFiles(dir, {
+    'in/x.txt': 'x\n',
+    // fails every attempt; a retry waits 1 s, then 1 s × 100 (capped at 5 min) if the attempts of
+    // the last run counted: the re-run's second attempt would come 5 minutes after its first
+    'job.yaml': `name: retry-backoff
+tasks:
+  map: { glob: 'in/*.txt' }
+  command: 'echo {input.name} >> runs.log; exit 1'
+retries: { maxAttempts: 2, backoff: { initial: 1s, factor: 100 } }
+`,
+  });
+  const r1 = await runCli(['run', 'job.yaml'], { cwd: dir, timeoutMs: 60_000 });
+  assert.equal(r1.code, 1, r1.stderr + r1.stdout);
+  const again = await runCli(['run', 'job.yaml', '--json'], { cwd: dir, timeoutMs: 60_000 });
+  assert.equal(
+    again.code,
+    1,
+    `the re-run ended (${again.signal ?? 'no signal'}): ${again.stderr.slice(-500)}`,
+  );
+  const s = JSON.parse(again.stdout);
+  assert.deepEqual(s.retried, { dead: 1, skipped: 0, steps: 0 });
+  assert.equal(s.counts.dead, 1);
+  assert.deepEqual(Object.fromEntries(runsOf(dir)), { 'x.txt': 4 }, 'two attempts in each run');
+});
+
 test('a re-run plans inputs that appeared, counts those that changed, and --redo-changed redoes them, replacing each output atomically', async (t) => {
   const dir = tempDir(t);
   writeFiles(dir, {

@@ -160,9 +160,20 @@ export function makeSandbox(root: string): Sandbox {
     async stopServices() {
       // Every process the host started carries CORRAL_REHEARSAL_ROOT=<root> in its environment:
       // found through /proc, so nothing is left running even when the root is already removed.
+      // Each round signals the ones not signalled yet: a process the host was starting at the first
+      // (a service's worker, forked by a shell that the first SIGTERM ended) is stopped at the next
+      // instead of being waited for until the SIGKILL.
       const mine = () => hostProcesses(root);
-      for (const pid of mine()) signal(pid, 'SIGTERM');
-      for (let i = 0; i < 100 && mine().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+      const termed = new Set<number>();
+      for (let i = 0; i < 100; i++) {
+        const pids = mine();
+        if (pids.length === 0) break;
+        for (const pid of pids.filter((p) => !termed.has(p))) {
+          termed.add(pid);
+          signal(pid, 'SIGTERM');
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
       for (const pid of mine()) signal(pid, 'SIGKILL');
       for (const c of children) c.kill('SIGKILL');
     },

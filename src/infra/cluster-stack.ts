@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   Aspects,
@@ -26,10 +25,10 @@ import {
   isEcrImage,
   parseDataBucket,
   partitionOf,
+  readSpecFile,
   sourceFileOf,
   stackNameOf,
 } from '../spec/cluster.js';
-import { UsageError } from '../spec/errors.js';
 import { ClusterAccess } from './cluster-access.js';
 import { ClusterBucket } from './cluster-bucket.js';
 import { Database, databaseIdentifierOf } from './database.js';
@@ -565,19 +564,6 @@ class TagUntaggable implements IAspect {
         Object.entries(this.tags).map(([Key, Value]) => ({ Key, Value })),
       );
     }
-  }
-}
-
-function readSpecFile(baseDir: string, file: string, field: string): string {
-  const full = path.resolve(baseDir, file);
-  try {
-    return readFileSync(full, 'utf8');
-  } catch (err) {
-    throw new UsageError(
-      field,
-      `cannot read ${full}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-      'check the path (relative to the spec file)',
-    );
   }
 }
 

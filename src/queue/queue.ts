@@ -145,7 +145,16 @@ export interface Queue {
   close(): Promise<void>;
 }
 
-/** Delay before attempt `attempt + 1`, given the attempt that just failed. */
+/**
+ * The number of an attempt within this run of the job. A re-run gives each failed task
+ * `maxAttempts` more attempts (its lease's `maxAttempts` grows by that much), so its retries
+ * back off from `initial` again instead of from where the last run's left off.
+ */
+export function attemptOfRun(lease: Pick<Lease, 'attempt' | 'maxAttempts'>, maxAttempts: number): number {
+  return Math.max(1, lease.attempt - Math.max(0, lease.maxAttempts - maxAttempts));
+}
+
+/** Delay before attempt `attempt + 1`, given the attempt (of this run, {@link attemptOfRun}) that just failed. */
 export function backoffDelay(
   attempt: number,
   policy: { initial: number; factor: number; max: number },

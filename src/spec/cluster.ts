@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { carveSubnets, cidrContains, cidrOverlaps, formatCidr, parseCidr } from '../util/cidr.js';
 import { z } from '../vendor/zod.js';
 import { UsageError } from './errors.js';
@@ -889,12 +891,36 @@ export function defineCluster(spec: ClusterSpecInput, origin = 'defineCluster'):
   return validate(clusterSchema, { data: spec, file: origin });
 }
 
-/** Reads, parses and validates a cluster spec file (YAML or JSON). */
+/**
+ * Reads, parses and validates a cluster spec file (YAML or JSON), and reads the files it names
+ * (a public key, instance scripts), so that one it cannot read is refused before anything is
+ * synthesized.
+ */
 export function loadClusterFile(file: string): ClusterSpec & { readonly sourceFile?: string } {
   const src = readYamlFile(file);
   const spec = validate(clusterSchema, src);
+  const baseDir = path.dirname(path.resolve(file));
+  const key = spec.access.keyPair?.publicKeyFile;
+  if (key !== undefined) readSpecFile(baseDir, key, 'access.keyPair.publicKeyFile');
+  spec.instances.forEach((i, n) => {
+    if (i.script !== undefined) readSpecFile(baseDir, i.script, `instances[${n}].script`);
+  });
   Object.defineProperty(spec, 'sourceFile', { value: file, enumerable: false });
   return spec;
+}
+
+/** Reads a file a spec names, relative to `baseDir` (the spec file's folder); one it cannot read is bad input. */
+export function readSpecFile(baseDir: string, file: string, field: string): string {
+  const full = path.resolve(baseDir, file);
+  try {
+    return readFileSync(full, 'utf8');
+  } catch (err) {
+    throw new UsageError(
+      field,
+      `cannot read ${full}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      'check the path (relative to the spec file)',
+    );
+  }
 }
 
 /** The file a spec was loaded from, when it came from loadClusterFile. */

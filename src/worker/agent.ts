@@ -18,6 +18,7 @@ import { taskLogName } from '../engine/state-dir.js';
 import { render, shellQuote, taskVars } from '../engine/template.js';
 import {
   attemptIdOf,
+  attemptOfRun,
   backoffDelay,
   type Completion,
   type Failure,
@@ -462,7 +463,10 @@ export class WorkerAgent {
       lease,
       error: r.error ?? 'failed',
       logPath: r.logPath,
-      retryDelayMs: backoffDelay(lease.attempt, this.stepOf(lease).retries.backoff),
+      retryDelayMs: backoffDelay(
+        attemptOfRun(lease, this.stepOf(lease).retries.maxAttempts),
+        this.stepOf(lease).retries.backoff,
+      ),
       startedAt: r.startedAt,
       finishedAt,
       final: r.final,

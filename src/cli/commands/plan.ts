@@ -63,8 +63,6 @@ export function register(program: Command): void {
         file: string,
         opts: { json?: boolean; out?: string; job?: string; pool?: string[]; var?: string[] },
       ) => {
-        // loaded on use: the CDK takes a second to import, and --help should not wait for it
-        const { formatPlan, planFromSynth, synthCluster } = await import('../../infra/plan.js');
         const { loadClusterFile } = await import('../../spec/cluster.js');
         const spec = loadClusterFile(file);
         // the job's routing is checked before anything is synthesized: an unknown pool is exit 2
@@ -77,6 +75,9 @@ export function register(program: Command): void {
             'add --job FILE, the job whose steps to route',
           );
         const out = opts.out === undefined ? undefined : outFolder(opts.out);
+        // loaded on use, once the input is known good: the CDK takes a second to import, and
+        // neither --help nor a refused spec should wait for it
+        const { formatPlan, planFromSynth, synthCluster } = await import('../../infra/plan.js');
         const synth = synthCluster(spec, { outdir: out });
         const report = { ...planFromSynth(spec, synth), ...(routes ? { routes: routes.byStep } : {}) };
         const json = `${JSON.stringify(report)}\n`;
