@@ -164,7 +164,7 @@ export class WorkerAgent {
   private readonly abort = new AbortController();
   private readonly groups = new Set<number>();
   private held: Lease[] = [];
-  /** Completions of the last batch, written with the next claim (`Queue.completeAndClaim`). */
+  /** Completions of the last batch and of committed groups, written with the next claim (`Queue.completeAndClaim`). */
   private acks: Completion[] = [];
   private batch = 1;
   private avgMs = 0;
@@ -282,6 +282,8 @@ export class WorkerAgent {
     } finally {
       await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
       clearInterval(beat);
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
       this.runner?.close();
       if (this.acks.length > 0) await queue.complete(this.acks);
       this.acks = [];
@@ -296,10 +298,15 @@ export class WorkerAgent {
     const acks = this.acks;
     if (acks.length === 0) return queue.claim(this.o.id, this.batch, leaseMs);
     if (queue.completeAndClaim) {
-      // one transaction: if it fails, neither happened and the acks are written next time
-      const got = await queue.completeAndClaim(acks, this.o.id, this.batch, leaseMs);
+      // one transaction: if it fails, neither happened and the acks are written next time. Taken
+      // first, so that the acks' timer (carryAcks) never writes them a second time meanwhile
       this.acks = [];
-      return got;
+      try {
+        return await queue.completeAndClaim(acks, this.o.id, this.batch, leaseMs);
+      } catch (err) {
+        this.acks = [...acks, ...this.acks];
+        throw err;
+      }
     }
     await queue.complete(acks);
     this.acks = [];
@@ -453,8 +460,35 @@ export class WorkerAgent {
         });
       else failures.push(this.failure(g.lease, r, g.finishedAt));
     }
-    if (completions.length) await this.o.queue.complete(completions);
+    if (completions.length) {
+      if (this.o.queue.completeAndClaim) this.carryAcks(completions);
+      else await this.o.queue.complete(completions);
+    }
     if (failures.length) await this.o.queue.fail(failures);
+  }
+
+  /** Writes the carried acks on their own when no claim took them within FLUSH_MS. */
+  private ackTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A committed group's acks go with the worker's next claim (`Queue.completeAndClaim`: one write
+   * transaction for both), or on their own after FLUSH_MS if no claim comes by then (a long task
+   * runs). Each group's own transaction waited for the state file's lock that the other workers
+   * and the coordinator hold in turn: ~600 of them in a run of 5,000 tasks with outputs, where
+   * its claims were ~200 (BENCHMARKS.md, row 9).
+   */
+  private carryAcks(done: Completion[]): void {
+    this.acks.push(...done);
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      const acks = this.acks;
+      if (acks.length === 0) return;
+      this.acks = [];
+      this.o.queue.complete(acks).catch(() => {
+        // written with the next claim, or when the worker ends
+        this.acks = [...acks, ...this.acks];
+      });
+    }, FLUSH_MS);
   }
 
   private failure(lease: Lease, r: RunOutcome & { ok: false }, finishedAt: number): Failure {
