@@ -504,7 +504,10 @@ const SYNCFS_NR: Readonly<Record<string, number>> = { x64: 306, arm64: 267, risc
  * slows the flush down): it is run as before.
  */
 function syncerCommand(): [string, string[]] {
-  const shell: [string, string[]] = ['/bin/sh', ['-c', 'while IFS= read -r d; do sync -f "$d"; echo $?; done']];
+  const shell: [string, string[]] = [
+    '/bin/sh',
+    ['-c', 'while IFS= read -r d; do sync -f "$d"; echo $?; done'],
+  ];
   const nr = SYNCFS_NR[process.arch];
   const perl = ['/usr/bin/perl', '/bin/perl'].find((p) => existsSync(p));
   if (nr === undefined || perl === undefined || !systemSync()) return shell;
