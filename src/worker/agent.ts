@@ -147,6 +147,12 @@ const COMMIT_MAX_FINISHED = 2048;
  * more for its group; the worker does not wait (it runs the next tasks meanwhile).
  */
 const GROUP_GAP_MS = 100;
+/**
+ * How often a batch of module functions that never await lets the event loop run while a group
+ * is due or under way (its start, its flush's answer on a pipe, its links): one turn costs
+ * microseconds.
+ */
+const YIELD_MS = 10;
 
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome = (
@@ -405,6 +411,8 @@ export class WorkerAgent {
   private kicked = false;
   /** When the last group started (ms since the epoch). */
   private lastGroupAt = 0;
+  /** When the batch loop last let the event loop run while a group was due or under way. */
+  private yieldedAt = 0;
 
   /**
    * Starts a group of what is pending, unless a group is being flushed (it starts the next when
@@ -606,6 +614,20 @@ export class WorkerAgent {
         // (outputs marked finished are kept: the coordinator commits them if this process dies)
         if (next === i && (this.unfinished > 0 || this.committingUnfinished) && !this.pipelines(leases[i]!))
           await this.settle();
+        // a module function that returns without awaiting anything never lets the event loop run:
+        // a group due to start (kickCommit) waited for 2,048 pending outputs, and a group under
+        // way for its flush's answer, so the run's last group, the largest, for the end of the
+        // queue. A turn of the loop every YIELD_MS while a group is due or under way lets it go on
+        // beside the next tasks
+        else if (
+          next === i &&
+          (this.kicked || this.committing) &&
+          Date.now() >= this.yieldedAt + YIELD_MS &&
+          !this.pipelines(leases[i]!)
+        ) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          this.yieldedAt = Date.now();
+        }
         topUp(i);
         const last = leases[next - 1]!;
         if (
