@@ -451,6 +451,10 @@ export class SqliteQueue implements Queue {
   }
 
   async reapExpired(now = Date.now()): Promise<number> {
+    // looked for first without the write lock (WAL: a read waits for no one): nearly every tick
+    // of the coordinator finds none, and taking the lock for nothing made the workers' claims and
+    // acks wait, in SQLite's busy handler that sleeps 1, 2, 5, 10… ms (BENCHMARKS.md, row 9)
+    if (this.stmts.expired.get(now) === undefined) return 0;
     return this.db
       .transaction(() => {
         const byOwner = new Map<string, LeaseRow[]>();

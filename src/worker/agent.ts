@@ -139,6 +139,22 @@ const COMMIT_MAX_PENDING = 256;
  */
 const COMMIT_MAX_FINISHED = 2048;
 
+/**
+ * Shortest time between the starts of two groups of one worker. A group's flush is a syncfs(2) of
+ * the whole file system (on a shared disk, others' dirty pages too) and a flush of the device's
+ * cache: started the moment the one before had been flushed, the groups of 5,000 module tasks
+ * writing with fs/promises held ~10 outputs each, ~540 flushes a run; 100 ms apart the same run
+ * took 2.8-3.7 s instead of 4.3-5.4 s (BENCHMARKS.md, row 9). An output waits at most this long
+ * more for its group; the worker does not wait (it runs the next tasks meanwhile).
+ */
+const GROUP_GAP_MS = 100;
+/**
+ * How often a batch of module functions that never await lets the event loop run while a group
+ * is due or under way (its start, its flush's answer on a pipe, its links): one turn costs
+ * microseconds.
+ */
+const YIELD_MS = 10;
+
 /** How one task ended, as the batch loop sees it. */
 type RunOutcome = (
   | { ok: true; outcome: Completion['outcome']; startedAt: number; commit?: PendingCommit }
@@ -165,7 +181,7 @@ export class WorkerAgent {
   private readonly abort = new AbortController();
   private readonly groups = new Set<number>();
   private held: Lease[] = [];
-  /** Completions of the last batch, written with the next claim (`Queue.completeAndClaim`). */
+  /** Completions of the last batch and of committed groups, written with the next claim (`Queue.completeAndClaim`). */
   private acks: Completion[] = [];
   private batch = 1;
   private avgMs = 0;
@@ -283,6 +299,8 @@ export class WorkerAgent {
     } finally {
       await this.settle().catch(() => {}); // what is not acked runs again when its lease expires
       clearInterval(beat);
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
       this.runner?.close();
       if (this.acks.length > 0) await queue.complete(this.acks);
       this.acks = [];
@@ -297,10 +315,15 @@ export class WorkerAgent {
     const acks = this.acks;
     if (acks.length === 0) return queue.claim(this.o.id, this.batch, leaseMs);
     if (queue.completeAndClaim) {
-      // one transaction: if it fails, neither happened and the acks are written next time
-      const got = await queue.completeAndClaim(acks, this.o.id, this.batch, leaseMs);
+      // one transaction: if it fails, neither happened and the acks are written next time. Taken
+      // first, so that the acks' timer (carryAcks) never writes them a second time meanwhile
       this.acks = [];
-      return got;
+      try {
+        return await queue.completeAndClaim(acks, this.o.id, this.batch, leaseMs);
+      } catch (err) {
+        this.acks = [...acks, ...this.acks];
+        throw err;
+      }
     }
     await queue.complete(acks);
     this.acks = [];
@@ -387,24 +410,33 @@ export class WorkerAgent {
 
   /** A group start is scheduled (`kickCommit`). */
   private kicked = false;
+  /** When the last group started (ms since the epoch). */
+  private lastGroupAt = 0;
+  /** When the batch loop last let the event loop run while a group was due or under way. */
+  private yieldedAt = 0;
 
   /**
    * Starts a group of what is pending, unless a group is being flushed (it starts the next when
-   * it ends): after the results at hand are taken in, not at the first of them. The forker reports
-   * tasks in bulk (up to 32 in one read): started at the first, a group held that one output and
-   * the next group the rest, so half the groups paid a flush, a folder fsync and an ack for one.
+   * it ends): after the results at hand are taken in, not at the first of them, and no sooner than
+   * GROUP_GAP_MS after the group before started. The forker reports tasks in bulk (up to 32 in one
+   * read): started at the first, a group held that one output and the next group the rest, so
+   * half the groups paid a flush, a folder fsync and an ack for one.
    */
   private kickCommit(): void {
     if (this.kicked || this.committing || this.pending.length === 0 || this.commitError !== undefined) return;
     this.kicked = true;
-    setImmediate(() => {
+    const go = () => {
       this.kicked = false;
       if (!this.committing && this.pending.length > 0 && this.commitError === undefined) this.beginCommit();
-    });
+    };
+    const wait = this.lastGroupAt + GROUP_GAP_MS - Date.now();
+    if (wait > 0) setTimeout(go, wait).unref();
+    else setImmediate(go);
   }
 
   /** Starts committing what is pending as one group (none being flushed). */
   private beginCommit(): void {
+    this.lastGroupAt = Date.now();
     const group = this.pending;
     this.pending = [];
     this.committingUnfinished = this.unfinished > 0;
@@ -454,8 +486,35 @@ export class WorkerAgent {
         });
       else failures.push(this.failure(g.lease, r, g.finishedAt));
     }
-    if (completions.length) await this.o.queue.complete(completions);
+    if (completions.length) {
+      if (this.o.queue.completeAndClaim) this.carryAcks(completions);
+      else await this.o.queue.complete(completions);
+    }
     if (failures.length) await this.o.queue.fail(failures);
+  }
+
+  /** Writes the carried acks on their own when no claim took them within FLUSH_MS. */
+  private ackTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A committed group's acks go with the worker's next claim (`Queue.completeAndClaim`: one write
+   * transaction for both), or on their own after FLUSH_MS if no claim comes by then (a long task
+   * runs). Each group's own transaction waited for the state file's lock that the other workers
+   * and the coordinator hold in turn: ~600 of them in a run of 5,000 tasks with outputs, where
+   * its claims were ~200 (BENCHMARKS.md, row 9).
+   */
+  private carryAcks(done: Completion[]): void {
+    this.acks.push(...done);
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      const acks = this.acks;
+      if (acks.length === 0) return;
+      this.acks = [];
+      this.o.queue.complete(acks).catch(() => {
+        // written with the next claim, or when the worker ends
+        this.acks = [...acks, ...this.acks];
+      });
+    }, FLUSH_MS);
   }
 
   private failure(lease: Lease, r: RunOutcome & { ok: false }, finishedAt: number): Failure {
@@ -559,6 +618,20 @@ export class WorkerAgent {
         // (outputs marked finished are kept: the coordinator commits them if this process dies)
         if (next === i && (this.unfinished > 0 || this.committingUnfinished) && !this.pipelines(leases[i]!))
           await this.settle();
+        // a module function that returns without awaiting anything never lets the event loop run:
+        // a group due to start (kickCommit) waited for 2,048 pending outputs, and a group under
+        // way for its flush's answer, so the run's last group, the largest, for the end of the
+        // queue. A turn of the loop every YIELD_MS while a group is due or under way lets it go on
+        // beside the next tasks
+        else if (
+          next === i &&
+          (this.kicked || this.committing) &&
+          Date.now() >= this.yieldedAt + YIELD_MS &&
+          !this.pipelines(leases[i]!)
+        ) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          this.yieldedAt = Date.now();
+        }
         topUp(i);
         const last = leases[next - 1]!;
         if (

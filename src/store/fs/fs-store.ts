@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  accessSync,
   constants,
   existsSync,
   promises as fsp,
@@ -8,6 +9,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmdirSync,
   rmSync,
@@ -486,19 +488,67 @@ export class FsStore implements Store {
 }
 
 /**
- * A shell kept for the life of the process that runs `sync -f DIR` (syncfs(2): Node has no call
- * for it) for each folder written on its stdin and answers with the exit status: forking a small
- * shell costs a fraction of forking this process (a spawn from Node stops its event loop for
- * tens of milliseconds on a loaded machine). Unreferenced while idle, so it never keeps the
- * process alive; it ends when its stdin closes, i.e. with this process.
+ * syscall(2) numbers of syncfs, by Node's `process.arch` (Linux): x86-64's own table, and the
+ * generic one of arm64 and riscv64. Elsewhere the flush runs `sync -f`.
  */
+const SYNCFS_NR: Readonly<Record<string, number>> = { x64: 306, arm64: 267, riscv64: 267 };
+
+/**
+ * How a worker calls syncfs(2), which Node has no call for: a program kept for the life of the
+ * process that flushes the file system of each folder written on its stdin and answers 0 (done)
+ * or 1 (failed). Where perl is (perl-base is Essential on Debian), perl calls syncfs itself
+ * (`syscall`): one write and one read on a pipe per group. Otherwise a shell runs `sync -f DIR`,
+ * a fork and exec of coreutils' sync per group: in a run of 5,000 tasks with outputs those ~600
+ * process starts were ~30 % of the run's CPU (BENCHMARKS.md, row 9). A `sync` first in PATH that
+ * is not the system's (/bin or /usr/bin) is someone's wrapper (a site's own flush, a test that
+ * slows the flush down): it is run as before.
+ */
+function syncerCommand(): [string, string[]] {
+  const shell: [string, string[]] = [
+    '/bin/sh',
+    ['-c', 'while IFS= read -r d; do sync -f "$d"; echo $?; done'],
+  ];
+  const nr = SYNCFS_NR[process.arch];
+  const perl = ['/usr/bin/perl', '/bin/perl'].find((p) => existsSync(p));
+  if (nr === undefined || perl === undefined || !systemSync()) return shell;
+  return [
+    perl,
+    [
+      '-e',
+      `$| = 1; while (defined(my $d = <STDIN>)) { chomp $d; my $r = 1; if (open(my $fh, '<', $d)) { $r = syscall(${nr}, fileno($fh)) == 0 ? 0 : 1; close($fh); } print "$r\n"; }`,
+    ],
+  ];
+}
+
+/** Whether the first `sync` in PATH is the system's (or there is none): not a wrapper to honour. */
+function systemSync(): boolean {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (dir === '') continue;
+    const p = path.join(dir, 'sync');
+    try {
+      accessSync(p, constants.X_OK);
+    } catch {
+      continue;
+    }
+    try {
+      const real = realpathSync(p);
+      return real === '/usr/bin/sync' || real === '/bin/sync';
+    } catch {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** The syncfs caller of this process (see `syncerCommand`); undefined until first needed. */
 let syncer: { child: ChildProcess; waiting: Array<(ok: boolean) => void> } | undefined;
 
 /** Flushes the file system holding `dir` to disk (syncfs); false if that could not be done. */
 function syncFs(dir: string): Promise<boolean> {
   if (dir.includes('\n')) return Promise.resolve(false);
   if (!syncer) {
-    const child = spawn('/bin/sh', ['-c', 'while IFS= read -r d; do sync -f "$d"; echo $?; done'], {
+    const [file, args] = syncerCommand();
+    const child = spawn(file, args, {
       stdio: ['pipe', 'pipe', 'ignore'],
     });
     const s = { child, waiting: [] as Array<(ok: boolean) => void> };
@@ -523,7 +573,7 @@ function syncFs(dir: string): Promise<boolean> {
   });
 }
 
-/** Lets the process exit while the syncing shell waits for work (or not, while it works). */
+/** Lets the process exit while the syncfs caller waits for work (or not, while it works). */
 function idle(s: { child: ChildProcess }, yes: boolean): void {
   const handles = [s.child, s.child.stdin, s.child.stdout] as Array<{ ref(): void; unref(): void } | null>;
   for (const h of handles) yes ? h?.unref() : h?.ref();
