@@ -518,14 +518,12 @@ export class WorkerAgent {
   }
 
   private failure(lease: Lease, r: RunOutcome & { ok: false }, finishedAt: number): Failure {
+    const { retries } = this.stepOf(lease);
     return {
       lease,
       error: r.error ?? 'failed',
       logPath: r.logPath,
-      retryDelayMs: backoffDelay(
-        attemptOfRun(lease, this.stepOf(lease).retries.maxAttempts),
-        this.stepOf(lease).retries.backoff,
-      ),
+      retryDelayMs: backoffDelay(attemptOfRun(lease, retries.maxAttempts), retries.backoff),
       startedAt: r.startedAt,
       finishedAt,
       final: r.final,

@@ -87,16 +87,7 @@ export function parseMessage(
   };
 }
 
-/** Parses a message body of one task; undefined when it is not a corral task. */
-export function parseBody(body: string | undefined): TaskMessage | undefined {
-  if (!body) return undefined;
-  try {
-    return taskOf(JSON.parse(body));
-  } catch {
-    return undefined;
-  }
-}
-
+/** A parsed body of one task; undefined when it is not a corral task. */
 function taskOf(raw: unknown): TaskMessage | undefined {
   const m = raw as Partial<TaskMessage> | null;
   if (

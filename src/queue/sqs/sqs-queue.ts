@@ -272,7 +272,6 @@ export class SqsQueue implements Queue {
       const receipt = msg.ReceiptHandle!;
       const received = Number(msg.Attributes?.ApproximateReceiveCount ?? '1');
       if (!parsed) {
-        const attempts = received;
         dead.push({
           v: BODY_VERSION,
           k: msg.MessageId ?? '?',
@@ -280,7 +279,7 @@ export class SqsQueue implements Queue {
           m: 0,
           p: { i: -1 },
           error: 'not a corral task message',
-          attempts,
+          attempts: received,
         });
         deadReceipts.push(receipt);
         continue;
@@ -490,7 +489,7 @@ export class SqsQueue implements Queue {
       if (!h) continue;
       this.held.delete(c.lease.taskId);
       this.done++;
-      this.settle(h);
+      if (this.settled(h)) this.pendingDeletes.push(h.msg.receiptHandle);
     }
     // Full batches go now; a partial one waits up to ackDelayMs for more completions.
     if (this.pendingDeletes.length >= 10) await this.flushDeletes(false);
@@ -502,10 +501,13 @@ export class SqsQueue implements Queue {
     }
   }
 
-  /** A task is done with here (completed, or dead): its message is deleted once all its tasks are. */
-  private settle(h: Held): void {
+  /**
+   * A task is done with here (completed, or dead); true when its message has no task left, to be
+   * deleted (one task's message at once, a bundle's with its last task).
+   */
+  private settled(h: Held): boolean {
     h.msg.open.delete(h.body.k);
-    if (h.msg.open.size === 0) this.pendingDeletes.push(h.msg.receiptHandle);
+    return h.msg.open.size === 0;
   }
 
   /** Deletes every completed message now (`all`), or only full batches of 10. */
@@ -556,21 +558,16 @@ export class SqsQueue implements Queue {
       if (last)
         dead.push({
           ...h.body,
-          j: h.body.j,
           error: f.error,
           attempts: l.attempt,
           logPath: f.logPath,
         });
-      if (h.msg.bundle) {
-        if (!last) {
-          const lease = { ...l, taskId: this.nextId++, attempt: l.attempt + 1 };
-          this.hold({ lease, body: h.body, msg: h.msg, notBefore: Date.now() + f.retryDelayMs }, [], 0);
-        } else {
-          h.msg.open.delete(h.body.k);
-          if (h.msg.open.size === 0) deadReceipts.push(h.msg.receiptHandle);
-        }
-      } else if (last) deadReceipts.push(h.msg.receiptHandle);
-      else
+      if (h.msg.bundle && !last) {
+        const lease = { ...l, taskId: this.nextId++, attempt: l.attempt + 1 };
+        this.hold({ lease, body: h.body, msg: h.msg, notBefore: Date.now() + f.retryDelayMs }, [], 0);
+      } else if (last) {
+        if (this.settled(h)) deadReceipts.push(h.msg.receiptHandle);
+      } else
         retry.push({
           receipt: h.msg.receiptHandle,
           seconds: Math.min(43_200, Math.ceil(f.retryDelayMs / 1000)),
@@ -660,8 +657,8 @@ export class SqsQueue implements Queue {
    */
   async releaseAll(owner?: string): Promise<number> {
     for (const ac of this.polls) ac.abort();
-    const all = [...this.held.values()].filter((h) => owner === undefined || h.lease.owner === owner);
-    await this.release(all.map((h) => h.lease));
+    const all = this.heldLeases(owner);
+    await this.release(all);
     return all.length;
   }
 

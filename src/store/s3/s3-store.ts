@@ -107,9 +107,12 @@ export class S3Store implements Store {
   private readonly prefix: string;
   /**
    * The results of the bundles read so far, by completion key, without their bytes (a bundle's
-   * marker never changes): the bundle's id and the result's marker.
+   * marker never changes): the bundle's id, the task's key in it and the result's marker.
    */
-  private readonly bundled = new Map<string, { readonly bundle: string; readonly marker: CommitMarker }>();
+  private readonly bundled = new Map<
+    string,
+    { readonly bundle: string; readonly task: string; readonly marker: CommitMarker }
+  >();
   /** The last bundle markers read, whole (their outputs are downloaded right after): at most RECENT_BUNDLES. */
   private readonly recent = new Map<string, BundleMarker>();
   /** Bundle markers read so far. */
@@ -241,8 +244,8 @@ export class S3Store implements Store {
       fresh.map(async (id) => {
         const b = await this.bundle(id);
         if (!b) return;
-        for (const { data: _bytes, ...m } of Object.values(b.tasks))
-          this.bundled.set(m.key, { bundle: id, marker: m });
+        for (const [task, { data: _bytes, ...m }] of Object.entries(b.tasks))
+          this.bundled.set(m.key, { bundle: id, task, marker: m });
         this.bundlesRead.add(id);
       }),
     );
@@ -338,8 +341,7 @@ export class S3Store implements Store {
       const { marker } = inBundle;
       // its bytes are in the bundle's marker (kept whole only for the last few read)
       if (marker.object !== null || marker.size === 0) return marker;
-      const whole = (await this.bundle(inBundle.bundle))?.tasks;
-      return Object.values(whole ?? {}).find((m) => m.key === key) ?? marker;
+      return (await this.bundle(inBundle.bundle))?.tasks[inBundle.task] ?? marker;
     }
     try {
       const r = await this.o.client.send(

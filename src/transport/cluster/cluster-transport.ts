@@ -56,11 +56,9 @@ const MAX_STAGE = 5000;
 
 /**
  * A record of what was sent (`forwarded/`): task keys sent alone (a list, as before bundles), or
- * `{ keys, bundles }` with the bundles' ids and their tasks' keys.
+ * `{ bundles }`: the bundles' ids and their tasks' keys.
  */
-type ForwardedRecord =
-  | string[]
-  | { readonly keys?: readonly string[]; readonly bundles?: Readonly<Record<string, readonly string[]>> };
+type ForwardedRecord = string[] | { readonly bundles: Readonly<Record<string, readonly string[]>> };
 
 /** Most tasks in one message (bundle). */
 const MAX_BUNDLE = 50;
@@ -231,14 +229,14 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
 
     // What an earlier coordinator sent (and in which bundles); what the bucket already has.
     const forwarded = new Set<string>();
-    /** The bundle each bundled task was sent in (a task is only ever in one), and each bundle's tasks. */
+    /** The bundle each bundled task was sent in (a task is only ever in one). */
     const bundleOfTask = new Map<string, string>();
-    const bundleTasks = new Map<string, readonly string[]>();
     const remember = (r: ForwardedRecord) => {
-      for (const key of Array.isArray(r) ? r : (r.keys ?? [])) forwarded.add(key);
-      if (Array.isArray(r)) return;
-      for (const [id, keys] of Object.entries(r.bundles ?? {})) {
-        bundleTasks.set(id, keys);
+      if (Array.isArray(r)) {
+        for (const key of r) forwarded.add(key);
+        return;
+      }
+      for (const [id, keys] of Object.entries(r.bundles)) {
         for (const key of keys) {
           forwarded.add(key);
           bundleOfTask.set(key, id);
@@ -324,6 +322,13 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
     ) => {
       if (leases.length === 0) return;
       const mark = again || resumed;
+      /** A task sent alone, marked to be looked for first when it may have been sent before. */
+      const alone = (t: NewTask): NewTask => (mark ? { ...t, payload: { ...t.payload, lk: 1 } } : t);
+      const push = <K, V>(m: Map<K, V[]>, k: K, ...v: V[]) => {
+        const list = m.get(k);
+        if (list) list.push(...v);
+        else m.set(k, v);
+      };
       const byQueue = new Map<SqsQueue, NewTask[]>();
       /** Bundles to send again (the same id, the tasks of it still open), and new bundles' tasks by queue and step. */
       const resend = new Map<string, { q: SqsQueue; tasks: NewTask[] }>();
@@ -339,15 +344,13 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
         const sentIn = bundleOfTask.get(l.key);
         const group = sentIn ? resend : bundling.has(l.step) && !stage.length ? fresh : undefined;
         if (group) {
-          const id = sentIn ?? `${queueFor(l.step, l.maxAttempts).queueUrl} ${l.step}`;
+          const id = sentIn ?? `${q.queueUrl} ${l.step}`;
           const g = group.get(id) ?? { q, tasks: [] };
           g.tasks.push(task);
           group.set(id, g);
           continue;
         }
-        const list = byQueue.get(q) ?? [];
-        list.push({ ...task, payload: { ...payload, ...(mark ? { lk: 1 as const } : {}) } });
-        byQueue.set(q, list);
+        push(byQueue, q, alone(task));
       }
       for (const [id, g] of resend) await g.q.enqueueBundles([{ id, tasks: g.tasks }], true);
       const bundles: Array<{ q: SqsQueue; bundle: NewBundle }> = [];
@@ -355,10 +358,7 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
       for (const g of fresh.values()) {
         const size = tasksPerMessage(g.tasks.length + waiting);
         if (size === 1) {
-          byQueue.set(g.q, [
-            ...(byQueue.get(g.q) ?? []),
-            ...g.tasks.map((t) => ({ ...t, payload: { ...t.payload, ...(mark ? { lk: 1 as const } : {}) } })),
-          ]);
+          push(byQueue, g.q, ...g.tasks.map(alone));
           continue;
         }
         for (const tasks of bundlesOf(g.tasks, size))
@@ -370,13 +370,13 @@ export async function runOnCluster(s: ClusterSession): Promise<RunSummary> {
           bundles: Object.fromEntries(bundles.map((b) => [b.bundle.id, b.bundle.tasks.map((t) => t.key)])),
         });
         const perQueue = new Map<SqsQueue, NewBundle[]>();
-        for (const b of bundles) perQueue.set(b.q, [...(perQueue.get(b.q) ?? []), b.bundle]);
+        for (const b of bundles) push(perQueue, b.q, b.bundle);
         for (const [q, list] of perQueue) await q.enqueueBundles(list, mark);
       }
       for (const [q, tasks] of byQueue) await enqueueAll(q, tasks);
       // recorded after sending: a crash in between sends them again (harmless: commits are once)
-      const alone = [...byQueue.values()].flat().map((t) => t.key);
-      if (alone.length) await record(alone);
+      const sentAlone = [...byQueue.values()].flat().map((t) => t.key);
+      if (sentAlone.length) await record(sentAlone);
     };
     await send(unsent.map(toSend), true);
     /** Sent tasks not yet received by a worker, as last known (meta `queued`: see observe below). */
